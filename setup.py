@@ -1,0 +1,21 @@
+"""Build the Cython core (src_ext/_core.pyx -> fastgw._core).
+
+FASTGW_NO_EXTENSIONS=1 builds a pure-Python package (the twins in fastgw/_py are used);
+FASTGW_CYTHON_ANNOTATE=1 writes the Cython HTML annotation next to the sources.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+ext_modules = []
+if not os.environ.get("FASTGW_NO_EXTENSIONS"):
+    from Cython.Build import cythonize
+
+    ext_modules = cythonize(
+        [Extension("fastgw._core", ["src_ext/_core.pyx"], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": "3", "embedsignature": True},
+        annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
+    )
+
+setup(ext_modules=ext_modules)
