@@ -1,0 +1,147 @@
+"""The `fastgw` command: serve, validate, routes.
+
+Server settings come from, in order of precedence: command-line flags, FASTGW_* environment
+variables, the config file's `server:` section, defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from ._version import __version__
+
+# flag name -> (ServerConfig field, type)
+SERVER_FLAGS: dict[str, tuple[str, Any]] = {
+    "host": ("host", str),
+    "port": ("port", int),
+    "workers": ("workers", int),
+    "admin_host": ("adminHost", str),
+    "admin_port": ("adminPort", int),
+    "admin_token": ("adminToken", str),
+    "interface": ("interface", str),
+    "tls_cert": ("tlsCert", str),
+    "tls_key": ("tlsKey", str),
+    "drain_seconds": ("drainSeconds", float),
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags beat FASTGW_* environment variables; both beat the file."""
+    result: dict[str, Any] = {}
+    for flag, (field, kind) in SERVER_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            env = os.environ.get("FASTGW_" + flag.upper())
+            if env:
+                try:
+                    value = kind(env)
+                except ValueError:
+                    raise SystemExit(f"fastgw: FASTGW_{flag.upper()}={env!r} is not a valid {kind.__name__}") from None
+        if value is not None:
+            result[field] = value
+    if getattr(args, "no_access_log", False) or os.environ.get("FASTGW_NO_ACCESS_LOG"):
+        result["accessLog"] = False
+    return result
+
+
+def _load(path: str, overrides: dict[str, Any]) -> Any:
+    from .config.loader import ConfigError
+    from .server import compile_file
+
+    try:
+        return compile_file(path, overrides)
+    except ConfigError as exc:
+        print(f"fastgw: invalid config {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = _load(args.config, _overrides(args))
+    routes = sum(len(stage.routes) for stage in plan.stages)
+    print(f"{args.config}: OK ({len(plan.stages)} stage(s), {routes} route(s), interface {plan.interface})")
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    plan = _load(args.config, _overrides(args))
+    rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
+    for stage in plan.stages:
+        prefix = "" if stage.name == "$default" else f"/{stage.name}"
+        for route in stage.routes:
+            integration = route.integration
+            target = f"HTTP_PROXY {integration.uri}" if integration is not None else "-"
+            rows.append((stage.api.name, stage.name, prefix or "/", route.key, target))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # prometheus-client picks its multi-process mode when first imported: set the directory
+    # before anything imports it, and start from an empty one (stale files would add up).
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="fastgw-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    else:
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    try:
+        overrides = _overrides(args)
+        plan = _load(args.config, overrides)
+        from .server import serve
+
+        serve(args.config, plan, overrides, log_level=args.log_level)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastgw", description="A fast, self-hosted API gateway (AWS API Gateway model)")
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("config", help="native YAML/JSON config file")
+    serve.add_argument("--host", help="listen address (default 0.0.0.0; env FASTGW_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080; env FASTGW_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU; env FASTGW_WORKERS)")
+    serve.add_argument("--admin-host", help="admin listen address (default 127.0.0.1)")
+    serve.add_argument("--admin-port", type=int, help="admin port (default 9901; env FASTGW_ADMIN_PORT)")
+    serve.add_argument("--admin-token", help="bearer token for the admin API (env FASTGW_ADMIN_TOKEN)")
+    serve.add_argument("--interface", choices=("auto", "asgi", "rsgi"), help="granian interface (default auto)")
+    serve.add_argument("--tls-cert", help="TLS certificate (PEM)")
+    serve.add_argument("--tls-key", help="TLS private key (PEM)")
+    serve.add_argument("--drain-seconds", type=float, help="SIGTERM drain deadline (default 25)")
+    serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
+    serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(func=cmd_serve)
+
+    validate = commands.add_parser("validate", help="check a config file and exit (0: valid, 2: invalid)")
+    validate.add_argument("config")
+    validate.set_defaults(func=cmd_validate)
+
+    routes = commands.add_parser("routes", help="print the compiled route table")
+    routes.add_argument("config")
+    routes.set_defaults(func=cmd_routes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

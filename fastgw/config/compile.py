@@ -1,0 +1,290 @@
+"""Compiling a validated config into the plain objects the request path reads (the Plan).
+
+Everything that can be decided before a request arrives is decided here: stage variables are
+substituted into integration URIs, URIs are split into an upstream (scheme, host, port) and a path
+template, routers are built per stage, gateway responses are merged, and the server interface
+(ASGI or RSGI) is chosen. A problem found here is reported with its place in the file, like the
+problems `read_config` finds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .._accel import Router, Template
+from ..errors import GatewayResponseOverride, GatewayResponses
+from ..upstream import UpstreamPool
+from .loader import ConfigError, Document, Problem, resolve_env
+from .model import Api, GatewayConfig, Route, ServerConfig, Stage, read_config
+
+STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+ROUTE_PARAM = re.compile(r"\{([^{}]+?)\+?\}")
+
+
+@dataclass(slots=True)
+class HttpProxyPlan:
+    """An HTTP_PROXY integration of one route in one stage."""
+
+    pool: UpstreamPool
+    host_header: str
+    path_template: Template | None  # None when the path has no placeholders
+    static_path: str  # the path (and fixed query) when there is no template
+    uri_query: str  # query string written in the URI itself, sent before the client's
+    timeout: float
+    uri: str  # for display
+
+
+@dataclass(slots=True)
+class ApiPlan:
+    name: str
+    type: str
+    aws_compat: bool
+    encoded_slashes: str
+    responses: GatewayResponses
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    api: ApiPlan
+    stage: str
+    key: str  # "GET /items/{id}"; the metrics label
+    method: str
+    resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
+    integration: HttpProxyPlan | None  # None only in a config that failed to compile
+
+
+@dataclass(slots=True)
+class StagePlan:
+    api: ApiPlan
+    name: str
+    variables: dict[str, str]
+    router: Router
+    routes: list[RoutePlan]
+
+
+@dataclass(slots=True)
+class Plan:
+    server: ServerConfig
+    interface: str  # "asgi" or "rsgi"
+    stages_by_prefix: dict[str, StagePlan]
+    default_stage: StagePlan | None  # an HTTP API's $default stage: no path prefix
+    # host (None: any host) -> [(base path segments, stage)], longest base path first
+    mappings: dict[str | None, list[tuple[tuple[str, ...], StagePlan]]]
+    pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
+    stages: list[StagePlan] = field(default_factory=list)
+
+
+def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str, host: str, port: int,
+              connect_timeout: float) -> UpstreamPool:
+    key = (scheme, host, port)
+    pool = plan_pools.get(key)
+    if pool is None:
+        pool = plan_pools[key] = UpstreamPool(scheme, host, port, connect_timeout)
+    else:
+        pool.connect_timeout = min(pool.connect_timeout, connect_timeout)
+    return pool
+
+
+def _compile_http_proxy(route: Route, stage: Stage, pools: dict, problems: list[Problem]) -> HttpProxyPlan | None:
+    integration = route.integration
+    assert integration is not None
+    where = f"{integration.path}.uri"
+    missing: list[str] = []
+
+    def stage_variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in stage.variables:
+            missing.append(name)
+            return ""
+        return stage.variables[name]
+
+    uri = STAGE_VARIABLE.sub(stage_variable, integration.uri)
+    for name in missing:
+        problems.append(Problem(where, f"stage '{stage.name}' has no variable '{name}'"))
+    if missing:
+        return None
+    if "${" in uri:
+        problems.append(Problem(where, f"unknown reference in '{integration.uri}' (only ${{stageVariables.NAME}} "
+                                "and route parameters like {id} are substituted)"))
+        return None
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        problems.append(Problem(where, f"not a valid URI '{uri}': {exc}"))
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(Problem(where, f"must be an absolute http:// or https:// URI; got '{uri}'"))
+        return None
+    if "{" in parts.netloc or "}" in parts.netloc:
+        problems.append(Problem(where, "route parameters may appear only in the path and query of the URI"))
+        return None
+    if parts.username or parts.password:
+        problems.append(Problem(where, "credentials in the URI are not supported; use a header mapping"))
+        return None
+    host = parts.hostname
+    port = port or (443 if parts.scheme == "https" else 80)
+    default_port = 443 if parts.scheme == "https" else 80
+    host_in_header = f"[{host}]" if ":" in host else host
+    host_header = host_in_header if port == default_port else f"{host_in_header}:{port}"
+
+    path = parts.path or "/"
+    route_params = {m.group(1) for m in ROUTE_PARAM.finditer(route.template)}
+    try:
+        template = Template(path)
+    except ValueError as exc:
+        problems.append(Problem(where, f"bad placeholder in the URI path: {exc}"))
+        return None
+    unknown = [n for n in template.names if n not in route_params]
+    if unknown:
+        problems.append(Problem(where, f"the URI uses {', '.join('{' + n + '}' for n in unknown)}, "
+                                f"which the route '{route.key}' does not define"))
+        return None
+    if "{" in parts.query:
+        problems.append(Problem(where, "route parameters in the URI query are not supported yet"))
+        return None
+    pool = _pool_for(pools, parts.scheme, host, port, integration.connectTimeoutInMillis / 1000)
+    return HttpProxyPlan(
+        pool=pool,
+        host_header=host_header,
+        path_template=template if template.names else None,
+        static_path=path,
+        uri_query=parts.query,
+        timeout=integration.timeoutInMillis / 1000,
+        uri=uri,
+    )
+
+
+def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem]) -> StagePlan:
+    router = Router()
+    plans: list[RoutePlan] = []
+    seen: dict[tuple[str, str], str] = {}
+    for route in api.routes:
+        integration = None
+        if route.integration is not None:
+            integration = _compile_http_proxy(route, stage, pools, problems)
+        plan = RoutePlan(api_plan, stage.name, route.key, route.method, route.template or "$default", integration)
+        if route.method == "$default":
+            if ("$default", "") in seen:
+                problems.append(Problem(f"{route.path}.route", f"duplicate route: same as {seen[('$default', '')]}"))
+                continue
+            seen[("$default", "")] = route.path
+            router.set_default(plan)
+        else:
+            # Two templates that differ only in parameter names are the same route.
+            shape = ROUTE_PARAM.sub(lambda m: "{+}" if m.group(0).endswith("+}") else "{}", route.template)
+            shape = shape.rstrip("/") or "/"
+            if (route.method, shape) in seen:
+                problems.append(Problem(f"{route.path}.route",
+                                        f"duplicate route: '{route.key}' is the same as {seen[(route.method, shape)]}"))
+                continue
+            try:
+                router.add(route.method, route.template, plan)
+            except ValueError as exc:
+                problems.append(Problem(f"{route.path}.route", str(exc)))
+                continue
+            seen[(route.method, shape)] = f"{route.path} '{route.key}'"
+        if integration is not None:
+            plans.append(plan)
+    return StagePlan(api_plan, stage.name, stage.variables, router, plans)
+
+
+def _responses(api: Api) -> GatewayResponses:
+    overrides = {
+        kind: GatewayResponseOverride(
+            status=spec.statusCode,
+            headers=tuple((k.lower(), v) for k, v in spec.headers.items()),
+            body=spec.body,
+        )
+        for kind, spec in api.gatewayResponses.items()
+    }
+    return GatewayResponses(overrides)
+
+
+def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
+    problems: list[Problem] = []
+    pools: dict[tuple[str, str, int], UpstreamPool] = {}
+    stages_by_prefix: dict[str, StagePlan] = {}
+    prefix_owner: dict[str, str] = {}
+    default_stage: StagePlan | None = None
+    by_name: dict[tuple[str, str], StagePlan] = {}
+    all_stages: list[StagePlan] = []
+    api_names: dict[str, str] = {}
+
+    for api in config.apis:
+        if api.name in api_names:
+            problems.append(Problem(f"{api.path}.name", f"duplicate API name '{api.name}' (also {api_names[api.name]})"))
+            continue
+        api_names[api.name] = api.path
+        api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api))
+        # Route template problems are the same in every stage: report them once.
+        reported = len(problems)
+        for index, stage in enumerate(api.stages):
+            stage_problems: list[Problem] = []
+            stage_plan = _compile_stage(api, api_plan, stage, pools, stage_problems)
+            if index == 0:
+                problems.extend(stage_problems)
+            else:
+                known = {str(p) for p in problems[reported:]}
+                problems.extend(p for p in stage_problems if str(p) not in known)
+            by_name[(api.name, stage.name)] = stage_plan
+            all_stages.append(stage_plan)
+            if api.disableExecuteApiEndpoint:
+                continue
+            if stage.name == "$default":
+                if default_stage is not None:
+                    problems.append(Problem(stage.path, f"only one API can have a $default stage without an "
+                                            f"apiMapping (also API '{default_stage.api.name}')"))
+                else:
+                    default_stage = stage_plan
+            elif stage.name in stages_by_prefix:
+                problems.append(Problem(stage.path, f"stage path /{stage.name} is also used by API "
+                                        f"'{prefix_owner[stage.name]}'; give one of them an apiMapping and "
+                                        "disableExecuteApiEndpoint: true"))
+            else:
+                stages_by_prefix[stage.name] = stage_plan
+                prefix_owner[stage.name] = api.name
+
+    mappings: dict[str | None, list[tuple[tuple[str, ...], StagePlan]]] = {}
+    seen_mappings: set[tuple[str | None, str]] = set()
+    for mapping in config.apiMappings:
+        target = by_name.get((mapping.api, mapping.stage))
+        if target is None:
+            problems.append(Problem(mapping.path, f"no API '{mapping.api}' with a stage '{mapping.stage}'"))
+            continue
+        if (mapping.domainName, mapping.basePath) in seen_mappings:
+            problems.append(Problem(mapping.path, "duplicate domainName and basePath"))
+            continue
+        seen_mappings.add((mapping.domainName, mapping.basePath))
+        base = tuple(s for s in mapping.basePath.split("/") if s)
+        mappings.setdefault(mapping.domainName, []).append((base, target))
+    for entries in mappings.values():
+        entries.sort(key=lambda entry: -len(entry[0]))
+
+    interface = config.server.interface
+    raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
+    if interface == "auto":
+        interface = "asgi" if raw_path_apis else "rsgi"
+    elif interface == "rsgi" and raw_path_apis:
+        problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
+                                f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
+    if problems:
+        return None, problems
+    plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages)
+    return plan, []
+
+
+def load_plan(document: Document) -> Plan:
+    """Validate and compile a parsed document; raise ConfigError with every problem found."""
+    problems: list[Problem] = []
+    data = resolve_env(document.data, "", problems)
+    config, found = read_config(data)
+    problems.extend(found)
+    plan, found = compile_config(config)
+    known = {(p.path, p.message) for p in problems}
+    problems.extend(p for p in found if (p.path, p.message) not in known)
+    if problems or plan is None:
+        raise ConfigError(document.source, [Problem(p.path, p.message, document.line_of(p.path)) for p in problems])
+    return plan

@@ -1,0 +1,442 @@
+"""The typed config model (native fastgw format) and its validation.
+
+`read_config(data)` turns plain data into the dataclasses below, collecting every problem with its
+location instead of stopping at the first. Field names follow AWS's (`stageVariables` are
+`variables` on a stage, `timeoutInMillis`, `gatewayResponses`, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import RESPONSE_TYPES
+from .loader import Problem
+
+API_TYPES = ("REST", "HTTP", "WEBSOCKET")
+SUPPORTED_API_TYPES = ("REST", "HTTP")
+INTEGRATION_TYPES = ("HTTP_PROXY", "HTTP", "FUNCTION", "FUNCTION_CUSTOM", "MOCK")
+SUPPORTED_INTEGRATION_TYPES = ("HTTP_PROXY",)
+ENCODED_SLASHES = ("REJECT", "PASS", "DECODE")
+INTERFACES = ("auto", "asgi", "rsgi")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "ANY")
+ROUTE_KEY = re.compile(r"^([A-Z]+) (/\S*)$")
+STAGE_NAME = re.compile(r"^(\$default|[A-Za-z0-9_-]{1,128})$")
+API_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+@dataclass(slots=True)
+class Limits:
+    maxUriBytes: int = 8 * 1024
+    maxHeaderBytes: int = 60 * 1024
+    maxHeaderFieldBytes: int = 16 * 1024
+    maxHeaderCount: int = 100
+    maxBodyBytes: int = 10 * 1024 * 1024
+    headerReadTimeoutMs: int = 10_000
+    keepAliveIdleMs: int = 60_000
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 0  # 0: one per CPU
+    adminHost: str = "127.0.0.1"
+    adminPort: int = 9901
+    adminToken: str | None = None
+    interface: str = "auto"
+    accessLog: bool = True
+    tlsCert: str | None = None
+    tlsKey: str | None = None
+    drainSeconds: float = 25.0
+    trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class Integration:
+    type: str
+    uri: str
+    timeoutInMillis: int = 29_000
+    connectTimeoutInMillis: int = 5_000
+    path: str = ""  # location in the file, for errors found while compiling
+
+
+@dataclass(slots=True)
+class Route:
+    key: str  # "GET /items/{id}" or "$default"
+    method: str  # "$default" for the default route
+    template: str
+    integration: Integration | None  # None when the integration itself is invalid (already reported)
+    path: str = ""
+
+
+@dataclass(slots=True)
+class Stage:
+    name: str
+    variables: dict[str, str]
+    path: str = ""
+
+
+@dataclass(slots=True)
+class GatewayResponseConfig:
+    statusCode: int | None
+    headers: dict[str, str]
+    body: str | None
+
+
+@dataclass(slots=True)
+class Api:
+    name: str
+    type: str
+    awsCompat: bool
+    encodedSlashes: str
+    disableExecuteApiEndpoint: bool
+    stages: list[Stage]
+    routes: list[Route]
+    gatewayResponses: dict[str, GatewayResponseConfig]
+    path: str = ""
+
+
+@dataclass(slots=True)
+class ApiMapping:
+    domainName: str | None
+    basePath: str
+    api: str
+    stage: str
+    path: str = ""
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    server: ServerConfig
+    apis: list[Api]
+    apiMappings: list[ApiMapping]
+
+
+class _Reader:
+    """Reads typed fields out of plain data and records a Problem for each mistake."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"must be a mapping, not {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.error(_join(path, key), f"unknown field{hint}")
+        return value
+
+    def string(self, obj: dict[str, Any], key: str, path: str, default: str | None = None,
+               required: bool = False, choices: tuple[str, ...] | None = None) -> str | None:
+        value = obj.get(key)
+        where = _join(path, key)
+        if value is None:
+            if required:
+                self.error(where, "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.error(where, f"must be a string, not {_kind(value)}")
+            return default
+        value = str(value)
+        if choices is not None and value not in choices:
+            self.error(where, f"must be one of {', '.join(choices)}; got '{value}'")
+            return default
+        return value
+
+    def integer(self, obj: dict[str, Any], key: str, path: str, default: int,
+                low: int | None = None, high: int | None = None) -> int:
+        value = obj.get(key)
+        where = _join(path, key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)  # from ${env:...}
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(where, f"must be a whole number, not {_kind(value)}")
+            return default
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.error(where, f"must be between {low} and {high}; got {value}")
+            return default
+        return value
+
+    def number(self, obj: dict[str, Any], key: str, path: str, default: float, low: float = 0.0) -> float:
+        value = obj.get(key)
+        where = _join(path, key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            self.error(where, f"must be a number >= {low}")
+            return default
+        return float(value)
+
+    def boolean(self, obj: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = obj.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            self.error(_join(path, key), f"must be true or false, not {_kind(value)}")
+            return default
+        return value
+
+    def string_map(self, obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
+        value = obj.get(key)
+        where = _join(path, key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(where, f"must be a mapping, not {_kind(value)}")
+            return {}
+        result = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                self.error(_join(where, k), f"must be a string, not {_kind(v)}")
+                continue
+            result[str(k)] = str(v)
+        return result
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
+    known = tuple(Limits.__dataclass_fields__)
+    obj = r.mapping(value, path, known)
+    d = Limits()
+    return Limits(
+        maxUriBytes=r.integer(obj, "maxUriBytes", path, d.maxUriBytes, 256, 1 << 20),
+        maxHeaderBytes=r.integer(obj, "maxHeaderBytes", path, d.maxHeaderBytes, 1024, 1 << 20),
+        maxHeaderFieldBytes=r.integer(obj, "maxHeaderFieldBytes", path, d.maxHeaderFieldBytes, 256, 1 << 20),
+        maxHeaderCount=r.integer(obj, "maxHeaderCount", path, d.maxHeaderCount, 8, 10_000),
+        maxBodyBytes=r.integer(obj, "maxBodyBytes", path, d.maxBodyBytes, 0, 1 << 40),
+        headerReadTimeoutMs=r.integer(obj, "headerReadTimeoutMs", path, d.headerReadTimeoutMs, 100, 600_000),
+        keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, d.keepAliveIdleMs, 100, 3_600_000),
+    )
+
+
+def _read_server(r: _Reader, value: Any) -> ServerConfig:
+    path = "server"
+    known = tuple(ServerConfig.__dataclass_fields__)
+    obj = r.mapping(value, path, known)
+    d = ServerConfig()
+    return ServerConfig(
+        host=r.string(obj, "host", path, d.host) or d.host,
+        port=r.integer(obj, "port", path, d.port, 0, 65535),
+        workers=r.integer(obj, "workers", path, d.workers, 0, 1024),
+        adminHost=r.string(obj, "adminHost", path, d.adminHost) or d.adminHost,
+        adminPort=r.integer(obj, "adminPort", path, d.adminPort, 0, 65535),
+        adminToken=r.string(obj, "adminToken", path),
+        interface=r.string(obj, "interface", path, d.interface, choices=INTERFACES) or d.interface,
+        accessLog=r.boolean(obj, "accessLog", path, d.accessLog),
+        tlsCert=r.string(obj, "tlsCert", path),
+        tlsKey=r.string(obj, "tlsKey", path),
+        drainSeconds=r.number(obj, "drainSeconds", path, d.drainSeconds),
+        trustedHops=r.integer(obj, "trustedHops", path, d.trustedHops, 0, 32),
+        limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
+    )
+
+
+def _read_integration(r: _Reader, value: Any, path: str) -> Integration | None:
+    obj = r.mapping(value, path, ("type", "uri", "timeoutInMillis", "connectTimeoutInMillis"))
+    if not obj:
+        if value is None:
+            r.error(path, "is required")
+        return None
+    kind = r.string(obj, "type", path, required=True)
+    if kind is not None:
+        kind = kind.upper()
+        if kind not in INTEGRATION_TYPES:
+            r.error(_join(path, "type"), f"unknown integration type '{kind}' (one of {', '.join(INTEGRATION_TYPES)})")
+            kind = None
+        elif kind not in SUPPORTED_INTEGRATION_TYPES:
+            r.error(_join(path, "type"), f"integration type {kind} is not implemented yet in this version")
+            kind = None
+    uri = r.string(obj, "uri", path, required=True)
+    timeout = r.integer(obj, "timeoutInMillis", path, 29_000, 50, 3_600_000)
+    connect = r.integer(obj, "connectTimeoutInMillis", path, 5_000, 10, 600_000)
+    if kind is None or uri is None:
+        return None
+    return Integration(kind, uri, timeout, connect, path)
+
+
+def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | None:
+    obj = r.mapping(value, path, ("route", "integration", "name"))
+    if not obj:
+        return None
+    key = r.string(obj, "route", path, required=True)
+    integration = _read_integration(r, obj.get("integration"), _join(path, "integration"))
+    if key is None:
+        return None
+    key = key.strip()
+    if key == "$default":
+        if api_type != "HTTP":
+            r.error(_join(path, "route"), "the $default route exists only in HTTP APIs")
+            return None
+        method, template = "$default", ""
+    else:
+        match = ROUTE_KEY.match(key)
+        if match is None:
+            r.error(_join(path, "route"), f"must be 'METHOD /path' or '$default'; got '{key}'")
+            return None
+        method, template = match.groups()
+        if method not in HTTP_METHODS:
+            r.error(_join(path, "route"), f"unknown method '{method}' (one of {', '.join(HTTP_METHODS)})")
+            return None
+    return Route(key, method, template, integration, path)
+
+
+def _read_gateway_responses(r: _Reader, value: Any, path: str) -> dict[str, GatewayResponseConfig]:
+    obj = r.mapping(value, path, tuple(RESPONSE_TYPES))
+    result = {}
+    for kind, entry in obj.items():
+        if kind not in RESPONSE_TYPES:
+            continue
+        where = _join(path, kind)
+        spec = r.mapping(entry, where, ("statusCode", "headers", "body"))
+        result[kind] = GatewayResponseConfig(
+            statusCode=r.integer(spec, "statusCode", where, 0, 100, 599) or None,
+            headers=r.string_map(spec, "headers", where),
+            body=r.string(spec, "body", where),
+        )
+    return result
+
+
+def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
+    known = ("name", "type", "awsCompat", "encodedSlashes", "disableExecuteApiEndpoint", "stages", "routes",
+             "gatewayResponses", "description")
+    obj = r.mapping(value, path, known)
+    if not obj:
+        return None
+    name = r.string(obj, "name", path, required=True)
+    if name is not None and not API_NAME.match(name):
+        r.error(_join(path, "name"), "may hold only letters, digits and . _ - (1 to 128 characters)")
+    api_type = (r.string(obj, "type", path, "REST") or "REST").upper()
+    if api_type not in API_TYPES:
+        r.error(_join(path, "type"), f"must be one of {', '.join(API_TYPES)}; got '{api_type}'")
+    elif api_type not in SUPPORTED_API_TYPES:
+        r.error(_join(path, "type"), f"{api_type} APIs are not implemented yet in this version")
+    encoded = r.string(obj, "encodedSlashes", path, "REJECT", choices=ENCODED_SLASHES) or "REJECT"
+
+    stages: list[Stage] = []
+    stages_path = _join(path, "stages")
+    raw_stages = obj.get("stages")
+    if not raw_stages:
+        r.error(stages_path, "at least one stage is required")
+    elif not isinstance(raw_stages, dict):
+        r.error(stages_path, "must be a mapping of stage name to stage settings")
+    else:
+        for stage_name, stage_value in raw_stages.items():
+            where = _join(stages_path, stage_name)
+            if not STAGE_NAME.match(stage_name):
+                r.error(where, "a stage name holds only letters, digits, - and _ (or is $default)")
+                continue
+            if stage_name == "$default" and api_type != "HTTP":
+                r.error(where, "the $default stage exists only in HTTP APIs")
+                continue
+            spec = r.mapping(stage_value, where, ("variables", "description"))
+            variables = r.string_map(spec, "variables", where)
+            for var in variables:
+                if not re.match(r"^[A-Za-z0-9_]{1,64}$", var):
+                    r.error(_join(_join(where, "variables"), var), "a stage variable name holds only letters, "
+                            "digits and _ (1 to 64 characters)")
+            stages.append(Stage(stage_name, variables, where))
+
+    routes: list[Route] = []
+    routes_path = _join(path, "routes")
+    raw_routes = obj.get("routes")
+    if not isinstance(raw_routes, list) or not raw_routes:
+        r.error(routes_path, "must be a non-empty list of routes")
+    else:
+        for i, item in enumerate(raw_routes):
+            route = _read_route(r, item, _join(routes_path, i), api_type)
+            if route is not None:
+                routes.append(route)
+
+    if name is None:
+        return None
+    return Api(
+        name=name,
+        type=api_type,
+        awsCompat=r.boolean(obj, "awsCompat", path, False),
+        encodedSlashes=encoded,
+        disableExecuteApiEndpoint=r.boolean(obj, "disableExecuteApiEndpoint", path, False),
+        stages=stages,
+        routes=routes,
+        gatewayResponses=_read_gateway_responses(r, obj.get("gatewayResponses"), _join(path, "gatewayResponses")),
+        path=path,
+    )
+
+
+def _read_mappings(r: _Reader, value: Any) -> list[ApiMapping]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        r.error("apiMappings", "must be a list")
+        return []
+    result = []
+    for i, item in enumerate(value):
+        where = f"apiMappings[{i}]"
+        obj = r.mapping(item, where, ("domainName", "basePath", "api", "stage"))
+        api = r.string(obj, "api", where, required=True)
+        stage = r.string(obj, "stage", where, required=True)
+        domain = r.string(obj, "domainName", where)
+        base = (r.string(obj, "basePath", where, "") or "").strip("/")
+        if api is not None and stage is not None:
+            result.append(ApiMapping(domain.lower() if domain else None, base, api, stage, where))
+    return result
+
+
+def read_config(data: Any) -> tuple[GatewayConfig, list[Problem]]:
+    r = _Reader()
+    root = r.mapping(data, "", ("version", "server", "apis", "apiMappings"))
+    if data is None:
+        r.error("", "the file is empty")
+    version = root.get("version", 1)
+    if version != 1:
+        r.error("version", f"unsupported config format version {version!r} (this fastgw reads version 1)")
+    server = _read_server(r, root.get("server"))
+    apis: list[Api] = []
+    raw_apis = root.get("apis")
+    if not isinstance(raw_apis, list) or not raw_apis:
+        if data is not None:
+            r.error("apis", "must be a non-empty list of APIs")
+    else:
+        for i, item in enumerate(raw_apis):
+            api = _read_api(r, item, f"apis[{i}]")
+            if api is not None:
+                apis.append(api)
+    mappings = _read_mappings(r, root.get("apiMappings"))
+    # The config is returned even with problems, so that compiling can report its own ones too.
+    return GatewayConfig(server, apis, mappings), r.problems
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

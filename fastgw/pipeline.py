@@ -1,0 +1,359 @@
+"""The request pipeline for REST and HTTP APIs, top to bottom.
+
+    receive   limits and syntax of the request head; request id
+    match     API mapping / stage prefix → stage, path normalisation, compiled route tree
+    integrate HTTP_PROXY: upstream pool, timeouts, streaming
+    respond   response headers, metrics, access log
+
+A stage either passes the request on, answers it, or raises GatewayError, which becomes the API's
+gateway response. Nothing else escapes: an unexpected exception is logged and answered with the
+DEFAULT_5XX response, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import Any, Protocol
+
+from . import metrics
+from .accesslog import AccessLog
+from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan
+from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
+from .httpsyntax import FORWARDED, RequestHead, check_headers, normalize_path
+from .upstream import UpstreamConnection, UpstreamError, exchange
+
+log = logging.getLogger("fastgw")
+
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
+NEVER_PROXIED = frozenset(("TRACE", "CONNECT"))
+# Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
+BUFFER_BODY_BYTES = 64 * 1024
+# Upstream response fields the client never sees as they are.
+RESPONSE_DROP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+))
+
+
+class Downstream(Protocol):
+    """The client side of one request, as the server adapter (ASGI or RSGI) provides it."""
+
+    method: str
+    path: str  # percent-encoded, as received (RSGI: re-encoded)
+    query: str
+    headers: list[tuple[str, str]]
+    client: str
+    scheme: str
+    protocol: str
+
+    async def read_body(self) -> bytes: ...
+    def body_chunks(self) -> Any: ...
+    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
+    async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+    async def send(self, chunk: bytes) -> None: ...
+    async def finish(self) -> None: ...
+
+
+class RequestIds:
+    """AWS-shaped request ids (UUID layout) without a uuid4 call per request."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        p = self.prefix
+        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{next(self.counter):012x}"
+
+
+class Gateway:
+    """One worker's gateway: the compiled plan plus the per-worker runtime state."""
+
+    def __init__(self, plan: Plan, access_log: AccessLog | None):
+        self.plan = plan
+        limits = plan.server.limits
+        self.max_uri = limits.maxUriBytes
+        self.max_headers = limits.maxHeaderCount
+        self.max_header_bytes = limits.maxHeaderBytes
+        self.max_field = limits.maxHeaderFieldBytes
+        self.max_body = limits.maxBodyBytes
+        self.trusted_hops = plan.server.trustedHops
+        self.ids = RequestIds()
+        self.access_log = access_log
+        self.route_metrics: dict[tuple, metrics.RouteMetrics] = {}
+        self.draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        for pool in self.plan.pools.values():
+            pool.bind(loop)
+        metrics.worker_started()
+
+    def stop(self) -> None:
+        for pool in self.plan.pools.values():
+            pool.close()
+        if self.access_log is not None:
+            self.access_log.flush()
+        metrics.worker_stopped()
+
+    # -- the pipeline -------------------------------------------------------------------------
+    async def handle(self, down: Downstream) -> None:
+        started = time.perf_counter()
+        request_id = self.ids.next()
+        route: RoutePlan | None = None
+        stage: StagePlan | None = None
+        status = 500
+        sent = 0
+        integration_latency = -1.0
+        metrics.INFLIGHT.inc()
+        try:
+            # receive
+            head = self.receive(down)
+            # match
+            stage, route_path = self.select_stage(head.host, down.path)
+            route, params = self.match(stage, down.method, route_path)
+            # integrate
+            integration = route.integration
+            assert integration is not None
+            began = time.perf_counter()
+            status, sent = await self.http_proxy(down, head, integration, params, request_id)
+            integration_latency = time.perf_counter() - began
+        except GatewayError as exc:
+            status, sent = await self.answer_error(down, exc, stage, request_id)
+        except UpstreamError as exc:
+            if stage is not None and route is not None:
+                metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
+            status, sent = await self.answer_error(down, GatewayError(exc.kind, _upstream_message(exc)), stage, request_id)
+        except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
+            log.exception("unexpected error handling %s %s", down.method, down.path)
+            status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX"), stage, request_id)
+        finally:
+            metrics.INFLIGHT.dec()
+        # respond: metrics and access log
+        elapsed = time.perf_counter() - started
+        api_name = stage.api.name if stage is not None else ""
+        stage_name = stage.name if stage is not None else ""
+        route_key = route.key if route is not None else ""
+        key = (api_name, stage_name, route_key, down.method)
+        route_metrics = self.route_metrics.get(key)
+        if route_metrics is None:
+            route_metrics = self.route_metrics[key] = metrics.RouteMetrics(*key)
+        route_metrics.count(status)
+        route_metrics.duration.observe(elapsed)
+        if integration_latency >= 0:
+            route_metrics.integration.observe(integration_latency)
+        if self.access_log is not None:
+            self.access_log.write(
+                request_id, down, api_name, stage_name, route, status, sent, elapsed, integration_latency
+            )
+
+    def receive(self, down: Downstream) -> RequestHead:
+        if len(down.path) + len(down.query) > self.max_uri:
+            raise GatewayError("URI_TOO_LONG")
+        if down.method in NEVER_PROXIED:
+            raise GatewayError("METHOD_NOT_ALLOWED")
+        return check_headers(down.headers, self.max_headers, self.max_header_bytes, self.max_field, self.max_body)
+
+    def select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:
+        """API mapping (host and/or base path) or the default `/{stage}/...` prefix → stage and
+        the normalised path within it."""
+        plan = self.plan
+        # Normalise the whole path before choosing anything, keeping `%2F` inside its segment, so
+        # that `/prod/../admin` cannot pick one stage and then address another.
+        path = normalize_path(raw_path, "PASS")
+        if plan.mappings:
+            hostname = host.rsplit(":", 1)[0].lower() if host and not host.endswith("]") else host.lower()
+            for entries in (plan.mappings.get(hostname), plan.mappings.get(None)):
+                if not entries:
+                    continue
+                for base, stage in entries:
+                    rest = _strip_base(path, base)
+                    if rest is not None:
+                        return stage, _encoded_slash_rule(rest, stage.api.encoded_slashes)
+        first, rest = _split_first(path)
+        stage = plan.stages_by_prefix.get(first)
+        if stage is not None:
+            return stage, _encoded_slash_rule(rest, stage.api.encoded_slashes)
+        default = plan.default_stage
+        if default is not None:
+            return default, _encoded_slash_rule(path, default.api.encoded_slashes)
+        raise GatewayError("RESOURCE_NOT_FOUND")
+
+    def match(self, stage: StagePlan, method: str, path: str) -> tuple[RoutePlan, dict[str, str]]:
+        kind, value, params = stage.router.match(method, path)
+        if kind == 0:
+            return value, params
+        if stage.api.aws_compat and stage.api.type == "REST":
+            raise GatewayError("MISSING_AUTHENTICATION_TOKEN")
+        if kind == 1:
+            raise GatewayError("METHOD_NOT_ALLOWED", headers=(("allow", ", ".join(value)),))
+        raise GatewayError("RESOURCE_NOT_FOUND")
+
+    async def http_proxy(self, down: Downstream, head: RequestHead, integration: HttpProxyPlan,
+                         params: dict[str, str], request_id: str) -> tuple[int, int]:
+        """HTTP_PROXY: forward the request, stream the response back. Returns (status, bytes sent)."""
+        template = integration.path_template
+        target = template.render(params) if template is not None else integration.static_path
+        query = down.query
+        if integration.uri_query:
+            query = f"{integration.uri_query}&{query}" if query else integration.uri_query
+        if query:
+            target = f"{target}?{query}"
+        method = down.method
+        request_head = self.request_head(down, head, method, target, integration.host_header)
+
+        content_length = head.content_length
+        pool = integration.pool
+        if head.chunked or content_length > BUFFER_BODY_BYTES:
+            conn = await self.forward_streamed_body(down, head, pool, request_head, integration.timeout)
+        else:
+            body = await down.read_body() if content_length > 0 else b""
+            if content_length > 0 and len(body) != content_length:
+                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body")
+            framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
+            conn = await exchange(pool, request_head + framing.encode(), body, method == "HEAD",
+                                  method in IDEMPOTENT, integration.timeout)
+        return await self.relay_response(down, conn, request_id)
+
+    def request_head(self, down: Downstream, head: RequestHead, method: str, target: str, host: str) -> bytes:
+        drop = head.drop
+        parts = [method, " ", target, " HTTP/1.1\r\nhost: ", host, "\r\n"]
+        forwarded_for = ""
+        for name, value in down.headers:
+            if name in drop:
+                continue
+            if name in FORWARDED:
+                if name == "x-forwarded-for" and self.trusted_hops:
+                    forwarded_for = value
+                continue
+            parts += (name, ": ", value, "\r\n")
+        peer = down.client
+        parts += (
+            "x-forwarded-for: ", f"{forwarded_for}, {peer}" if forwarded_for else peer, "\r\n",
+            "x-forwarded-proto: ", down.scheme, "\r\n",
+        )
+        if head.host:
+            parts += ("x-forwarded-host: ", head.host, "\r\n")
+        return "".join(parts).encode("latin-1", "replace")
+
+    async def forward_streamed_body(self, down: Downstream, head: RequestHead, pool: Any, request_head: bytes,
+                                    timeout: float) -> UpstreamConnection:
+        """Send a large or chunked request body as it arrives; refuse it (413) past the limit.
+
+        Once part of a body went upstream, a failure closes that connection so the upstream
+        never sees a complete over-limit or truncated request as a finished one.
+        """
+        chunked = head.chunked
+        framing = b"transfer-encoding: chunked\r\n\r\n" if chunked else f"content-length: {head.content_length}\r\n\r\n".encode()
+        conn, _ = await pool.acquire()
+        transport = conn.transport
+        conn.deadline = pool.loop.time() + timeout
+        conn.waiter = pool.loop.create_future()
+        received = 0
+        try:
+            transport.write(request_head + framing)
+            async for chunk in down.body_chunks():
+                if not chunk:
+                    continue
+                received += len(chunk)
+                if received > self.max_body:
+                    raise GatewayError("REQUEST_TOO_LARGE")
+                if chunked:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                else:
+                    transport.write(chunk)
+                if conn.write_paused:
+                    await conn.drain()
+                if conn.error is not None:
+                    raise conn.error
+            if chunked:
+                transport.write(b"0\r\n\r\n")
+            elif received != head.content_length:
+                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body")
+            await conn.waiter
+        except BaseException:
+            conn.waiter = None
+            pool.discard(conn)
+            raise
+        return conn
+
+    async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str) -> tuple[int, int]:
+        pool = conn.pool
+        status = conn.status
+        headers = [("x-amzn-requestid", request_id)]
+        for name, value in conn.headers:
+            if name.lower() not in RESPONSE_DROP:
+                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if conn.complete:
+            body = conn.take_body()
+            pool.release(conn)
+            await down.respond(status, headers, body)
+            return status, len(body)
+        # Streamed: headers go now; a failure after this point aborts the client connection
+        # (never a clean-looking truncated response).
+        sent = 0
+        try:
+            await down.start_stream(status, headers)
+            while True:
+                chunk = await conn.next_chunk()
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                await down.send(chunk)
+            await down.finish()
+        except BaseException:
+            pool.discard(conn)
+            raise
+        pool.release(conn)
+        return status, sent
+
+    async def answer_error(self, down: Downstream, error: GatewayError, stage: StagePlan | None,
+                     request_id: str) -> tuple[int, int]:
+        responses: GatewayResponses = stage.api.responses if stage is not None else DEFAULT_RESPONSES
+        status, headers, body = responses.render(error.kind, error.message)
+        headers.append(("x-amzn-requestid", request_id))
+        headers.extend(error.headers)
+        try:
+            await down.respond(status, headers, body)
+        except Exception:  # noqa: BLE001 - the response had already started: the adapter aborts
+            log.debug("could not send the %s response for %s", status, request_id)
+        return status, len(body)
+
+
+def _upstream_message(exc: UpstreamError) -> str:
+    if exc.kind == "INTEGRATION_TIMEOUT":
+        return "Endpoint request timed out"
+    if exc.kind == "SERVICE_UNAVAILABLE":
+        return "Service Unavailable"
+    return "Bad Gateway"
+
+
+def _split_first(path: str) -> tuple[str, str]:
+    """'/prod/items/42' -> ('prod', '/items/42'); '/prod' -> ('prod', '/')."""
+    cut = path.find("/", 1)
+    if cut < 0:
+        return path[1:], "/"
+    return path[1:cut], path[cut:]
+
+
+def _strip_base(path: str, base: tuple[str, ...]) -> str | None:
+    rest = path
+    for segment in base:
+        first, rest = _split_first(rest)
+        if first != segment:
+            return None
+    return rest
+
+
+def _encoded_slash_rule(path: str, rule: str) -> str:
+    """Apply an API's `encodedSlashes` rule to a path normalised with `%2F` kept as an escape."""
+    if "%2F" not in path or rule == "PASS":
+        return path
+    if rule == "REJECT":
+        raise GatewayError("BAD_REQUEST_PARAMETERS", "Encoded slash in the request path")
+    return normalize_path(path.replace("%2F", "/"), "DECODE")

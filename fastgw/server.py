@@ -1,0 +1,364 @@
+"""granian glue: the RSGI and ASGI adapters, the worker lifecycle, the main process (admin API,
+signals, config reload).
+
+The main process compiles the config once; granian forks the workers from it, so each worker
+starts with the compiled plan already in memory. SIGHUP (or POST /reload on the admin port)
+compiles the file again and, only if it is valid, has granian replace the workers one by one;
+an invalid file is reported and the running workers keep serving the old config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings, HTTP2Settings
+from granian.server import Server as GranianServer
+
+from . import metrics
+from .accesslog import AccessLog
+from .config.compile import Plan, load_plan
+from .config.loader import ConfigError, load_document
+from .httpsyntax import encode_decoded_path
+from .pipeline import Gateway
+
+log = logging.getLogger("fastgw")
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+# -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
+class RsgiDownstream:
+    __slots__ = ("proto", "method", "path", "query", "headers", "client", "scheme", "protocol", "stream")
+
+    def __init__(self, scope: Any, proto: Any):
+        self.proto = proto
+        self.method = scope.method
+        # RSGI gives the path percent-decoded; encode it back (only used with encodedSlashes: DECODE).
+        self.path = encode_decoded_path(scope.path)
+        self.query = scope.query_string
+        self.headers = scope.headers.items()
+        client = scope.client
+        self.client = client.rsplit(":", 1)[0].strip("[]") if client else ""
+        self.scheme = scope.scheme
+        self.protocol = "HTTP/" + scope.http_version
+        self.stream: Any = None
+
+    async def read_body(self) -> bytes:
+        return await self.proto()
+
+    def body_chunks(self) -> Any:
+        return self.proto
+
+    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.proto.response_bytes(status, headers, body)
+
+    async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.stream = self.proto.response_stream(status, headers)
+
+    async def send(self, chunk: bytes) -> None:
+        await self.stream.send_bytes(chunk)
+
+    async def finish(self) -> None:
+        pass
+
+
+class AsgiDownstream:
+    __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
+                 "protocol", "started")
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
+        self.receive = receive
+        self.send_message = send
+        self.method = scope["method"]
+        raw_path = scope.get("raw_path")
+        self.path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], safe="/")
+        self.query = scope["query_string"].decode("latin-1")
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        client = scope.get("client")
+        self.client = client[0] if client else ""
+        self.scheme = scope.get("scheme", "http")
+        self.protocol = "HTTP/" + scope.get("http_version", "1.1")
+        self.started = False
+
+    async def read_body(self) -> bytes:
+        chunks = [chunk async for chunk in self.body_chunks()]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def body_chunks(self) -> Any:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        headers.append(("content-length", str(len(body))))
+        await self.start_stream(status, headers)
+        await self.send_message({"type": "http.response.body", "body": body})
+
+    async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        await self.send_message({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        })
+
+    async def send(self, chunk: bytes) -> None:
+        await self.send_message({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def finish(self) -> None:
+        await self.send_message({"type": "http.response.body", "body": b""})
+
+
+# -- the apps granian calls in each worker --------------------------------------------------------
+class RsgiApp:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.gateway.start(loop)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.gateway.stop()
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return  # WebSocket APIs are not served yet
+        await self.gateway.handle(RsgiDownstream(scope, proto))
+
+
+class AsgiApp:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.gateway.handle(AsgiDownstream(scope, receive, send))
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.gateway.start(asyncio.get_running_loop())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.gateway.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+
+# -- the main process ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class Runtime:
+    """What the main process knows: the config file, the current plan, readiness."""
+
+    config_path: str
+    plan: Plan
+    overrides: dict[str, Any]
+    ready: bool = False
+    draining: bool = False
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+
+
+RUNTIME: Runtime | None = None
+
+
+def load_app() -> Any:
+    """granian's target loader, called in each freshly forked worker."""
+    assert RUNTIME is not None
+    plan = RUNTIME.plan
+    access_log = AccessLog() if plan.server.accessLog else None
+    gateway = Gateway(plan, access_log)
+    return RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
+
+
+def compile_file(path: str, overrides: dict[str, Any]) -> Plan:
+    plan = load_plan(load_document(path))
+    apply_overrides(plan, overrides)
+    return plan
+
+
+def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> None:
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(plan.server, name, value)
+
+
+class FastgwGranian(GranianServer):
+    """granian's multi-process server with fastgw's readiness and validated reloads."""
+
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        if RUNTIME is not None:
+            RUNTIME.draining = True
+        super().signal_handler_interrupt(*args, **kwargs)
+
+    def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
+        if not reload_config():
+            self.reload_signal = False
+            self.main_loop_interrupt.clear()
+            return None
+        return super()._reload(spawn_target, target_loader)
+
+    def startup(self, spawn_target: Any, target_loader: Any) -> None:
+        super().startup(spawn_target, target_loader)
+        if RUNTIME is not None:
+            RUNTIME.ready = True
+
+
+def reload_config() -> bool:
+    """Compile the config file again; install it only when it is valid."""
+    assert RUNTIME is not None
+    try:
+        plan = compile_file(RUNTIME.config_path, RUNTIME.overrides)
+    except ConfigError as exc:
+        RUNTIME.reloads_failed += 1
+        log.error("config reload rejected, still serving the previous config:\n%s", exc)
+        return False
+    old = RUNTIME.plan.server
+    new = plan.server
+    if (new.host, new.port, new.workers, new.interface, new.adminPort) != (
+        old.host, old.port, old.workers, old.interface, old.adminPort
+    ) or plan.interface != RUNTIME.plan.interface:
+        log.warning("listener, worker or interface settings changed: they take effect on restart only")
+        plan.server = old
+        plan.interface = RUNTIME.plan.interface
+    RUNTIME.plan = plan
+    RUNTIME.reloads_ok += 1
+    log.info("config reloaded from %s", RUNTIME.config_path)
+    return True
+
+
+class AdminHandler(BaseHTTPRequestHandler):
+    server_version = "fastgw-admin"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        import hmac
+
+        given = self.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        self._send(401, b'{"message":"Unauthorized"}')
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        runtime = RUNTIME
+        assert runtime is not None
+        path = self.path.split("?", 1)[0]
+        if path in ("/healthz", "/livez"):
+            self._send(200, b'{"status":"ok"}')
+        elif path == "/readyz":
+            if runtime.ready and not runtime.draining:
+                self._send(200, b'{"status":"ready"}')
+            else:
+                self._send(503, b'{"status":"draining"}' if runtime.draining else b'{"status":"starting"}')
+        elif path == "/metrics":
+            if self._authorized():
+                self._send(200, metrics.scrape(), "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            self._send(404, b'{"message":"Not Found"}')
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        path = self.path.split("?", 1)[0]
+        if path != "/reload":
+            self._send(404, b'{"message":"Not Found"}')
+            return
+        if not self._authorized():
+            return
+        granian = self.server.granian
+        assert RUNTIME is not None
+        try:
+            compile_file(RUNTIME.config_path, RUNTIME.overrides)
+        except ConfigError as exc:
+            body = {"message": "config rejected", "problems": [str(p) for p in exc.problems]}
+            self._send(400, orjson.dumps(body))
+            return
+        granian.signal_handler_reload()
+        self._send(202, b'{"message":"reload accepted"}')
+
+
+def start_admin(host: str, port: int, token: str | None, granian: GranianServer) -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer((host, port), AdminHandler)
+    httpd.daemon_threads = True
+    httpd.token = token  # type: ignore[attr-defined]
+    httpd.granian = granian  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, name="fastgw-admin", daemon=True)
+    thread.start()
+    return httpd
+
+
+def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: str = "warning") -> None:
+    global RUNTIME
+    RUNTIME = Runtime(config_path, plan, overrides)
+    server = plan.server
+    limits = server.limits
+    from .config.model import default_workers
+
+    workers = server.workers or default_workers()
+    granian = FastgwGranian(
+        target="fastgw",
+        address=server.host,
+        port=server.port,
+        interface=Interfaces.RSGI if plan.interface == "rsgi" else Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.auto,
+        websockets=False,
+        backlog=2048,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=limits.headerReadTimeoutMs,
+            keep_alive=True,
+            # Large enough for fastgw's own limits to be the ones that answer (414/431).
+            max_buffer_size=limits.maxHeaderBytes + limits.maxUriBytes + 8192,
+        ),
+        http2_settings=HTTP2Settings(
+            max_concurrent_streams=100,
+            initial_stream_window_size=64 * 1024,
+            initial_connection_window_size=1024 * 1024,
+            max_headers_size=limits.maxHeaderBytes,
+        ),
+        log_enabled=True,
+        log_level=log_level,
+        log_access=False,
+        ssl_cert=server.tlsCert,
+        ssl_key=server.tlsKey,
+        workers_kill_timeout=max(1, int(server.drainSeconds)),
+        respawn_failed_workers=True,
+    )
+    admin = start_admin(server.adminHost, server.adminPort, server.adminToken, granian)
+    try:
+        granian.serve(target_loader=load_app, wrap_loader=False)
+    finally:
+        admin.shutdown()
+        admin.server_close()

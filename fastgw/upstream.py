@@ -1,0 +1,375 @@
+"""HTTP/1.1 upstream client: a keep-alive connection pool per upstream, one per worker process.
+
+Each connection is an asyncio.Protocol with an httptools (llhttp) response parser and carries one
+exchange at a time. The pipeline writes the serialised request head (and the body, streamed when
+it is large), then waits for the response head. Small responses arrive whole in the same read and
+are handed back as one bytes object; larger ones are streamed chunk by chunk with back-pressure
+(reading from the upstream pauses while the client is slow).
+
+Failure mapping (RELIABILITY.md §c): connect refused / reset before the response head / invalid
+response → UpstreamError("INTEGRATION_FAILURE") → 502; connect timeout and integration timeout →
+UpstreamError("INTEGRATION_TIMEOUT") → 504. A connection that failed, timed out, or answered with
+bad framing is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+import httptools
+
+# Response header limits (RELIABILITY.md F-08): beyond these the response is refused with 502.
+MAX_RESPONSE_HEADER_BYTES = 60 * 1024
+MAX_RESPONSE_HEADER_COUNT = 100
+# Upstream reads pause while this many body bytes wait for the client.
+BODY_HIGH_WATER = 256 * 1024
+BODY_LOW_WATER = 64 * 1024
+POOL_IDLE_SECONDS = 30.0
+BODY_IDLE_SECONDS = 30.0
+MAX_IN_FLIGHT = 1024
+REAPER_TICK = 0.05
+
+
+class UpstreamError(Exception):
+    """A failed upstream exchange. `kind` is the gateway response type it becomes."""
+
+    def __init__(self, kind: str, reason: str, retryable: bool = False):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        # True when the upstream cannot have acted on the request (nothing came back and the
+        # connection broke), so an idempotent request may be sent again on a new connection.
+        self.retryable = retryable
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection; one exchange at a time."""
+
+    __slots__ = (
+        "pool", "transport", "parser", "closed", "waiter", "status", "headers", "header_bytes",
+        "chunks", "buffered", "head_ready", "complete", "keep_alive", "error", "interim",
+        "head_request", "deadline", "idle_since", "paused_reading", "drain_waiter", "write_paused",
+        "got_bytes", "body_waiter",
+    )
+
+    def __init__(self, pool: UpstreamPool):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.waiter: asyncio.Future | None = None
+        self.body_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.write_paused = False
+        self.paused_reading = False
+        self.deadline = 0.0
+        self.idle_since = 0.0
+        self.head_request = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.head_ready = False
+        self.complete = False
+        self.keep_alive = False
+        self.error: UpstreamError | None = None
+        self.interim = False
+        self.got_bytes = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
+            self.close()
+            return
+        except UpstreamError as exc:
+            self._fail(exc)
+            self.close()
+            return
+        # Resolve after the whole read was parsed, so that a small response whose head and body
+        # came in one read is handed over complete.
+        waiter = self.waiter
+        if self.head_ready and waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self.chunks or self.complete:
+            self._wake_body()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            retryable = not self.got_bytes
+            self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream closed the connection", retryable))
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        if len(self.headers) > MAX_RESPONSE_HEADER_COUNT or self.header_bytes > MAX_RESPONSE_HEADER_BYTES:
+            raise UpstreamError("INTEGRATION_FAILURE", "upstream response headers too large")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim response (100 Continue, 103 Early Hints): wait for the final one.
+            self.interim = True
+            self.headers = []
+            self.header_bytes = 0
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.head_ready = True
+        if self.head_request:
+            # llhttp cannot be told that a HEAD response has no body; take the message as complete
+            # and start a fresh parser for the next exchange on this connection.
+            self.complete = True
+            self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > BODY_HIGH_WATER and not self.paused_reading and self.transport is not None:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.complete = True
+
+    # -- exchange ----------------------------------------------------------------------------
+    def _fail(self, exc: UpstreamError) -> None:
+        if self.error is None:
+            self.error = exc
+        for name in ("waiter", "body_waiter"):
+            waiter = getattr(self, name)
+            if waiter is not None:
+                setattr(self, name, None)
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    def _wake_body(self) -> None:
+        waiter = self.body_waiter
+        if waiter is not None:
+            self.body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def timed_out(self) -> None:
+        if self.waiter is not None or self.body_waiter is not None:
+            self._fail(UpstreamError("INTEGRATION_TIMEOUT", "upstream timed out"))
+        self.abort()
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            self.drain_waiter = self.pool.loop.create_future()
+            await self.drain_waiter
+        if self.error is not None:
+            raise self.error
+
+    def take_body(self) -> bytes:
+        chunks = self.chunks
+        if not chunks:
+            return b""
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        return body
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of a streamed response body; None at its end."""
+        while True:
+            if self.chunks:
+                body = self.take_body()
+                if self.paused_reading and self.transport is not None:
+                    self.paused_reading = False
+                    self.transport.resume_reading()
+                return body
+            if self.complete:
+                return None
+            if self.error is not None:
+                raise self.error
+            self.deadline = self.pool.loop.time() + BODY_IDLE_SECONDS
+            self.body_waiter = self.pool.loop.create_future()
+            await self.body_waiter
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream (scheme, host, port) in one worker."""
+
+    def __init__(self, scheme: str, host: str, port: int, connect_timeout: float = 5.0):
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
+        self.idle: deque[UpstreamConnection] = deque()
+        self.busy: set[UpstreamConnection] = set()
+        self.loop: Any = None
+        self._reaper: asyncio.TimerHandle | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = self.loop
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            raise UpstreamError("INTEGRATION_TIMEOUT", "upstream connect timed out") from None
+        except OSError as exc:
+            raise UpstreamError("INTEGRATION_FAILURE", f"upstream connect failed: {exc.strerror or exc}") from None
+        return conn
+
+    async def acquire(self, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
+        """A connection for one exchange and whether it was reused from the idle list."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        if len(self.busy) >= MAX_IN_FLIGHT:
+            raise UpstreamError("SERVICE_UNAVAILABLE", "upstream connection limit reached")
+        idle = self.idle
+        conn = None
+        while idle and not fresh:
+            candidate = idle.pop()
+            if not candidate.closed:
+                conn = candidate
+                break
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect()
+        self.busy.add(conn)
+        if self._reaper is None:
+            self._reaper = self.loop.call_later(REAPER_TICK, self._reap)
+        return conn, reused
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a connection after its exchange: back to the idle list if it is reusable."""
+        self.busy.discard(conn)
+        if conn.closed or not conn.keep_alive or not conn.complete or conn.error is not None:
+            conn.close()
+            return
+        if conn.paused_reading and conn.transport is not None:
+            conn.paused_reading = False
+            conn.transport.resume_reading()
+        conn._reset()
+        conn.idle_since = self.loop.time()
+        self.idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        self.busy.discard(conn)
+        conn.abort()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self.busy.discard(conn)
+
+    def _reap(self) -> None:
+        """Fire exchange deadlines and close connections idle for too long (one timer per pool)."""
+        now = self.loop.time()
+        for conn in [c for c in self.busy if c.deadline and c.deadline <= now]:
+            conn.timed_out()
+            self.busy.discard(conn)
+        idle = self.idle
+        while idle and (idle[0].closed or now - idle[0].idle_since > POOL_IDLE_SECONDS):
+            idle.popleft().close()
+        if self.busy or idle:
+            self._reaper = self.loop.call_later(REAPER_TICK, self._reap)
+        else:
+            self._reaper = None
+
+    def close(self) -> None:
+        for conn in list(self.idle) + list(self.busy):
+            conn.close()
+        self.idle.clear()
+        self.busy.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+
+
+async def exchange(
+    pool: UpstreamPool,
+    head: bytes,
+    body: bytes,
+    head_request: bool,
+    idempotent: bool,
+    timeout: float,
+) -> UpstreamConnection:
+    """Send a request whose body is in memory; return the connection holding the response head.
+
+    The caller reads the body with `take_body`/`next_chunk` and hands the connection back with
+    `pool.release`. One transparent retry on a fresh connection for idempotent requests when the
+    upstream dropped the connection without answering.
+    """
+    attempt = 0
+    while True:
+        conn, _reused = await pool.acquire(fresh=attempt > 0)
+        conn.head_request = head_request
+        conn.deadline = pool.loop.time() + timeout
+        waiter = pool.loop.create_future()
+        conn.waiter = waiter
+        transport = conn.transport
+        assert transport is not None
+        if body:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+        try:
+            await waiter
+            return conn
+        except UpstreamError as exc:
+            pool.discard(conn)
+            if exc.retryable and idempotent and attempt == 0:
+                # The upstream dropped the connection without answering (typically a keep-alive
+                # connection it had just closed): send once more on a new connection. Never for
+                # non-idempotent methods, which the upstream may have acted on.
+                attempt += 1
+                continue
+            raise
+        except asyncio.CancelledError:
+            pool.discard(conn)
+            raise

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up everything fastgw needs on a fresh Debian machine: Debian packages (only those missing),
+# a virtual environment in .venv, and fastgw itself built from this checkout (with its Cython core).
+#   scripts/bootstrap.sh          # to run the gateway
+#   scripts/bootstrap.sh test     # also what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want="${1:-run}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: a compiler and Python headers for the Cython core; the servers the tests start.
+packages=()
+command -v gcc >/dev/null || packages+=(gcc)
+python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
+  || packages+=(python3-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+if [ "$want" = test ]; then
+  command -v redis-server >/dev/null || packages+=(redis-server)
+  command -v wrk >/dev/null || packages+=(wrk)
+  command -v nginx >/dev/null || packages+=(nginx-light)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${packages[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+# The virtual environment, rebuilt when the sources of the compiled core or the deps change.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+stamp=.venv/.fastgw-build
+digest=$(cat pyproject.toml setup.py src_ext/* 2>/dev/null | sha256sum | cut -c1-16)-$want
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ] || ! .venv/bin/python -c 'import fastgw' 2>/dev/null; then
+  extras=""
+  [ "$want" = test ] && extras="[test]"
+  echo "bootstrap: building fastgw$extras into .venv (Cython core)"
+  .venv/bin/pip install -q -e ".$extras"
+  echo "$digest" > "$stamp"
+fi

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support.gateway import GatewayProcess  # noqa: E402
+from support.upstream import RecordingUpstream  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+if not SHARED.exists():  # CI lays shared/ beside the clone
+    SHARED = Path(os.environ.get("FASTGW_SHARED", SHARED))
+
+
+@pytest.fixture
+def upstream() -> Iterator[RecordingUpstream]:
+    server = RecordingUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator:
+    """start_gateway(config_text, workers=1, args=(), env=None) -> a running GatewayProcess."""
+    started: list[GatewayProcess] = []
+
+    def start(config: str, workers: int = 1, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+              name: str = "gateway") -> GatewayProcess:
+        gateway = GatewayProcess(config, tmp_path, workers=workers, args=args, env=env, name=name)
+        started.append(gateway)
+        return gateway.start()
+
+    yield start
+    for gateway in started:
+        gateway.stop()
