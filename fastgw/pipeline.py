@@ -84,7 +84,7 @@ class Gateway:
         self.trusted_hops = plan.server.trustedHops
         self.ids = RequestIds()
         self.access_log = access_log
-        self.route_metrics: dict[tuple, metrics.RouteMetrics] = {}
+        self.metrics = metrics.WorkerMetrics()
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -92,6 +92,7 @@ class Gateway:
         self.loop = loop
         for pool in self.plan.pools.values():
             pool.bind(loop)
+        self.metrics.start(loop)
         metrics.worker_started()
 
     def stop(self) -> None:
@@ -99,6 +100,7 @@ class Gateway:
             pool.close()
         if self.access_log is not None:
             self.access_log.flush()
+        self.metrics.stop()
         metrics.worker_stopped()
 
     # -- the pipeline -------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class Gateway:
         status = 500
         sent = 0
         integration_latency = -1.0
-        metrics.INFLIGHT.inc()
+        self.metrics.inflight += 1
         try:
             # receive
             head = self.receive(down)
@@ -133,20 +135,13 @@ class Gateway:
             log.exception("unexpected error handling %s %s", down.method, down.path)
             status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX"), stage, request_id)
         finally:
-            metrics.INFLIGHT.dec()
+            self.metrics.inflight -= 1
         # respond: metrics and access log
         elapsed = time.perf_counter() - started
         api_name = stage.api.name if stage is not None else ""
         stage_name = stage.name if stage is not None else ""
         route_key = route.key if route is not None else ""
-        key = (api_name, stage_name, route_key, down.method)
-        route_metrics = self.route_metrics.get(key)
-        if route_metrics is None:
-            route_metrics = self.route_metrics[key] = metrics.RouteMetrics(*key)
-        route_metrics.count(status)
-        route_metrics.duration.observe(elapsed)
-        if integration_latency >= 0:
-            route_metrics.integration.observe(integration_latency)
+        self.metrics.record(api_name, stage_name, route_key, down.method, status, elapsed, integration_latency)
         if self.access_log is not None:
             self.access_log.write(
                 request_id, down, api_name, stage_name, route, status, sent, elapsed, integration_latency

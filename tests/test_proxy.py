@@ -144,6 +144,11 @@ def test_metrics_count_every_request_across_two_workers(start_gateway, upstream)
     for thread in threads:
         thread.join()
     assert not errors
+    # Workers publish their tallies once a second: wait for them, then the count must be exact.
+    deadline = time.monotonic() + 5
+    while _requests_total(gateway, route="GET /items/{id}") - baseline < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.2)
     assert _requests_total(gateway, route="GET /items/{id}") - baseline == n
 
 
