@@ -108,7 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastgw", description="A fast, self-hosted API gateway (AWS API Gateway model)")
+    parser = argparse.ArgumentParser(
+        prog="fastgw", description="A fast, self-hosted API gateway (AWS API Gateway model)"
+    )
     parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -130,7 +130,8 @@ class Gateway:
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
-            status, sent = await self.answer_error(down, GatewayError(exc.kind, _upstream_message(exc)), stage, request_id)
+            error = GatewayError(exc.kind, _upstream_message(exc))
+            status, sent = await self.answer_error(down, error, stage, request_id)
         except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             log.exception("unexpected error handling %s %s", down.method, down.path)
             status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX"), stage, request_id)
@@ -244,7 +245,10 @@ class Gateway:
         never sees a complete over-limit or truncated request as a finished one.
         """
         chunked = head.chunked
-        framing = b"transfer-encoding: chunked\r\n\r\n" if chunked else f"content-length: {head.content_length}\r\n\r\n".encode()
+        if chunked:
+            framing = b"transfer-encoding: chunked\r\n\r\n"
+        else:
+            framing = f"content-length: {head.content_length}\r\n\r\n".encode()
         conn, _ = await pool.acquire()
         transport = conn.transport
         conn.deadline = pool.loop.time() + timeout

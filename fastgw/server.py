@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -351,8 +352,8 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         log_enabled=True,
         log_level=log_level,
         log_access=False,
-        ssl_cert=server.tlsCert,
-        ssl_key=server.tlsKey,
+        ssl_cert=Path(server.tlsCert) if server.tlsCert else None,
+        ssl_key=Path(server.tlsKey) if server.tlsKey else None,
         workers_kill_timeout=max(1, int(server.drainSeconds)),
         respawn_failed_workers=True,
     )

@@ -215,7 +215,8 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
 
     for api in config.apis:
         if api.name in api_names:
-            problems.append(Problem(f"{api.path}.name", f"duplicate API name '{api.name}' (also {api_names[api.name]})"))
+            message = f"duplicate API name '{api.name}' (also {api_names[api.name]})"
+            problems.append(Problem(f"{api.path}.name", message))
             continue
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api))
@@ -280,11 +281,16 @@ def load_plan(document: Document) -> Plan:
     """Validate and compile a parsed document; raise ConfigError with every problem found."""
     problems: list[Problem] = []
     data = resolve_env(document.data, "", problems)
+    # A missing environment variable leaves a hole that compiling would only report again as
+    # an odd URI or address: stop after the reading problems then.
+    env_missing = bool(problems)
     config, found = read_config(data)
     problems.extend(found)
-    plan, found = compile_config(config)
-    known = {(p.path, p.message) for p in problems}
-    problems.extend(p for p in found if (p.path, p.message) not in known)
+    plan = None
+    if not env_missing:
+        plan, found = compile_config(config)
+        known = {(p.path, p.message) for p in problems}
+        problems.extend(p for p in found if (p.path, p.message) not in known)
     if problems or plan is None:
         raise ConfigError(document.source, [Problem(p.path, p.message, document.line_of(p.path)) for p in problems])
     return plan

@@ -68,10 +68,11 @@ class GatewayProcess:
         raise RuntimeError(f"fastgw did not become ready:\n{self.stderr()}")
 
     def _workers_answer(self) -> bool:
+        # A plain TCP connect: the listener may speak TLS.
         try:
-            httpx.get(f"{self.url}/__fastgw_probe__", timeout=1)
-            return True
-        except httpx.HTTPError:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
             return False
 
     def signal(self, sig: int) -> None:
