@@ -171,6 +171,8 @@ class Router:
         self._has_default = True
 
     def match(self, method: str, path: str) -> tuple[int, Any, dict[str, str] | None]:
+        if not isinstance(path, str) or not isinstance(method, str):
+            raise TypeError("method and path must be str")
         segs = split_path(path)
         caps: list[str] = []
         route = _find(self._root, segs, 0, method, caps)
