@@ -1,0 +1,23 @@
+# cython: language_level=3
+"""fastgw._core: the compiled kernels (router, template, GCRA limiter, LRU/TTL cache).
+
+Same interface and behaviour as the pure-Python twins in fastgw/_py, which are the reference;
+see docs/DESIGN.md. Only fastgw._accel imports this module.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_Check
+from cpython.dict cimport PyDict_CheckExact, PyDict_DelItem, PyDict_GetItem, PyDict_GetItemWithError
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+from libc.stdint cimport int64_t, uintptr_t
+
+import re as _re
+
+include "_router.pxi"
+include "_template.pxi"
+include "_limiter.pxi"
+include "_cache.pxi"
