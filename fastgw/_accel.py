@@ -1,0 +1,49 @@
+"""Kernel chooser: the compiled fastgw._core, or the pure-Python twins in fastgw._py.
+
+This is the only module that imports fastgw._core; everything else imports kernels from here.
+FASTGW_NO_EXTENSIONS=<anything non-empty> selects the twins. Without it the compiled core is used,
+falling back to the twins when it was not built; IMPL ("c" or "py") says which one won, so that
+a silently missing build is visible (tests/test_build.py fails on it, metrics export it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._py import GcraTable as PyGcraTable
+from ._py import LruTtlCache as PyLruTtlCache
+from ._py import Router as PyRouter
+from ._py import Template as PyTemplate
+
+NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
+
+Router: type[PyRouter]
+Template: type[PyTemplate]
+GcraTable: type[PyGcraTable]
+LruTtlCache: type[PyLruTtlCache]
+IMPL: str
+
+if not NO_EXTENSIONS:
+    try:
+        from ._core import GcraTable, LruTtlCache, Router, Template  # type: ignore[assignment]
+
+        IMPL = "c"
+    except ImportError:  # not built (e.g. a source checkout without build_ext)
+        Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
+        IMPL = "py"
+else:
+    Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
+    IMPL = "py"
+
+__all__ = [
+    "IMPL",
+    "NO_EXTENSIONS",
+    "GcraTable",
+    "LruTtlCache",
+    "PyGcraTable",
+    "PyLruTtlCache",
+    "PyRouter",
+    "PyTemplate",
+    "Router",
+    "Template",
+]
