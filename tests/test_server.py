@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -57,11 +58,12 @@ def test_tls_and_http2_clients(start_gateway, upstream, tmp_path):
     cert, key = _self_signed(tmp_path)
     gateway = start_gateway(_config(upstream), args=("--tls-cert", str(cert), "--tls-key", str(key)))
     url = f"https://localhost:{gateway.port}/v1/hello/world"
-    with httpx.Client(verify=str(cert), http2=True) as client:
+    trust = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(verify=trust, http2=True) as client:
         response = client.get(url)
         assert response.status_code == 200
         assert response.http_version == "HTTP/2"
-    with httpx.Client(verify=str(cert), http2=False) as client:
+    with httpx.Client(verify=trust, http2=False) as client:
         response = client.get(url)
         assert response.http_version == "HTTP/1.1"
     assert upstream.requests[-1].target == "/greet/world"
