@@ -31,12 +31,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
+# A test set-up includes everything a run set-up needs, so either satisfies "run".
 stamp=.venv/.fastgw-build
-digest=$(cat pyproject.toml setup.py src_ext/* 2>/dev/null | sha256sum | cut -c1-16)-$want
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ] || ! .venv/bin/python -c 'import fastgw' 2>/dev/null; then
+digest=$(cat pyproject.toml setup.py src_ext/*.pyx src_ext/*.pxi 2>/dev/null | sha256sum | cut -c1-16)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$have" != "$digest-test" ] && { [ "$want" = test ] || [ "$have" != "$digest-run" ]; } \
+   || ! .venv/bin/python -c 'import fastgw._core' 2>/dev/null; then
   extras=""
   [ "$want" = test ] && extras="[test]"
   echo "bootstrap: building fastgw$extras into .venv (Cython core)"
   .venv/bin/pip install -q -e ".$extras"
-  echo "$digest" > "$stamp"
+  echo "$digest-$want" > "$stamp"
 fi

@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh run
 .venv/bin/python examples/upstream.py --port 9001 &
 upstream=$!
-trap 'kill $upstream 2>/dev/null || true' EXIT INT TERM
-exec_status=0
-.venv/bin/fastgw serve examples/gateway.yaml "$@" || exec_status=$?
-exit $exec_status
+.venv/bin/fastgw serve examples/gateway.yaml "$@" &
+gateway=$!
+# Ctrl-C or a TERM to this script stops both, gracefully (the gateway drains first).
+trap 'kill -TERM $gateway 2>/dev/null; wait $gateway; kill $upstream 2>/dev/null; exit 0' INT TERM
+status=0
+wait $gateway || status=$?
+kill $upstream 2>/dev/null || true
+exit $status
