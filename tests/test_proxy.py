@@ -176,6 +176,8 @@ def test_sigterm_lets_in_flight_request_finish(start_gateway):
         gateway.signal(signal.SIGTERM)
         time.sleep(0.2)
         assert httpx.get(f"{gateway.admin}/readyz").status_code == 503
+        with pytest.raises(httpx.ConnectError):  # no new connections while draining
+            httpx.get(f"{gateway.url}/prod/items/2", timeout=2)
         thread.join(10)
         assert gateway.proc.wait(30) == 0
     finally:
