@@ -96,24 +96,55 @@ def rss_kib(pids: Sequence[int]) -> int:
     return total
 
 
-def core_times() -> dict[str, tuple[int, int]]:
-    """Per core: (busy jiffies, total jiffies) from /proc/stat."""
+@dataclass(frozen=True)
+class CoreTimes:
+    """Jiffies of one core from /proc/stat, grouped."""
+
+    task: int  # user + nice + system: time spent running processes
+    irq: int  # irq + softirq (loopback networking is largely softirq)
+    steal: int  # taken by the hypervisor for other guests
+    total: int
+
+
+def core_times() -> dict[str, CoreTimes]:
     out = {}
     with open("/proc/stat") as fh:
         for line in fh:
             if line.startswith("cpu") and line[3].isdigit():
                 name, *values = line.split()
-                nums = [int(v) for v in values]
-                out[name] = (sum(nums) - nums[3] - nums[4], sum(nums))
+                n = [int(v) for v in values] + [0] * 10
+                # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+                out[name] = CoreTimes(task=n[0] + n[1] + n[2], irq=n[5] + n[6], steal=n[7], total=sum(n[:8]))
     return out
 
 
-def core_busy(before: Mapping[str, tuple[int, int]], after: Mapping[str, tuple[int, int]]) -> dict[str, float]:
-    return {
-        core: round((after[core][0] - before[core][0]) / max(1, after[core][1] - before[core][1]), 3)
-        for core in after
-        if core in before
-    }
+def core_shares(before: Mapping[str, CoreTimes], after: Mapping[str, CoreTimes]) -> dict[str, dict[str, float]]:
+    """Per core, the share of the interval spent on processes, interrupts and steal."""
+    out = {}
+    for core, a in after.items():
+        b = before.get(core)
+        if b is None:
+            continue
+        total = max(1, a.total - b.total)
+        out[core] = {"task": round((a.task - b.task) / total, 3), "irq": round((a.irq - b.irq) / total, 3),
+                     "steal": round((a.steal - b.steal) / total, 3)}
+    return out
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 0.5) -> tuple[float, float]:
+    """Wait (at most `max_wait_s`) until no core is more than `threshold` busy with processes.
+
+    Between runs every server the harness started is idle, so what shows here is somebody else's work
+    on the machine. Returns (seconds waited, busiest core's share in the last window)."""
+    t0 = time.monotonic()
+    while True:
+        before = core_times()
+        time.sleep(window_s)
+        shares = core_shares(before, core_times())
+        busiest = max((s["task"] for s in shares.values()), default=0.0)
+        waited = time.monotonic() - t0
+        if busiest <= threshold or waited >= max_wait_s:
+            return round(waited, 1), busiest
 
 
 # ---------------------------------------------------------------------------------------- servers
@@ -339,7 +370,11 @@ class WrkRun:
     upstream_cpu_cores: float | None = None
     upstream_requests: int | None = None
     wrk_cpu_cores: float | None = None
-    core_busy: dict[str, float] = field(default_factory=dict)
+    cores: dict[str, dict[str, float]] = field(default_factory=dict)  # per core: task / irq / steal shares
+    foreign_cores: float | None = None  # others' processes on the contender's core (cores)
+    foreign_load_cores: float | None = None  # others' processes on the load core (beside wrk and upstream)
+    quiet_wait_s: float | None = None
+    busy_before: float | None = None
     wrk_exit: int | None = None
     raw: str = ""
 
@@ -391,6 +426,8 @@ def run_wrk(
     subject: Server | None,
     upstream: Server | None,
     upstream_status_port: int | None,
+    subject_core: str | None = None,
+    load_core: str | None = None,
     threads: int = 1,
 ) -> WrkRun:
     """One bounded wrk run, with /proc accounting of the subject's process tree."""
@@ -432,7 +469,12 @@ def run_wrk(
     if up_req0 is not None and up_req1 is not None:
         run.upstream_requests = max(0, up_req1 - up_req0 - 1)  # minus our own second status request
     run.wrk_cpu_cores = round(wrk_cpu_s / elapsed, 3)
-    run.core_busy = core_busy(cores0, cores1)
+    run.cores = core_shares(cores0, cores1)
+    if subject_core and subject_core in run.cores and run.cpu_cores is not None:
+        run.foreign_cores = round(max(0.0, run.cores[subject_core]["task"] - run.cpu_cores), 3)
+    if load_core and load_core in run.cores:
+        ours = run.wrk_cpu_cores + (run.upstream_cpu_cores or 0.0)
+        run.foreign_load_cores = round(max(0.0, run.cores[load_core]["task"] - ours), 3)
     return run
 
 
@@ -449,8 +491,12 @@ def _run_bounded(cmd: list[str], limit_s: float) -> tuple[str, int, float]:
         killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
-        finally:
+        except BaseException:  # Ctrl-C or SIGTERM: wrk is ours to stop too
             killer.cancel()
+            proc.kill()
+            proc.wait()
+            raise
+        killer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode(errors="replace")

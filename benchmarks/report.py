@@ -20,18 +20,23 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def _busy(run: dict[str, Any], core: str) -> float | None:
+    shares = run.get("cores", {}).get(core)
+    return None if shares is None else round(shares["task"] + shares["irq"], 3)
+
+
 def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (body, contender) in table order, measured or not."""
     runs = data.get("runs", [])
     load_core = "cpu" + str(data.get("settings", {}).get("load_cpus") or "0").split(",")[0]
-    subject_core = "cpu" + str(data.get("settings", {}).get("contender_cpus") or "1").split(",")[0]
     rows = []
     for body in data.get("bodies", {}):
         reference = None
         for contender in data.get("contenders", []):
             if body not in contender["bodies"]:
                 continue
-            mine = [r for r in runs if r["contender"] == contender["name"] and r["body"] == body]
+            mine = [r for r in runs if r["contender"] == contender["name"] and r["body"] == body
+                    and not r.get("discarded")]
             row: dict[str, Any] = {"body": body, "contender": contender["name"], "label": contender["label"],
                                    "runs": len(mine)}
             if not mine:
@@ -45,9 +50,8 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
             for r in mine:
                 for key, value in r.get("socket_errors", {}).items():
                     socket_errors[key] = socket_errors.get(key, 0) + value
-            load_busy = _median([r.get("core_busy", {}).get(load_core) for r in mine])
-            foreign = _median([r["core_busy"][subject_core] - r["cpu_cores"] for r in mine
-                               if subject_core in r.get("core_busy", {}) and r.get("cpu_cores") is not None])
+            load_busy = _median([_busy(r, load_core) for r in mine])
+            foreign = _median([r.get("foreign_cores") for r in mine])
             up_share = None
             up = [r.get("upstream_requests") for r in mine]
             if all(u is not None for u in up) and sum(r["requests"] for r in mine):
@@ -66,7 +70,7 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 errors=sum(r.get("errors", 0) for r in mine),
                 flags=sorted({flag for r in mine for flag in r.get("flags", [])}),
                 load_core_busy=load_busy,
-                foreign_cores_on_contender_core=None if foreign is None else round(max(0.0, foreign), 3),
+                foreign_cores_on_contender_core=foreign,
                 load_saturated=load_busy is not None and load_busy >= LOAD_SATURATED,
                 upstream_share=up_share,
             )

@@ -186,6 +186,8 @@ class Options:
     duration: float
     warmup: float
     connections: int
+    quiet_wait: float
+    retries: int
     quick: bool
     install: bool
     out_root: Path
@@ -210,11 +212,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--duration", type=float, help="seconds per timed run (default 10; --quick: 1)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 2; --quick: 0.5)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--quiet-wait", type=float, metavar="SECONDS",
+                        help="before each timed run, wait up to this long for other processes to leave the "
+                             "cores idle (default 30; --quick: 0)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
                         help="results go to OUT/<timestamp>/ (default benchmarks/out)")
     parser.add_argument("--fastgw", help="the fastgw program (default: next to this Python, then "
                                          ".venv/bin/fastgw, then PATH)")
     parser.add_argument("--granian", help="the granian program for the ceiling app (default: fastgw's venv)")
+    parser.add_argument("--retries", type=int, metavar="N",
+                        help="repeat a run during which other processes used the cores, up to N times; the "
+                             "discarded runs stay in results.json (default 2; --quick: 0)")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install missing programs")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--strict", action="store_true",
@@ -258,6 +266,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         duration=args.duration or (1.0 if args.quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
         connections=args.connections,
+        quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 30.0),
+        retries=args.retries if args.retries is not None else (0 if args.quick else 2),
         quick=args.quick,
         install=not args.no_install,
         out_root=args.out,
@@ -296,6 +306,9 @@ class Progress:
         self.total = total
         self.done = 0
         self.t0 = time.monotonic()
+
+    def peek(self) -> str:
+        return f"[{self.done + 1:>3}/{self.total}  eta ?]"
 
     def step(self) -> str:
         self.done += 1
@@ -531,28 +544,57 @@ class Harness:
         progress = Progress(total)
         for rep in range(self.opts.reps):
             for cell in cells:
-                uses_upstream = cell.contender.kind not in ("granian-hello", "direct")
-                run = measure.run_wrk(
-                    wrk, cell.url, self.opts.duration, self.opts.connections, self.load_cpus,
-                    cell.contender.headers, script, subject=cell.server,
-                    upstream=upstream if uses_upstream else None, upstream_status_port=self.upstream_port,
-                )
-                record = {"contender": cell.contender.name, "body": cell.body, "rep": rep + 1, **run.to_dict()}
-                record["flags"] = self._flags(cell, run)
-                self.runs.append(record)
-                say(f"{progress.step()} round {rep + 1}/{self.opts.reps} {BODIES[cell.body].label:>6} "
-                    f"{cell.contender.name:18s} {_line(run)}"
-                    + (f"  [{'; '.join(record['flags'])}]" if record["flags"] else ""))
+                for attempt in range(self.opts.retries + 1):
+                    run = self._one_run(wrk, script, cell, upstream)
+                    noise = self._noise(run)
+                    record = {"contender": cell.contender.name, "body": cell.body, "rep": rep + 1,
+                              "attempt": attempt + 1, **run.to_dict()}
+                    record["flags"] = self._flags(cell, run) + noise
+                    self.runs.append(record)
+                    retry = bool(noise) and attempt < self.opts.retries
+                    if retry:
+                        record["discarded"] = "; ".join(noise)
+                    head = progress.step() if not retry else " " * len(progress.peek())
+                    say(f"{head} round {rep + 1}/{self.opts.reps} {BODIES[cell.body].label:>6} "
+                        f"{cell.contender.name:18s} {_line(run)}"
+                        + (f"  [{'; '.join(record['flags'])}]" if record["flags"] else "")
+                        + ("  -> discarded, again" if retry else ""))
+                    if not retry:
+                        break
+
+    def _one_run(self, wrk: str, script: Path, cell: Cell, upstream: measure.Server) -> measure.WrkRun:
+        uses_upstream = cell.contender.kind not in ("granian-hello", "direct")
+        waited, busy = (measure.wait_for_quiet(self.opts.quiet_wait) if self.opts.quiet_wait > 0
+                        else (0.0, None))
+        if busy is not None and waited >= self.opts.quiet_wait:
+            say(f"  the machine is busy ({busy:.0%} of a core used by other processes); measuring anyway")
+        run = measure.run_wrk(
+            wrk, cell.url, self.opts.duration, self.opts.connections, self.load_cpus,
+            cell.contender.headers, script, subject=cell.server,
+            upstream=upstream if uses_upstream else None, upstream_status_port=self.upstream_port,
+            subject_core=f"cpu{self.subject_cpus}" if self.subject_cpus else None,
+            load_core=f"cpu{self.load_cpus}" if self.load_cpus else None,
+        )
+        run.quiet_wait_s, run.busy_before = waited, busy
+        return run
+
+    def _noise(self, run: measure.WrkRun) -> list[str]:
+        """Signs that something besides the benchmark used the cores during the run."""
+        noise = []
+        if run.foreign_cores is not None and run.foreign_cores > FOREIGN_LOAD_FLAG:
+            noise.append(f"other processes took {run.foreign_cores:.0%} of the contender's core")
+        if run.foreign_load_cores is not None and run.foreign_load_cores > FOREIGN_LOAD_FLAG:
+            noise.append(f"other processes took {run.foreign_load_cores:.0%} of the load core")
+        steal = max((shares["steal"] for shares in run.cores.values()), default=0.0)
+        if steal > FOREIGN_LOAD_FLAG:
+            noise.append(f"the hypervisor stole {steal:.0%} of a core")
+        return noise
 
     def _flags(self, cell: Cell, run: measure.WrkRun) -> list[str]:
         flags = []
         if run.errors:
-            flags.append(f"errors: {run.non2xx} non-2xx, "
-                         + ", ".join(f"{k} {v}" for k, v in run.socket_errors.items() if v) or "errors")
-        if self.subject_cpus and run.cpu_cores is not None:
-            foreign = run.core_busy.get("cpu" + self.subject_cpus, 0.0) - run.cpu_cores
-            if foreign > FOREIGN_LOAD_FLAG:
-                flags.append(f"other processes took {foreign:.0%} of the contender's core")
+            socket = ", ".join(f"{k} {v}" for k, v in run.socket_errors.items() if v)
+            flags.append(f"errors: {run.non2xx} non-2xx" + (f", socket: {socket}" if socket else ""))
         if run.requests == 0:
             flags.append(f"no requests completed (wrk exit {run.wrk_exit})")
         if run.upstream_requests is not None and run.requests:
@@ -575,6 +617,10 @@ class Harness:
         if not self.prepare():
             self._write_outputs(error="required programs are missing")
             return 2
+        if self.load_cpus and hasattr(os, "sched_setaffinity"):
+            # the harness (its RSS sampler, its checks) belongs to the load side too
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {int(cpu) for cpu in self.load_cpus.split(",")})
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         machine = tools.machine_info()
         with measure.ServerSet(self.work) as servers:
@@ -624,7 +670,9 @@ class Harness:
             "error": error,
             "settings": {
                 "reps": self.opts.reps, "duration_s": self.opts.duration, "warmup_s": self.opts.warmup,
-                "connections": self.opts.connections, "wrk_threads": 1, "bodies": self.opts.bodies,
+                "connections": self.opts.connections, "wrk_threads": 1, "quiet_wait_s": self.opts.quiet_wait,
+                "retries": self.opts.retries,
+                "bodies": self.opts.bodies,
                 "load_cpus": self.load_cpus, "contender_cpus": self.subject_cpus, "quick": self.opts.quick,
             },
             "machine": machine or tools.machine_info(),
