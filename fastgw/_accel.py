@@ -13,6 +13,7 @@ import os
 from ._py import GcraTable as PyGcraTable
 from ._py import LruTtlCache as PyLruTtlCache
 from ._py import Router as PyRouter
+from ._py import SlotTable as PySlotTable
 from ._py import Template as PyTemplate
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
@@ -35,6 +36,14 @@ else:
     Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
     IMPL = "py"
 
+# The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
+# the lines above stay as they are.
+SlotTable: type[PySlotTable]
+if IMPL == "c":
+    from ._core import SlotTable  # type: ignore[assignment]
+else:
+    SlotTable = PySlotTable
+
 __all__ = [
     "IMPL",
     "NO_EXTENSIONS",
@@ -43,7 +52,9 @@ __all__ = [
     "PyGcraTable",
     "PyLruTtlCache",
     "PyRouter",
+    "PySlotTable",
     "PyTemplate",
     "Router",
+    "SlotTable",
     "Template",
 ]

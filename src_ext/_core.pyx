@@ -20,4 +20,5 @@ import re as _re
 include "_router.pxi"
 include "_template.pxi"
 include "_limiter.pxi"
+include "_slots.pxi"
 include "_cache.pxi"
