@@ -15,6 +15,8 @@ from ._py import LruTtlCache as PyLruTtlCache
 from ._py import Router as PyRouter
 from ._py import SlotTable as PySlotTable
 from ._py import Template as PyTemplate
+from ._py.http1 import ResponseError as PyResponseError
+from ._py.http1 import ResponseParser as PyResponseParser
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
@@ -22,18 +24,29 @@ Router: type[PyRouter]
 Template: type[PyTemplate]
 GcraTable: type[PyGcraTable]
 LruTtlCache: type[PyLruTtlCache]
+ResponseParser: type[PyResponseParser]
+ResponseError: type[Exception]
 IMPL: str
 
 if not NO_EXTENSIONS:
     try:
-        from ._core import GcraTable, LruTtlCache, Router, Template  # type: ignore[assignment]
+        from ._core import (  # type: ignore[assignment]
+            GcraTable,
+            LruTtlCache,
+            ResponseError,
+            ResponseParser,
+            Router,
+            Template,
+        )
 
         IMPL = "c"
     except ImportError:  # not built (e.g. a source checkout without build_ext)
         Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
+        ResponseParser, ResponseError = PyResponseParser, PyResponseError
         IMPL = "py"
 else:
     Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
+    ResponseParser, ResponseError = PyResponseParser, PyResponseError
     IMPL = "py"
 
 # The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
@@ -51,9 +64,13 @@ __all__ = [
     "LruTtlCache",
     "PyGcraTable",
     "PyLruTtlCache",
+    "PyResponseError",
+    "PyResponseParser",
     "PyRouter",
     "PySlotTable",
     "PyTemplate",
+    "ResponseError",
+    "ResponseParser",
     "Router",
     "SlotTable",
     "Template",

@@ -32,11 +32,6 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 NEVER_PROXIED = frozenset(("TRACE", "CONNECT"))
 # Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
 BUFFER_BODY_BYTES = 64 * 1024
-# Upstream response fields the client never sees as they are.
-RESPONSE_DROP = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
-))
 
 
 class Downstream(Protocol):
@@ -250,6 +245,7 @@ class Gateway:
         else:
             framing = f"content-length: {head.content_length}\r\n\r\n".encode()
         conn, _ = await pool.acquire()
+        conn.begin(False)
         transport = conn.transport
         conn.deadline = pool.loop.time() + timeout
         conn.waiter = pool.loop.create_future()
@@ -283,13 +279,13 @@ class Gateway:
 
     async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str) -> tuple[int, int]:
         pool = conn.pool
-        status = conn.status
-        headers = [("x-amzn-requestid", request_id)]
-        for name, value in conn.headers:
-            if name.lower() not in RESPONSE_DROP:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        if conn.complete:
-            body = conn.take_body()
+        parser = conn.parser
+        status = parser.status
+        # The parser already dropped hop-by-hop fields and those the gateway computes.
+        headers = parser.headers
+        headers.append(("x-amzn-requestid", request_id))
+        if parser.complete:
+            body = parser.take_body()
             pool.release(conn)
             await down.respond(status, headers, body)
             return status, len(body)

@@ -19,7 +19,7 @@ import ssl
 from collections import deque
 from typing import Any
 
-import httptools
+from ._accel import ResponseError, ResponseParser
 
 # Response header limits (RELIABILITY.md F-08): beyond these the response is refused with 502.
 MAX_RESPONSE_HEADER_BYTES = 60 * 1024
@@ -46,41 +46,36 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection; one exchange at a time."""
+    """One keep-alive connection; one exchange at a time.
+
+    Parsing is the ResponseParser kernel's (one call per read); this class only moves the
+    exchange along: it wakes the request waiting for the head, then the one reading the body.
+    """
 
     __slots__ = (
-        "pool", "transport", "parser", "closed", "waiter", "status", "headers", "header_bytes",
-        "chunks", "buffered", "head_ready", "complete", "keep_alive", "error", "interim",
-        "head_request", "deadline", "idle_since", "paused_reading", "drain_waiter", "write_paused",
-        "got_bytes", "body_waiter",
+        "pool", "transport", "parser", "closed", "waiter", "body_waiter", "drain_waiter", "error",
+        "deadline", "idle_since", "paused_reading", "write_paused", "got_bytes",
     )
 
     def __init__(self, pool: UpstreamPool):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = ResponseParser(MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_COUNT)
         self.closed = False
-        self.waiter: asyncio.Future | None = None
-        self.body_waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future | None = None  # resolved when the response head is in
+        self.body_waiter: asyncio.Future | None = None  # resolved when more body (or the end) is in
         self.drain_waiter: asyncio.Future | None = None
-        self.write_paused = False
-        self.paused_reading = False
+        self.error: UpstreamError | None = None
         self.deadline = 0.0
         self.idle_since = 0.0
-        self.head_request = False
-        self._reset()
+        self.paused_reading = False
+        self.write_paused = False
+        self.got_bytes = False
 
-    def _reset(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.head_ready = False
-        self.complete = False
-        self.keep_alive = False
-        self.error: UpstreamError | None = None
-        self.interim = False
+    def begin(self, head_request: bool) -> None:
+        """Prepare for the next exchange on this connection."""
+        self.parser.reset(head_request)
+        self.error = None
         self.got_bytes = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -89,31 +84,45 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        parser = self.parser
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            state = parser.feed(data)
+        except ResponseError as exc:
             self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
             self.close()
             return
-        except UpstreamError as exc:
-            self._fail(exc)
-            self.close()
-            return
-        # Resolve after the whole read was parsed, so that a small response whose head and body
-        # came in one read is handed over complete.
         waiter = self.waiter
-        if self.head_ready and waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        elif self.chunks or self.complete:
-            self._wake_body()
+        if waiter is not None:
+            if state:  # the head is complete (and maybe the whole message)
+                self.waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif parser.buffered or parser.complete:
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        if parser.buffered > BODY_HIGH_WATER and not self.paused_reading and self.transport is not None:
+            self.paused_reading = True
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete:
-            retryable = not self.got_bytes
-            self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream closed the connection", retryable))
+        parser = self.parser
+        if not parser.complete:
+            if parser.status:
+                try:
+                    parser.eof()  # completes a body delimited by the connection's end
+                except ResponseError:
+                    pass
+            if parser.complete:
+                waiter = self.body_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            else:
+                retryable = not self.got_bytes
+                self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream closed the connection", retryable))
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -130,60 +139,14 @@ class UpstreamConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- httptools callbacks -------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        self.header_bytes += len(name) + len(value) + 4
-        if len(self.headers) > MAX_RESPONSE_HEADER_COUNT or self.header_bytes > MAX_RESPONSE_HEADER_BYTES:
-            raise UpstreamError("INTEGRATION_FAILURE", "upstream response headers too large")
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:
-            # An interim response (100 Continue, 103 Early Hints): wait for the final one.
-            self.interim = True
-            self.headers = []
-            self.header_bytes = 0
-            return
-        self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
-        self.head_ready = True
-        if self.head_request:
-            # llhttp cannot be told that a HEAD response has no body; take the message as complete
-            # and start a fresh parser for the next exchange on this connection.
-            self.complete = True
-            self.parser = httptools.HttpResponseParser(self)
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > BODY_HIGH_WATER and not self.paused_reading and self.transport is not None:
-            self.paused_reading = True
-            self.transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        self.complete = True
-
     # -- exchange ----------------------------------------------------------------------------
     def _fail(self, exc: UpstreamError) -> None:
         if self.error is None:
             self.error = exc
-        for name in ("waiter", "body_waiter"):
-            waiter = getattr(self, name)
-            if waiter is not None:
-                setattr(self, name, None)
-                if not waiter.done():
-                    waiter.set_exception(exc)
-
-    def _wake_body(self) -> None:
-        waiter = self.body_waiter
-        if waiter is not None:
-            self.body_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        for waiter in (self.waiter, self.body_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+        self.waiter = self.body_waiter = None
 
     def close(self) -> None:
         self.closed = True
@@ -207,25 +170,17 @@ class UpstreamConnection(asyncio.Protocol):
         if self.error is not None:
             raise self.error
 
-    def take_body(self) -> bytes:
-        chunks = self.chunks
-        if not chunks:
-            return b""
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self.buffered = 0
-        return body
-
     async def next_chunk(self) -> bytes | None:
         """The next piece of a streamed response body; None at its end."""
+        parser = self.parser
         while True:
-            if self.chunks:
-                body = self.take_body()
+            if parser.buffered:
+                body = parser.take_body()
                 if self.paused_reading and self.transport is not None:
                     self.paused_reading = False
                     self.transport.resume_reading()
                 return body
-            if self.complete:
+            if parser.complete:
                 return None
             if self.error is not None:
                 raise self.error
@@ -290,13 +245,14 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after its exchange: back to the idle list if it is reusable."""
         self.busy.discard(conn)
-        if conn.closed or not conn.keep_alive or not conn.complete or conn.error is not None:
+        parser = conn.parser
+        if conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
             conn.close()
             return
         if conn.paused_reading and conn.transport is not None:
             conn.paused_reading = False
             conn.transport.resume_reading()
-        conn._reset()
+        conn.deadline = 0.0
         conn.idle_since = self.loop.time()
         self.idle.append(conn)
 
@@ -341,14 +297,14 @@ async def exchange(
 ) -> UpstreamConnection:
     """Send a request whose body is in memory; return the connection holding the response head.
 
-    The caller reads the body with `take_body`/`next_chunk` and hands the connection back with
+    The caller reads the body from `conn.parser` / `next_chunk` and hands the connection back with
     `pool.release`. One transparent retry on a fresh connection for idempotent requests when the
     upstream dropped the connection without answering.
     """
     attempt = 0
     while True:
         conn, _reused = await pool.acquire(fresh=attempt > 0)
-        conn.head_request = head_request
+        conn.begin(head_request)
         conn.deadline = pool.loop.time() + timeout
         waiter = pool.loop.create_future()
         conn.waiter = waiter

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""fastgw._core: the compiled kernels (router, template, GCRA limiter, LRU/TTL cache).
+"""fastgw._core: the compiled kernels (router, template, GCRA limiter, LRU/TTL cache, HTTP/1 response parser).
 
 Same interface and behaviour as the pure-Python twins in fastgw/_py, which are the reference;
 see docs/DESIGN.md. Only fastgw._accel imports this module.
@@ -22,3 +22,4 @@ include "_template.pxi"
 include "_limiter.pxi"
 include "_slots.pxi"
 include "_cache.pxi"
+include "_http1.pxi"
