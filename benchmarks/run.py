@@ -170,6 +170,7 @@ CONTENDERS: tuple[Contender, ...] = (
               upstream_share="none", default=False),
 )
 
+READY_TIMEOUT = 30.0  # seconds a server may take to answer its first request
 FOREIGN_LOAD_FLAG = 0.05  # share of the contender's core used by anything else: the run is marked
 
 KIND_PROGRAMS: dict[str, str] = {
@@ -493,6 +494,10 @@ class Harness:
             if body not in c.bodies:
                 continue
             result = measure.http_get(server.port, c.path_for(body), c.headers)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while result.error and time.monotonic() < deadline:  # workers may still be starting
+                time.sleep(0.5)
+                result = measure.http_get(server.port, c.path_for(body), c.headers)
             ok = result.ok(200, BODIES[body].size)
             status.checks.append(("ok  " if ok else "BAD ") + result.describe())
             if ok:
@@ -646,7 +651,14 @@ class Harness:
             started = self.start_contenders(servers)
             cells = self.cells(started)
             if cells:
-                self.measure(cells, upstream)
+                try:
+                    self.measure(cells, upstream)
+                except KeyboardInterrupt:
+                    servers.stop_all()
+                    paths = self._write_outputs(error=f"interrupted after {len(self.runs)} run(s)",
+                                                started_at=started_at, machine=machine)
+                    say(f"partial results: {paths['json']}")
+                    raise
             else:
                 say("nothing to measure")
         machine["loadavg_after"] = tools.machine_info()["loadavg"]
