@@ -315,10 +315,10 @@ cdef class ResponseParser:
             raise ResponseError("not an HTTP response")
         head_end = <const char*>memmem(p, <size_t>(n - start), b"\r\n\r\n", 4)
         if head_end == NULL:
-            if n - start > self.max_header_bytes + 8192:
+            if n - start > self.max_header_bytes:
                 raise ResponseError("response headers too large")
             return -1
-        if head_end - p > self.max_header_bytes + 8192:
+        if head_end - p > self.max_header_bytes:
             raise ResponseError("response headers too large")
         end = head_end + 2  # the last header line's CRLF is part of the lines
 

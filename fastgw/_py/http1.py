@@ -38,6 +38,7 @@ class ResponseParser:
         self.chunks: list[bytes] = []
         self._raw: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._fed = 0
         self._head_done = False
         self._close_delimited = False
         self._extra = False
@@ -69,8 +70,9 @@ class ResponseParser:
                 cause = exc.__cause__ if isinstance(exc.__cause__, ResponseError) else None
                 raise cause or ResponseError(f"invalid response: {exc}") from None
         if not self._head_done:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes + 8192:
+            # An endless head (no blank line ever): bounded by the bytes fed before it ended.
+            self._fed += len(data)
+            if self._fed > 2 * self.max_header_bytes:
                 raise ResponseError("response headers too large")
         if self._extra:
             self.keep_alive = False
@@ -88,8 +90,11 @@ class ResponseParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
         if len(self._raw) > self.max_header_count:
             raise ResponseError("too many response header fields")
+        if self._head_bytes > self.max_header_bytes:
+            raise ResponseError("response headers too large")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

@@ -1,0 +1,170 @@
+"""The HTTP/1.1 response parser: the Cython kernel against its httptools twin (the oracle)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgw._py.http1 import ResponseError as PyResponseError
+from fastgw._py.http1 import ResponseParser as PyResponseParser
+
+if os.environ.get("FASTGW_NO_EXTENSIONS"):
+    IMPLS = [pytest.param((PyResponseParser, PyResponseError), id="py")]
+    CoreParser = None
+else:
+    from fastgw._core import ResponseError as CoreError
+    from fastgw._core import ResponseParser as CoreParser
+
+    IMPLS = [pytest.param((CoreParser, CoreError), id="c"), pytest.param((PyResponseParser, PyResponseError), id="py")]
+
+
+def run(parser_cls, data: bytes, splits: list[int], head: bool = False, eof: bool = True):
+    """Feed `data` in pieces; return (status, headers, body, keep_alive, complete) or 'error'."""
+    parser = parser_cls()
+    parser.reset(head)
+    body = b""
+    cuts = sorted({c for c in splits if 0 < c < len(data)}) + [len(data)]
+    start = 0
+    try:
+        for cut in cuts:
+            parser.feed(data[start:cut])
+            body += parser.take_body()
+            start = cut
+        if eof and not parser.complete and parser.status:
+            parser.eof()
+    except Exception as exc:  # noqa: BLE001 - either implementation's ResponseError
+        assert type(exc).__name__ == "ResponseError", exc
+        return "error"
+    body += parser.take_body()
+    return parser.status, parser.headers, body, parser.keep_alive, parser.complete
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    return request.param
+
+
+CASES = {
+    "length": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello",
+               (200, [("Content-Type", "text/plain")], b"hello", True, True)),
+    "chunked+trailers": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=1\r\nabc\r\n"
+                         b"0\r\nT: x\r\n\r\n", (200, [], b"helloabc", True, True)),
+    "interim 100": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+                    (201, [], b"ok", True, True)),
+    "http/1.0 close-delimited": (b"HTTP/1.0 200 OK\r\nA: b\r\n\r\nuntil close",
+                                 (200, [("A", "b")], b"until close", False, True)),
+    "204 + nominated hop-by-hop": (b"HTTP/1.1 204 No Content\r\nConnection: close, X-Secret\r\n"
+                                   b"X-Secret: s\r\nY: 1\r\n\r\n",
+                                   (204, [("Y", "1")], b"", False, True)),
+    "no reason phrase": (b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", (200, [], b"", True, True)),
+    "keep-alive on 1.0": (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+                          (200, [], b"x", True, True)),
+    "ows trimmed": (b"HTTP/1.1 200 OK\r\nX-A:   spaced \t\r\nContent-Length: 0\r\n\r\n",
+                    (200, [("X-A", "spaced")], b"", True, True)),
+    "extra bytes after": (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n",
+                          (200, [], b"x", False, True)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_known_responses(impl, name):
+    parser_cls, _ = impl
+    data, expected = CASES[name]
+    for step in (len(data), 1, 3, 7, 20):
+        assert run(parser_cls, data, list(range(step, len(data), step))) == expected, step
+
+
+BAD = {
+    "garbage": b"garbage, not http\r\n\r\n",
+    "CL and TE": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "CL not digits": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+    "CL signed": b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+    "TE chunked twice": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "TE gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    "chunk longer than size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+    "differing CLs": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n",
+    "bare LF": b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 0\r\n\r\n",
+    "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+    "space before colon": b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+    "truncated body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_invalid_responses_are_refused(impl, name):
+    parser_cls, _ = impl
+    assert run(parser_cls, BAD[name], []) == "error"
+
+
+def test_head_response_has_no_body(impl):
+    parser_cls, _ = impl
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX: y\r\n\r\n"
+    assert run(parser_cls, data, [], head=True) == (200, [("X", "y")], b"", True, True)
+
+
+def test_header_limits(impl):
+    parser_cls, _ = impl
+    many = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"Content-Length: 0\r\n\r\n"
+    assert run(parser_cls, many, []) == "error"
+    huge = b"HTTP/1.1 200 OK\r\nX: " + b"v" * (70 * 1024) + b"\r\nContent-Length: 0\r\n\r\n"
+    assert run(parser_cls, huge, [100, 5000]) == "error"
+
+
+# -- differential: random valid responses, random splits, both parsers agree ----------------------
+token = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_!#$%&'*+.^`|~",
+                min_size=1, max_size=12)
+value = st.text(alphabet="".join(chr(c) for c in range(33, 127)) + " \t", max_size=30).map(str.strip)
+
+
+@st.composite
+def responses(draw):
+    status = draw(st.sampled_from([200, 201, 202, 203, 204, 206, 301, 302, 304, 400, 404, 418, 500, 502, 503]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    names = draw(st.lists(token, max_size=8))
+    headers = [(n, draw(value)) for n in names if n.lower() not in (
+        "content-length", "transfer-encoding", "connection")]
+    body = draw(st.binary(max_size=300))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    connection = draw(st.sampled_from([None, "close", "keep-alive"]))
+    interim = draw(st.booleans())
+    head = [f"{name}: {val}".encode() for name, val in headers]
+    if connection:
+        head.append(f"Connection: {connection}".encode())
+    if status in (204, 304):
+        payload = b""
+        if framing == "length":
+            head.append(b"Content-Length: 0")
+    elif framing == "length":
+        head.append(b"Content-Length: %d" % len(body))
+        payload = body
+    elif framing == "chunked" and version == b"HTTP/1.1":
+        head.append(b"Transfer-Encoding: chunked")
+        pieces = draw(st.lists(st.integers(1, 50), max_size=6))
+        payload, rest = b"", body
+        for size in pieces:
+            if not rest:
+                break
+            part, rest = rest[:size], rest[size:]
+            payload += b"%x\r\n%s\r\n" % (len(part), part)
+        if rest:
+            payload += b"%x\r\n%s\r\n" % (len(rest), rest)
+        payload += b"0\r\n\r\n"
+    else:
+        payload = body
+    prefix = b"HTTP/1.1 100 Continue\r\n\r\n" if interim and version == b"HTTP/1.1" else b""
+    data = prefix + version + b" %d X\r\n" % status + b"".join(h + b"\r\n" for h in head) + b"\r\n" + payload
+    splits = draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=6))
+    return data, splits
+
+
+@pytest.mark.skipif(CoreParser is None, reason="FASTGW_NO_EXTENSIONS: no compiled parser to compare")
+@settings(max_examples=400, deadline=None)
+@given(responses())
+def test_compiled_parser_agrees_with_httptools(case):
+    data, splits = case
+    assert run(CoreParser, data, splits) == run(PyResponseParser, data, splits)
