@@ -35,6 +35,13 @@ cdef inline int64_t _emission_interval(double rate) noexcept nogil:
     return <int64_t>t
 
 
+cdef inline int64_t _as_i64(object x) except? -1:
+    # Strict like operator.index(): a typed int64_t argument would silently truncate 1.5 to 1.
+    if not PyLong_Check(x):
+        x = PyNumber_Index(x)
+    return PyLong_AsLongLong(x)
+
+
 @cython.cdivision(True)
 cdef inline int64_t _span(int64_t interval, int64_t count) noexcept nogil:
     return MAX_SPAN if count > MAX_SPAN // interval else interval * count
@@ -67,23 +74,27 @@ cdef class GcraTable:
             PyBuffer_Release(&self._buf)
 
     @cython.cdivision(True)
-    cpdef tuple acquire(self, Py_ssize_t slot, int64_t now_ns, double rate, int64_t burst, int64_t cost=1):
+    cpdef tuple acquire(self, Py_ssize_t slot, object now_ns, double rate, object burst, object cost=1):
         cdef int64_t interval, tolerance, inc, tat, new_tat, diff
         cdef int64_t* p
+        cdef int64_t now, burst_n, cost_n
         if slot < 0 or slot >= self.nslots:
             raise IndexError(f"slot {slot} out of range (nslots={self.nslots})")
-        if cost < 0:
+        now = _as_i64(now_ns)
+        burst_n = _as_i64(burst)
+        cost_n = _as_i64(cost)
+        if cost_n < 0:
             raise ValueError("cost must be >= 0")
-        if not (rate > 0) or burst <= 0:
+        if not (rate > 0) or burst_n <= 0:
             return _DENIED
         interval = _emission_interval(rate)
-        tolerance = _span(interval, burst)
-        inc = _span(interval, cost)
+        tolerance = _span(interval, burst_n)
+        inc = _span(interval, cost_n)
         p = self._tat + slot
         tat = fastgw_load_i64(p)
         while True:
-            new_tat = (tat if tat > now_ns else now_ns) + inc
-            diff = new_tat - now_ns
+            new_tat = (tat if tat > now else now) + inc
+            diff = new_tat - now
             if diff > tolerance:
                 return (False, diff - tolerance, 0)
             if fastgw_cas_i64(p, &tat, new_tat):

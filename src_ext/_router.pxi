@@ -18,7 +18,7 @@ def _parse_route(template):
     if not template.startswith("/"):
         raise ValueError(f"route template must start with '/': {template!r}")
     body = template[1:]
-    if body.endswith("/"):
+    if len(body) > 1 and body.endswith("/"):  # one trailing slash is insignificant; "//" is not
         body = body[:-1]
     if not body:
         return []

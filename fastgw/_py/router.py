@@ -28,7 +28,7 @@ def parse_template(template: str) -> list[tuple[int, str]]:
     if not template.startswith("/"):
         raise ValueError(f"route template must start with '/': {template!r}")
     body = template[1:]
-    if body.endswith("/"):
+    if len(body) > 1 and body.endswith("/"):  # one trailing slash is insignificant; "//" is not
         body = body[:-1]
     if not body:
         return []
