@@ -1,0 +1,108 @@
+"""The compiled core must be present and usable unless FASTGW_NO_EXTENSIONS asks for the twins.
+
+fastgw._accel falls back to the pure-Python twins when fastgw._core cannot be imported; this file
+is what turns a silently missing build into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastgw._accel as accel
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
+needs_core = pytest.mark.skipif(NO_EXTENSIONS, reason="FASTGW_NO_EXTENSIONS is set: the twins are in use")
+
+
+def test_impl_matches_the_environment() -> None:
+    if NO_EXTENSIONS:
+        assert accel.IMPL == "py"
+        assert accel.NO_EXTENSIONS is True
+    else:
+        assert accel.IMPL == "c", (
+            "fastgw._core is missing or failed to import, so fastgw._accel fell back to the "
+            "pure-Python twins; build it with: python setup.py build_ext --inplace"
+        )
+        assert accel.NO_EXTENSIONS is False
+
+
+def test_accel_exports_both_builds() -> None:
+    from fastgw import _py
+
+    assert (accel.PyRouter, accel.PyTemplate, accel.PyGcraTable, accel.PyLruTtlCache) == (
+        _py.Router, _py.Template, _py.GcraTable, _py.LruTtlCache)
+    expected = "fastgw._core" if accel.IMPL == "c" else "fastgw._py"
+    for cls in (accel.Router, accel.Template, accel.GcraTable, accel.LruTtlCache):
+        assert cls.__module__.startswith(expected), cls
+
+
+def test_no_extensions_env_selects_the_twins() -> None:
+    code = "import fastgw._accel as a; print(a.IMPL, a.NO_EXTENSIONS, a.Router.__module__)"
+    env = {**os.environ, "FASTGW_NO_EXTENSIONS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["py", "True", "fastgw._py.router"]
+
+
+@needs_core
+def test_compiled_router() -> None:
+    from fastgw._core import Router
+
+    r = Router()
+    r.add("GET", "/items/{id}", "item")
+    r.add("ANY", "/files/{path+}", "files")
+    assert r.match("GET", "/items/1") == (0, "item", {"id": "1"})
+    assert r.match("POST", "/items/1") == (1, ("GET",), None)
+    assert r.match("PUT", "/files/a/b") == (0, "files", {"path": "a/b"})
+    assert r.match("GET", "/nope") == (2, None, None)
+    assert r.routes() == [("GET", "/items/{id}", "item"), ("ANY", "/files/{path+}", "files")]
+    r.set_default("dflt")
+    assert r.match("GET", "/nope") == (0, "dflt", {})
+    with pytest.raises(ValueError):
+        r.add("GET", "/items/{other}", "dup")
+
+
+@needs_core
+def test_compiled_template() -> None:
+    from fastgw._core import Template
+
+    t = Template("http://${stageVariables.host}/items/{id}")
+    assert t.names == ("stageVariables.host", "id")
+    p = t.partial({"stageVariables.host": "h"})
+    assert type(p) is Template and p.names == ("id",)
+    assert p.render({"id": 5}) == "http://h/items/5"
+    with pytest.raises(KeyError):
+        t.render({})
+
+
+@needs_core
+def test_compiled_gcra_table() -> None:
+    from fastgw._core import GcraTable
+
+    t = GcraTable(bytearray(16), 2)
+    assert t.nslots == 2
+    assert t.acquire(1, 10**12, 1.0, 1) == (True, 0, 0)
+    assert t.acquire(1, 10**12, 1.0, 1) == (False, 10**9, 0)
+    t.reset(1)
+    assert t.acquire(1, 10**12, 1.0, 1, 1) == (True, 0, 0)
+
+
+@needs_core
+def test_compiled_cache() -> None:
+    from fastgw._core import LruTtlCache
+
+    c = LruTtlCache(1 << 20)
+    assert c.ENTRY_OVERHEAD == 128 and c.max_bytes == 1 << 20
+    assert c.put("k", "v", 10, 1.0, 0.0) is True
+    assert c.get("k", 0.5) == "v"
+    assert len(c) == 1 and c.bytes_used == 10 + 1 + 128
+    assert c.delete("k") is True
+    c.put(b"k", "v", 10, 1.0, 0.0)
+    c.clear()
+    assert len(c) == 0 and c.bytes_used == 0
