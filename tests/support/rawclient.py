@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 STATUS_LINE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: [^\r\n]*)?$")
-TRACEBACK_MARKERS = (b"Traceback", b"File \"", b"Error:", b"Exception")
+TRACEBACK_MARKERS = (b"Traceback (most recent call last)", b"File \"/", b"\n    raise ")
 
 
 @dataclass
@@ -46,8 +46,8 @@ class RawResult:
         return [r.status for r in self.responses]
 
     def status_lines(self) -> int:
-        """How many HTTP status lines the raw bytes hold (at the start or after a CRLF)."""
-        return len(re.findall(rb"(?:^|\r\n)HTTP/\d\.\d \d{3}", self.data))
+        """How many HTTP status lines the raw bytes hold (anywhere: a second one may follow a body)."""
+        return len(re.findall(rb"HTTP/\d\.\d \d{3}", self.data))
 
     def has_traceback(self) -> bool:
         return any(marker in self.data for marker in TRACEBACK_MARKERS)
@@ -234,3 +234,79 @@ class KeepAliveClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- what an upstream may receive: strictly formed HTTP/1.1 requests only --------------------------
+REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ (?:/[\x21-\x7e]*|\*) HTTP/1\.1")
+FIELD_VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(" + FIELD_VALUE + rb")[ \t]*")
+CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
+
+
+def check_request_stream(data: bytes) -> tuple[int, str | None]:
+    """Walk `data` (what one upstream connection received) as a sequence of strictly formed
+    HTTP/1.1 requests (RFC 9112: token method, origin-form target, CRLF only, token field names,
+    one Host, one unambiguous framing). Returns the number of complete requests and the first
+    problem found; an unfinished last request (a connection aborted mid-body) is not a problem."""
+    pos = 0
+    count = 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            return count, None
+        lines = data[pos:end].split(b"\r\n")
+        if not REQUEST_LINE.fullmatch(lines[0]):
+            return count, f"request line {lines[0][:100]!r}"
+        fields: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            match = FIELD_LINE.fullmatch(line)
+            if match is None:
+                return count, f"field line {line[:100]!r}"
+            fields.append((match.group(1).lower(), match.group(2)))
+        names = [name for name, _ in fields]
+        lengths = [value for name, value in fields if name == b"content-length"]
+        codings = [value for name, value in fields if name == b"transfer-encoding"]
+        if names.count(b"host") != 1:
+            return count, f"{names.count(b'host')} Host fields"
+        if lengths and codings or len(lengths) > 1 or len(codings) > 1:
+            return count, f"ambiguous framing: content-length {lengths}, transfer-encoding {codings}"
+        if lengths and not lengths[0].isdigit():
+            return count, f"content-length {lengths[0]!r}"
+        if codings and codings[0] != b"chunked":
+            return count, f"transfer-encoding {codings[0]!r}"
+        pos = end + 4
+        if codings:
+            while True:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    return count, None
+                size_text = data[pos:eol]
+                if not CHUNK_SIZE.fullmatch(size_text):
+                    return count, f"chunk size {size_text[:40]!r}"
+                size = int(size_text, 16)
+                pos = eol + 2
+                if size == 0:
+                    # trailer fields, then the empty line
+                    while True:
+                        eol = data.find(b"\r\n", pos)
+                        if eol < 0:
+                            return count, None
+                        line = data[pos:eol]
+                        pos = eol + 2
+                        if not line:
+                            break
+                        if FIELD_LINE.fullmatch(line) is None:
+                            return count, f"trailer line {line[:100]!r}"
+                    break
+                if len(data) < pos + size + 2:
+                    return count, None
+                if data[pos + size:pos + size + 2] != b"\r\n":
+                    return count, "chunk data longer than its size"
+                pos += size + 2
+        elif lengths:
+            size = int(lengths[0])
+            if len(data) < pos + size:
+                return count, None
+            pos += size
+        count += 1
+    return count, None
