@@ -1,4 +1,4 @@
-"""The `fastgw` command: serve, validate, routes.
+"""The `fastgw` command: serve, validate, routes, keys, usage.
 
 Server settings come from, in order of precedence: command-line flags, FASTGW_* environment
 variables, the config file's `server:` section, defaults.
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     routes = commands.add_parser("routes", help="print the compiled route table")
     routes.add_argument("config")
     routes.set_defaults(func=cmd_routes)
+
+    from .state.commands import add_parsers as add_usage_parsers
+
+    add_usage_parsers(commands)  # keys, usage
     return parser
 
 

@@ -25,6 +25,7 @@ from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan
 from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
 from .httpsyntax import FORWARDED, RequestHead, check_headers, normalize_path
 from .upstream import UpstreamConnection, UpstreamError, exchange
+from .usage import UsageStage
 
 log = logging.getLogger("fastgw")
 
@@ -80,6 +81,8 @@ class Gateway:
         self.ids = RequestIds()
         self.access_log = access_log
         self.metrics = metrics.WorkerMetrics()
+        # API keys, throttling, quotas (issue 4); None when the config has none of them.
+        self.usage = UsageStage(plan.usage) if plan.usage is not None else None
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -88,6 +91,8 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.bind(loop)
         self.metrics.start(loop)
+        if self.usage is not None:
+            self.usage.start(loop)
         metrics.worker_started()
 
     def stop(self) -> None:
@@ -96,6 +101,8 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.flush()
         self.metrics.stop()
+        if self.usage is not None:
+            self.usage.stop()
         metrics.worker_stopped()
 
     # -- the pipeline -------------------------------------------------------------------------
@@ -114,6 +121,9 @@ class Gateway:
             # match
             stage, route_path = self.select_stage(head.host, down.path)
             route, params = self.match(stage, down.method, route_path)
+            # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
+            if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
+                await waiter
             # integrate
             integration = route.integration
             assert integration is not None

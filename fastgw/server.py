@@ -29,6 +29,8 @@ from .config.compile import Plan, load_plan
 from .config.loader import ConfigError, load_document
 from .httpsyntax import encode_decoded_path
 from .pipeline import Gateway
+from .state import adminapi
+from .state.persist import start_main_state, stop_main_state
 
 log = logging.getLogger("fastgw")
 
@@ -287,11 +289,16 @@ class AdminHandler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             if self._authorized():
                 self._send(200, metrics.scrape(), "text/plain; version=0.0.4; charset=utf-8")
+        elif adminapi.handles(path):
+            self._usage_api("GET")
         else:
             self._send(404, b'{"message":"Not Found"}')
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         path = self.path.split("?", 1)[0]
+        if adminapi.handles(path):
+            self._usage_api("POST")
+            return
         if path != "/reload":
             self._send(404, b'{"message":"Not Found"}')
             return
@@ -307,6 +314,27 @@ class AdminHandler(BaseHTTPRequestHandler):
             return
         granian.signal_handler_reload()
         self._send(202, b'{"message":"reload accepted"}')
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        self._usage_api("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802 - stdlib naming
+        self._usage_api("PATCH")
+
+    def _usage_api(self, method: str) -> None:
+        """API keys and usage (fastgw/state/adminapi.py); token-protected like /reload."""
+        path, _, query = self.path.partition("?")
+        if not adminapi.handles(path):
+            self._send(404, b'{"message":"Not Found"}')
+            return
+        if not self._authorized():
+            return
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
+        from .state import persist
+
+        status, payload = adminapi.handle(persist.CURRENT, method, path, query, body)
+        self._send(status, payload)
 
 
 def start_admin(host: str, port: int, token: str | None, granian: GranianServer) -> ThreadingHTTPServer:
@@ -357,9 +385,12 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers_kill_timeout=max(1, int(server.drainSeconds)),
         respawn_failed_workers=True,
     )
+    # The usage state (shared table, persistence) exists before granian forks the workers.
+    usage_state = start_main_state(lambda: RUNTIME.plan.usage if RUNTIME is not None else None)
     admin = start_admin(server.adminHost, server.adminPort, server.adminToken, granian)
     try:
         granian.serve(target_loader=load_app, wrap_loader=False)
     finally:
         admin.shutdown()
         admin.server_close()
+        stop_main_state(usage_state)  # after the workers: the last counts are saved

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .._accel import Router, Template
 from ..errors import GatewayResponseOverride, GatewayResponses
+from ..state.plan import RouteUsage, UsageSetup, compile_usage
 from ..upstream import UpstreamPool
 from .loader import ConfigError, Document, Problem, resolve_env
 from .model import Api, GatewayConfig, Route, ServerConfig, Stage, read_config
@@ -53,6 +54,7 @@ class RoutePlan:
     method: str
     resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
     integration: HttpProxyPlan | None  # None only in a config that failed to compile
+    usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
 
 
 @dataclass(slots=True)
@@ -74,6 +76,7 @@ class Plan:
     mappings: dict[str | None, list[tuple[tuple[str, ...], StagePlan]]]
     pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
     stages: list[StagePlan] = field(default_factory=list)
+    usage: UsageSetup | None = None  # usage plans, API keys, throttles and their state
 
 
 def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str, host: str, port: int,
@@ -271,9 +274,11 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
+    usage, usage_problems = compile_usage(config, all_stages)
+    problems.extend(usage_problems)
     if problems:
         return None, problems
-    plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages)
+    plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage)
     return plan, []
 
 
@@ -293,4 +298,6 @@ def load_plan(document: Document) -> Plan:
         problems.extend(p for p in found if (p.path, p.message) not in known)
     if problems or plan is None:
         raise ConfigError(document.source, [Problem(p.path, p.message, document.line_of(p.path)) for p in problems])
+    if plan.usage is not None:
+        plan.usage.resolve_dir(document.source)
     return plan

@@ -1,0 +1,352 @@
+"""The usage stage of the pipeline: API key, then throttling, then quota (SPEC §3 step 5).
+
+    API key   x-api-key (or the authorizer's usageIdentifierKey) -> SHA-256 digest -> the key's plan
+              for this stage. Missing, unknown, disabled or not in a plan bound to the stage: 403.
+    throttle  gateway-wide -> the stage's per-method setting -> the plan per key -> the plan per
+              key and method (AWS's order). GCRA; excess: 429 Too Many Requests.
+    quota     the plan's quota per key, across the plan's stages. Exceeded: 429 Limit Exceeded.
+
+A rejected request consumes nothing: buckets already passed are refunded, and the quota (the
+last check) is only counted when every throttle admitted the request.
+
+Local backend: every bucket and counter lives in the host's shared table (fastgw/state/shm.py),
+so all workers enforce one limit; a check is a few dict lookups and the kernels' atomic calls.
+Redis backend: one Lua script per check (fastgw/state/redis.py), with the local table as the
+fallback while Redis is unreachable (`failMode: open`) or a 503 (`failMode: closed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from .errors import GatewayError
+from .state.plan import Level, RouteUsage, UsagePlanDef, UsageSetup, ident, period_bounds, period_of
+from .state.shm import SharedTable
+from .state.store import KeyRecord, Store
+
+log = logging.getLogger("fastgw.usage")
+
+FLUSH_SECONDS = 1.0
+UNLIMITED = -1
+SECOND_NS = 1_000_000_000
+
+THROTTLED = Counter("fastgw_throttled", "Requests refused with 429 Too Many Requests (AWS THROTTLED)",
+                    ("api", "stage", "plan", "level"))
+QUOTA_EXCEEDED = Counter("fastgw_quota_exceeded", "Requests refused with 429 Limit Exceeded (AWS QUOTA_EXCEEDED)",
+                         ("api", "stage", "plan"))
+KEY_REJECTED = Counter("fastgw_api_key_rejected", "Requests refused with 403 for their API key",
+                       ("api", "stage", "reason"))
+BACKEND_UP = Gauge("fastgw_state_backend_up", "1 when the state backend (Redis) answers, 0 while a worker "
+                   "falls back (failMode open) or refuses (closed)", ("backend",), multiprocess_mode="livemin")
+BACKEND_ERRORS = Counter("fastgw_state_backend_errors", "Failed state backend operations", ("backend", "kind"))
+
+FORBIDDEN = GatewayError("INVALID_API_KEY")
+
+
+class Binding:
+    """One API key bound, through one usage plan, to one API stage. Slots are resolved on first use
+    (idents are stable, slots never move) and kept: the next requests go straight to the kernels."""
+
+    __slots__ = ("key_id", "plan", "quota_limit", "quota_offset", "period_kind", "plan_slot", "quota_slot",
+                 "methods", "method_slots", "redis_tag")
+
+    def __init__(self, key_id: str, plan: UsagePlanDef, methods: dict[str, Any]):
+        self.key_id = key_id
+        self.plan = plan
+        quota = plan.quota
+        self.quota_limit = quota.limit if quota is not None else UNLIMITED
+        self.quota_offset = quota.offset if quota is not None else 0
+        # Plans without a quota still count (daily usage for GetUsage), per day.
+        self.period_kind = quota.period if quota is not None else "DAY"
+        self.plan_slot = -1
+        self.quota_slot = -1
+        self.methods = methods  # route key -> Throttle
+        self.method_slots: dict[str, int] = {}
+        self.redis_tag = "{k:" + key_id + "}"
+
+
+class KeyEntry:
+    __slots__ = ("id", "name", "digest", "enabled", "stages")
+
+    def __init__(self, key_id: str, name: str, digest: bytes, enabled: bool):
+        self.id = key_id
+        self.name = name
+        self.digest = digest
+        self.enabled = enabled
+        self.stages: dict[tuple[str, str], Binding] = {}
+
+
+class Periods:
+    """The current quota period of each kind, recomputed only when one ends (not per request)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, int] = {}
+        self.ends: dict[str, float] = {}
+        self.until = 0.0
+        self.refresh(time.time())
+
+    def refresh(self, now: float) -> None:
+        for kind in ("DAY", "WEEK", "MONTH"):
+            period = period_of(kind, now)
+            self.current[kind] = period
+            self.ends[kind] = period_bounds(kind, period)[1]
+        self.until = min(self.ends.values())
+
+
+def _header(headers: Any, name: str = "x-api-key") -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _retry_headers(retry_s: float, limit: int, reset_s: float) -> tuple[tuple[str, str], ...]:
+    retry = str(max(1, math.ceil(retry_s)))
+    return (("retry-after", retry), ("ratelimit-limit", str(limit)), ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", str(max(1, math.ceil(reset_s)))))
+
+
+class UsageStage:
+    """One worker's usage stage. `check` raises GatewayError, or returns None (admitted) or an
+    awaitable (Redis backend) that raises or returns when the shared decision is made."""
+
+    def __init__(self, setup: UsageSetup):
+        self.setup = setup
+        self.keys: dict[bytes, KeyEntry] = {}
+        self.table: SharedTable | None = None
+        self.gcra: Any = None
+        self.slots: Any = None
+        self.store: Store | None = None
+        self.keys_version = -1
+        self.periods = Periods()
+        self.throttled: dict[tuple[str, str, str, str], int] = {}
+        self.exceeded: dict[tuple[str, str, str], int] = {}
+        self.rejected: dict[tuple[str, str, str], int] = {}
+        self.remote: Any = None  # RedisLimiter with the Redis backend
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local_divisor = setup.state.nodes if setup.state.backend == "redis" else 1
+        self._build_keys([])
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        table = SharedTable.open(self.setup.state_dir)
+        if table is None:
+            # Not started by `fastgw serve` (e.g. an embedded test): a private table, per process.
+            table = SharedTable.create(self.setup.state_dir + f"/worker-{id(self)}")
+        self.table = table
+        self.gcra = table.gcra
+        self.slots = table.slots
+        for level in self.setup.levels:
+            level.slot = table.slots.find(level.ident)
+        if self.setup.state.backend == "redis":
+            from .state.redis import RedisLimiter
+
+            self.remote = RedisLimiter(self.setup, loop, self)
+            BACKEND_UP.labels("redis").set(1)
+        else:
+            self.store = Store(self.setup.state_dir)
+        self._reload_keys()
+        self._timer = loop.call_later(FLUSH_SECONDS, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()
+        if self.remote is not None:
+            self.remote.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        try:
+            self.flush()
+            self._reload_keys()
+            if self.remote is not None:
+                self.remote.tick()
+        except Exception:  # noqa: BLE001 - the timer must keep running
+            log.exception("usage stage housekeeping failed")
+        self._timer = self._loop.call_later(FLUSH_SECONDS, self._tick)
+
+    # -- keys -------------------------------------------------------------------------------------
+    def _reload_keys(self) -> None:
+        """Runtime keys change without a restart: reload them when the store's version moved."""
+        if self.remote is not None:
+            self.remote.poll_keys()
+            return
+        if self.store is None:
+            return
+        version = self.store.keys_version()
+        if version != self.keys_version:
+            self.keys_version = version
+            self._build_keys(self.store.list_keys())
+
+    def _build_keys(self, runtime: list[KeyRecord]) -> None:
+        setup = self.setup
+        entries: dict[bytes, KeyEntry] = {}
+        specs = [(k.id, k.name, k.digest, k.plans, k.enabled) for k in setup.keys]
+        specs += [(r.id, r.name, r.digest, r.plans, r.enabled) for r in runtime]
+        for key_id, name, digest, plans, enabled in specs:
+            if digest in entries:
+                continue  # a config key wins over a runtime key with the same value
+            entry = KeyEntry(key_id, name, digest, enabled)
+            for plan_name in plans:
+                plan = setup.plans.get(plan_name)
+                if plan is None:
+                    continue
+                for stage in plan.stages:
+                    entry.stages.setdefault(stage, Binding(key_id, plan, plan.methods.get(stage, {})))
+            entries[digest] = entry
+        self.keys = entries
+
+    # -- the check --------------------------------------------------------------------------------
+    def check(self, usage: RouteUsage, headers: Any, identity_key: str | None = None) -> Awaitable[None] | None:
+        binding: Binding | None = None
+        if usage.key_required:
+            value = identity_key if usage.key_source == "AUTHORIZER" else _header(headers)
+            if not value:
+                self._reject(usage, "missing")
+            digest = hashlib.sha256(value.encode("latin-1", "replace")).digest()  # type: ignore[union-attr]
+            entry = self.keys.get(digest)
+            # The dict lookup found it by digest; compare_digest keeps the final word constant-time.
+            if entry is None or not hmac.compare_digest(entry.digest, digest):
+                self._reject(usage, "unknown")
+            assert entry is not None
+            if not entry.enabled:
+                self._reject(usage, "disabled")
+            binding = entry.stages.get(usage.stage_key)
+            if binding is None:
+                self._reject(usage, "not_in_plan")
+        remote = self.remote
+        if remote is not None and remote.usable():
+            return remote.check(usage, binding)
+        if remote is not None and self.setup.state.failMode == "closed":
+            raise GatewayError("SERVICE_UNAVAILABLE")
+        self.check_local(usage, binding, self._local_divisor)
+        return None
+
+    def _reject(self, usage: RouteUsage, reason: str) -> None:
+        key = (usage.api, usage.stage, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        raise FORBIDDEN
+
+    def check_local(self, usage: RouteUsage, binding: Binding | None, divisor: int = 1,
+                    count_pending: bool = False) -> None:
+        """Every level against the host's shared table. `divisor` > 1 is the Redis fallback's share
+        of each limit (limit / nodes); `count_pending` buffers the usage for the Redis reconciler."""
+        now = time.monotonic_ns()
+        gcra = self.gcra
+        levels = usage.levels
+        for index, level in enumerate(levels):
+            rate, burst = level.rate, level.burst
+            if divisor > 1:
+                rate, burst = rate / divisor, max(1, burst // divisor)
+            allowed, retry_ns, _ = gcra.acquire(level.slot, now, rate, burst)
+            if not allowed:
+                self._refund(levels[:index], divisor)
+                self._throttled(usage, "", level.kind, retry_ns, burst)
+        if binding is None:
+            return
+        plan = binding.plan
+        slots = self.slots
+        if binding.quota_slot < 0:
+            self._resolve(binding)
+        taken: list[tuple[int, float]] = []
+        throttle = plan.throttle
+        if throttle is not None:
+            rate, burst = throttle.rateLimit, throttle.burstLimit
+            if divisor > 1:
+                rate, burst = rate / divisor, max(1, burst // divisor)
+            allowed, retry_ns, _ = gcra.acquire(binding.plan_slot, now, rate, burst)
+            if not allowed:
+                self._refund(levels, divisor)
+                self._throttled(usage, plan.name, "plan", retry_ns, burst)
+            taken.append((binding.plan_slot, rate))
+        method = binding.methods.get(usage.route) if binding.methods else None
+        if method is not None:
+            slot = binding.method_slots.get(usage.route)
+            if slot is None:
+                slot = binding.method_slots[usage.route] = self._find(
+                    ident("planmethod", binding.key_id, plan.name, usage.api, usage.stage, usage.route))
+            rate, burst = method.rateLimit, method.burstLimit
+            if divisor > 1:
+                rate, burst = rate / divisor, max(1, burst // divisor)
+            allowed, retry_ns, _ = gcra.acquire(slot, now, rate, burst)
+            if not allowed:
+                self._refund(levels, divisor)
+                for s, r in taken:
+                    slots.gcra_refund(s, r)
+                self._throttled(usage, plan.name, "plan-method", retry_ns, burst)
+            taken.append((slot, rate))
+        # Quota last: only a request every throttle admitted is counted.
+        if time.time() >= self.periods.until:
+            self.periods.refresh(time.time())
+        period = self.periods.current[binding.period_kind]
+        limit = binding.quota_limit
+        if count_pending:
+            limit = UNLIMITED  # fail open: counted, reconciled with Redis later, not enforced
+        allowed, _ = slots.count_acquire(binding.quota_slot, period, limit, 1, binding.quota_offset)
+        if not allowed:
+            self._refund(levels, divisor)
+            for s, r in taken:
+                slots.gcra_refund(s, r)
+            self._quota_exceeded(usage, binding)
+        if count_pending:
+            slots.count_acquire(self._find(ident("pending", binding.key_id, plan.name)), period, UNLIMITED, 1, 0)
+
+    def _find(self, ident_value: int) -> int:
+        slot = self.slots.find(ident_value)
+        if slot < 0:
+            # The table is full (it holds ~100k keys x plans): refuse rather than share buckets.
+            log.error("the shared usage table is full; raise its size or restart to compact it")
+            raise GatewayError("SERVICE_UNAVAILABLE")
+        return slot
+
+    def _resolve(self, binding: Binding) -> None:
+        binding.plan_slot = self._find(ident("plan", binding.key_id, binding.plan.name))
+        binding.quota_slot = self._find(ident("quota", binding.key_id, binding.plan.name))
+
+    def _refund(self, levels: tuple[Level, ...], divisor: int) -> None:
+        for level in levels:
+            rate = level.rate / divisor if divisor > 1 else level.rate
+            self.slots.gcra_refund(level.slot, rate)
+
+    def _throttled(self, usage: RouteUsage, plan: str, level: str, retry_ns: int, burst: int) -> None:
+        key = (usage.api, usage.stage, plan, level)
+        self.throttled[key] = self.throttled.get(key, 0) + 1
+        retry = retry_ns / SECOND_NS
+        raise GatewayError("THROTTLED", headers=_retry_headers(retry, burst, retry))
+
+    def _quota_exceeded(self, usage: RouteUsage, binding: Binding, reset_at: float | None = None) -> None:
+        key = (usage.api, usage.stage, binding.plan.name)
+        self.exceeded[key] = self.exceeded.get(key, 0) + 1
+        if reset_at is None:
+            reset_at = self.periods.ends[binding.period_kind]
+        reset = reset_at - time.time()
+        raise GatewayError("QUOTA_EXCEEDED", headers=_retry_headers(reset, binding.quota_limit, reset))
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Per-request tallies go to the shared metric files once a second (metrics.py's pattern)."""
+        throttled, self.throttled = self.throttled, {}
+        for labels, n in throttled.items():
+            THROTTLED.labels(*labels).inc(n)
+        exceeded, self.exceeded = self.exceeded, {}
+        for labels3, n in exceeded.items():
+            QUOTA_EXCEEDED.labels(*labels3).inc(n)
+        rejected, self.rejected = self.rejected, {}
+        for labels3, n in rejected.items():
+            KEY_REJECTED.labels(*labels3).inc(n)
