@@ -17,6 +17,9 @@ from ._py import SlotTable as PySlotTable
 from ._py import Template as PyTemplate
 from ._py.http1 import ResponseError as PyResponseError
 from ._py.http1 import ResponseParser as PyResponseParser
+from ._py.request import RequestFacts as PyRequestFacts
+from ._py.request import RequestRejected as PyRequestRejected
+from ._py.request import scan_request_headers as py_scan_request_headers
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
@@ -26,6 +29,8 @@ GcraTable: type[PyGcraTable]
 LruTtlCache: type[PyLruTtlCache]
 ResponseParser: type[PyResponseParser]
 ResponseError: type[Exception]
+RequestFacts: type[PyRequestFacts]
+RequestRejected: type[PyRequestRejected]
 IMPL: str
 
 if not NO_EXTENSIONS:
@@ -33,20 +38,25 @@ if not NO_EXTENSIONS:
         from ._core import (  # type: ignore[assignment]
             GcraTable,
             LruTtlCache,
+            RequestFacts,
+            RequestRejected,
             ResponseError,
             ResponseParser,
             Router,
             Template,
+            scan_request_headers,
         )
 
         IMPL = "c"
     except ImportError:  # not built (e.g. a source checkout without build_ext)
         Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
         ResponseParser, ResponseError = PyResponseParser, PyResponseError
+        RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
         IMPL = "py"
 else:
     Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
     ResponseParser, ResponseError = PyResponseParser, PyResponseError
+    RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
     IMPL = "py"
 
 # The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
@@ -64,14 +74,20 @@ __all__ = [
     "LruTtlCache",
     "PyGcraTable",
     "PyLruTtlCache",
+    "PyRequestFacts",
+    "PyRequestRejected",
     "PyResponseError",
     "PyResponseParser",
     "PyRouter",
     "PySlotTable",
     "PyTemplate",
+    "RequestFacts",
+    "RequestRejected",
     "ResponseError",
     "ResponseParser",
     "Router",
     "SlotTable",
     "Template",
+    "py_scan_request_headers",
+    "scan_request_headers",
 ]

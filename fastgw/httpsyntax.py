@@ -1,7 +1,6 @@
-"""Request syntax checks the gateway makes itself before routing (RELIABILITY.md B1–B4, B6).
+"""Request paths: the one canonical form that routing, limits and the upstream all see.
 
-granian (hyper) parses the bytes; these checks enforce fastgw's own limits and rules on what it
-receives, so that a request is either rejected whole or forwarded exactly as it was understood.
+(The header checks are the `scan_request_headers` kernel: src_ext/_request.pxi.)
 """
 
 from __future__ import annotations
@@ -11,15 +10,6 @@ from urllib.parse import quote
 
 from .errors import GatewayError
 
-# Hop-by-hop fields (RFC 9110 §7.6.1) plus those the gateway always computes itself.
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host",
-))
-# Set by the gateway from the real peer; a client's copies are never passed on as they are.
-FORWARDED = frozenset(("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"))
-# A request carrying two of these is ambiguous (which one did the authorizer see?): 400.
-SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
 # Characters that may stand unencoded in a path segment (RFC 3986 pchar minus '%').
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
 NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/!$&'()*+,;=:@\-._~%]")
@@ -100,72 +90,3 @@ def encode_decoded_path(path: str) -> str:
         return quote(path, safe=PATH_SAFE)
     return path
 
-
-class RequestHead:
-    """What the header checks learned about a request, for the later stages."""
-
-    __slots__ = ("host", "content_length", "chunked", "drop", "expect_continue")
-
-    def __init__(self) -> None:
-        self.host = ""
-        self.content_length = -1  # -1: no Content-Length
-        self.chunked = False
-        self.drop: frozenset[str] | set[str] = HOP_BY_HOP  # fields not to forward
-        self.expect_continue = False
-
-
-def check_headers(headers: list[tuple[str, str]], max_count: int, max_total: int, max_field: int,
-                  max_body: int) -> RequestHead:
-    """Enforce header limits and syntax (431 / 400 / 413 / 417 / 501) and read the framing fields.
-
-    Names arrive lower-cased from granian. Content-Length is parsed as digits only (no sign, no
-    `0x`, no `_`), Transfer-Encoding must be exactly `chunked`, and both together are refused:
-    the body must mean one thing to the gateway and the upstream (RFC 9112 §6.3).
-    """
-    if len(headers) > max_count:
-        raise GatewayError("HEADERS_TOO_LARGE", "Too many request header fields")
-    head = RequestHead()
-    total = 0
-    seen: set[str] = set()
-    drop: set[str] | None = None
-    for name, value in headers:
-        size = len(name) + len(value)
-        total += size + 4
-        if size > max_field:
-            raise GatewayError("HEADERS_TOO_LARGE", "Request header field too large")
-        if name in SINGLETON:
-            if name in seen:
-                raise bad_request(f"Duplicate {name} header")
-            seen.add(name)
-            if name == "host":
-                head.host = value
-            elif name == "content-length":
-                if not value.isdigit() or not value.isascii():
-                    raise bad_request("Invalid Content-Length")
-                head.content_length = int(value)
-        elif name == "transfer-encoding":
-            if head.chunked or value.strip().lower() != "chunked":
-                raise GatewayError("NOT_IMPLEMENTED", "Unsupported Transfer-Encoding")
-            head.chunked = True
-        elif name == "connection":
-            tokens = {t.strip().lower() for t in value.split(",") if t.strip()}
-            drop = set(HOP_BY_HOP) if drop is None else drop
-            drop.update(tokens)
-        elif name == "expect":
-            if value.lower() != "100-continue":
-                raise GatewayError("EXPECTATION_FAILED")
-            head.expect_continue = True
-        if "_" in name:
-            # Underscores are legal token characters, but proxies and apps disagree on whether
-            # X_Api_Key means X-Api-Key (Envoy edge guidance: reject). Other illegal names never
-            # get here: granian's parser refuses them (pinned by tests/test_reliability.py).
-            raise bad_request("Invalid header field name")
-    if total > max_total:
-        raise GatewayError("HEADERS_TOO_LARGE")
-    if head.chunked and head.content_length >= 0:
-        raise bad_request("Both Content-Length and Transfer-Encoding")
-    if head.content_length > max_body:
-        raise GatewayError("REQUEST_TOO_LARGE")
-    if drop is not None:
-        head.drop = drop
-    return head

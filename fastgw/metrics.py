@@ -72,10 +72,7 @@ class WorkerMetrics:
     """
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str, str, int], int] = {}
-        # labels -> [count per bucket..., sum]
-        self.durations: dict[tuple[str, str, str, str], list[float]] = {}
-        self.integrations: dict[tuple[str, str, str], list[float]] = {}
+        self.tallies: dict[tuple[str, str, str, str], RouteTally] = {}
         self.inflight = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -95,33 +92,39 @@ class WorkerMetrics:
 
     def record(self, api: str, stage: str, route: str, method: str, status: int, elapsed: float,
                integration: float) -> None:
-        key = (api, stage, route, method, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        labels = (api, stage, route, method)
-        tally = self.durations.get(labels)
+        key = (api, stage, route, method)
+        tally = self.tallies.get(key)
         if tally is None:
-            tally = self.durations[labels] = [0.0] * (len(BUCKETS) + 2)
-        tally[bisect_left(BUCKETS, elapsed)] += 1
-        tally[-1] += elapsed
+            tally = self.tallies[key] = RouteTally()
+        statuses = tally.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        tally.durations[bisect_left(BUCKETS, elapsed)] += 1
+        tally.durations[-1] += elapsed
         if integration >= 0:
-            labels3 = (api, stage, route)
-            tally = self.integrations.get(labels3)
-            if tally is None:
-                tally = self.integrations[labels3] = [0.0] * (len(BUCKETS) + 2)
-            tally[bisect_left(BUCKETS, integration)] += 1
-            tally[-1] += integration
+            tally.integrations[bisect_left(BUCKETS, integration)] += 1
+            tally.integrations[-1] += integration
 
     def flush(self) -> None:
-        counts, self.counts = self.counts, {}
-        for key, n in counts.items():
-            REQUESTS.labels(*key[:4], str(key[4])).inc(n)
-        durations, self.durations = self.durations, {}
-        for labels, tally in durations.items():
-            _add_histogram(REQUEST_DURATION.labels(*labels), tally)
-        integrations, self.integrations = self.integrations, {}
-        for labels3, tally in integrations.items():
-            _add_histogram(INTEGRATION_DURATION.labels(*labels3), tally)
+        tallies, self.tallies = self.tallies, {}
+        for labels, tally in tallies.items():
+            for status, n in tally.statuses.items():
+                REQUESTS.labels(*labels, str(status)).inc(n)
+            _add_histogram(REQUEST_DURATION.labels(*labels), tally.durations)
+            if any(tally.integrations):
+                _add_histogram(INTEGRATION_DURATION.labels(*labels[:3]), tally.integrations)
         INFLIGHT.set(self.inflight)
+
+
+class RouteTally:
+    """One flush interval of one (api, stage, route, method): counts by status, and histogram
+    tallies as [count per bucket..., +Inf bucket, sum]."""
+
+    __slots__ = ("statuses", "durations", "integrations")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.durations = [0.0] * (len(BUCKETS) + 2)
+        self.integrations = [0.0] * (len(BUCKETS) + 2)
 
 
 def _add_histogram(child: Histogram, tally: list[float]) -> None:

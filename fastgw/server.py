@@ -62,7 +62,7 @@ class RsgiDownstream:
     def body_chunks(self) -> Any:
         return self.proto
 
-    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.proto.response_bytes(status, headers, body)
 
     async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
@@ -108,7 +108,10 @@ class AsgiDownstream:
             if not message.get("more_body", False):
                 return
 
-    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
+        return self._respond(status, headers, body)
+
+    async def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         headers.append(("content-length", str(len(body))))
         await self.start_stream(status, headers)
         await self.send_message({"type": "http.response.body", "body": body})

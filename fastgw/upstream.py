@@ -221,26 +221,35 @@ class UpstreamPool:
             raise UpstreamError("INTEGRATION_FAILURE", f"upstream connect failed: {exc.strerror or exc}") from None
         return conn
 
-    async def acquire(self, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
-        """A connection for one exchange and whether it was reused from the idle list."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """A pooled keep-alive connection for one exchange, or None (then `connect`)."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self._track(conn)
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection for one exchange."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        if len(self.busy) >= MAX_IN_FLIGHT:
+        conn = await self._connect()
+        self._track(conn)
+        return conn
+
+    async def acquire(self, fresh: bool = False) -> UpstreamConnection:
+        return (None if fresh else self.take_idle()) or await self.connect()
+
+    def _track(self, conn: UpstreamConnection) -> None:
+        busy = self.busy
+        if len(busy) >= MAX_IN_FLIGHT:
+            conn.close()
             raise UpstreamError("SERVICE_UNAVAILABLE", "upstream connection limit reached")
-        idle = self.idle
-        conn = None
-        while idle and not fresh:
-            candidate = idle.pop()
-            if not candidate.closed:
-                conn = candidate
-                break
-        reused = conn is not None
-        if conn is None:
-            conn = await self._connect()
-        self.busy.add(conn)
+        busy.add(conn)
         if self._reaper is None:
             self._reaper = self.loop.call_later(REAPER_TICK, self._reap)
-        return conn, reused
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after its exchange: back to the idle list if it is reusable."""
@@ -303,7 +312,7 @@ async def exchange(
     """
     attempt = 0
     while True:
-        conn, _reused = await pool.acquire(fresh=attempt > 0)
+        conn = (None if attempt else pool.take_idle()) or await pool.connect()
         conn.begin(head_request)
         conn.deadline = pool.loop.time() + timeout
         waiter = pool.loop.create_future()

@@ -1,0 +1,90 @@
+"""Request-head scan for the proxy path: the reference for src_ext/_request.pxi.
+
+One pass over the header list granian hands over (names lower-cased): enforce the header limits,
+read the framing fields, refuse ambiguous ones, and serialise the forwardable fields into one
+bytes block for the upstream request.
+"""
+
+from __future__ import annotations
+
+NOT_FORWARDED = frozenset((
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host",
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
+))
+SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
+
+
+class RequestRejected(Exception):
+    """The request head breaks a limit or a rule; `kind` is the gateway response type."""
+
+    def __init__(self, kind: str, message: str | None = None):
+        super().__init__(message or kind)
+        self.kind = kind
+        self.message = message
+
+
+class RequestFacts:
+    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for")
+
+    def __init__(self) -> None:
+        self.host = ""
+        self.content_length = -1
+        self.chunked = False
+        self.expect_continue = False
+        self.forward = b""
+        self.forwarded_for = ""
+
+
+def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_total: int, max_field: int,
+                         max_body: int) -> RequestFacts:
+    facts = RequestFacts()
+    if len(headers) > max_count:
+        raise RequestRejected("HEADERS_TOO_LARGE", "Too many request header fields")
+    total = 0
+    seen: set[str] = set()
+    nominated: set[str] = set()
+    for name, value in headers:
+        size = len(name) + len(value)
+        total += size + 4
+        if size > max_field:
+            raise RequestRejected("HEADERS_TOO_LARGE", "Request header field too large")
+        if "_" in name:
+            raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field name")
+        if name in SINGLETON:
+            if name in seen:
+                raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name} header")
+            seen.add(name)
+            if name == "host":
+                facts.host = value
+            elif name == "content-length":
+                if not (value.isascii() and value.isdigit()) or len(value) > 18:
+                    raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")
+                facts.content_length = int(value)
+        elif name == "transfer-encoding":
+            if facts.chunked or value.strip().lower() != "chunked":
+                raise RequestRejected("NOT_IMPLEMENTED", "Unsupported Transfer-Encoding")
+            facts.chunked = True
+        elif name == "connection":
+            tokens = {t.strip().lower() for t in value.split(",")}
+            nominated.update(t for t in tokens if t and t not in ("close", "keep-alive"))
+        elif name == "expect":
+            if value.lower() != "100-continue":
+                raise RequestRejected("EXPECTATION_FAILED")
+            facts.expect_continue = True
+        elif name == "x-forwarded-for":
+            facts.forwarded_for = value
+    if total > max_total:
+        raise RequestRejected("HEADERS_TOO_LARGE")
+    if facts.chunked and facts.content_length >= 0:
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Both Content-Length and Transfer-Encoding")
+    if facts.content_length > max_body:
+        raise RequestRejected("REQUEST_TOO_LARGE")
+    block = "".join(
+        f"{name}: {value}\r\n" for name, value in headers if name not in NOT_FORWARDED and name not in nominated
+    )
+    try:
+        facts.forward = block.encode("latin-1")
+    except UnicodeEncodeError:
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field value") from None
+    return facts
