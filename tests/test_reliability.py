@@ -118,6 +118,9 @@ class Env:
                     if response.status != 200 or json.loads(response.body).get("target") != f"/follow/{i}":
                         problems.append(f"follow-up {i}: {response.status} {response.body[:200]!r}")
                         return
+                    if b"Traceback" in response.body:
+                        problems.append(f"follow-up {i}: traceback in the response")
+                        return
         except (OSError, ValueError) as exc:
             problems.append(f"follow-up requests failed: {exc!r}")
 
@@ -182,9 +185,11 @@ def check_well_formed(env: Env, mark: Mark, problems: list[str]) -> None:
             problems.append(f"upstream received a malformed request ({problem}): {segment[:300]!r}")
 
 
-def finish(env: Env, mark: Mark, problems: list[str], canary: bool = True) -> None:
+def finish(env: Env, mark: Mark, problems: list[str], canary: bool = True, result: RawResult | None = None) -> None:
     """The poisoning check: 20 requests from another connection, then the canary check again;
-    and everything the upstream received during the row is well-formed."""
+    and everything the upstream received during the row is well-formed, no traceback anywhere."""
+    if result is not None and result.has_traceback() and "traceback text in the response" not in problems:
+        problems.append("traceback text in the response")
     env.follow_up(problems)
     env.settle()
     if canary:
@@ -200,7 +205,7 @@ def run_reject(env: Env, request: bytes, *, allowed: tuple[int, ...] = (400,), e
     env.settle()
     problems: list[str] = []
     check_rejected(env, mark, result, allowed=allowed, exact=exact, close=close, problems=problems)
-    finish(env, mark, problems, canary)
+    finish(env, mark, problems, canary, result=result)
 
 
 # -- the rejected rows, data-driven ---------------------------------------------------------------
@@ -457,7 +462,7 @@ def test_fr07_smuggler_te_mutations(env: Env, name: str, form: str) -> None:
         result = send_raw(env.port, head + body + CANARY, wait_close=CLOSE_WITHIN)
         env.settle()
         check_rejected(env, mark, result, allowed=(400, 501), problems=problems)
-        finish(env, mark, problems)
+        finish(env, mark, problems, result=result)
         return
     # The TE text hides inside another field's value: a plain Content-Length request. It must be
     # forwarded framed by that Content-Length only; what follows is a new request (or rejected).
@@ -468,10 +473,8 @@ def test_fr07_smuggler_te_mutations(env: Env, name: str, form: str) -> None:
         problems.append(f"not forwarded as a Content-Length request: {[(r.target, r.headers, r.body) for r in seen]}")
     if any(r.header("transfer-encoding") for r in seen):
         problems.append("forwarded with Transfer-Encoding")
-    if result.has_traceback():
-        problems.append("traceback text in the response")
     # For TE.CL the canary is a genuine pipelined request after a complete CL body: it may be served.
-    finish(env, mark, problems, canary=form == "CL.TE")
+    finish(env, mark, problems, canary=form == "CL.TE", result=result)
 
 
 def test_fr07_gadget_classification_is_sane() -> None:
@@ -492,7 +495,7 @@ def test_fr08_te_on_http10_never_keep_alive(env: Env) -> None:
     else:
         if not result.closed:
             problems.append(f"answered {result.statuses} and kept the HTTP/1.0 connection alive")
-    finish(env, mark, problems)
+    finish(env, mark, problems, result=result)
 
 
 @pytest.mark.parametrize("variant", ["list-5-5", "two-lines-5"])
@@ -511,7 +514,7 @@ def test_fr10_content_length_list(env: Env, variant: str) -> None:
         if len(seen) != 1 or seen[0].body != b"hello" or forwarded.lower().count(b"content-length") != 1 \
                 or b"content-length: 5\r\n" not in forwarded.lower():
             problems.append(f"answered {result.statuses}, forwarded {forwarded[:300]!r}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_fr13_leading_zeros_forwarded_canonical(env: Env) -> None:
@@ -527,7 +530,7 @@ def test_fr13_leading_zeros_forwarded_canonical(env: Env) -> None:
         problems.append(f"forwarded {forwarded[:300]!r}")
     if b"010" in forwarded.split(b"\r\n\r\n", 1)[0]:
         problems.append("Content-Length forwarded as received (010), not canonical")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_fr20_trailer_smuggling(env: Env) -> None:
@@ -540,7 +543,7 @@ def test_fr20_trailer_smuggling(env: Env) -> None:
         check_rejected(env, mark, result, allowed=(400,), close=False, problems=problems)
     elif [(r.method, r.target) for r in seen] != [("POST", "/x")]:
         problems.append(f"upstream saw {[(r.method, r.target) for r in seen]}, expected exactly one POST /x")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_fr21_get_with_body(env: Env) -> None:
@@ -554,7 +557,7 @@ def test_fr21_get_with_body(env: Env) -> None:
         check_rejected(env, mark, result, allowed=(400,), close=False, problems=problems)
     elif len(seen) != 1 or seen[0].body != b"1234567890" or seen[0].header("content-length") != "10":
         problems.append(f"GET body not forwarded with its Content-Length: {env.forwarded(mark)[:300]!r}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_fr22_two_pipelined_requests(env: Env) -> None:
@@ -569,7 +572,7 @@ def test_fr22_two_pipelined_requests(env: Env) -> None:
     targets = [r.body.split(b'"target": "', 1)[-1].split(b'"', 1)[0] for r in result.responses]
     if result.statuses != [200, 200] or targets != [b"/one", b"/two"]:
         problems.append(f"responses {result.statuses} {targets}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def padded_canary(size: int) -> bytes:
@@ -597,7 +600,7 @@ def test_fr23_early_response_desync(env: Env, target: str) -> None:
         problems.append(f"kept the connection but did not serve the next request: {result.statuses}, upstream {seen}")
     if result.closed and seen not in ([], ["/after"]):
         problems.append(f"upstream saw {seen}")
-    finish(env, mark, problems)
+    finish(env, mark, problems, result=result)
 
 
 def test_hs04_bare_lf_rejected_or_reserialised(env: Env) -> None:
@@ -613,7 +616,7 @@ def test_hs04_bare_lf_rejected_or_reserialised(env: Env) -> None:
             problems.append(f"bare LF forwarded: {forwarded[:300]!r}")
         if [r.target for r in env.requests(mark)] != ["/x"]:
             problems.append(f"upstream saw {[r.target for r in env.requests(mark)]}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_hs11_100_fields_accepted(env: Env) -> None:
@@ -627,7 +630,7 @@ def test_hs11_100_fields_accepted(env: Env) -> None:
         problems.append(f"100 fields: {result.statuses}, upstream saw {len(seen)} requests")
     elif sum(1 for k, _ in seen[0].headers if k.startswith("x-") and k[2:].isdigit()) != 99:
         problems.append("not every field was forwarded")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_rl03_absolute_form(env: Env) -> None:
@@ -638,14 +641,14 @@ def test_rl03_absolute_form(env: Env) -> None:
     problems: list[str] = []
     if result.statuses[:1] == [400]:
         check_rejected(env, mark, result, allowed=(400,), close=False, problems=problems)
-        finish(env, mark, problems)
+        finish(env, mark, problems, result=result)
         return
     # Supported: routing and the upstream must use the target's authority, not the Host field.
     seen = env.requests(mark)
     if not seen or seen[0].header("x-forwarded-host") != "evil.example":
         problems.append(f"absolute form answered {result.statuses} and forwarded with the Host field's "
                         f"authority: {[(r.target, r.header('x-forwarded-host')) for r in seen]}")
-    finish(env, mark, problems)
+    finish(env, mark, problems, result=result)
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -670,7 +673,7 @@ def test_rl07_path_confusion(env: Env, path: str, expected: str | None) -> None:
         seen = [r.target for r in env.requests(mark)]
         if result.statuses != [200] or seen != [expected]:
             problems.append(f"{path}: {result.statuses}, upstream saw {seen}, expected {expected}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_rl08_request_line_under_limit_accepted(env: Env) -> None:
@@ -682,7 +685,7 @@ def test_rl08_request_line_under_limit_accepted(env: Env) -> None:
     problems: list[str] = []
     if result.statuses != [200] or len(env.requests(mark)) != 1:
         problems.append(f"8000-octet request line: {result.statuses}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_sz01_header_block_under_limit_accepted(env: Env) -> None:
@@ -693,7 +696,7 @@ def test_sz01_header_block_under_limit_accepted(env: Env) -> None:
     problems: list[str] = []
     if result.statuses != [200] or len(env.requests(mark)) != 1:
         problems.append(f"59 KiB of fields: {result.statuses}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_sz02_field_under_limit_accepted(env: Env) -> None:
@@ -703,7 +706,7 @@ def test_sz02_field_under_limit_accepted(env: Env) -> None:
     problems: list[str] = []
     if result.statuses != [200] or len(env.requests(mark)) != 1:
         problems.append(f"15 KiB Authorization: {result.statuses}")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_sz05_chunked_body_over_limit(env: Env) -> None:
@@ -733,7 +736,7 @@ def test_sz05_chunked_body_over_limit(env: Env) -> None:
         time.sleep(0.02)
     if env.upstream.open_connections > open_before:
         problems.append("the upstream connection carrying the partial body was left open")
-    finish(env, mark, problems)
+    finish(env, mark, problems, result=result)
 
 
 def test_up01_h2c_upgrade_not_forwarded(env: Env) -> None:
@@ -757,7 +760,7 @@ def test_up01_h2c_upgrade_not_forwarded(env: Env) -> None:
             for name in ("upgrade", "http2-settings", "connection"):
                 if r.header(name) is not None:
                     problems.append(f"{name} forwarded to the upstream")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_up04_client_nominated_hop_by_hop_fields_stripped(env: Env) -> None:
@@ -778,7 +781,7 @@ def test_up04_client_nominated_hop_by_hop_fields_stripped(env: Env) -> None:
         # The gateway's own identity header is added after the stripping: it always arrives.
         if r.header("x-forwarded-for") != "127.0.0.1":
             problems.append(f"x-forwarded-for is {r.header('x-forwarded-for')!r}, expected the real peer")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_up05_spoofed_identity_replaced_by_peer(env: Env) -> None:
@@ -798,7 +801,7 @@ def test_up05_spoofed_identity_replaced_by_peer(env: Env) -> None:
             problems.append(f"x-real-ip {r.header('x-real-ip')!r} passed through")
         if r.header("forwarded") not in (None, "for=127.0.0.1"):
             problems.append(f"forwarded {r.header('forwarded')!r} passed through")
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 # -- garbage: seeded random inputs never crash the gateway, never forward junk -----------------------
@@ -851,7 +854,7 @@ def test_garbage_never_crashes_nor_forwards_junk(env: Env) -> None:
             if alive != 200:
                 problems.append(f"after #{i}: a normal request got {alive}")
     assert env.gateway.proc is not None and env.gateway.proc.poll() is None, "the gateway exited"
-    finish(env, mark, problems, canary=False)
+    finish(env, mark, problems, canary=False, result=result)
 
 
 def test_keepalive_client_after_everything(env: Env) -> None:
