@@ -7,11 +7,14 @@
 # Idents are only ever inserted, never removed, so a slot found once stays valid for the life of
 # the buffer and callers may cache it.
 
+from cpython.long cimport PyLong_AsLongLong as _slots_as_i64
+from cpython.long cimport PyLong_AsSsize_t
 from libc.stdint cimport uint64_t
 
 cdef int64_t COUNT_BITS = 40
 cdef int64_t COUNT_MASK = ((<int64_t>1) << 40) - 1
 cdef int64_t PERIOD_LIMIT = (<int64_t>1) << 23
+cdef tuple _ADMITTED = (-1, 0)
 
 
 @cython.final
@@ -168,6 +171,68 @@ cdef class SlotTable:
                 new_tat = 1  # still "used", and in the past: a full bucket
             if fastgw_cas_i64(p, &tat, new_tat):
                 return
+
+    cpdef tuple admit(self, int64_t now_ns, tuple levels, Py_ssize_t quota_slot=-1, int64_t period=0,
+                      int64_t limit=-1, int64_t initial=0):
+        """A whole usage check in one call: GCRA on each level in order, then the quota counter.
+
+        ``levels`` holds (slot, interval_ns, tolerance_ns) triples, precomputed with GcraTable's
+        rounding (interval = emission interval, tolerance = interval * burst; a tolerance < 0
+        always refuses, like a zero rate or burst). A refusal takes back what the earlier levels
+        took, so a rejected request consumes nothing. ``quota_slot`` < 0: no counter.
+        Returns (-1, count) when admitted (count: the counter after adding, 0 without one),
+        (i, retry_ns) when level i refused, (len(levels), count) when the quota did.
+        """
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(levels)
+        cdef Py_ssize_t i, j, slot
+        cdef int64_t interval, tolerance, tat, new_tat, diff
+        cdef int64_t* p
+        cdef object spec
+        cdef tuple result
+        for i in range(n):
+            spec = <object>PyTuple_GET_ITEM(levels, i)
+            slot = PyLong_AsSsize_t(<object>PyTuple_GET_ITEM(spec, 0))
+            interval = _slots_as_i64(<object>PyTuple_GET_ITEM(spec, 1))
+            tolerance = _slots_as_i64(<object>PyTuple_GET_ITEM(spec, 2))
+            self._check(slot)
+            if tolerance < 0:
+                self._untake(levels, i)
+                return (i, DENIED_RETRY_NS)
+            p = self._values + slot
+            tat = fastgw_load_i64(p)
+            while True:
+                new_tat = (tat if tat > now_ns else now_ns) + interval
+                diff = new_tat - now_ns
+                if diff > tolerance:
+                    self._untake(levels, i)
+                    return (i, diff - tolerance)
+                if fastgw_cas_i64(p, &tat, new_tat):
+                    break
+        if quota_slot < 0:
+            return _ADMITTED
+        result = self.count_acquire(quota_slot, period, limit, 1, initial)
+        if result[0]:
+            return (-1, result[1])
+        self._untake(levels, n)
+        return (n, result[1])
+
+    cdef void _untake(self, tuple levels, Py_ssize_t upto) except *:
+        cdef Py_ssize_t i, slot
+        cdef int64_t inc, tat, new_tat
+        cdef int64_t* p
+        cdef object spec
+        for i in range(upto):
+            spec = <object>PyTuple_GET_ITEM(levels, i)
+            slot = PyLong_AsSsize_t(<object>PyTuple_GET_ITEM(spec, 0))
+            inc = _slots_as_i64(<object>PyTuple_GET_ITEM(spec, 1))
+            p = self._values + slot
+            tat = fastgw_load_i64(p)
+            while tat != 0:
+                new_tat = tat - inc
+                if new_tat < 1:
+                    new_tat = 1
+                if fastgw_cas_i64(p, &tat, new_tat):
+                    break
 
     cpdef Py_ssize_t occupied(self):
         cdef Py_ssize_t i, n = 0

@@ -12,7 +12,7 @@ import operator
 import struct
 from typing import Any
 
-from .limiter import emission_interval, span
+from .limiter import DENIED_RETRY_NS, emission_interval, span
 
 COUNT_BITS = 40
 COUNT_MASK = (1 << COUNT_BITS) - 1
@@ -141,6 +141,39 @@ class SlotTable:
         if tat == 0:
             return
         self._store(offset, max(1, tat - span(emission_interval(rate), cost)))
+
+    def admit(self, now_ns: int, levels: tuple[tuple[int, int, int], ...], quota_slot: int = -1, period: int = 0,
+              limit: int = -1, initial: int = 0) -> tuple[int, int]:
+        """A whole usage check: GCRA on each (slot, interval_ns, tolerance_ns) level in order, then
+        the quota counter; a refusal gives back what earlier levels took. See the Cython docstring."""
+        taken = 0
+        for index, (slot, interval, tolerance) in enumerate(levels):
+            offset = self._check(slot)
+            if tolerance < 0:
+                self._untake(levels, taken)
+                return (index, DENIED_RETRY_NS)
+            tat = self._load(offset)
+            new_tat = max(tat, now_ns) + interval
+            diff = new_tat - now_ns
+            if diff > tolerance:
+                self._untake(levels, taken)
+                return (index, diff - tolerance)
+            self._store(offset, new_tat)
+            taken += 1
+        if quota_slot < 0:
+            return (-1, 0)
+        allowed, count = self.count_acquire(quota_slot, period, limit, 1, initial)
+        if allowed:
+            return (-1, count)
+        self._untake(levels, taken)
+        return (len(levels), count)
+
+    def _untake(self, levels: tuple[tuple[int, int, int], ...], upto: int) -> None:
+        for slot, interval, _ in levels[:upto]:
+            offset = self._check(slot)
+            tat = self._load(offset)
+            if tat:
+                self._store(offset, max(1, tat - interval))
 
     def occupied(self) -> int:
         return sum(1 for i in range(self._nslots) if self._load(8 * i) != 0)

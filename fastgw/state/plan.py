@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .._py.limiter import emission_interval, span
 from ..config.loader import Problem
 from ..config.model import GatewayConfig, Quota, StateConfig, Throttle
 from . import keys as keylib
@@ -70,6 +71,9 @@ class RouteUsage:
     key_source: str  # HEADER | AUTHORIZER
     levels: tuple[Level, ...]  # AWS order: gateway-wide, then stage/method
     stage_key: tuple[str, str]
+    # Filled by each worker once slots are known: (slot, interval_ns, tolerance_ns) per level, for
+    # SlotTable.admit; [0] with the full limits, [1] with the Redis fallback's share.
+    chains: list[tuple[tuple[int, int, int], ...]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -96,6 +100,17 @@ class UsageSetup:
         if not os.path.isabs(self.state_dir):
             base = os.path.dirname(os.path.abspath(config_source))
             self.state_dir = os.path.normpath(os.path.join(base, self.state_dir))
+
+
+def gcra_params(rate: float, burst: int, divisor: int = 1) -> tuple[int, int]:
+    """(interval_ns, tolerance_ns) exactly as GcraTable.acquire computes them; tolerance -1 refuses
+    everything (a zero rate or burst). `divisor` > 1 gives one node's share of the limit."""
+    if divisor > 1:
+        rate, burst = rate / divisor, max(1, burst // divisor)
+    if not rate > 0 or burst <= 0:
+        return 1, -1
+    interval = emission_interval(rate)
+    return interval, span(interval, burst)
 
 
 # -- quota periods (UTC) ---------------------------------------------------------------------------

@@ -183,3 +183,66 @@ def test_processes_sharing_an_mmap_insert_and_count_exactly(impl: ModuleType, tm
         assert sorted(t.count_get(t.lookup(1000 + k))[1] for k in range(5)) == [100] * 5
         del t
         mm.close()
+
+
+def _chain(impl: ModuleType, nslots: int = 8) -> tuple[Any, Any, bytearray]:
+    buf = bytearray(16 * nslots)
+    return impl.SlotTable(buf, nslots), impl.GcraTable(memoryview(buf)[8 * nslots:], nslots), buf
+
+
+def _levels(specs: list[tuple[int, float, int]]) -> tuple[tuple[int, int, int], ...]:
+    from fastgw.state.plan import gcra_params
+
+    return tuple((slot, *gcra_params(rate, burst)) for slot, rate, burst in specs)
+
+
+def test_admit_is_the_chain_of_acquires_with_refunds(impl: ModuleType) -> None:
+    slots, gcra, _ = _chain(impl)
+    levels = _levels([(0, 1.0, 5), (1, 1.0, 3), (2, 1.0, 2)])
+    assert slots.admit(NOW, levels) == (-1, 0)
+    assert slots.admit(NOW, levels) == (-1, 0)
+    # The third level is spent: refused there, and the first two get their tokens back.
+    assert slots.admit(NOW, levels) == (2, SECOND)
+    assert gcra.acquire(0, NOW, 1.0, 5, 0) == (True, 0, 3)  # 2 taken of 5, not 3
+    assert gcra.acquire(1, NOW, 1.0, 3, 0) == (True, 0, 1)
+    # A zero rate refuses at once, taking nothing.
+    assert slots.admit(NOW, _levels([(3, 1.0, 5), (4, 0.0, 5)])) == (1, SECOND)
+    assert gcra.acquire(3, NOW, 1.0, 5, 0) == (True, 0, 5)
+
+
+def test_admit_counts_quota_last_and_refunds_on_quota(impl: ModuleType) -> None:
+    slots, gcra, _ = _chain(impl)
+    q = slots.find(77)
+    levels = _levels([(0, 1.0, 10)])
+    assert slots.admit(NOW, levels, q, DAY, 2) == (-1, 1)
+    assert slots.admit(NOW, levels, q, DAY, 2) == (-1, 2)
+    assert slots.admit(NOW, levels, q, DAY, 2) == (1, 2)  # quota refused: index len(levels)
+    assert gcra.acquire(0, NOW, 1.0, 10, 0) == (True, 0, 8)  # the refused request was refunded
+    assert slots.admit(NOW, (), q, DAY + 1, 2, initial=1) == (-1, 1)  # a new period; initial only when unused
+    # Throttled requests never reach the quota.
+    tight = _levels([(1, 1.0, 1)])
+    q2 = slots.find(78)
+    assert slots.admit(NOW, tight, q2, DAY, 10) == (-1, 1)
+    assert slots.admit(NOW, tight, q2, DAY, 10) == (0, SECOND)
+    assert slots.count_get(q2) == (DAY, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 3 * SECOND), st.lists(st.tuples(st.integers(0, 3),
+                                                                               st.sampled_from([0.5, 2.0, 10.0]),
+                                                                               st.integers(0, 4)),
+                                                                     max_size=3),
+                                st.integers(-1, 5)), max_size=40))
+def test_admit_compiled_matches_reference(impl: ModuleType, steps: list) -> None:
+    if not is_compiled(impl):
+        return
+    from fastgw import _py
+
+    pair = [_chain(impl), _chain(_py)]
+    now = NOW
+    for advance, specs, limit in steps:
+        now += advance
+        levels = _levels(specs)
+        results = [s.admit(now, levels, s.find(99), DAY, limit) for s, _, _ in pair]
+        assert results[0] == results[1]
+        assert pair[0][2] == pair[1][2]  # same bytes in both tables
