@@ -20,6 +20,7 @@ cdef inline _check_key(object key):
 
 
 @cython.final
+@cython.binding(False)  # plain method descriptors: ~10 ns less per call
 cdef class LruTtlCache:
     """See docs/DESIGN.md. A circular list through a sentinel: head.next is the most recent."""
 

@@ -13,9 +13,20 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+from cpython.unicode cimport (
+    PyUnicode_Check,
+    PyUnicode_CheckExact,
+    PyUnicode_CopyCharacters,
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+    PyUnicode_New,
+    PyUnicode_READ_CHAR,
+)
 from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memcpy
 
 import re as _re
 

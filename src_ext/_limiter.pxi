@@ -48,6 +48,7 @@ cdef inline int64_t _span(int64_t interval, int64_t count) noexcept nogil:
 
 
 @cython.final
+@cython.binding(False)  # plain method descriptors: ~10 ns less per call
 cdef class GcraTable:
     """``nslots`` GCRA states (int64 TAT, ns) in a writable buffer of >= 8*nslots bytes."""
 

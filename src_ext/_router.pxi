@@ -54,14 +54,33 @@ cdef class _Route:
     cdef str method
     cdef str template
     cdef object target
-    cdef tuple names       # parameter names by position; values are bound positionally
+    cdef tuple names       # parameter names, greedy last
+    cdef tuple positions   # segment index of each name, known from the template
+    cdef bint greedy       # the last name is a {greedy+} parameter
     cdef _Node node
 
-    cdef dict bind(self, list caps):
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef dict bind(self, str path, list segs, Py_ssize_t start, Py_ssize_t n):
+        # Values are read at the positions the template fixes, so the trie walk records nothing.
         cdef dict params = {}
-        cdef Py_ssize_t i
-        for i in range(PyTuple_GET_SIZE(self.names)):
-            params[<object>PyTuple_GET_ITEM(self.names, i)] = <object>PyList_GET_ITEM(caps, i)
+        cdef Py_ssize_t j, pos, k = PyTuple_GET_SIZE(self.names)
+        cdef Py_ssize_t offset, end
+        if self.greedy:
+            k -= 1
+        for j in range(k):
+            pos = start + <Py_ssize_t>(<object>PyTuple_GET_ITEM(self.positions, j))
+            params[<object>PyTuple_GET_ITEM(self.names, j)] = <object>PyList_GET_ITEM(segs, pos)
+        if self.greedy:
+            # The rest of the path is "/".join(segs[pos:n]): cut it out of path instead.
+            pos = start + <Py_ssize_t>(<object>PyTuple_GET_ITEM(self.positions, k))
+            offset = start
+            for j in range(start, pos):
+                offset += PyUnicode_GET_LENGTH(<object>PyList_GET_ITEM(segs, j)) + 1
+            end = PyUnicode_GET_LENGTH(path)
+            if n < PyList_GET_SIZE(segs):  # the insignificant trailing slash
+                end -= 1
+            params[<object>PyTuple_GET_ITEM(self.names, k)] = path[offset:end]
         return params
 
 
@@ -71,6 +90,7 @@ cdef class _Node:
     cdef _Node param
     cdef _Node greedy      # always a leaf: a greedy parameter is the last segment
     cdef dict methods      # method -> _Route
+    cdef tuple allowed_methods  # cache for 405 answers; None when stale
 
     def __cinit__(self):
         self.literals = {}
@@ -91,12 +111,14 @@ cdef class _Node:
         return <_Route>route
 
     cdef tuple allowed(self):
-        return tuple(sorted([m for m in self.methods if m != _ANY]))
+        if self.allowed_methods is None:
+            self.allowed_methods = tuple(sorted([m for m in self.methods if m != _ANY]))
+        return self.allowed_methods
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef _Route _find(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, object method, list caps):
+cdef _Route _find(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, object method):
     cdef PyObject* child
     cdef _Route route
     cdef str seg
@@ -106,35 +128,33 @@ cdef _Route _find(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, object meth
     if node.literals:
         child = PyDict_GetItem(node.literals, seg)
         if child is not NULL:
-            route = _find(<_Node>child, segs, i + 1, n, method, caps)
+            route = _find(<_Node>child, segs, i + 1, n, method)
             if route is not None:
                 return route
     # Empty segments only come from un-normalised paths; never bind them to a parameter.
     if node.param is not None and PyUnicode_GET_LENGTH(seg) > 0:
-        caps.append(seg)
-        route = _find(node.param, segs, i + 1, n, method, caps)
+        route = _find(node.param, segs, i + 1, n, method)
         if route is not None:
             return route
-        caps.pop()
     if node.greedy is not None and PyUnicode_GET_LENGTH(seg) > 0:
-        route = node.greedy.lookup(method)
-        if route is not None:
-            caps.append("/".join(segs[i:n]))
-            return route
+        return node.greedy.lookup(method)
     return None
 
 
 @cython.final
+@cython.binding(False)  # plain method descriptors: ~10 ns less per call
 cdef class Router:
     """HTTP API style router. See docs/DESIGN.md for the interface."""
 
     cdef _Node _root
+    cdef dict _static      # "/a/b" -> node, for routes without parameters: one dict lookup
     cdef list _routes
     cdef object _default
     cdef bint _has_default
 
     def __cinit__(self):
         self._root = _Node()
+        self._static = {}
         self._routes = []
         self._has_default = False
 
@@ -147,7 +167,9 @@ cdef class Router:
         segments = _parse_route(template)
         node = self._root
         names = []
-        for kind, text in segments:
+        positions = []
+        greedy = False
+        for pos, (kind, text) in enumerate(segments):
             if kind == SEG_LITERAL:
                 child = node.literals.get(text)
                 if child is None:
@@ -155,11 +177,14 @@ cdef class Router:
                     node.literals[text] = child
             elif kind == SEG_PARAM:
                 names.append(text)
+                positions.append(pos)
                 child = node.param
                 if child is None:
                     child = node.param = _Node()
             else:
                 names.append(text)
+                positions.append(pos)
+                greedy = True
                 child = node.greedy
                 if child is None:
                     child = node.greedy = _Node()
@@ -172,8 +197,13 @@ cdef class Router:
         route.template = template
         route.target = target
         route.names = tuple(names)
+        route.positions = tuple(positions)
+        route.greedy = greedy
         route.node = node
         node.methods[method] = route
+        node.allowed_methods = None
+        if not names:
+            self._static["/" + "/".join([text for _, text in segments])] = node
         self._routes.append((method, template, target))
 
     cpdef set_default(self, object target):
@@ -183,24 +213,30 @@ cdef class Router:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cpdef tuple match(self, object method, object path):
-        cdef list segs, caps
+        cdef list segs
         cdef Py_ssize_t start = 0, n
+        cdef PyObject* static
         cdef _Route route
         if not PyUnicode_Check(path) or not PyUnicode_Check(method):
             raise TypeError("method and path must be str")
+        # A route without parameters is the most specific match there can be for its path.
+        static = PyDict_GetItem(self._static, path)
+        if static is not NULL:
+            route = (<_Node>static).lookup(method)
+            if route is not None:
+                return (0, route.target, {})
         segs = (<str>path).split("/")
         n = PyList_GET_SIZE(segs)
         if PyUnicode_GET_LENGTH(path) > 0 and PyUnicode_READ_CHAR(path, 0) == u"/":
             start = 1
         if n > start and PyUnicode_GET_LENGTH(<object>PyList_GET_ITEM(segs, n - 1)) == 0:
             n -= 1
-        caps = []
-        route = _find(self._root, segs, start, n, method, caps)
+        route = _find(self._root, segs, start, n, method)
         if route is not None:
-            return (0, route.target, route.bind(caps))
+            return (0, route.target, route.bind(<str>path, segs, start, n))
         if self._has_default:
             return (0, self._default, {})
-        route = _find(self._root, segs, start, n, None, [])
+        route = _find(self._root, segs, start, n, None)
         if route is not None:
             return (1, route.node.allowed(), None)
         return _NOT_FOUND

@@ -28,6 +28,40 @@ def test_values_verbatim(impl: ModuleType) -> None:
     assert t.render({"v": None}) == "/x/None"
 
 
+def test_every_string_kind(impl: ModuleType) -> None:
+    """ASCII, Latin-1, BMP and astral text mixed in literals and values (one result buffer)."""
+    t = impl.Template("é/{a}/中/{b}/😀{c}")
+    for values in ({"a": "x", "b": "y", "c": "z"}, {"a": "ü", "b": "中文", "c": "🎉"}, {"a": "", "b": "", "c": ""}):
+        assert t.render(values) == f"é/{values['a']}/中/{values['b']}/😀{values['c']}"
+    ascii_only = impl.Template("/{a}/{b}")
+    assert ascii_only.render({"a": "ÿ", "b": "𝄞"}) == "/ÿ/𝄞"
+
+
+class Text(str):
+    pass
+
+
+def test_str_subclasses_and_many_placeholders(impl: ModuleType) -> None:
+    t = impl.Template("/{a}/{b}")
+    assert t.render({"a": Text("sub"), "b": 2}) == "/sub/2"
+    names = [f"n{i}" for i in range(40)]
+    many = impl.Template("".join("{" + n + "}," for n in names))
+    values = {n: str(i) for i, n in enumerate(names)}
+    assert many.render(values) == "".join(f"{i}," for i in range(40))
+    with pytest.raises(KeyError) as info:
+        many.render({k: v for k, v in values.items() if k != "n39"})
+    assert info.value.args == ("n39",)
+
+
+def test_value_error_types_propagate(impl: ModuleType) -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    with pytest.raises(RuntimeError):
+        impl.Template("/{a}/{b}").render({"a": "ok", "b": Broken()})
+
+
 def test_no_placeholders(impl: ModuleType) -> None:
     for text in ("", "/plain", "$ and $$ but no brace"):
         t = impl.Template(text)
