@@ -251,6 +251,8 @@ class MainState:
 
     def stop(self) -> None:
         self.persister.stop()
+        if self.reconciler is not None:
+            self.reconciler.close()  # type: ignore[attr-defined]
 
 
 CURRENT: MainState | None = None

@@ -81,10 +81,10 @@ class SharedTable:
         # The kernels hold buffer exports of the views: drop them before unmapping.
         self.slots = None  # type: ignore[assignment]
         self.gcra = None  # type: ignore[assignment]
-        for view in self._views:
-            view.release()
-        self._view.release()
         try:
+            for view in self._views:
+                view.release()
+            self._view.release()
             self._mm.close()
         except BufferError:  # a kernel object still referenced elsewhere: the GC unmaps it later
             pass

@@ -1,0 +1,432 @@
+"""The Redis backend: the same limits and quotas shared by any number of gateway nodes.
+
+* One atomic Lua script per check, timed by Redis's own clock (`TIME`), so there is no
+  read-then-write race between nodes (Kong #5311, APISIX #12592, boulder#7780) and no clock skew.
+* Keys are built for Redis Cluster: everything about one API key shares the hash tag
+  `{k:<key id>}` (its plan and per-method buckets, quota counter, daily usage), so the per-key
+  script touches one slot; key-independent buckets (gateway-wide, stage/method) share `{g}`.
+  A request with both kinds makes two calls: `{g}` first (AWS's order), then the key's; when the
+  key's script refuses, what `{g}` took is given back.
+* Every operation has a 50 ms timeout (`state.timeoutMillis`). A failure marks Redis down for
+  one second: meanwhile `failMode: open` checks against the host's shared table with each limit
+  divided by `state.nodes` and counts usage there for the main process's Reconciler, which adds
+  it to Redis when Redis answers again; `failMode: closed` answers 503. redis-py reconnects by
+  itself on the next try.
+* Quota counters live in Redis: they survive a Redis restart only with persistence on
+  (`appendonly yes`; `appendfsync everysec` may lose the last second on a crash of Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis as redis_sync
+import redis.asyncio as redis_async
+from redis.exceptions import RedisError
+
+from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
+from .store import KeyRecord
+
+if TYPE_CHECKING:
+    from ..usage import Binding, UsageStage
+    from .shm import SharedTable
+
+log = logging.getLogger("fastgw.state")
+
+PREFIX = "fastgw:"
+KEYS_HASH = PREFIX + "{keys}:all"
+KEYS_VERSION = PREFIX + "{keys}:version"
+DOWN_SECONDS = 1.0  # after a failure, Redis is left alone this long (no 50 ms wait per request)
+USAGE_TTL = 400 * 86400  # daily usage kept for GetUsage
+SECOND_US = 1_000_000
+
+# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash]
+# ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
+#       >= 0: limit), offset, period, counter ttl (s), day
+# -> {0, 0, used} admitted; {i, retry_us, 0} level i refused; {n + 1, 0, used} quota refused
+CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local new = {}
+local ttl = {}
+for i = 1, n do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  if tolerance < 0 then return {i, 1000000, 0} end
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  local diff = next_tat - now
+  if diff > tolerance then return {i, diff - tolerance, 0} end
+  new[i] = next_tat
+  ttl[i] = math.floor(diff / 1000) + 1000
+end
+local q = 2 * n + 2
+local mode = tonumber(ARGV[q])
+local used = 0
+if mode ~= -2 then
+  local current = redis.call('GET', KEYS[n + 1])
+  if current then
+    used = tonumber(current)
+  elseif redis.call('SET', KEYS[n + 2], ARGV[q + 2], 'NX') then
+    used = tonumber(ARGV[q + 1])
+  end
+  if mode >= 0 and used + 1 > mode then return {n + 1, 0, used} end
+end
+for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
+if mode ~= -2 then
+  used = used + 1
+  redis.call('SET', KEYS[n + 1], used, 'EX', ARGV[q + 3])
+  redis.call('HINCRBY', KEYS[n + 3], ARGV[q + 4], 1)
+  redis.call('EXPIRE', KEYS[n + 3], 34560000)
+end
+return {0, 0, used}
+"""
+
+# Give back what a CHECK took from TAT keys: KEYS: TAT keys; ARGV: interval_us per key.
+REFUND = """
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then redis.call('SET', KEYS[i], tonumber(v) - tonumber(ARGV[i]), 'KEEPTTL') end
+end
+return 0
+"""
+
+# Usage counted while Redis was away: KEYS: counter, daily hash; ARGV: count, ttl, day, limit.
+RECONCILE = """
+local n = tonumber(ARGV[1])
+if tonumber(ARGV[4]) >= 0 then
+  redis.call('INCRBY', KEYS[1], n)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('HINCRBY', KEYS[2], ARGV[3], n)
+redis.call('EXPIRE', KEYS[2], 34560000)
+return 0
+"""
+
+
+def key_tag(key_id: str) -> str:
+    return PREFIX + "{k:" + key_id + "}"
+
+
+def quota_key(key_id: str, plan: str, period: int) -> str:
+    return f"{key_tag(key_id)}:q:{plan}:{period}"
+
+
+def usage_key(key_id: str, plan: str) -> str:
+    return f"{key_tag(key_id)}:u:{plan}"
+
+
+def marker_key(key_id: str, plan: str) -> str:
+    return f"{key_tag(key_id)}:q0:{plan}"
+
+
+def level_key(level_ident: int) -> str:
+    return f"{PREFIX}{{g}}:t:{level_ident & 0xFFFFFFFFFFFFFFFF:x}"
+
+
+def gcra_us(rate: float, burst: int) -> tuple[int, int]:
+    """(interval_us, tolerance_us): whole microseconds, so `burst` back-to-back requests always pass."""
+    if not rate > 0 or burst <= 0:
+        return 1, -1
+    interval = max(1, int(SECOND_US / rate))
+    return interval, interval * burst
+
+
+def counter_ttl(kind: str, period: int, now: float) -> int:
+    # Kept a day past the period's end so that GetUsage still finds the last count.
+    return max(60, int(period_bounds(kind, period)[1] - now) + 86400)
+
+
+POOL_SIZE = 32  # connections per worker; a burst queues for one instead of opening hundreds
+FAILURES_TO_OPEN = 5  # consecutive failures before Redis is left alone for DOWN_SECONDS
+
+
+def _async_client(setup: UsageSetup) -> redis_async.Redis:
+    timeout = setup.state.timeoutMillis / 1000
+    # lib_name/lib_version None: no CLIENT SETINFO round trips on every new connection.
+    pool = redis_async.BlockingConnectionPool.from_url(
+        setup.state.url, max_connections=POOL_SIZE, timeout=None, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry_on_timeout=False, health_check_interval=0, lib_name=None,
+        lib_version=None)
+    return redis_async.Redis(connection_pool=pool)
+
+
+def _record(raw: bytes) -> KeyRecord:
+    data = orjson.loads(raw)
+    return KeyRecord(data["id"], data["name"], bytes.fromhex(data["digest"]), tuple(data["plans"]),
+                     bool(data["enabled"]), float(data["created"]))
+
+
+# -- the worker side ---------------------------------------------------------------------------------
+class RedisLimiter:
+    """One worker's Redis client and scripts; decisions come back to UsageStage as exceptions."""
+
+    def __init__(self, setup: UsageSetup, loop: asyncio.AbstractEventLoop, stage: UsageStage):
+        from ..usage import BACKEND_ERRORS, BACKEND_UP
+
+        self.setup = setup
+        self.loop = loop
+        self.stage = stage
+        self.client = _async_client(setup)
+        self.check_script = self.client.register_script(CHECK)
+        self.refund_script = self.client.register_script(REFUND)
+        self.down_until = 0.0
+        self.up = True
+        self.failures = 0
+        self.keys_version: int | None = None
+        self._polling = False
+        self._gauge = BACKEND_UP.labels("redis")
+        self._errors = BACKEND_ERRORS
+        self._route_args: dict[int, tuple[list[str], list[Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def usable(self) -> bool:
+        return self.up or time.monotonic() >= self.down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        name = type(exc).__name__
+        kind = "timeout" if isinstance(exc, TimeoutError) or "Timeout" in name else \
+            "connection" if "Connection" in name or isinstance(exc, OSError) else "error"
+        self._errors.labels("redis", kind).inc()
+        self.failures += 1
+        # One slow answer sends only its own request to the local fallback; a run of failures
+        # (or any while down) leaves Redis alone for a second instead of paying the timeout again.
+        if self.failures < FAILURES_TO_OPEN and self.up:
+            return
+        self.down_until = time.monotonic() + DOWN_SECONDS
+        if self.up:
+            self.up = False
+            self._gauge.set(0)
+            log.warning("Redis unreachable (%s); %s", kind, "using per-node local limits" if
+                        self.setup.state.failMode == "open" else "answering 503 (failMode: closed)")
+
+    def _recovered(self) -> None:
+        self.failures = 0
+        if not self.up:
+            self.up = True
+            self._gauge.set(1)
+            log.warning("Redis answers again; shared limits are back")
+
+    def _route(self, usage: RouteUsage) -> tuple[list[str], list[Any]]:
+        args = self._route_args.get(id(usage))
+        if args is None:
+            keys = [level_key(level.ident) for level in usage.levels]
+            argv: list[Any] = [len(keys)]
+            for level in usage.levels:
+                argv += gcra_us(level.rate, level.burst)
+            args = self._route_args[id(usage)] = (keys, argv + [-2])
+        return args
+
+    def _key_args(self, usage: RouteUsage, binding: Binding, now: float) -> tuple[list[str], list[Any], list[str]]:
+        plan = binding.plan
+        tag = key_tag(binding.key_id)
+        keys: list[str] = []
+        argv: list[Any] = [0]
+        kinds: list[str] = []
+        if plan.throttle is not None:
+            keys.append(f"{tag}:t:{plan.name}")
+            argv += gcra_us(plan.throttle.rateLimit, plan.throttle.burstLimit)
+            kinds.append("plan")
+        method = binding.methods.get(usage.route)
+        if method is not None:
+            keys.append(f"{tag}:m:{ident(plan.name, usage.api, usage.stage, usage.route) & 0xFFFFFFFFFFFFFFFF:x}")
+            argv += gcra_us(method.rateLimit, method.burstLimit)
+            kinds.append("plan-method")
+        argv[0] = len(keys)
+        period = period_of(binding.period_kind, now)
+        keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
+                 usage_key(binding.key_id, plan.name)]
+        argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
+                 day_text(now)]
+        return keys, argv, kinds
+
+    async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
+        stage = self.stage
+        route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
+        try:
+            if route_keys:
+                index, retry_us, _ = await self.check_script(keys=route_keys, args=route_argv)
+                if index:
+                    level = usage.levels[index - 1]
+                    self._recovered()
+                    stage._throttled(usage, "", level.kind, retry_us * 1000, (0, *gcra_us(level.rate, level.burst)))
+            if binding is not None:
+                now = time.time()
+                keys, argv, kinds = self._key_args(usage, binding, now)
+                index, retry_us, _used = await self.check_script(keys=keys, args=argv)
+                if index:
+                    if route_keys:
+                        self._give_back(route_keys, route_argv)
+                    self._recovered()
+                    if index == len(kinds) + 1:
+                        stage._quota_exceeded(usage, binding)
+                    spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
+                    stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(exc)
+            if self.setup.state.failMode == "closed":
+                from ..errors import GatewayError
+
+                raise GatewayError("SERVICE_UNAVAILABLE") from None
+            stage.check_local(usage, binding, True)
+            return
+        self._recovered()
+
+    def _give_back(self, keys: list[str], argv: list[Any]) -> None:
+        intervals = [argv[1 + 2 * i] for i in range(len(keys))]
+        task = self.loop.create_task(self._refund(keys, intervals))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refund(self, keys: list[str], intervals: list[int]) -> None:
+        try:
+            await self.refund_script(keys=keys, args=intervals)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(exc)
+
+    # -- runtime keys -------------------------------------------------------------------------------
+    def poll_keys(self) -> None:
+        """Called each second: reload the keys when their version in Redis moved."""
+        if self._polling or not self.usable():
+            return
+        self._polling = True
+        task = self.loop.create_task(self._poll())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll(self) -> None:
+        try:
+            version = await self.client.get(KEYS_VERSION)
+            version_n = int(version or 0)
+            if version_n != self.keys_version:
+                records = [_record(raw) for raw in (await self.client.hgetall(KEYS_HASH)).values()]
+                self.keys_version = version_n
+                self.stage._build_keys(records)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(exc)
+        finally:
+            self._polling = False
+
+    def tick(self) -> None:
+        if not self.up and time.monotonic() >= self.down_until:
+            self.poll_keys()  # a cheap probe: reconnects, and flips the state back when it answers
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.loop.is_running():
+            self.loop.create_task(self.client.aclose())
+
+
+# -- the main process: usage counted during an outage goes to Redis when it is back -------------------
+class Reconciler:
+    def __init__(self, setup: UsageSetup, persister: Any):
+        self.setup = setup
+        self.persister = persister
+        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.script = self.client.register_script(RECONCILE)
+        self.version: int | None = None
+        self.runtime: list[KeyRecord] = []
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        """Config keys and the runtime keys in Redis (the last list seen, while Redis is away)."""
+        setup = self.persister.setup or self.setup
+        try:
+            version = int(self.client.get(KEYS_VERSION) or 0)
+            if version != self.version:
+                self.runtime = [_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()]
+                self.version = version
+        except (RedisError, OSError):
+            pass
+        pairs = [(k.id, p) for k in setup.keys for p in k.plans if p in setup.plans]
+        pairs += [(r.id, p) for r in self.runtime for p in r.plans if p in setup.plans]
+        return pairs
+
+    def _push(self, table: SharedTable) -> None:
+        slots = table.slots
+        now = time.time()
+        setup = self.persister.setup or self.setup
+        for key_id, plan_name in self._pairs():
+            slot = slots.lookup(ident("pending", key_id, plan_name))
+            if slot < 0:
+                continue
+            period, count = slots.count_take(slot)
+            if not count:
+                continue
+            plan = setup.plans.get(plan_name)
+            kind = plan.quota.period if plan is not None and plan.quota is not None else "DAY"
+            limit = plan.quota.limit if plan is not None and plan.quota is not None else -1
+            try:
+                self.script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name)],
+                            args=[count, counter_ttl(kind, period, now), day_text(now), limit])
+            except (RedisError, OSError):
+                slots.count_acquire(slot, period, -1, count, 0)  # still away: keep it for the next try
+                return
+
+    def tick(self, table: SharedTable, pairs: list[tuple[str, str]]) -> None:
+        self._push(table)
+
+    def recover(self, old: SharedTable, pairs: list[tuple[str, str]]) -> None:
+        """A crashed gateway's table: push what it had not reconciled yet."""
+        self._push(old)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- the CLI and admin side ---------------------------------------------------------------------------
+class RedisBackend:
+    """UsageService's backend with state in Redis (keys are shared by every node)."""
+
+    def __init__(self, setup: UsageSetup):
+        self.setup = setup
+        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=2, socket_connect_timeout=2)
+
+    def list_keys(self) -> list[KeyRecord]:
+        return sorted((_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()), key=lambda r: r.created)
+
+    def insert_key(self, record: KeyRecord) -> None:
+        raw = orjson.dumps({"id": record.id, "name": record.name, "digest": record.digest.hex(),
+                            "plans": list(record.plans), "enabled": record.enabled, "created": record.created})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(KEYS_HASH, record.id, raw)
+        pipe.incr(KEYS_VERSION)
+        pipe.execute()
+
+    def update_key(self, key_id: str, *, enabled: bool | None = None, delete: bool = False) -> bool:
+        raw = self.client.hget(KEYS_HASH, key_id)
+        if raw is None:
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        if delete:
+            pipe.hdel(KEYS_HASH, key_id)
+        else:
+            data = orjson.loads(raw)
+            data["enabled"] = bool(enabled)
+            pipe.hset(KEYS_HASH, key_id, orjson.dumps(data))
+        pipe.incr(KEYS_VERSION)
+        pipe.execute()
+        return True
+
+    def daily_usage(self, key_id: str, plan: str, first: str, last: str) -> dict[str, int]:
+        raw = self.client.hgetall(usage_key(key_id, plan))
+        days = {k.decode(): int(v) for k, v in raw.items()}
+        return {day: n for day, n in days.items() if first <= day <= last}
+
+    def quota_used(self, key_id: str, plan: str, kind: str, period: int) -> int | None:
+        value = self.client.get(quota_key(key_id, plan, period))
+        return int(value) if value is not None else None
+
+    def set_remaining(self, key_id: str, plan: str, kind: str, period: int, used: int) -> str:
+        self.client.set(quota_key(key_id, plan, period), used, ex=counter_ttl(kind, period, time.time()))
+        self.client.set(marker_key(key_id, plan), period, nx=True)
+        return "applied"
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,150 @@
+"""The Redis backend: limits and quotas shared by several `fastgw serve` nodes (issue 4, RT-02,
+F-14, F-16). A real redis-server runs on a free loopback port with `appendonly yes`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from support.redis import RedisServer
+from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today, wait_for
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def config(upstream: str, redis_url: str, node: str, *, quota: str = "", plan_throttle: str = "",
+           stage_throttle: str = "", fail_mode: str = "open", nodes: int = 3, timeout: int = 50) -> str:
+    return f"""
+state: {{backend: redis, url: "{redis_url}", path: state-{node}, failMode: {fail_mode}, nodes: {nodes},
+        timeoutMillis: {timeout}}}
+apis:
+  - name: shop
+    type: REST
+    stages:
+      prod:
+        {stage_throttle}
+    routes:
+      - route: GET /orders/{{id}}
+        apiKeyRequired: true
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream}/orders/{{id}}"}}
+usagePlans:
+  - name: basic
+    apiStages: [{{api: shop, stage: prod}}]
+    {plan_throttle}
+    {quota}
+apiKeys:
+  - {{name: alice, value: "${{env:ALICE_API_KEY}}", usagePlans: [basic]}}
+"""
+
+
+def start_nodes(start_gateway, upstream, redis_server, count: int, **kw):
+    """`count` gateway nodes (1 worker each) on one Redis. Tests that count a 300-request burst
+    exactly give Redis 1 s instead of the default 50 ms: on a 2-core machine shared by three
+    nodes, Redis, the client and the upstream, a worker's event loop can lag more than 50 ms in
+    the burst, and a check that times out falls back to the node's local share by design."""
+    return [start_gateway(config(upstream.address, redis_server.url, f"n{i}", nodes=count, **kw), workers=1,
+                          env=ENV, args=("--no-access-log",), name=f"node{i}") for i in range(count)]
+
+
+def metric(gateway, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{gateway.admin}/metrics").text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_three_nodes_share_one_quota_exactly_and_it_survives_a_redis_restart(start_gateway, upstream, redis_server):
+    nodes = start_nodes(start_gateway, upstream, redis_server, 3, quota="quota: {limit: 100, period: DAY}",
+                        timeout=1000)
+    ports = [n.port for n in nodes]
+    results = burst(ports, 300, "/prod/orders/1", ALICE)
+    assert statuses(results) == {200: 100, 429: 100 * 2}
+    assert len(upstream.requests) == 100
+    assert usage_today(nodes[0], "alice") == 100
+
+    # A graceful Redis restart with appendonly yes keeps the counts: the key stays exhausted.
+    redis_server.restart()
+    admitted_meanwhile = 0
+
+    def exhausted() -> bool:
+        nonlocal admitted_meanwhile
+        status = one(ports[1], "/prod/orders/1", ALICE)[0]
+        admitted_meanwhile += status == 200  # a request served while the node reconnects (fail open)
+        return status == 429
+
+    wait_for(exhausted, timeout=5)
+    time.sleep(1.5)  # anything counted locally meanwhile reaches Redis
+    assert usage_today(nodes[2], "alice") == 100 + admitted_meanwhile
+
+
+def test_three_nodes_share_one_throttle_exactly(start_gateway, upstream, redis_server):
+    # rateLimit 0.01: no token comes back during the test, so exactly the burst passes.
+    nodes = start_nodes(start_gateway, upstream, redis_server, 3,
+                        stage_throttle="throttle: {rateLimit: 0.01, burstLimit: 10}",
+                        plan_throttle="throttle: {rateLimit: 0.01, burstLimit: 25}", timeout=1000)
+    counts = statuses(burst([n.port for n in nodes], 300, "/prod/orders/1", ALICE))
+    assert counts == {200: 10, 429: 290}, counts
+    # The 290 refused ones took nothing from the plan's bucket: 15 of its 25 are left, but the
+    # stage's bucket (10) is spent, so still nothing passes.
+    assert statuses(burst([n.port for n in nodes], 30, "/prod/orders/1", ALICE)) == {429: 30}
+
+
+def test_redis_down_fails_open_then_shared_limits_return_and_no_count_is_lost(start_gateway, upstream,
+                                                                              redis_server):
+    (node,) = start_nodes(start_gateway, upstream, redis_server, 1, quota="quota: {limit: 1000, period: DAY}")
+    assert statuses(burst([node.port], 20, "/prod/orders/1", ALICE)) == {200: 20}
+
+    redis_server.stop()
+    started = time.perf_counter()
+    during = [one(node.port, "/prod/orders/1", ALICE)[0] for _ in range(30)]
+    elapsed = time.perf_counter() - started
+    assert during == [200] * 30  # fail open: per-node local limits
+    assert elapsed < 3.0  # no request waits more than the 50 ms Redis timeout (plus its own work)
+    time.sleep(1.3)
+    assert metric(node, "fastgw_state_backend_errors_total") >= 1
+    assert metric(node, "fastgw_state_backend_up") == 0
+
+    restarted = time.monotonic()
+    redis_server.start()
+    # The usage counted while Redis was away is added to Redis: nothing lost.
+    wait_for(lambda: usage_today(node, "alice") == 50, timeout=5)
+    # Shared limits are back: a quota change made in Redis is enforced by the node.
+    assert cli(node, "usage", "alice", "--plan", "basic", "--remaining", "0").returncode == 0
+    wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 429, timeout=5)
+    assert time.monotonic() - restarted < 5 + 5
+    time.sleep(1.3)
+    assert metric(node, "fastgw_state_backend_up") == 1
+
+
+def test_redis_down_fails_closed_with_503(start_gateway, upstream, redis_server):
+    (node,) = start_nodes(start_gateway, upstream, redis_server, 1, fail_mode="closed",
+                          quota="quota: {limit: 1000, period: DAY}")
+    assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+    redis_server.stop()
+    status, raw = one(node.port, "/prod/orders/1", ALICE)
+    assert status == 503 and raw.endswith(b'{"message":"Service Unavailable"}')
+    # A bad key is still a 403: the key check never depends on Redis.
+    assert one(node.port, "/prod/orders/1", "y" * 25)[0] == 403
+
+
+def test_a_key_created_through_one_node_works_on_all(start_gateway, upstream, redis_server):
+    nodes = start_nodes(start_gateway, upstream, redis_server, 2, quota="quota: {limit: 5, period: DAY}")
+    created = cli(nodes[0], "keys", "create", "--name", "zed", "--plan", "basic")
+    assert created.returncode == 0, created.stderr
+    value = json.loads(created.stdout)["value"]
+    wait_for(lambda: all(one(n.port, "/prod/orders/1", value)[0] == 200 for n in nodes), timeout=5)
+    # Its quota (5) is shared too: 2 used above, 3 left across both nodes.
+    assert statuses(burst([n.port for n in nodes], 10, "/prod/orders/1", value)) == {200: 3, 429: 7}
+    listed = httpx.get(f"{nodes[1].admin}/keys").json()["items"]
+    assert any(k["name"] == "zed" for k in listed) and value not in json.dumps(listed)
+    assert cli(nodes[1], "keys", "disable", "zed").returncode == 0
+    wait_for(lambda: all(one(n.port, "/prod/orders/1", value)[0] == 403 for n in nodes), timeout=5)
