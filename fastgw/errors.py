@@ -50,11 +50,15 @@ HTTP_NOT_FOUND = "RESOURCE_NOT_FOUND"
 class GatewayError(Exception):
     """Raised by a pipeline stage; answered with the API's gateway response of `kind`."""
 
-    def __init__(self, kind: str, message: str | None = None, headers: tuple[tuple[str, str], ...] = ()):
+    def __init__(self, kind: str, message: str | None = None, headers: tuple[tuple[str, str], ...] = (),
+                 close: bool = False):
         super().__init__(message or RESPONSE_TYPES[kind][2])
         self.kind = kind
         self.message = message or RESPONSE_TYPES[kind][2]
         self.headers = headers
+        # Close the client connection after answering: what follows on it cannot be trusted to be
+        # framed the way the gateway understood the request.
+        self.close = close
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from .usage import UsageStage
 log = logging.getLogger("fastgw")
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
-NEVER_PROXIED = frozenset(("TRACE", "CONNECT"))
+PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 # Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
 BUFFER_BODY_BYTES = 64 * 1024
 
@@ -47,6 +47,7 @@ class Downstream(Protocol):
     client: str
     scheme: str
     protocol: str
+    absolute_form: bool
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -159,15 +160,33 @@ class Gateway:
             )
 
     def receive(self, down: Downstream) -> RequestFacts:
-        if len(down.path) + len(down.query) > self.max_uri:
-            raise GatewayError("URI_TOO_LONG")
-        if down.method in NEVER_PROXIED:
-            raise GatewayError("METHOD_NOT_ALLOWED")
+        """Limits and syntax of the request head. Errors here close the client connection (the
+        rest of what the client sent cannot be trusted to be framed as we understood it)."""
+        method, path, query = down.method, down.path, down.query
+        if method not in PROXIED_METHODS:
+            if method == "TRACE":
+                raise GatewayError("METHOD_NOT_ALLOWED", close=True)
+            if method == "CONNECT":
+                raise GatewayError("BAD_REQUEST_PARAMETERS", "CONNECT is not supported", close=True)
+            raise GatewayError("NOT_IMPLEMENTED", "Unknown method", close=True)
+        # request line: METHOD SP target SP HTTP/1.1
+        if len(method) + len(path) + len(query) + (1 if query else 0) + 11 > self.max_uri:
+            raise GatewayError("URI_TOO_LONG", close=True)
+        if down.absolute_form:
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "Absolute-form request targets are not supported", close=True)
+        if not path.startswith("/"):
+            # asterisk-form (OPTIONS *) and the authority form are not proxied.
+            if method == "OPTIONS" and path == "*":
+                raise GatewayError("METHOD_NOT_ALLOWED", close=True)
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "Invalid request target", close=True)
         try:
-            return scan_request_headers(down.headers, self.max_headers, self.max_header_bytes, self.max_field,
+            head = scan_request_headers(down.headers, self.max_headers, self.max_header_bytes, self.max_field,
                                         self.max_body)
         except RequestRejected as exc:
-            raise GatewayError(exc.kind, exc.message) from None
+            raise GatewayError(exc.kind, exc.message, close=True) from None
+        if not head.host and down.protocol == "HTTP/1.1":
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "Missing Host header", close=True)
+        return head
 
     def select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:
         """API mapping (host and/or base path) or the default `/{stage}/...` prefix → stage and
@@ -217,21 +236,62 @@ class Gateway:
         method = down.method
         content_length = head.content_length
         pool = integration.pool
+        first: list[bytes] = []
+        rest = None
         if head.chunked or content_length > BUFFER_BODY_BYTES:
+            # Read up to BUFFER_BODY_BYTES first: a small chunked body is then sent whole (with a
+            # Content-Length, retryable), and a malformed one is refused before anything went out.
+            first, rest = await self.read_body_start(down, content_length)
+        if rest is None:
+            if first:
+                body = first[0] if len(first) == 1 else b"".join(first)
+            elif content_length > 0:
+                body = await self.read_body(down)
+            else:
+                body = b""
+            if content_length >= 0 and len(body) != content_length:
+                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
+            framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
+            request_head = self.request_head(down, head, method, target, integration.host_header, framing)
+            conn = await exchange(pool, request_head, body, method == "HEAD", method in IDEMPOTENT, integration.timeout)
+        else:
             if head.chunked:
                 framing = "transfer-encoding: chunked\r\n\r\n"
             else:
                 framing = f"content-length: {content_length}\r\n\r\n"
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
-            conn = await self.forward_streamed_body(down, head, pool, request_head, integration.timeout)
-        else:
-            body = await down.read_body() if content_length > 0 else b""
-            if content_length > 0 and len(body) != content_length:
-                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body")
-            framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
-            request_head = self.request_head(down, head, method, target, integration.host_header, framing)
-            conn = await exchange(pool, request_head, body, method == "HEAD", method in IDEMPOTENT, integration.timeout)
+            conn = await self.forward_streamed_body(head, pool, request_head, integration.timeout, first, rest)
         return await self.relay_response(down, conn, request_id)
+
+    async def read_body(self, down: Downstream) -> bytes:
+        try:
+            return await down.read_body()
+        except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
+            raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+
+    async def read_body_start(self, down: Downstream, content_length: int) -> tuple[list[bytes], Any]:
+        """The first BUFFER_BODY_BYTES of a body, and the iterator of the rest (None: that was all)."""
+        chunks: list[bytes] = []
+        size = 0
+        iterator = down.body_chunks().__aiter__()
+        try:
+            while size <= BUFFER_BODY_BYTES:
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return chunks, None
+                if chunk:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise GatewayError("REQUEST_TOO_LARGE", close=True)
+                    if size == content_length:
+                        return chunks, None
+        except GatewayError:
+            raise
+        except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
+            raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+        return chunks, iterator
 
     def request_head(self, down: Downstream, head: RequestFacts, method: str, target: str, host: str,
                      framing: str) -> bytes:
@@ -247,12 +307,12 @@ class Gateway:
             .encode("latin-1"),
         ))
 
-    async def forward_streamed_body(self, down: Downstream, head: RequestFacts, pool: Any, request_head: bytes,
-                                    timeout: float) -> UpstreamConnection:
+    async def forward_streamed_body(self, head: RequestFacts, pool: Any, request_head: bytes, timeout: float,
+                                    first: list[bytes], rest: Any) -> UpstreamConnection:
         """Send a large or chunked request body as it arrives; refuse it (413) past the limit.
 
-        Once part of a body went upstream, a failure closes that connection so the upstream
-        never sees a complete over-limit or truncated request as a finished one.
+        Once part of a body went upstream, a failure aborts that connection, so the upstream never
+        sees a truncated or over-limit request as a finished one.
         """
         chunked = head.chunked
         conn = await pool.acquire()
@@ -261,18 +321,31 @@ class Gateway:
         conn.deadline = pool.loop.time() + timeout
         conn.waiter = pool.loop.create_future()
         received = 0
+
+        def send(chunk: bytes) -> None:
+            if chunked:
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                transport.write(chunk)
+
         try:
             transport.write(request_head)
-            async for chunk in down.body_chunks():
+            for chunk in first:
+                received += len(chunk)
+                send(chunk)
+            while True:
+                try:
+                    chunk = await rest.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
+                    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
                 if not chunk:
                     continue
                 received += len(chunk)
                 if received > self.max_body:
-                    raise GatewayError("REQUEST_TOO_LARGE")
-                if chunked:
-                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                else:
-                    transport.write(chunk)
+                    raise GatewayError("REQUEST_TOO_LARGE", close=True)
+                send(chunk)
                 if conn.write_paused:
                     await conn.drain()
                 if conn.error is not None:
@@ -280,7 +353,7 @@ class Gateway:
             if chunked:
                 transport.write(b"0\r\n\r\n")
             elif received != head.content_length:
-                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body")
+                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
             await conn.waiter
         except BaseException:
             conn.waiter = None
@@ -326,6 +399,8 @@ class Gateway:
         status, headers, body = responses.render(error.kind, error.message)
         headers.append(("x-amzn-requestid", request_id))
         headers.extend(error.headers)
+        if error.close:
+            headers.append(("connection", "close"))
         try:
             pending = down.respond(status, headers, body)
             if pending is not None:

@@ -41,7 +41,8 @@ class ClientDisconnected(Exception):
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
-    __slots__ = ("proto", "method", "path", "query", "headers", "client", "scheme", "protocol", "stream")
+    __slots__ = ("proto", "method", "path", "query", "headers", "client", "scheme", "protocol", "stream",
+                 "absolute_form")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -54,6 +55,8 @@ class RsgiDownstream:
         self.client = client.rsplit(":", 1)[0].strip("[]") if client else ""
         self.scheme = scope.scheme
         self.protocol = "HTTP/" + scope.http_version
+        # An HTTP/1 request whose target carried its own authority (GET http://host/path).
+        self.absolute_form = scope.authority is not None and scope.http_version != "2"
         self.stream: Any = None
 
     async def read_body(self) -> bytes:
@@ -77,7 +80,7 @@ class RsgiDownstream:
 
 class AsgiDownstream:
     __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started")
+                 "protocol", "started", "absolute_form")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.receive = receive
@@ -92,6 +95,8 @@ class AsgiDownstream:
         self.scheme = scope.get("scheme", "http")
         self.protocol = "HTTP/" + scope.get("http_version", "1.1")
         self.started = False
+        # granian's ASGI scope does not say whether the target was in absolute form.
+        self.absolute_form = False
 
     async def read_body(self) -> bytes:
         chunks = [chunk async for chunk in self.body_chunks()]

@@ -39,6 +39,16 @@ cdef class RequestFacts:
     cdef readonly str forwarded_for          # the client's X-Forwarded-For ("" if none)
 
 
+cdef _check_transfer_encoding(str value, bint already_chunked):
+    """RFC 9112 §6.1/§6.3: chunked must be the final coding, once; other codings are not
+    supported (501). Anything ambiguous is a 400."""
+    codings = [c.strip().lower() for c in value.split(",")]
+    if already_chunked or codings.count("chunked") != 1 or codings[-1] != "chunked":
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Transfer-Encoding")
+    if len(codings) > 1:
+        raise RequestRejected("NOT_IMPLEMENTED", "Unsupported Transfer-Encoding")
+
+
 cdef inline bint _is_digits(str value):
     cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(value)
     cdef Py_UCS4 c
@@ -94,8 +104,7 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
                     raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")
                 facts.content_length = int(value)
         elif name == "transfer-encoding":
-            if facts.chunked or value.strip().lower() != "chunked":
-                raise RequestRejected("NOT_IMPLEMENTED", "Unsupported Transfer-Encoding")
+            _check_transfer_encoding(value, facts.chunked)
             facts.chunked = True
         elif name == "connection":
             for token in value.split(","):

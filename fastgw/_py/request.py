@@ -62,7 +62,12 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
                     raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")
                 facts.content_length = int(value)
         elif name == "transfer-encoding":
-            if facts.chunked or value.strip().lower() != "chunked":
+            # RFC 9112 §6.1/§6.3: chunked must be the final coding, once; other codings are not
+            # supported (501). Anything ambiguous is a 400.
+            codings = [c.strip().lower() for c in value.split(",")]
+            if facts.chunked or codings.count("chunked") != 1 or codings[-1] != "chunked":
+                raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Transfer-Encoding")
+            if len(codings) > 1:
                 raise RequestRejected("NOT_IMPLEMENTED", "Unsupported Transfer-Encoding")
             facts.chunked = True
         elif name == "connection":
