@@ -172,6 +172,25 @@ def bench_cache_put(mod: ModuleType, batch: int) -> Loop:
     return loop
 
 
+def bench_slots_admit(mod: ModuleType, batch: int) -> Loop:
+    """The usage stage's one kernel call per request: four throttle levels, then the quota counter."""
+    nslots = 1024
+    table = mod.SlotTable(bytearray(16 * nslots), nslots)
+    admit = table.admit
+    huge = 1 << 40
+    levels = tuple((table.find(k + 1), 1, huge) for k in range(4))  # never refused: the admitted path
+    quota = table.find(99)
+    start = time.monotonic_ns()
+    nows = [start + k for k in range(batch)]
+
+    def loop() -> int:
+        for now in nows:
+            admit(now, levels, quota, 20_000, -1, 0)
+        return len(nows)
+
+    return loop
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -181,6 +200,7 @@ def cases(batch: int) -> list[tuple[str, str, Callable[[ModuleType], Loop]]]:
         ("Router", "match, 1,000 routes", lambda m: bench_router(m, 1000, batch)),
         ("Template", "render, 4 placeholders", lambda m: bench_template(m, batch)),
         ("GcraTable", "acquire", lambda m: bench_gcra(m, batch)),
+        ("SlotTable", "admit, 4 levels + quota", lambda m: bench_slots_admit(m, batch)),
         ("LruTtlCache", "get (hit)", lambda m: bench_cache_get(m, batch)),
         ("LruTtlCache", "put (with eviction)", lambda m: bench_cache_put(m, batch)),
     ]
