@@ -4,14 +4,34 @@
 cdef Py_ssize_t _ENTRY_OVERHEAD = 128  # see fastgw/_py/cache.py
 
 
+# The recency list is plain C: moving an entry to the front is four pointer writes, with no
+# reference counting. The dict holds the only strong reference to each entry, and an entry always
+# leaves the list before it leaves the dict, so no link ever points at a freed entry.
+cdef struct _Link:
+    _Link* prev            # towards the most recently used end
+    _Link* next            # towards the least recently used end
+    PyObject* entry        # the _Entry that embeds this link (borrowed)
+
+
+cdef inline void _unlink(_Link* link) noexcept nogil:
+    link.prev.next = link.next
+    link.next.prev = link.prev
+
+
+cdef inline void _push_front(_Link* head, _Link* link) noexcept nogil:
+    link.prev = head
+    link.next = head.next
+    head.next.prev = link
+    head.next = link
+
+
 @cython.final
 cdef class _Entry:
     cdef object key
     cdef object value
     cdef Py_ssize_t size
     cdef double expires
-    cdef _Entry prev       # towards the most recently used end
-    cdef _Entry next       # towards the least recently used end
+    cdef _Link link
 
 
 cdef inline _check_key(object key):
@@ -27,7 +47,7 @@ cdef class LruTtlCache:
     ENTRY_OVERHEAD = _ENTRY_OVERHEAD
 
     cdef dict _map         # key -> _Entry
-    cdef _Entry _head
+    cdef _Link _head       # sentinel; lives inside this object, so its address is stable
     cdef Py_ssize_t _max_bytes
     cdef Py_ssize_t _bytes
 
@@ -37,9 +57,9 @@ cdef class LruTtlCache:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._map = {}
-        self._head = _Entry.__new__(_Entry)
-        self._head.prev = self._head
-        self._head.next = self._head
+        self._head.prev = &self._head
+        self._head.next = &self._head
+        self._head.entry = NULL
 
     @property
     def max_bytes(self):
@@ -52,19 +72,9 @@ cdef class LruTtlCache:
     def __len__(self):
         return len(self._map)
 
-    cdef inline void _unlink(self, _Entry e):
-        e.prev.next = e.next
-        e.next.prev = e.prev
-
-    cdef inline void _push_front(self, _Entry e):
-        e.prev = self._head
-        e.next = self._head.next
-        self._head.next.prev = e
-        self._head.next = e
-
     cdef _remove(self, _Entry e):
-        self._unlink(e)
-        e.prev = e.next = None
+        # e is a strong local reference, so it outlives the dict's reference dropped here.
+        _unlink(&e.link)
         PyDict_DelItem(self._map, e.key)
         self._bytes -= e.size
 
@@ -79,9 +89,9 @@ cdef class LruTtlCache:
         if now >= e.expires:
             self._remove(e)
             return None
-        if e.prev is not self._head:
-            self._unlink(e)
-            self._push_front(e)
+        if e.link.prev is not &self._head:
+            _unlink(&e.link)
+            _push_front(&self._head, &e.link)
         return e.value
 
     cpdef bint put(self, object key, object value, Py_ssize_t nbytes, double ttl, double now) except -1:
@@ -99,11 +109,12 @@ cdef class LruTtlCache:
         e.value = value
         e.size = size
         e.expires = now + ttl
+        e.link.entry = <PyObject*>e
         self._map[key] = e
-        self._push_front(e)
+        _push_front(&self._head, &e.link)
         self._bytes += size
         while self._bytes > self._max_bytes:
-            self._remove(self._head.prev)
+            self._remove(<_Entry>self._head.prev.entry)
         return True
 
     cpdef bint delete(self, object key) except -1:
@@ -116,18 +127,7 @@ cdef class LruTtlCache:
         return True
 
     cpdef clear(self):
-        cdef _Entry e = self._head.next
-        cdef _Entry nxt
-        # Break the links so the entries are freed by refcounting, not left to the cycle collector.
-        while e is not self._head:
-            nxt = e.next
-            e.prev = e.next = None
-            e = nxt
-        self._head.prev = self._head.next = self._head
+        self._head.prev = &self._head
+        self._head.next = &self._head
         self._map.clear()
         self._bytes = 0
-
-    def __dealloc__(self):
-        if self._head is not None:
-            self.clear()
-            self._head.prev = self._head.next = None

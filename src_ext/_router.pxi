@@ -103,9 +103,9 @@ cdef class _Node:
         if method is None:  # the 405 search: any route on this node will do
             for r in self.methods.values():
                 return r
-        route = PyDict_GetItem(self.methods, method)
+        route = PyDict_GetItemWithError(self.methods, method)
         if route is NULL:
-            route = PyDict_GetItem(self.methods, _ANY)
+            route = PyDict_GetItemWithError(self.methods, _ANY)
             if route is NULL:
                 return None
         return <_Route>route
@@ -126,7 +126,7 @@ cdef _Route _find(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, object meth
         return node.lookup(method)
     seg = <str>PyList_GET_ITEM(segs, i)
     if node.literals:
-        child = PyDict_GetItem(node.literals, seg)
+        child = PyDict_GetItemWithError(node.literals, seg)
         if child is not NULL:
             route = _find(<_Node>child, segs, i + 1, n, method)
             if route is not None:
@@ -220,7 +220,7 @@ cdef class Router:
         if not PyUnicode_Check(path) or not PyUnicode_Check(method):
             raise TypeError("method and path must be str")
         # A route without parameters is the most specific match there can be for its path.
-        static = PyDict_GetItem(self._static, path)
+        static = PyDict_GetItemWithError(self._static, path)
         if static is not NULL:
             route = (<_Node>static).lookup(method)
             if route is not None:

@@ -128,6 +128,40 @@ def test_values_are_kept_by_reference(impl: ModuleType) -> None:
     assert c.get("a", 0.0) is value
 
 
+class Payload:
+    """A weak-referenceable value, to see when the cache lets go of it."""
+
+
+def test_values_are_released(impl: ModuleType) -> None:
+    import gc
+    import weakref
+
+    c = impl.LruTtlCache(2 * (1 + OVERHEAD))
+    refs = []
+    for key in ("a", "b", "c", "d", "e"):  # "a".."c" are evicted or replaced along the way
+        value = Payload()
+        refs.append(weakref.ref(value))
+        c.put(key, value, 0, 5.0 if key != "d" else 1.0, 0.0)
+        del value
+    assert [r() is None for r in refs] == [True, True, True, False, False]
+    assert c.get("d", 2.0) is None  # expired
+    assert refs[3]() is None
+    c.put("e", "replaced", 0, 5.0, 0.0)
+    assert refs[4]() is None
+    value = Payload()
+    ref = weakref.ref(value)
+    c.put("f", value, 0, 5.0, 0.0)
+    del value
+    c.clear()
+    assert ref() is None
+    value = Payload()
+    ref = weakref.ref(value)
+    c.put("g", value, 0, 5.0, 0.0)
+    del value, c
+    gc.collect()
+    assert ref() is None
+
+
 # ---------------------------------------------------------------- against a reference model
 
 
