@@ -26,6 +26,7 @@ cdef inline void _push_front(_Link* head, _Link* link) noexcept nogil:
 
 
 @cython.final
+@cython.freelist(64)  # a put that evicts frees one entry and allocates another: recycle them
 cdef class _Entry:
     cdef object key
     cdef object value
@@ -95,14 +96,15 @@ cdef class LruTtlCache:
         return e.value
 
     cpdef bint put(self, object key, object value, Py_ssize_t nbytes, double ttl, double now) except -1:
-        cdef _Entry e
+        cdef _Entry e, old
+        cdef PyObject* existing
         cdef Py_ssize_t size
         _check_key(key)
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
-        self.delete(key)
         size = nbytes + len(key) + _ENTRY_OVERHEAD
         if size > self._max_bytes or not (ttl > 0):
+            self.delete(key)  # the caller's newer value is not kept, so neither is the stale one
             return False
         e = _Entry.__new__(_Entry)
         e.key = key
@@ -110,7 +112,13 @@ cdef class LruTtlCache:
         e.size = size
         e.expires = now + ttl
         e.link.entry = <PyObject*>e
-        self._map[key] = e
+        # One probe inserts a new key; an existing key's entry is returned and replaced.
+        existing = PyDict_SetDefault(self._map, key, e)
+        if existing is not <PyObject*>e:
+            old = <_Entry>existing
+            _unlink(&old.link)
+            self._bytes -= old.size
+            self._map[key] = e
         _push_front(&self._head, &e.link)
         self._bytes += size
         while self._bytes > self._max_bytes:

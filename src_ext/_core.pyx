@@ -8,7 +8,7 @@ see docs/DESIGN.md. Only fastgw._accel imports this module.
 cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_Check
-from cpython.dict cimport PyDict_CheckExact, PyDict_DelItem, PyDict_GetItemWithError
+from cpython.dict cimport PyDict_CheckExact, PyDict_DelItem, PyDict_GetItemWithError, PyDict_SetDefault
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
 from cpython.number cimport PyNumber_Index
@@ -29,6 +29,7 @@ from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy
 
 import re as _re
+from sys import intern as _intern
 
 include "_router.pxi"
 include "_template.pxi"

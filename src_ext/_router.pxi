@@ -45,7 +45,7 @@ def _parse_route(template):
         if name in seen:
             raise ValueError(f"duplicate parameter name {name!r} in route template {template!r}")
         seen.add(name)
-        segments.append((kind, name))
+        segments.append((kind, _intern(name)))  # shared with Template names: identity lookups
     return segments
 
 

@@ -38,7 +38,9 @@ def _parse_template(source):
             raise ValueError(f"invalid placeholder name {name!r} at column {i + 1} in template {source!r}")
         if start > lit_start:
             parts.append(source[lit_start:start])
-        parts.append((name, source[start : close + 1]))
+        # Interned, like the router's parameter names: the params dict of a match then holds the
+        # very same key objects, and dict lookups succeed on identity.
+        parts.append((_intern(name), source[start : close + 1]))
         i = lit_start = close + 1
     if lit_start < n:
         parts.append(source[lit_start:])

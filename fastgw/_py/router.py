@@ -8,6 +8,7 @@ method beats ``ANY``.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -55,7 +56,7 @@ def parse_template(template: str) -> list[tuple[int, str]]:
         if name in seen:
             raise ValueError(f"duplicate parameter name {name!r} in route template {template!r}")
         seen.add(name)
-        segments.append((kind, name))
+        segments.append((kind, sys.intern(name)))  # shared with Template names: identity lookups
     return segments
 
 

@@ -8,6 +8,7 @@ inserted verbatim: no percent-encoding, non-str values go through ``str()``.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -51,7 +52,9 @@ def parse(source: str) -> list[Part]:
             raise ValueError(f"invalid placeholder name {name!r} at column {i + 1} in template {source!r}")
         if start > lit_start:
             parts.append(source[lit_start:start])
-        parts.append(Placeholder(name, source[start : close + 1]))
+        # Interned, like the router's parameter names: the params dict of a match then holds the
+        # very same key objects, and dict lookups succeed on identity.
+        parts.append(Placeholder(sys.intern(name), source[start : close + 1]))
         i = lit_start = close + 1
     if lit_start < n:
         parts.append(source[lit_start:])

@@ -216,3 +216,14 @@ def test_builds_agree_on_arbitrary_text(text: str) -> None:
         except ValueError as exc:
             outcomes.append(("error", re.sub(r"\s+", " ", str(exc))))
     assert outcomes[0] == outcomes[1]
+
+
+def test_names_are_shared_with_router_params(impl: ModuleType) -> None:
+    """Route parameter names and placeholder names are interned: render(params) looks up by identity."""
+    router = impl.Router()
+    router.add("GET", "/items/{item.id}/{rest+}", "t")
+    params = router.match("GET", "/items/7/a/b")[2]
+    template = impl.Template("http://up/{item.id}/{rest+}")
+    assert [k for k in params] == list(template.names)
+    assert all(a is b for a, b in zip(params, template.names, strict=True))
+    assert template.render(params) == "http://up/7/a/b"
