@@ -65,6 +65,8 @@ class GcraTable:
         now_ns = operator.index(now_ns)
         burst = operator.index(burst)
         cost = operator.index(cost)
+        if isinstance(rate, (str, bytes, bytearray)):  # float() would parse text; a C double does not
+            raise TypeError(f"rate must be a number, not {type(rate).__name__}")
         rate = float(rate)
         if cost < 0:
             raise ValueError("cost must be >= 0")

@@ -96,6 +96,10 @@ def test_errors(impl: ModuleType) -> None:
         t.acquire(0, NOW, 1.0, 1, -1)
     with pytest.raises(TypeError):
         t.acquire(0, NOW, 1.0, 1.5)
+    with pytest.raises(TypeError):
+        t.acquire(0, float(NOW), 1.0, 1)
+    with pytest.raises(TypeError):
+        t.acquire(0, NOW, "5", 1)
     with pytest.raises(ValueError, match="too small"):
         impl.GcraTable(bytearray(15), 2)
     with pytest.raises(ValueError):
