@@ -20,6 +20,7 @@ from ._py.http1 import ResponseParser as PyResponseParser
 from ._py.request import RequestFacts as PyRequestFacts
 from ._py.request import RequestRejected as PyRequestRejected
 from ._py.request import scan_request_headers as py_scan_request_headers
+from ._py.tally import Tally as PyTally
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
@@ -31,6 +32,7 @@ ResponseParser: type[PyResponseParser]
 ResponseError: type[Exception]
 RequestFacts: type[PyRequestFacts]
 RequestRejected: type[PyRequestRejected]
+Tally: type[PyTally]
 IMPL: str
 
 if not NO_EXTENSIONS:
@@ -43,6 +45,7 @@ if not NO_EXTENSIONS:
             ResponseError,
             ResponseParser,
             Router,
+            Tally,
             Template,
             scan_request_headers,
         )
@@ -52,11 +55,13 @@ if not NO_EXTENSIONS:
         Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
         ResponseParser, ResponseError = PyResponseParser, PyResponseError
         RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
+        Tally = PyTally
         IMPL = "py"
 else:
     Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
     ResponseParser, ResponseError = PyResponseParser, PyResponseError
     RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
+    Tally = PyTally
     IMPL = "py"
 
 # The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
@@ -80,6 +85,7 @@ __all__ = [
     "PyResponseParser",
     "PyRouter",
     "PySlotTable",
+    "PyTally",
     "PyTemplate",
     "RequestFacts",
     "RequestRejected",
@@ -87,6 +93,7 @@ __all__ = [
     "ResponseParser",
     "Router",
     "SlotTable",
+    "Tally",
     "Template",
     "py_scan_request_headers",
     "scan_request_headers",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from .config.compile import RoutePlan
+    from .config.compile import RoutePlan, StagePlan
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -33,7 +33,7 @@ class AccessLog:
         self._second = -1
         self._second_text = ""
 
-    def write(self, request_id: str, down: Any, api: str, stage: str, route: RoutePlan | None, status: int,
+    def write(self, request_id: str, down: Any, stage: StagePlan | None, route: RoutePlan | None, status: int,
               length: int, elapsed: float, integration_latency: float) -> None:
         now = time.time()
         second = int(now)
@@ -49,8 +49,8 @@ class AccessLog:
             "path": down.path,
             "resourcePath": route.resource_path if route is not None else None,
             "routeKey": route.key if route is not None else None,
-            "apiName": api or None,
-            "stage": stage or None,
+            "apiName": stage.api.name if stage is not None else None,
+            "stage": stage.name if stage is not None else None,
             "status": status,
             "protocol": down.protocol,
             "responseLength": length,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from . import _accel
+from ._accel import Tally
 from ._version import __version__
 
 # Latency buckets in seconds, from sub-millisecond (a cache hit) to the 29 s integration timeout.
@@ -72,7 +72,8 @@ class WorkerMetrics:
     """
 
     def __init__(self) -> None:
-        self.tallies: dict[tuple[str, str, str, str], RouteTally] = {}
+        # (route or stage or None, method) -> Tally; the Tally knows its label values.
+        self.tallies: dict[tuple[object, str], Tally] = {}
         self.inflight = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -90,41 +91,26 @@ class WorkerMetrics:
             self._timer = None
         self.flush()
 
-    def record(self, api: str, stage: str, route: str, method: str, status: int, elapsed: float,
-               integration: float) -> None:
-        key = (api, stage, route, method)
+    def tally(self, owner: object, method: str, api: str, stage: str, route: str) -> Tally:
+        """The tally of one (route, method); `owner` is the compiled route (or the stage, for
+        requests that matched none) so the lookup hashes an identity, not four strings."""
+        key = (owner, method)
         tally = self.tallies.get(key)
         if tally is None:
-            tally = self.tallies[key] = RouteTally()
-        statuses = tally.statuses
-        statuses[status] = statuses.get(status, 0) + 1
-        tally.durations[bisect_left(BUCKETS, elapsed)] += 1
-        tally.durations[-1] += elapsed
-        if integration >= 0:
-            tally.integrations[bisect_left(BUCKETS, integration)] += 1
-            tally.integrations[-1] += integration
+            tally = self.tallies[key] = Tally((api, stage, route, method), BUCKETS)
+        return tally
 
     def flush(self) -> None:
-        tallies, self.tallies = self.tallies, {}
-        for labels, tally in tallies.items():
-            for status, n in tally.statuses.items():
+        for tally in self.tallies.values():
+            statuses, durations, integrations = tally.drain()
+            labels = tally.labels
+            for status, n in statuses.items():
                 REQUESTS.labels(*labels, str(status)).inc(n)
-            _add_histogram(REQUEST_DURATION.labels(*labels), tally.durations)
-            if any(tally.integrations):
-                _add_histogram(INTEGRATION_DURATION.labels(*labels[:3]), tally.integrations)
+            if statuses:
+                _add_histogram(REQUEST_DURATION.labels(*labels), durations)
+            if integrations is not None:
+                _add_histogram(INTEGRATION_DURATION.labels(*labels[:3]), integrations)
         INFLIGHT.set(self.inflight)
-
-
-class RouteTally:
-    """One flush interval of one (api, stage, route, method): counts by status, and histogram
-    tallies as [count per bucket..., +Inf bucket, sum]."""
-
-    __slots__ = ("statuses", "durations", "integrations")
-
-    def __init__(self) -> None:
-        self.statuses: dict[int, int] = {}
-        self.durations = [0.0] * (len(BUCKETS) + 2)
-        self.integrations = [0.0] * (len(BUCKETS) + 2)
 
 
 def _add_histogram(child: Histogram, tally: list[float]) -> None:

@@ -150,14 +150,13 @@ class Gateway:
             self.metrics.inflight -= 1
         # respond: metrics and access log
         elapsed = time.perf_counter() - started
-        api_name = stage.api.name if stage is not None else ""
-        stage_name = stage.name if stage is not None else ""
-        route_key = route.key if route is not None else ""
-        self.metrics.record(api_name, stage_name, route_key, down.method, status, elapsed, integration_latency)
+        tally = self.metrics.tallies.get((route or stage, down.method))
+        if tally is None:
+            tally = self.metrics.tally(route or stage, down.method, stage.api.name if stage else "",
+                                       stage.name if stage else "", route.key if route else "")
+        tally.record(status, elapsed, integration_latency)
         if self.access_log is not None:
-            self.access_log.write(
-                request_id, down, api_name, stage_name, route, status, sent, elapsed, integration_latency
-            )
+            self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
 
     def receive(self, down: Downstream) -> RequestFacts:
         """Limits and syntax of the request head. Errors here close the client connection (the

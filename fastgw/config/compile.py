@@ -46,7 +46,7 @@ class ApiPlan:
     responses: GatewayResponses
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
 class RoutePlan:
     api: ApiPlan
     stage: str
@@ -57,7 +57,7 @@ class RoutePlan:
     usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
 class StagePlan:
     api: ApiPlan
     name: str
