@@ -191,6 +191,53 @@ def bench_slots_admit(mod: ModuleType, batch: int) -> Loop:
     return loop
 
 
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\nServer: nginx\r\n"
+            b"Date: Wed, 25 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\r\n{\"ok\": true}\n\n")
+REQUEST_HEADERS = [("host", "api.example.com"), ("user-agent", "curl/8.5.0"), ("accept", "*/*"),
+                   ("x-api-key", "k" * 40), ("content-type", "application/json"), ("content-length", "13")]
+
+
+def bench_response_parser(mod: ModuleType, batch: int) -> Loop:
+    """The upstream leg's parse of one small response (head + body in one read)."""
+    parser = mod.ResponseParser()
+    reset, feed, take = parser.reset, parser.feed, parser.take_body
+
+    def loop() -> int:
+        for _ in range(batch):
+            reset(False)
+            feed(RESPONSE)
+            take()
+        return batch
+
+    return loop
+
+
+def bench_request_scan(mod: ModuleType, batch: int) -> Loop:
+    """The receive stage's header scan: limits, framing, and the forwardable block."""
+    scan = mod.scan_request_headers
+    headers = REQUEST_HEADERS
+
+    def loop() -> int:
+        for _ in range(batch):
+            scan(headers, 100, 61440, 16384, 10 << 20)
+        return batch
+
+    return loop
+
+
+def bench_tally(mod: ModuleType, batch: int) -> Loop:
+    tally = mod.Tally(("api", "stage", "GET /x", "GET"), (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+    record = tally.record
+
+    def loop() -> int:
+        for _ in range(batch):
+            record(200, 0.0021, 0.0017)
+        tally.drain()
+        return batch
+
+    return loop
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -203,6 +250,9 @@ def cases(batch: int) -> list[tuple[str, str, Callable[[ModuleType], Loop]]]:
         ("SlotTable", "admit, 4 levels + quota", lambda m: bench_slots_admit(m, batch)),
         ("LruTtlCache", "get (hit)", lambda m: bench_cache_get(m, batch)),
         ("LruTtlCache", "put (with eviction)", lambda m: bench_cache_put(m, batch)),
+        ("ResponseParser", "small response (twin: httptools)", lambda m: bench_response_parser(m, batch)),
+        ("scan_request_headers", "6 header fields", lambda m: bench_request_scan(m, batch)),
+        ("Tally", "record", lambda m: bench_tally(m, batch)),
     ]
 
 

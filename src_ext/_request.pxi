@@ -5,8 +5,8 @@
 # may be forwarded upstream into one bytes block, so that building the upstream request later is
 # a single concatenation.
 
-from cpython.bytes cimport PyBytes_AS_STRING
-from cpython.unicode cimport PyUnicode_AsLatin1String
+from libc.string cimport memcpy
+from cpython.unicode cimport PyUnicode_KIND, PyUnicode_1BYTE_KIND, PyUnicode_1BYTE_DATA
 
 
 class RequestRejected(Exception):
@@ -18,15 +18,58 @@ class RequestRejected(Exception):
         self.message = message
 
 
-# Fields never forwarded as they are: hop-by-hop (RFC 9110 §7.6.1), the ones the gateway computes
-# (framing, Host) and the forwarding ones it sets from the real peer.
-cdef frozenset _NOT_FORWARDED = frozenset((
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host",
-    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
-))
-# Two of these in one request are ambiguous (which one did the authorizer see?).
-cdef frozenset _SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
+# How the scan treats a header field, by its (lower-cased) name.
+cdef enum:
+    F_FORWARD = 0         # forwarded as it is
+    F_DROP = 1            # hop-by-hop (RFC 9110 §7.6.1) or a forwarding field the gateway sets itself
+    F_HOST = 2
+    F_CONTENT_LENGTH = 3
+    F_TRANSFER_ENCODING = 4
+    F_CONNECTION = 5
+    F_EXPECT = 6          # not forwarded: the server layer answered 100-continue; the body goes at once
+    F_FORWARDED_FOR = 7
+    F_AUTHORIZATION = 8   # forwarded, but two of them are ambiguous (which one did the authorizer see?)
+    F_API_KEY = 9
+    F_CONTENT_TYPE = 10
+
+cdef inline bint _eq(const char* a, Py_ssize_t n, const char* b, Py_ssize_t m):
+    return n == m and memcmp(a, b, <size_t>n) == 0
+
+cdef int _classify(const char* n, Py_ssize_t k):
+    if k == 4:
+        if memcmp(n, b"host", 4) == 0: return F_HOST
+    elif k == 2:
+        if memcmp(n, b"te", 2) == 0: return F_DROP
+    elif k == 6:
+        if memcmp(n, b"expect", 6) == 0: return F_EXPECT
+    elif k == 7:
+        if memcmp(n, b"upgrade", 7) == 0 or memcmp(n, b"trailer", 7) == 0: return F_DROP
+    elif k == 8:
+        if memcmp(n, b"trailers", 8) == 0: return F_DROP
+    elif k == 9:
+        if memcmp(n, b"x-api-key", 9) == 0: return F_API_KEY
+        if memcmp(n, b"forwarded", 9) == 0 or memcmp(n, b"x-real-ip", 9) == 0: return F_DROP
+    elif k == 10:
+        if memcmp(n, b"connection", 10) == 0: return F_CONNECTION
+        if memcmp(n, b"keep-alive", 10) == 0: return F_DROP
+    elif k == 12:
+        if memcmp(n, b"content-type", 12) == 0: return F_CONTENT_TYPE
+    elif k == 13:
+        if memcmp(n, b"authorization", 13) == 0: return F_AUTHORIZATION
+    elif k == 14:
+        if memcmp(n, b"content-length", 14) == 0: return F_CONTENT_LENGTH
+    elif k == 15:
+        if memcmp(n, b"x-forwarded-for", 15) == 0: return F_FORWARDED_FOR
+    elif k == 16:
+        if memcmp(n, b"proxy-connection", 16) == 0 or memcmp(n, b"x-forwarded-host", 16) == 0: return F_DROP
+    elif k == 17:
+        if memcmp(n, b"transfer-encoding", 17) == 0: return F_TRANSFER_ENCODING
+        if memcmp(n, b"x-forwarded-proto", 17) == 0: return F_DROP
+    elif k == 18:
+        if memcmp(n, b"proxy-authenticate", 18) == 0: return F_DROP
+    elif k == 19:
+        if memcmp(n, b"proxy-authorization", 19) == 0: return F_DROP
+    return F_FORWARD
 
 
 @cython.final
@@ -61,17 +104,30 @@ cdef inline bint _is_digits(str value):
     return True
 
 
+cdef inline const char* _latin1(str text, Py_ssize_t* size) except? NULL:
+    """The bytes of a one-byte-kind str (what granian hands over: latin-1 decoded or ASCII)."""
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field")
+    size[0] = PyUnicode_GET_LENGTH(text)
+    return <const char*>PyUnicode_1BYTE_DATA(text)
+
+
 cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_ssize_t max_total,
                                         Py_ssize_t max_field, long long max_body):
     cdef RequestFacts facts = RequestFacts.__new__(RequestFacts)
     cdef Py_ssize_t count = PyList_GET_SIZE(headers)
-    cdef Py_ssize_t i, size, total = 0
+    cdef Py_ssize_t i, k, n_len, v_len, total = 0, forward_size = 0
+    cdef const char* name
+    cdef const char* value
     cdef tuple pair
-    cdef str name, value
-    cdef set seen = None
+    cdef str name_str, value_str
+    cdef int kind
+    cdef unsigned int seen = 0
     cdef set nominated = None
-    cdef list parts = []
-    cdef bint nominated_any = False
+    cdef char* out
+    cdef bytes block
+    cdef long long length
+    cdef unsigned char c
     facts.host = ""
     facts.content_length = -1
     facts.chunked = False
@@ -79,70 +135,88 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
     facts.forwarded_for = ""
     if count > max_count:
         raise RequestRejected("HEADERS_TOO_LARGE", "Too many request header fields")
+    # Pass 1: limits, syntax, framing fields; the size of the forwardable block.
     for i in range(count):
         pair = <tuple>PyList_GET_ITEM(headers, i)
-        name = <str>PyTuple_GET_ITEM(pair, 0)
-        value = <str>PyTuple_GET_ITEM(pair, 1)
-        size = PyUnicode_GET_LENGTH(name) + PyUnicode_GET_LENGTH(value)
-        total += size + 4
-        if size > max_field:
+        name_str = <str>PyTuple_GET_ITEM(pair, 0)
+        value_str = <str>PyTuple_GET_ITEM(pair, 1)
+        name = _latin1(name_str, &n_len)
+        value = _latin1(value_str, &v_len)
+        total += n_len + v_len + 4
+        if n_len + v_len > max_field:
             raise RequestRejected("HEADERS_TOO_LARGE", "Request header field too large")
-        if "_" in name:
-            # Legal token characters, but X_Api_Key may or may not mean X-Api-Key depending on who
-            # reads it (Envoy's edge guidance: reject).
+        if memchr(name, 95, <size_t>n_len) != NULL:
+            # Underscores are legal token characters, but X_Api_Key may or may not mean X-Api-Key
+            # depending on who reads it (Envoy's edge guidance: reject).
             raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field name")
-        if name in _SINGLETON:
-            if seen is None:
-                seen = set()
-            elif name in seen:
-                raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name} header")
-            seen.add(name)
-            if name == "host":
-                facts.host = value
-            elif name == "content-length":
-                if not _is_digits(value):
+        kind = _classify(name, n_len)
+        if kind >= F_HOST and kind != F_TRANSFER_ENCODING and kind != F_CONNECTION and kind != F_EXPECT \
+                and kind != F_FORWARDED_FOR:
+            if seen & (1u << kind):
+                raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name_str} header")
+            seen |= 1u << kind
+        if kind == F_FORWARD or kind >= F_AUTHORIZATION:
+            forward_size += n_len + v_len + 4
+        elif kind == F_HOST:
+            facts.host = value_str
+        elif kind == F_CONTENT_LENGTH:
+            if v_len == 0 or v_len > 18:
+                raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")
+            length = 0
+            for k in range(v_len):
+                c = <unsigned char>value[k]
+                if c < 48 or c > 57:
                     raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")
-                facts.content_length = int(value)
-        elif name == "transfer-encoding":
-            _check_transfer_encoding(value, facts.chunked)
+                length = length * 10 + (c - 48)
+            facts.content_length = length
+        elif kind == F_TRANSFER_ENCODING:
+            _check_transfer_encoding(value_str, facts.chunked)
             facts.chunked = True
-        elif name == "connection":
-            for token in value.split(","):
+        elif kind == F_CONNECTION:
+            for token in value_str.split(","):
                 token = token.strip().lower()
                 if token and token not in ("close", "keep-alive"):
                     if nominated is None:
                         nominated = set()
                     nominated.add(token)
-        elif name == "expect":
-            if value.lower() != "100-continue":
+        elif kind == F_EXPECT:
+            if value_str.lower() != "100-continue":
                 raise RequestRejected("EXPECTATION_FAILED", None)
             facts.expect_continue = True
-        elif name == "x-forwarded-for":
-            facts.forwarded_for = value
-        if name not in _NOT_FORWARDED:
-            parts.append(name)
-            parts.append(": ")
-            parts.append(value)
-            parts.append("\r\n")
+        elif kind == F_FORWARDED_FOR:
+            facts.forwarded_for = value_str
     if total > max_total:
         raise RequestRejected("HEADERS_TOO_LARGE", None)
     if facts.chunked and facts.content_length >= 0:
         raise RequestRejected("BAD_REQUEST_PARAMETERS", "Both Content-Length and Transfer-Encoding")
     if facts.content_length > max_body:
         raise RequestRejected("REQUEST_TOO_LARGE", None)
+    # Pass 2: copy the forwardable fields into one block ("name: value\r\n" each).
+    block = PyBytes_FromStringAndSize(NULL, forward_size)
+    out = PyBytes_AS_STRING(block)
+    for i in range(count):
+        pair = <tuple>PyList_GET_ITEM(headers, i)
+        name_str = <str>PyTuple_GET_ITEM(pair, 0)
+        name = _latin1(name_str, &n_len)
+        kind = _classify(name, n_len)
+        if kind != F_FORWARD and kind < F_AUTHORIZATION:
+            continue
+        if nominated is not None and name_str in nominated:
+            # A field the client named in Connection is hop-by-hop too (rare).
+            forward_size -= n_len + <Py_ssize_t>PyUnicode_GET_LENGTH(<str>PyTuple_GET_ITEM(pair, 1)) + 4
+            continue
+        value = _latin1(<str>PyTuple_GET_ITEM(pair, 1), &v_len)
+        memcpy(out, name, <size_t>n_len)
+        out += n_len
+        out[0] = 58
+        out[1] = 32
+        out += 2
+        memcpy(out, value, <size_t>v_len)
+        out += v_len
+        out[0] = 13
+        out[1] = 10
+        out += 2
     if nominated is not None:
-        # Fields the client named in Connection are hop-by-hop too (rare: a second pass).
-        parts = []
-        for i in range(count):
-            pair = <tuple>PyList_GET_ITEM(headers, i)
-            name = <str>PyTuple_GET_ITEM(pair, 0)
-            if name not in _NOT_FORWARDED and name not in nominated:
-                parts.append(name)
-                parts.append(": ")
-                parts.append(<str>PyTuple_GET_ITEM(pair, 1))
-                parts.append("\r\n")
-    try:
-        facts.forward = PyUnicode_AsLatin1String("".join(parts))
-    except UnicodeEncodeError:
-        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field value") from None
+        block = block[:forward_size]
+    facts.forward = block
     return facts

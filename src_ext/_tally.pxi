@@ -7,6 +7,8 @@
 
 cdef enum:
     MAX_BUCKETS = 32
+    FIRST_STATUS = 100
+    STATUS_SLOTS = 500   # 100..599
 
 
 @cython.final
@@ -19,7 +21,7 @@ cdef class Tally:
     cdef double duration_sum
     cdef double integration_sum
     cdef long long integration_count
-    cdef dict statuses
+    cdef long long statuses[STATUS_SLOTS]
 
     def __init__(self, tuple labels, tuple bounds):
         cdef Py_ssize_t i
@@ -39,7 +41,8 @@ cdef class Tally:
         self.duration_sum = 0.0
         self.integration_sum = 0.0
         self.integration_count = 0
-        self.statuses = {}
+        for i in range(STATUS_SLOTS):
+            self.statuses[i] = 0
 
     cdef inline int _bucket(self, double value):
         # le semantics: the first bucket whose bound is >= value (bisect_left)
@@ -51,8 +54,9 @@ cdef class Tally:
 
     cpdef record(self, int status, double elapsed, double integration):
         """One request: its status, its latency, and its integration latency (< 0: none)."""
-        cdef object count = self.statuses.get(status)
-        self.statuses[status] = 1 if count is None else <long long>count + 1
+        if status < FIRST_STATUS or status >= FIRST_STATUS + STATUS_SLOTS:
+            status = 599  # not an HTTP status: counted as a server error
+        self.statuses[status - FIRST_STATUS] += 1
         self.durations[self._bucket(elapsed)] += 1
         self.duration_sum += elapsed
         if integration >= 0:
@@ -70,6 +74,9 @@ cdef class Tally:
         if self.integration_count:
             integrations = [self.integrations[i] for i in range(self.nbounds + 1)]
             integrations.append(self.integration_sum)
-        cdef dict statuses = self.statuses
+        cdef dict statuses = {}
+        for i in range(STATUS_SLOTS):
+            if self.statuses[i]:
+                statuses[i + FIRST_STATUS] = self.statuses[i]
         self._clear()
         return statuses, durations, integrations

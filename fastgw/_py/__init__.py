@@ -4,9 +4,15 @@ Use fastgw._accel rather than importing this package directly.
 """
 
 from .cache import LruTtlCache
+from .http1 import ResponseError, ResponseParser
 from .limiter import GcraTable
+from .request import RequestFacts, RequestRejected, scan_request_headers
 from .router import Router
 from .slots import SlotTable
+from .tally import Tally
 from .template import Template
 
-__all__ = ["GcraTable", "LruTtlCache", "Router", "SlotTable", "Template"]
+__all__ = [
+    "GcraTable", "LruTtlCache", "RequestFacts", "RequestRejected", "ResponseError", "ResponseParser", "Router",
+    "SlotTable", "Tally", "Template", "scan_request_headers",
+]

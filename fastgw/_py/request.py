@@ -11,6 +11,8 @@ NOT_FORWARDED = frozenset((
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host",
     "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
+    # The server layer answered any 100-continue with the client; the body goes upstream at once.
+    "expect",
 ))
 SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
 

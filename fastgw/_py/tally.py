@@ -22,6 +22,8 @@ class Tally:
         self.integration_count = 0
 
     def record(self, status: int, elapsed: float, integration: float) -> None:
+        if not 100 <= status <= 599:
+            status = 599  # not an HTTP status: counted as a server error
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.durations[bisect_left(self.bounds, elapsed)] += 1
         self.duration_sum += elapsed

@@ -1,0 +1,72 @@
+"""The request-head scan kernel against its pure-Python twin (the reference)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgw._py import request as py
+
+IMPLS = [pytest.param(py, id="py")]
+if not os.environ.get("FASTGW_NO_EXTENSIONS"):
+    from fastgw import _core
+
+    IMPLS.insert(0, pytest.param(_core, id="c"))
+
+LIMITS = (100, 61440, 16384, 10 << 20)
+
+
+def scan(mod, headers, limits=LIMITS):
+    try:
+        facts = mod.scan_request_headers(headers, *limits)
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "RequestRejected", exc
+        return ("rejected", exc.kind)
+    return (facts.host, facts.content_length, facts.chunked, facts.expect_continue, facts.forward,
+            facts.forwarded_for)
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_forwardable_block_and_framing(mod):
+    headers = [("host", "api.example.com"), ("user-agent", "t"), ("connection", "keep-alive, x-drop"),
+               ("x-drop", "1"), ("keep-alive", "5"), ("te", "trailers"), ("x-forwarded-for", "6.6.6.6"),
+               ("authorization", "Bearer x"), ("content-length", "010"), ("x-api-key", "k")]
+    assert scan(mod, headers) == ("api.example.com", 10, False, False,
+                                  b"user-agent: t\r\nauthorization: Bearer x\r\nx-api-key: k\r\n", "6.6.6.6")
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize(("headers", "kind"), [
+    ([("host", "a"), ("host", "b")], "BAD_REQUEST_PARAMETERS"),
+    ([("authorization", "a"), ("authorization", "b")], "BAD_REQUEST_PARAMETERS"),
+    ([("x_api_key", "k")], "BAD_REQUEST_PARAMETERS"),
+    ([("content-length", "+5")], "BAD_REQUEST_PARAMETERS"),
+    ([("content-length", "5"), ("transfer-encoding", "chunked")], "BAD_REQUEST_PARAMETERS"),
+    ([("transfer-encoding", "chunked, chunked")], "BAD_REQUEST_PARAMETERS"),
+    ([("transfer-encoding", "gzip")], "BAD_REQUEST_PARAMETERS"),
+    ([("transfer-encoding", "gzip, chunked")], "NOT_IMPLEMENTED"),
+    ([("expect", "foo")], "EXPECTATION_FAILED"),
+    ([("content-length", "20000000")], "REQUEST_TOO_LARGE"),
+    ([("x", "v" * 16400)], "HEADERS_TOO_LARGE"),
+    ([(f"x-{i}", "v") for i in range(101)], "HEADERS_TOO_LARGE"),
+    ([("x", "\u0100")], "BAD_REQUEST_PARAMETERS"),
+])
+def test_rejections(mod, headers, kind):
+    assert scan(mod, headers) == ("rejected", kind)
+
+
+names = st.sampled_from(["host", "content-length", "transfer-encoding", "connection", "expect", "te", "upgrade",
+                         "x-forwarded-for", "x-forwarded-host", "authorization", "x-api-key", "content-type",
+                         "accept", "x-custom", "x_under", "keep-alive", "forwarded", "cookie"])
+values = st.one_of(st.sampled_from(["chunked", "gzip, chunked", "5", "007", "", "close, x-custom", "100-continue",
+                                    "keep-alive"]), st.text(alphabet=st.characters(max_codepoint=255), max_size=20))
+
+
+@pytest.mark.skipif(len(IMPLS) < 2, reason="FASTGW_NO_EXTENSIONS: no compiled kernel to compare")
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(names, values), max_size=12))
+def test_compiled_scan_agrees_with_the_twin(headers):
+    assert scan(_core, headers) == scan(py, headers)
