@@ -69,6 +69,9 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 socket_errors=socket_errors,
                 errors=sum(r.get("errors", 0) for r in mine),
                 flags=sorted({flag for r in mine for flag in r.get("flags", [])}),
+                disturbed_runs=sum(1 for r in mine if r.get("noise")),
+                foreign_max=max((max(r.get("foreign_cores") or 0.0, r.get("foreign_load_cores") or 0.0)
+                                 for r in mine), default=0.0),
                 load_core_busy=load_busy,
                 foreign_cores_on_contender_core=foreign,
                 load_saturated=load_busy is not None and load_busy >= LOAD_SATURATED,
@@ -127,6 +130,10 @@ def markdown(data: dict[str, Any]) -> str:
         after = machine.get("loadavg_after")
         out.append(f"| load average before / after | {machine['loadavg'][0]:.2f}"
                    + (f" / {after[0]:.2f}" if after else "") + " |")
+    if machine.get("cpu_calibration_ms"):
+        after = machine.get("cpu_calibration_ms_after")
+        out.append(f"| CPU yardstick before / after (ms, lower is faster) | {machine['cpu_calibration_ms']}"
+                   + (f" / {after}" if after else "") + " |")
     for name, version in versions.items():
         out.append(f"| {name} | {version if version is not None else 'n/a'} |")
     out.append("")
@@ -157,7 +164,10 @@ def markdown(data: dict[str, Any]) -> str:
             flags = [f for f in r.get("flags", []) if not f.startswith("errors")]
             if flags:
                 errors += " ⚠ " + "; ".join(flags)
-            label = r["label"] + (" ⚠" if r["errors"] or flags else "")
+            if r.get("disturbed_runs"):
+                errors += (f" ~ {r['disturbed_runs']}/{r['runs']} run(s) disturbed (others used up to "
+                           f"{r['foreign_max']:.0%} of a core)")
+            label = r["label"] + (" ⚠" if r["errors"] or flags else "") + (" ~" if r.get("disturbed_runs") else "")
             out.append(
                 f"| {label} | {_fmt(r['rps_median'], ',.0f')}{marks} | {_krps(r['rps_min'])}–{_krps(r['rps_max'])} "
                 f"| {_fmt(r.get('ratio_nginx'), '.2f')} | {_fmt(r['p50_ms'], '.2f')} | {_fmt(r['p99_ms'], '.2f')} "
@@ -169,6 +179,10 @@ def markdown(data: dict[str, Any]) -> str:
     if any(r.get("load_saturated") for r in rows):
         out += [f"† core 0 (wrk + upstream) was ≥ {LOAD_SATURATED:.0%} busy: this req/s is capped by the load "
                 "side, so it under-states the contender; CPU µs/req does not depend on that.", ""]
+    if any(r.get("disturbed_runs") for r in rows):
+        out += ["~ other processes on the machine used more than 5 % of a core during some repetitions even "
+                "after the retries; their req/s is lower than it would be on a quiet machine, CPU µs/req "
+                "much less affected.", ""]
     if notes:
         out += ["## Not measured", ""] + [f"- {text}" for text in notes.values()] + [""]
     for contender in data.get("contenders", []):

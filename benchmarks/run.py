@@ -554,7 +554,8 @@ class Harness:
                     noise = self._noise(run)
                     record = {"contender": cell.contender.name, "body": cell.body, "rep": rep + 1,
                               "attempt": attempt + 1, **run.to_dict()}
-                    record["flags"] = self._flags(cell, run) + noise
+                    record["flags"] = self._flags(cell, run)
+                    record["noise"] = noise
                     self.runs.append(record)
                     retry = bool(noise) and attempt < self.opts.retries
                     if retry:
@@ -562,7 +563,7 @@ class Harness:
                     head = progress.step() if not retry else " " * len(progress.peek())
                     say(f"{head} round {rep + 1}/{self.opts.reps} {BODIES[cell.body].label:>6} "
                         f"{cell.contender.name:18s} {_line(run)}"
-                        + (f"  [{'; '.join(record['flags'])}]" if record["flags"] else "")
+                        + (f"  [{'; '.join(record['flags'] + noise)}]" if record["flags"] or noise else "")
                         + ("  -> discarded, again" if retry else ""))
                     if not retry:
                         break
@@ -628,6 +629,7 @@ class Harness:
                 os.sched_setaffinity(0, {int(cpu) for cpu in self.load_cpus.split(",")})
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         machine = tools.machine_info()
+        machine["cpu_calibration_ms"] = tools.cpu_calibration_ms(self.subject_cpus)
         with measure.ServerSet(self.work) as servers:
             self.upstream_port = measure.free_port()
             upstream_launch = peers.nginx_upstream(self.tools.get("nginx") or "nginx", self.work, "upstream",
@@ -662,13 +664,14 @@ class Harness:
             else:
                 say("nothing to measure")
         machine["loadavg_after"] = tools.machine_info()["loadavg"]
+        machine["cpu_calibration_ms_after"] = tools.cpu_calibration_ms(self.subject_cpus)
         paths = self._write_outputs(started_at=started_at, machine=machine)
         say("")
         say(paths["markdown_text"])
         say(f"results: {paths['json']}\n         {paths['markdown']}"
             + (f"\n         {paths['chart']}" if paths.get("chart") else ""))
         if opts.strict and (any(s.state == "failed" or s.failed_bodies for s in self.status.values())
-                            or any(r["flags"] for r in self.runs)):
+                            or any(r["flags"] for r in self.runs if not r.get("discarded"))):
             return 1
         return 0
 

@@ -218,3 +218,30 @@ def _loadavg() -> list[float] | None:
             return [float(x) for x in fh.read().split()[:3]]
     except OSError:
         return None
+
+
+_CALIBRATION = (
+    "import time\n"
+    "best = None\n"
+    "for _ in range(5):\n"
+    "    t = time.perf_counter()\n"
+    "    n = 0\n"
+    "    for i in range(2_000_000):\n"
+    "        n += i & 7\n"
+    "    d = time.perf_counter() - t\n"
+    "    best = d if best is None else min(best, d)\n"
+    "print(round(best * 1000, 1))\n"
+)
+
+
+def cpu_calibration_ms(cpus: str | None) -> float | None:
+    """Milliseconds for a fixed pure-Python loop on the contender's core (best of 5).
+
+    A yardstick of how fast the (virtual) CPU was during this run, to compare runs made at different
+    times: a loaded host makes every figure slower, including the peers'."""
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-c", _CALIBRATION]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        return float(result.stdout.strip()) if result.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
