@@ -19,6 +19,8 @@ from ._py.http1 import ResponseError as PyResponseError
 from ._py.http1 import ResponseParser as PyResponseParser
 from ._py.request import RequestFacts as PyRequestFacts
 from ._py.request import RequestRejected as PyRequestRejected
+from ._py.request import bytes_headers as py_bytes_headers
+from ._py.request import latin1_headers as py_latin1_headers
 from ._py.request import scan_request_headers as py_scan_request_headers
 from ._py.tally import Tally as PyTally
 
@@ -47,6 +49,8 @@ if not NO_EXTENSIONS:
             Router,
             Tally,
             Template,
+            bytes_headers,
+            latin1_headers,
             scan_request_headers,
         )
 
@@ -56,12 +60,14 @@ if not NO_EXTENSIONS:
         ResponseParser, ResponseError = PyResponseParser, PyResponseError
         RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
         Tally = PyTally
+        latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
         IMPL = "py"
 else:
     Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
     ResponseParser, ResponseError = PyResponseParser, PyResponseError
     RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
     Tally = PyTally
+    latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
     IMPL = "py"
 
 # The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
@@ -95,6 +101,10 @@ __all__ = [
     "SlotTable",
     "Tally",
     "Template",
+    "bytes_headers",
+    "latin1_headers",
+    "py_bytes_headers",
+    "py_latin1_headers",
     "py_scan_request_headers",
     "scan_request_headers",
 ]

@@ -24,6 +24,7 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
 from . import metrics
+from ._accel import bytes_headers, latin1_headers
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
 from .config.loader import ConfigError, load_document
@@ -89,7 +90,7 @@ class AsgiDownstream:
         raw_path = scope.get("raw_path")
         self.path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], safe="/")
         self.query = scope["query_string"].decode("latin-1")
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        self.headers = latin1_headers(scope["headers"])
         client = scope.get("client")
         self.client = client[0] if client else ""
         self.scheme = scope.get("scheme", "http")
@@ -117,19 +118,19 @@ class AsgiDownstream:
         return self._respond(status, headers, body)
 
     async def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        headers.append(("content-length", str(len(body))))
-        await self.start_stream(status, headers)
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        fields = bytes_headers(headers)
+        fields.append((b"content-length", b"%d" % len(body)))
+        await self.send_message({"type": "http.response.start", "status": status, "headers": fields})
         await self.send_message({"type": "http.response.body", "body": body})
 
     async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
         if self.started:
             raise RuntimeError("response already started")
         self.started = True
-        await self.send_message({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        })
+        await self.send_message({"type": "http.response.start", "status": status, "headers": bytes_headers(headers)})
 
     async def send(self, chunk: bytes) -> None:
         await self.send_message({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -201,8 +202,11 @@ def load_app() -> Any:
     return RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
 
 
-def compile_file(path: str, overrides: dict[str, Any]) -> Plan:
-    plan = load_plan(load_document(path))
+def compile_file(path: str, overrides: dict[str, Any], options: Any = None) -> Plan:
+    """Load (native or OpenAPI, with the command line's load options) and compile a config file."""
+    from .openapi import source
+
+    plan = load_plan(load_document(path), options if options is not None else source.DEFAULT_OPTIONS)
     apply_overrides(plan, overrides)
     return plan
 

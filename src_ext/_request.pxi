@@ -6,6 +6,8 @@
 # a single concatenation.
 
 from libc.string cimport memcpy
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_KIND, PyUnicode_1BYTE_KIND, PyUnicode_1BYTE_DATA
 
 
@@ -220,3 +222,38 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
         block = block[:forward_size]
     facts.forward = block
     return facts
+
+
+cpdef list latin1_headers(list raw):
+    """ASGI's (bytes, bytes) header pairs as (str, str), byte for byte (latin-1)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(raw)
+    cdef list out = PyList_New(n)
+    cdef tuple pair, item
+    cdef bytes name, value
+    for i in range(n):
+        pair = <tuple>PyList_GET_ITEM(raw, i)
+        name = <bytes>PyTuple_GET_ITEM(pair, 0)
+        value = <bytes>PyTuple_GET_ITEM(pair, 1)
+        item = (PyUnicode_DecodeLatin1(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), NULL),
+                PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL))
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
+
+
+cpdef list bytes_headers(list headers):
+    """(str, str) header pairs as ASGI's (bytes, bytes), byte for byte (latin-1)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(headers)
+    cdef list out = PyList_New(n)
+    cdef tuple pair, item
+    cdef Py_ssize_t size
+    cdef const char* data
+    for i in range(n):
+        pair = <tuple>PyList_GET_ITEM(headers, i)
+        data = _latin1(<str>PyTuple_GET_ITEM(pair, 0), &size)
+        name = PyBytes_FromStringAndSize(data, size)
+        data = _latin1(<str>PyTuple_GET_ITEM(pair, 1), &size)
+        item = (name, PyBytes_FromStringAndSize(data, size))
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out

@@ -95,3 +95,13 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
     except UnicodeEncodeError:
         raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field value") from None
     return facts
+
+
+def latin1_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """ASGI's (bytes, bytes) header pairs as (str, str), byte for byte (latin-1)."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+def bytes_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """(str, str) header pairs as ASGI's (bytes, bytes), byte for byte (latin-1)."""
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]

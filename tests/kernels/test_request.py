@@ -70,3 +70,11 @@ values = st.one_of(st.sampled_from(["chunked", "gzip, chunked", "5", "007", "", 
 @given(st.lists(st.tuples(names, values), max_size=12))
 def test_compiled_scan_agrees_with_the_twin(headers):
     assert scan(_core, headers) == scan(py, headers)
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_asgi_header_conversion_round_trips_bytes(mod):
+    raw = [(b"host", b"a"), (b"x-bin", bytes(range(32, 256))), (b"empty", b"")]
+    text = mod.latin1_headers(raw)
+    assert text == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    assert mod.bytes_headers(text) == raw
