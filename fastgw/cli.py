@@ -49,33 +49,42 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _load(path: str, overrides: dict[str, Any]) -> Any:
+def _load(path: str, overrides: dict[str, Any], args: argparse.Namespace | None = None) -> Any:
     from .config.loader import ConfigError
+    from .openapi import source
+    from .openapi.commands import load_options, print_notes
     from .server import compile_file
 
+    if args is not None:
+        source.DEFAULT_OPTIONS = load_options(args)  # reloads use them too
     try:
-        return compile_file(path, overrides)
+        plan = compile_file(path, overrides)
     except ConfigError as exc:
         print(f"fastgw: invalid config {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    print_notes(plan.notes)
+    return plan
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    plan = _load(args.config, _overrides(args))
+    plan = _load(args.config, _overrides(args), args)
     routes = sum(len(stage.routes) for stage in plan.stages)
     print(f"{args.config}: OK ({len(plan.stages)} stage(s), {routes} route(s), interface {plan.interface})")
     return 0
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    plan = _load(args.config, _overrides(args))
+    plan = _load(args.config, _overrides(args), args)
     rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
+    kinds = {"HttpProxyPlan": "HTTP_PROXY", "FunctionPlan": "FUNCTION", "HttpMappedPlan": "HTTP"}
     for stage in plan.stages:
         prefix = "" if stage.name == "$default" else f"/{stage.name}"
+        name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name
         for route in stage.routes:
             integration = route.integration
-            target = f"HTTP_PROXY {integration.uri}" if integration is not None else "-"
-            rows.append((stage.api.name, stage.name, prefix or "/", route.key, target))
+            kind = kinds.get(type(integration).__name__) or getattr(integration, "kind", "-")
+            target = f"{kind} {integration.uri}" if integration is not None else "-"
+            rows.append((stage.api.name, name, prefix or "/", route.key, target))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
@@ -97,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 os.unlink(os.path.join(directory, name))
     try:
         overrides = _overrides(args)
-        plan = _load(args.config, overrides)
+        plan = _load(args.config, overrides, args)
         from .server import serve
 
         serve(args.config, plan, overrides, log_level=args.log_level)
@@ -114,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from .openapi.commands import add_load_flags
+
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("config", help="native YAML/JSON config file")
+    serve.add_argument("config", help="native YAML/JSON config file, or an OpenAPI document (x-amazon-apigateway-*)")
     serve.add_argument("--host", help="listen address (default 0.0.0.0; env FASTGW_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8080; env FASTGW_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU; env FASTGW_WORKERS)")
@@ -128,15 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-seconds", type=float, help="SIGTERM drain deadline (default 25)")
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add_load_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     validate = commands.add_parser("validate", help="check a config file and exit (0: valid, 2: invalid)")
     validate.add_argument("config")
+    add_load_flags(validate)
     validate.set_defaults(func=cmd_validate)
 
     routes = commands.add_parser("routes", help="print the compiled route table")
     routes.add_argument("config")
+    add_load_flags(routes)
     routes.set_defaults(func=cmd_routes)
+
+    from .openapi.commands import add_parsers as add_openapi_parsers
+
+    add_openapi_parsers(commands)  # import, export
+
 
     from .state.commands import add_parsers as add_usage_parsers
 

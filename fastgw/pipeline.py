@@ -18,12 +18,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from random import random
 from typing import Any, Protocol
 
 from . import metrics
 from ._accel import RequestFacts, RequestRejected, scan_request_headers
 from .accesslog import AccessLog
-from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan
+from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
 from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
 from .httpsyntax import normalize_path
 from .upstream import UpstreamConnection, UpstreamError, exchange
@@ -126,15 +127,19 @@ class Gateway:
             head = self.receive(down)
             # match
             stage, route_path = self.select_stage(head.host, down.path)
+            if stage.canary is not None and random() * 100.0 < stage.canary_percent:
+                stage = stage.canary  # the canary deployment serves this request
             route, params = self.match(stage, down.method, route_path)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
                 await waiter
             # integrate
             integration = route.integration
-            assert integration is not None
             began = time.perf_counter()
-            status, sent = await self.http_proxy(down, head, integration, params, request_id)
+            if integration.__class__ is HttpProxyPlan:
+                status, sent = await self.http_proxy(down, head, integration, params, request_id)
+            else:
+                status, sent = await self.integrate(down, head, stage, route_path, integration, params, request_id)
             integration_latency = time.perf_counter() - began
         except GatewayError as exc:
             status, sent = await self.answer_error(down, exc, stage, request_id)
@@ -261,6 +266,56 @@ class Gateway:
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
             conn = await self.forward_streamed_body(head, pool, request_head, integration.timeout, first, rest)
         return await self.relay_response(down, conn, request_id)
+
+    async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route_path: str,
+                        integration: Any, params: dict[str, str], request_id: str) -> tuple[int, int]:
+        """The integrations other than HTTP_PROXY (FUNCTION, HTTP without templates, ...)."""
+        from .functions import Call, FunctionPlan, run
+        from .httpmapped import HttpMappedPlan, run_http
+
+        kind = integration.__class__
+        if kind is FunctionPlan:
+            body = await self.read_whole_body(down, head)
+            path = down.path
+            prefix = f"/{stage.name}"
+            stage_prefix = prefix if path == prefix or path.startswith(prefix + "/") else ""
+            call = Call(down.method, path, route_path, down.query, down.headers, down.client, down.protocol,
+                        head.host, request_id, params, body, stage.is_canary)
+            status, headers, payload = await run(integration, call, stage_prefix)
+            headers.append(("x-amzn-requestid", request_id))
+            pending = down.respond(status, headers, payload)
+            if pending is not None:
+                await pending
+            return status, len(payload)
+        if kind is HttpMappedPlan:
+            return await run_http(self, down, head, integration, params, stage.variables, request_id)
+        if kind is UnimplementedPlan:
+            raise GatewayError("NOT_IMPLEMENTED", integration.message)
+        raise GatewayError("DEFAULT_5XX")
+
+    async def read_whole_body(self, down: Downstream, head: RequestFacts) -> bytes:
+        """The request body in memory (integrations that need all of it), within the body limit."""
+        content_length = head.content_length
+        if not head.chunked and content_length <= 0:
+            return b""
+        chunks, rest = await self.read_body_start(down, content_length)
+        if rest is not None:
+            size = sum(len(c) for c in chunks)
+            while True:
+                try:
+                    chunk = await rest.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
+                    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+                size += len(chunk)
+                if size > self.max_body:
+                    raise GatewayError("REQUEST_TOO_LARGE", close=True)
+                chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not head.chunked and len(body) != content_length:
+            raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
+        return body
 
     async def read_body(self, down: Downstream) -> bytes:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from .._accel import Router, Template
@@ -18,10 +19,19 @@ from ..errors import GatewayResponseOverride, GatewayResponses
 from ..state.plan import RouteUsage, UsageSetup, compile_usage
 from ..upstream import UpstreamPool
 from .loader import ConfigError, Document, Problem, resolve_env
-from .model import Api, GatewayConfig, Route, ServerConfig, Stage, read_config
+from .model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, ServerConfig, Stage, read_config
 
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 ROUTE_PARAM = re.compile(r"\{([^{}]+?)\+?\}")
+PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+# Integration types compiled below; the others are kept in the model for the issues that bring them.
+NOT_YET = {
+    "MOCK": "MOCK integrations are not implemented yet (they arrive with mapping templates)",
+    "FUNCTION_CUSTOM": "FUNCTION_CUSTOM (Lambda non-proxy) integrations are not implemented yet (they arrive with "
+                       "mapping templates)",
+    "AWS": "AWS service integrations are not run by fastgw",
+    "HTTP": "HTTP integrations with mapping templates are not implemented yet (they arrive with mapping templates)",
+}
 
 
 @dataclass(slots=True)
@@ -35,6 +45,16 @@ class HttpProxyPlan:
     uri_query: str  # query string written in the URI itself, sent before the client's
     timeout: float
     uri: str  # for display
+    method: str | None = None  # the integration's httpMethod when it differs from the client's (AWS)
+
+
+@dataclass(slots=True)
+class UnimplementedPlan:
+    """A route of an imported OpenAPI document whose integration fastgw cannot run yet: 501."""
+
+    kind: str  # MOCK, FUNCTION_CUSTOM, AWS, HTTP (templates)
+    message: str
+    uri: str = ""
 
 
 @dataclass(slots=True)
@@ -53,7 +73,7 @@ class RoutePlan:
     key: str  # "GET /items/{id}"; the metrics label
     method: str
     resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
-    integration: HttpProxyPlan | None  # None only in a config that failed to compile
+    integration: Any  # HttpProxyPlan, FunctionPlan, ...; None only in a config that failed to compile
     usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
 
 
@@ -64,6 +84,10 @@ class StagePlan:
     variables: dict[str, str]
     router: Router
     routes: list[RoutePlan]
+    deployment: str = CURRENT_DEPLOYMENT
+    canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
+    canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
+    is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
 
 
 @dataclass(slots=True)
@@ -77,6 +101,9 @@ class Plan:
     pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
     stages: list[StagePlan] = field(default_factory=list)
     usage: UsageSetup | None = None  # usage plans, API keys, throttles and their state
+    notes: list[str] = field(default_factory=list)  # load-time warnings (unimplemented OpenAPI fields)
+    files: list[str] = field(default_factory=list)  # the files the config was read from
+    source: str = ""  # the config file
 
 
 def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str, host: str, port: int,
@@ -90,28 +117,71 @@ def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str,
     return pool
 
 
-def _compile_http_proxy(route: Route, stage: Stage, pools: dict, problems: list[Problem]) -> HttpProxyPlan | None:
-    integration = route.integration
-    assert integration is not None
-    where = f"{integration.path}.uri"
+def substitute_stage_variables(text: str, stage: Stage, where: str, problems: list[Problem],
+                               variables: dict[str, str] | None = None) -> str | None:
+    """`${stageVariables.NAME}` replaced; None (problems recorded) when a variable or value is missing."""
+    values = stage.variables if variables is None else variables
     missing: list[str] = []
 
     def stage_variable(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name not in stage.variables:
+        if name not in values:
             missing.append(name)
             return ""
-        return stage.variables[name]
+        return values[name]
 
-    uri = STAGE_VARIABLE.sub(stage_variable, integration.uri)
+    result = STAGE_VARIABLE.sub(stage_variable, text)
     for name in missing:
         problems.append(Problem(where, f"stage '{stage.name}' has no variable '{name}'"))
     if missing:
         return None
-    if "${" in uri:
-        problems.append(Problem(where, f"unknown reference in '{integration.uri}' (only ${{stageVariables.NAME}} "
-                                "and route parameters like {id} are substituted)"))
+    unknown = PLACEHOLDER.search(result)
+    if unknown is not None:
+        name = unknown.group(1)
+        if re.match(r"^[A-Za-z_][\w:.-]*$", name) and not name.startswith(("env:", "context.", "stageVariables.")):
+            problems.append(Problem(where, f"'{text}' needs the value of '{name}': give it with --param "
+                                    f"{name}=VALUE (or parameters: in the config)"))
+        else:
+            problems.append(Problem(where, f"unknown reference in '{text}' (only ${{stageVariables.NAME}} and route "
+                                    "parameters like {id} are substituted)"))
         return None
+    return result
+
+
+def rewrite_upstream(uri: str, upstreams: dict[str, str]) -> str:
+    """`upstreams:` / --upstream FROM=TO: the longest matching prefix of the URI is replaced."""
+    best = ""
+    for prefix in upstreams:
+        if uri.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return upstreams[best] + uri[len(best):] if best else uri
+
+
+def mapped_path_parameters(template: str, request_parameters: dict[str, str]) -> str:
+    """REST `integration.request.path.X: method.request.path.Y` renames `{X}` in the URI to `{Y}`."""
+    for target, source in request_parameters.items():
+        if target.startswith("integration.request.path.") and source.startswith("method.request.path."):
+            name = target[len("integration.request.path."):]
+            value = source[len("method.request.path."):]
+            if name != value:
+                template = template.replace("{" + name + "}", "{" + value + "}").replace(
+                    "{" + name + "+}", "{" + value + "+}")
+    return template
+
+
+def _compile_http_proxy(route: Route, stage: Stage, pools: dict, problems: list[Problem],
+                        upstreams: dict[str, str] | None = None,
+                        variables: dict[str, str] | None = None) -> HttpProxyPlan | None:
+    integration = route.integration
+    assert integration is not None
+    where = f"{integration.path}.uri"
+    uri = substitute_stage_variables(integration.uri, stage, where, problems, variables)
+    if uri is None:
+        return None
+    if upstreams:
+        uri = rewrite_upstream(uri, upstreams)
+    if integration.requestParameters:
+        uri = mapped_path_parameters(uri, integration.requestParameters)
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -157,17 +227,48 @@ def _compile_http_proxy(route: Route, stage: Stage, pools: dict, problems: list[
         uri_query=parts.query,
         timeout=integration.timeoutInMillis / 1000,
         uri=uri,
+        method=integration.httpMethod if integration.httpMethod not in (None, "ANY", route.method) else None,
     )
 
 
-def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem]) -> StagePlan:
+def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, problems: list[Problem],
+                         config: GatewayConfig | None, variables: dict[str, str]) -> Any:
+    """The compiled integration of one route in one stage, by type."""
+    integration = route.integration
+    assert integration is not None
+    kind = integration.type
+    upstreams = config.upstreams if config is not None else {}
+    if kind == "HTTP_PROXY":
+        return _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
+    if kind == "FUNCTION":
+        from ..functions import compile_function
+
+        return compile_function(api, route, stage, variables, config.functions if config is not None else {},
+                                problems, config.parameters if config is not None else {})
+    if kind == "HTTP" and not integration.requestTemplates:
+        from ..httpmapped import compile_http
+
+        proxy = _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
+        return compile_http(route, proxy, problems) if proxy is not None else None
+    message = NOT_YET.get(kind, f"integration type {kind} is not implemented yet")
+    if api.aws.source is not None:
+        # An imported document: the route exists (and answers 501), listed in the load-time warning.
+        return UnimplementedPlan(kind, message, integration.uri)
+    problems.append(Problem(f"{integration.path}.type", message))
+    return None
+
+
+def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem],
+                   config: GatewayConfig | None = None, routes: list[Route] | None = None,
+                   variables: dict[str, str] | None = None, deployment: str = CURRENT_DEPLOYMENT) -> StagePlan:
     router = Router()
     plans: list[RoutePlan] = []
     seen: dict[tuple[str, str], str] = {}
-    for route in api.routes:
+    variables = stage.variables if variables is None else variables
+    for route in api.routes if routes is None else routes:
         integration = None
         if route.integration is not None:
-            integration = _compile_http_proxy(route, stage, pools, problems)
+            integration = _compile_integration(api, route, stage, pools, problems, config, variables)
         plan = RoutePlan(api_plan, stage.name, route.key, route.method, route.template or "$default", integration)
         if route.method == "$default":
             if ("$default", "") in seen:
@@ -191,7 +292,32 @@ def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, probl
             seen[(route.method, shape)] = f"{route.path} '{route.key}'"
         if integration is not None:
             plans.append(plan)
-    return StagePlan(api_plan, stage.name, stage.variables, router, plans)
+    return StagePlan(api_plan, stage.name, variables, router, plans, deployment)
+
+
+def _deployment_routes(api: Api, name: str | None) -> list[Route]:
+    if name is None or name == CURRENT_DEPLOYMENT:
+        return api.routes
+    deployment = api.deployments.get(name)
+    return deployment.routes if deployment is not None else []
+
+
+def _compile_stage_with_canary(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem],
+                               config: GatewayConfig) -> tuple[StagePlan, StagePlan | None]:
+    """The stage's plan (its deployment) and, with a canary, the canary's plan (the canary deployment,
+    the stage variables with the canary's overrides)."""
+    base = _compile_stage(api, api_plan, stage, pools, problems, config, _deployment_routes(api, stage.deployment),
+                          None, stage.deployment or CURRENT_DEPLOYMENT)
+    canary = stage.canary
+    if canary is None:
+        return base, None
+    variables = {**stage.variables, **canary.stageVariableOverrides}
+    plan = _compile_stage(api, api_plan, stage, pools, problems, config, _deployment_routes(api, canary.deployment),
+                          variables, canary.deployment or CURRENT_DEPLOYMENT)
+    plan.is_canary = True
+    base.canary = plan
+    base.canary_percent = canary.percentTraffic
+    return base, plan
 
 
 def _responses(api: Api) -> GatewayResponses:
@@ -225,16 +351,18 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
-        for index, stage in enumerate(api.stages):
+        for stage in api.stages:
             stage_problems: list[Problem] = []
-            stage_plan = _compile_stage(api, api_plan, stage, pools, stage_problems)
-            if index == 0:
-                problems.extend(stage_problems)
-            else:
-                known = {str(p) for p in problems[reported:]}
-                problems.extend(p for p in stage_problems if str(p) not in known)
+            stage_plan, canary_plan = _compile_stage_with_canary(api, api_plan, stage, pools, stage_problems, config)
+            known = {str(p) for p in problems[reported:]}
+            for p in stage_problems:
+                if str(p) not in known:
+                    known.add(str(p))
+                    problems.append(p)
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
+            if canary_plan is not None:
+                all_stages.append(canary_plan)
             if api.disableExecuteApiEndpoint:
                 continue
             if stage.name == "$default":
@@ -282,8 +410,12 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     return plan, []
 
 
-def load_plan(document: Document) -> Plan:
-    """Validate and compile a parsed document; raise ConfigError with every problem found."""
+def load_plan(document: Document | Any, options: Any = None) -> Plan:
+    """Validate and compile a parsed document (native, or OpenAPI: see fastgw/openapi/source.py);
+    raise ConfigError with every problem found."""
+    from ..openapi.source import expand
+
+    document = expand(document, options)
     problems: list[Problem] = []
     data = resolve_env(document.data, "", problems)
     # A missing environment variable leaves a hole that compiling would only report again as
@@ -292,12 +424,19 @@ def load_plan(document: Document) -> Plan:
     config, found = read_config(data)
     problems.extend(found)
     plan = None
+    if config.functions:
+        from ..functions import add_search_path
+
+        add_search_path(document.source)
     if not env_missing:
         plan, found = compile_config(config)
         known = {(p.path, p.message) for p in problems}
         problems.extend(p for p in found if (p.path, p.message) not in known)
     if problems or plan is None:
-        raise ConfigError(document.source, [Problem(p.path, p.message, document.line_of(p.path)) for p in problems])
+        raise ConfigError(document.source, [document.locate(p) for p in problems])
     if plan.usage is not None:
         plan.usage.resolve_dir(document.source)
+    plan.notes = document.warnings
+    plan.files = document.files
+    plan.source = document.source
     return plan

@@ -1,0 +1,227 @@
+"""The model -> OpenAPI 3.0 / Swagger 2.0 with x-amazon-apigateway-* extensions (`fastgw export`).
+
+An API imported from a document is written back in that document's version with everything it
+kept (documentation, models, authorizers, validators, templates), so export(import(doc)) is
+equivalent to doc. An API written natively gets a minimal document of the chosen version.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
+from .reader import ANY_METHOD, X, lambda_function
+
+TYPES_OUT = {"HTTP_PROXY": "http_proxy", "HTTP": "http", "MOCK": "mock", "FUNCTION": "aws_proxy",
+             "FUNCTION_CUSTOM": "aws", "AWS": "aws"}
+TYPES_IN = {"http_proxy": "HTTP_PROXY", "http": "HTTP", "mock": "MOCK", "aws_proxy": ("FUNCTION", "AWS"),
+            "aws": ("FUNCTION_CUSTOM", "AWS")}
+API_KEY_SCHEME = {"type": "apiKey", "name": "x-api-key", "in": "header"}
+
+
+def _lambda_uri(uri: str, params: dict[str, str]) -> str:
+    if lambda_function(uri) is not None:
+        if uri.startswith("arn:") and ":apigateway:" not in uri.split(":function:")[0]:
+            region = uri.split(":")[3]
+            return f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{uri}/invocations"
+        return uri
+    region = params.get("AWS::Region", "us-east-1")
+    account = params.get("AWS::AccountId", "123456789012")
+    arn = f"arn:aws:lambda:{region}:{account}:function:{uri}"
+    return f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+
+
+def export_integration(integration: Integration, http_api: bool, params: dict[str, str]) -> dict[str, Any]:
+    kept = dict(integration.aws)
+    spelled = kept.pop("type", None)
+    kind = TYPES_OUT[integration.type].upper() if http_api else TYPES_OUT[integration.type]
+    if spelled is not None:  # the document's own spelling (HTTP_PROXY vs http_proxy)
+        mapped = TYPES_IN.get(str(spelled).lower())
+        if mapped == integration.type or (isinstance(mapped, tuple) and integration.type in mapped):
+            kind = spelled
+    out: dict[str, Any] = {"type": kind}
+    uri = integration.uri
+    if uri:
+        if integration.type in ("FUNCTION", "FUNCTION_CUSTOM") and not http_api:
+            uri = _lambda_uri(uri, params)
+        out["uri"] = uri
+    if integration.httpMethod:
+        out["httpMethod"] = integration.httpMethod
+    elif integration.type in ("FUNCTION", "FUNCTION_CUSTOM"):
+        out["httpMethod"] = "POST"
+    if integration.payloadFormatVersion:
+        out["payloadFormatVersion"] = integration.payloadFormatVersion
+    if integration.requestParameters:
+        out["requestParameters"] = dict(integration.requestParameters)
+    if integration.requestTemplates:
+        out["requestTemplates"] = dict(integration.requestTemplates)
+    if integration.responses:
+        out["responses"] = copy.deepcopy(integration.responses)
+    if integration.passthroughBehavior:
+        out["passthroughBehavior"] = integration.passthroughBehavior.lower()
+    if integration.contentHandling:
+        out["contentHandling"] = integration.contentHandling
+    if integration.cacheKeyParameters:
+        out["cacheKeyParameters"] = list(integration.cacheKeyParameters)
+    if integration.timeoutInMillis != 29_000:
+        out["timeoutInMillis"] = integration.timeoutInMillis
+    out.update(kept)
+    return out
+
+
+def _path_parameters(template: str, swagger: bool) -> list[dict[str, Any]]:
+    import re
+
+    params = []
+    for name in re.findall(r"\{([^{}+]+)\+?\}", template):
+        if swagger:
+            params.append({"name": name, "in": "path", "required": True, "type": "string"})
+        else:
+            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
+    return params
+
+
+def _security_has_api_key(security: Any, schemes: dict[str, Any]) -> bool:
+    from .reader import _is_api_key_scheme
+
+    return isinstance(security, list) and any(
+        isinstance(req, dict) and any(_is_api_key_scheme(schemes.get(n) or {}) for n in req) for req in security)
+
+
+def export_route(route: Route, http_api: bool, swagger: bool, params: dict[str, str], schemes: dict[str, Any],
+                 global_security: Any, components: dict[str, Any]) -> tuple[str, str, dict[str, Any], list[Any]]:
+    """(path, method key, operation, path-level parameters)"""
+    if route.method == "$default":
+        path, method = "/$default", ANY_METHOD
+    else:
+        path = route.template
+        method = ANY_METHOD if route.method == "ANY" else route.method.lower()
+    operation = copy.deepcopy(route.operation) if route.operation is not None else None
+    path_parameters: list[Any] = []
+    if operation is None:
+        operation = {}
+        found = _path_parameters(route.template, swagger)
+        if found:
+            operation["parameters"] = found
+        operation["responses"] = {"200": {"description": "200 response"}}
+    else:
+        path_parameters = operation.pop("x-fastgw-path-parameters", []) or []
+    ref = operation.pop("x-fastgw-integration-ref", None)
+    if route.integration is not None:
+        integration = export_integration(route.integration, http_api, params)
+        if ref is not None and ref.startswith("#/components/" + X + "integrations/"):
+            name = ref.rsplit("/", 1)[1]
+            if (components.get(X + "integrations") or {}).get(name) == integration:
+                integration = {"$ref": ref}
+        operation[X + "integration"] = integration
+    security = operation.get("security", global_security)
+    has_key = _security_has_api_key(security, schemes)
+    if route.apiKeyRequired and not has_key:
+        name = next((n for n, s in schemes.items() if s == API_KEY_SCHEME), "api_key")
+        schemes.setdefault(name, dict(API_KEY_SCHEME))
+        operation["security"] = [*(security or []), {name: []}]
+    elif not route.apiKeyRequired and has_key:
+        from .reader import _is_api_key_scheme
+
+        kept = [{n: v for n, v in req.items() if not _is_api_key_scheme(schemes.get(n) or {})} for req in security]
+        operation["security"] = [req for req in kept if req]
+    return path, method, operation, path_parameters
+
+
+def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | None = None,
+               version: str | None = None) -> dict[str, Any]:
+    """One API as an OpenAPI document. `version`: "oas30" or "swagger" (default: the version it was
+    imported from, else oas30). `deployment`: which deployment's routes (default the API's own)."""
+    params = config.parameters if config is not None else {}
+    document = copy.deepcopy(api.aws.document)
+    original_swagger = "swagger" in document
+    swagger = (version == "swagger") if version else original_swagger
+    http_api = api.type == "HTTP"
+    out: dict[str, Any] = {}
+    if swagger:
+        out["swagger"] = "2.0"
+    else:
+        out["openapi"] = document.get("openapi", "3.0.1") if not original_swagger else "3.0.1"
+    document.pop("swagger", None)
+    document.pop("openapi", None)
+    info = document.pop("info", None) or {"title": api.name, "version": "1.0"}
+    out["info"] = info
+    unrouted = document.pop("x-fastgw-unrouted-paths", {}) or {}
+    components = document.pop("components", {}) or {}
+    schemes = copy.deepcopy(api.aws.authorizers)
+    global_security = document.get("security")
+
+    routes = api.routes
+    if deployment not in (None, CURRENT_DEPLOYMENT):
+        routes = api.deployments[deployment].routes
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        path, method, operation, path_parameters = export_route(route, http_api, swagger, params, schemes,
+                                                                global_security, components)
+        item = paths.setdefault(path, {})
+        if path_parameters and "parameters" not in item:
+            item["parameters"] = path_parameters
+        item[method] = operation
+    for path, operations in unrouted.items():
+        paths.setdefault(path, {}).update(operations)
+    for key in list(document):
+        if key in ("host", "basePath", "schemes", "consumes", "produces", "servers", "tags", "externalDocs"):
+            out[key] = document.pop(key)
+    out["paths"] = paths
+
+    if api.aws.binaryMediaTypes:
+        out[X + "binary-media-types"] = list(api.aws.binaryMediaTypes)
+    if api.aws.cors is not None:
+        cors = api.aws.cors
+        spec: dict[str, Any] = {}
+        for key in ("allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders"):
+            if getattr(cors, key):
+                spec[key] = list(getattr(cors, key))
+        if cors.maxAge is not None:
+            spec["maxAge"] = cors.maxAge
+        if cors.allowCredentials:
+            spec["allowCredentials"] = True
+        out[X + "cors"] = spec
+    if api.apiKeySource != "HEADER":
+        out[X + "api-key-source"] = api.apiKeySource
+    if api.aws.minimumCompressionSize is not None:
+        out[X + "minimum-compression-size"] = api.aws.minimumCompressionSize
+    if api.aws.requestValidators:
+        out[X + "request-validators"] = copy.deepcopy(api.aws.requestValidators)
+    if api.aws.requestValidator:
+        out[X + "request-validator"] = api.aws.requestValidator
+    if api.gatewayResponses:
+        responses = {}
+        for kind, response in api.gatewayResponses.items():
+            entry: dict[str, Any] = {}
+            if response.statusCode is not None:
+                entry["statusCode"] = response.statusCode
+            parameters = dict(response.responseParameters)
+            for name, value in response.headers.items():
+                parameters.setdefault(f"gatewayresponse.header.{name}", f"'{value}'")
+            if parameters:
+                entry["responseParameters"] = parameters
+            templates = dict(response.responseTemplates)
+            if response.body is not None:
+                templates.setdefault("application/json", response.body)
+            if templates:
+                entry["responseTemplates"] = templates
+            responses[kind] = entry
+        out[X + "gateway-responses"] = responses
+
+    if swagger:
+        if schemes:
+            out["securityDefinitions"] = schemes
+        if api.aws.models:
+            out["definitions"] = copy.deepcopy(api.aws.models)
+    else:
+        comps = dict(components)
+        if api.aws.models:
+            comps["schemas"] = copy.deepcopy(api.aws.models)
+        if schemes:
+            comps["securitySchemes"] = schemes
+        if comps:
+            out["components"] = comps
+    out.update(document)  # everything else the document had (documentation, policy, security...)
+    return out

@@ -1,0 +1,1 @@
+"""Lambda handlers the tests run as FUNCTION integrations (module:function)."""

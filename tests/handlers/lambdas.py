@@ -1,0 +1,71 @@
+"""Test Lambda handlers: each returns what the tests check (the event it received, a fixed result, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+
+def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The event and the context as the JSON body (payload 1.0 and 2.0 both accept this result)."""
+    import json
+
+    body = {
+        "event": event,
+        "context": {
+            "function_name": context.function_name,
+            "aws_request_id": context.aws_request_id,
+            "invoked_function_arn": context.invoked_function_arn,
+            "memory_limit_in_mb": context.memory_limit_in_mb,
+            "remaining": context.get_remaining_time_in_millis(),
+        },
+    }
+    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+
+
+async def echo_async(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return echo(event, context)
+
+
+def sleepy(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A blocking 100 ms handler (the concurrency acceptance)."""
+    time.sleep(0.1)
+    return {"statusCode": 200, "body": "slept"}
+
+
+def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    time.sleep(2.0)
+    return {"statusCode": 200, "body": "too late"}
+
+
+def boom(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    raise RuntimeError("handler failed")
+
+
+def result(event: dict[str, Any], context: Any) -> Any:
+    """Returns the result named by the `case` query parameter (response mapping tests)."""
+    case = (event.get("queryStringParameters") or {}).get("case", "")
+    return RESULTS[case]
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+RESULTS: dict[str, Any] = {
+    "plain": {"statusCode": 201, "headers": {"x-one": "1"}, "body": "created"},
+    "multi": {"statusCode": 200, "headers": {"x-a": "single", "x-b": "b"},
+              "multiValueHeaders": {"x-a": ["m1", "m2"]}, "body": "{}"},
+    "binary": {"statusCode": 200, "headers": {"content-type": "image/png"}, "isBase64Encoded": True,
+               "body": base64.b64encode(PNG).decode()},
+    "no-status": {"body": "x"},
+    "extra-key": {"statusCode": 200, "body": "x", "unexpected": True},
+    "body-not-string": {"statusCode": 200, "body": {"a": 1}},
+    "bad-status": {"statusCode": "abc", "body": ""},
+    "not-a-dict": ["a", "list"],
+    "bad-base64": {"statusCode": 200, "isBase64Encoded": True, "body": "***"},
+    "v2-cookies": {"statusCode": 200, "cookies": ["a=1; Path=/", "b=2"], "body": "ok"},
+    "v2-string": "Hello",
+    "v2-object": {"message": "hi"},
+    "v2-number": 42,
+}
