@@ -51,6 +51,7 @@ class AccessLog:
             "routeKey": route.key if route is not None else None,
             "apiName": stage.api.name if stage is not None else None,
             "stage": stage.name if stage is not None else None,
+            "isCanaryRequest": stage.is_canary if stage is not None else False,
             "status": status,
             "protocol": down.protocol,
             "responseLength": length,

@@ -107,6 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         overrides = _overrides(args)
         plan = _load(args.config, overrides, args)
+        from . import deployments
+
+        deployments.WATCH = bool(getattr(args, "watch", False))
         from .server import serve
 
         serve(args.config, plan, overrides, log_level=args.log_level)
@@ -140,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add_load_flags(serve)
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the config, an included OpenAPI document or a handler module changes")
     serve.set_defaults(func=cmd_serve)
 
     validate = commands.add_parser("validate", help="check a config file and exit (0: valid, 2: invalid)")
@@ -155,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .openapi.commands import add_parsers as add_openapi_parsers
 
     add_openapi_parsers(commands)  # import, export
+    from .deployments import add_parsers as add_canary_parsers
+
+    add_canary_parsers(commands)  # canary show|set|promote|rollback
 
 
     from .state.commands import add_parsers as add_usage_parsers

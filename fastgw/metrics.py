@@ -21,13 +21,14 @@ from ._version import __version__
 FLUSH_SECONDS = 1.0
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# `canary`: "true" for requests a stage's canary deployment served (AWS logs them apart too).
 REQUESTS = Counter(
     "fastgw_requests", "Requests answered (AWS Count, 4XXError, 5XXError by status)",
-    ("api", "stage", "route", "method", "status"),
+    ("api", "stage", "route", "method", "canary", "status"),
 )
 REQUEST_DURATION = Histogram(
     "fastgw_request_duration_seconds", "Time from request to response head (AWS Latency)",
-    ("api", "stage", "route", "method"), buckets=BUCKETS,
+    ("api", "stage", "route", "method", "canary"), buckets=BUCKETS,
 )
 INTEGRATION_DURATION = Histogram(
     "fastgw_integration_duration_seconds", "Time the integration took (AWS IntegrationLatency)",
@@ -91,13 +92,13 @@ class WorkerMetrics:
             self._timer = None
         self.flush()
 
-    def tally(self, owner: object, method: str, api: str, stage: str, route: str) -> Tally:
+    def tally(self, owner: object, method: str, api: str, stage: str, route: str, canary: str = "false") -> Tally:
         """The tally of one (route, method); `owner` is the compiled route (or the stage, for
         requests that matched none) so the lookup hashes an identity, not four strings."""
         key = (owner, method)
         tally = self.tallies.get(key)
         if tally is None:
-            tally = self.tallies[key] = Tally((api, stage, route, method), BUCKETS)
+            tally = self.tallies[key] = Tally((api, stage, route, method, canary), BUCKETS)
         return tally
 
     def flush(self) -> None:

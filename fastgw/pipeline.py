@@ -92,9 +92,12 @@ class Gateway:
         self.usage = UsageStage(plan.usage) if plan.usage is not None else None
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.follower: Any = None  # live reloads (fastgw/deployments.py WorkerFollower), set by the server
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        if self.follower is not None:
+            self.follower.start(loop)
         for pool in self.plan.pools.values():
             pool.bind(loop)
         self.metrics.start(loop)
@@ -102,7 +105,42 @@ class Gateway:
             self.usage.start(loop)
         metrics.worker_started()
 
+    def swap(self, plan: Plan) -> None:
+        """Install a newly compiled plan between two requests (a live reload). Requests already under
+        way finish with the objects of the old plan; upstream pools of unchanged upstreams are kept
+        (with their idle connections), the others close once their last exchanges are done."""
+        loop = self.loop
+        assert loop is not None
+        old = self.plan
+        for key, pool in list(plan.pools.items()):
+            kept = old.pools.get(key)
+            if kept is not None:
+                kept.connect_timeout = pool.connect_timeout
+                plan.pools[key] = kept
+            else:
+                pool.bind(loop)
+        _repoint_pools(plan)
+        usage = UsageStage(plan.usage) if plan.usage is not None else None
+        if usage is not None:
+            usage.start(loop)
+        limits = plan.server.limits
+        self.max_uri = limits.maxUriBytes
+        self.max_headers = limits.maxHeaderCount
+        self.max_header_bytes = limits.maxHeaderBytes
+        self.max_field = limits.maxHeaderFieldBytes
+        self.max_body = limits.maxBodyBytes
+        self.trusted_hops = plan.server.trustedHops
+        old_usage, self.usage = self.usage, usage
+        self.plan = plan
+        if old_usage is not None:
+            old_usage.stop()
+        gone = [pool for key, pool in old.pools.items() if plan.pools.get(key) is not pool]
+        if gone:
+            loop.call_later(plan.server.drainSeconds + 5, lambda: [pool.close() for pool in gone])
+
     def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         for pool in self.plan.pools.values():
             pool.close()
         if self.access_log is not None:
@@ -158,7 +196,8 @@ class Gateway:
         tally = self.metrics.tallies.get((route or stage, down.method))
         if tally is None:
             tally = self.metrics.tally(route or stage, down.method, stage.api.name if stage else "",
-                                       stage.name if stage else "", route.key if route else "")
+                                       stage.name if stage else "", route.key if route else "",
+                                       "true" if stage is not None and stage.is_canary else "false")
         tally.record(status, elapsed, integration_latency)
         if self.access_log is not None:
             self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
@@ -496,3 +535,14 @@ def _encoded_slash_rule(path: str, rule: str) -> str:
     if rule == "REJECT":
         raise GatewayError("BAD_REQUEST_PARAMETERS", "Encoded slash in the request path")
     return normalize_path(path.replace("%2F", "/"), "DECODE")
+
+def _repoint_pools(plan: Plan) -> None:
+    """After a swap kept some pools: every compiled integration uses its plan's pool for its upstream."""
+    for stage in plan.stages:
+        for route in stage.routes:
+            integration = route.integration
+            proxy = getattr(integration, "proxy", integration)  # HttpMappedPlan wraps an HttpProxyPlan
+            pool = getattr(proxy, "pool", None)
+            if pool is not None:
+                key = (pool.scheme, pool.host, pool.port)
+                proxy.pool = plan.pools.get(key, pool)

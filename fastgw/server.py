@@ -199,6 +199,9 @@ def load_app() -> Any:
     plan = RUNTIME.plan
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
+    from . import deployments
+
+    deployments.attach(gateway)  # live reloads: follow the main process's plan generations
     return RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
 
 
@@ -226,11 +229,12 @@ class FastgwGranian(GranianServer):
         super().signal_handler_interrupt(*args, **kwargs)
 
     def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
-        if not reload_config():
-            self.reload_signal = False
-            self.main_loop_interrupt.clear()
-            return None
-        return super()._reload(spawn_target, target_loader)
+        # Live reload: every worker swaps in the new plan itself (fastgw/deployments.py); no worker
+        # is restarted, so no connection is dropped.
+        self.reload_signal = False
+        self.main_loop_interrupt.clear()
+        reload_config()
+        return None
 
     def startup(self, spawn_target: Any, target_loader: Any) -> None:
         super().startup(spawn_target, target_loader)
@@ -257,7 +261,10 @@ def reload_config() -> bool:
         plan.interface = RUNTIME.plan.interface
     RUNTIME.plan = plan
     RUNTIME.reloads_ok += 1
-    log.info("config reloaded from %s", RUNTIME.config_path)
+    from . import deployments
+
+    generation = deployments.published(plan)
+    log.info("config reloaded from %s (generation %d)", RUNTIME.config_path, generation)
     return True
 
 
@@ -303,6 +310,8 @@ class AdminHandler(BaseHTTPRequestHandler):
                 self._send(200, metrics.scrape(), "text/plain; version=0.0.4; charset=utf-8")
         elif adminapi.handles(path):
             self._usage_api("GET")
+        elif path == "/canary":
+            self._canary("GET", path)
         else:
             self._send(404, b'{"message":"Not Found"}')
 
@@ -311,12 +320,14 @@ class AdminHandler(BaseHTTPRequestHandler):
         if adminapi.handles(path):
             self._usage_api("POST")
             return
+        if path.startswith("/canary/"):
+            self._canary("POST", path)
+            return
         if path != "/reload":
             self._send(404, b'{"message":"Not Found"}')
             return
         if not self._authorized():
             return
-        granian = self.server.granian
         assert RUNTIME is not None
         try:
             compile_file(RUNTIME.config_path, RUNTIME.overrides)
@@ -324,8 +335,27 @@ class AdminHandler(BaseHTTPRequestHandler):
             body = {"message": "config rejected", "problems": [str(p) for p in exc.problems]}
             self._send(400, orjson.dumps(body))
             return
-        granian.signal_handler_reload()
-        self._send(202, b'{"message":"reload accepted"}')
+        from . import deployments
+
+        if not reload_config():
+            self._send(400, b'{"message":"config rejected (see the log)"}')
+            return
+        # Answered once every worker runs the new plan (at most 10 s).
+        generation = deployments.LIVE.generation if deployments.LIVE is not None else 0
+        workers = deployments.wait_for_workers(generation, RUNTIME.plan)
+        body = {"message": "reload accepted", "generation": generation, "workers": workers}
+        self._send(202, orjson.dumps(body))
+
+    def _canary(self, method: str, path: str) -> None:
+        """GET /canary, POST /canary/API/STAGE/set|promote|rollback (fastgw/deployments.py)."""
+        if not self._authorized():
+            return
+        from . import deployments
+
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
+        status, payload = deployments.admin_canary(method, path, body)
+        self._send(status, orjson.dumps(payload))
 
     def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
         self._usage_api("DELETE")
@@ -399,10 +429,16 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
     )
     # The usage state (shared table, persistence) exists before granian forks the workers.
     usage_state = start_main_state(lambda: RUNTIME.plan.usage if RUNTIME is not None else None)
+    from . import deployments
+
+    deployments.start_live()  # likewise the live-reload channel
     admin = start_admin(server.adminHost, server.adminPort, server.adminToken, granian)
+    if deployments.WATCH:
+        deployments.start_watch()
     try:
         granian.serve(target_loader=load_app, wrap_loader=False)
     finally:
         admin.shutdown()
         admin.server_close()
+        deployments.stop_live()
         stop_main_state(usage_state)  # after the workers: the last counts are saved

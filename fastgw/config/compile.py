@@ -104,6 +104,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # load-time warnings (unimplemented OpenAPI fields)
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file
+    data: Any = None  # the native config data it was compiled from (what live reloads publish)
 
 
 def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str, host: str, port: int,
@@ -416,6 +417,10 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     from ..openapi.source import expand
 
     document = expand(document, options)
+    from ..deployments import overlay
+
+    if not document.overlaid:
+        document.data = overlay(document.data, document.source)  # canary changes made at run time
     problems: list[Problem] = []
     data = resolve_env(document.data, "", problems)
     # A missing environment variable leaves a hole that compiling would only report again as
@@ -439,4 +444,5 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     plan.notes = document.warnings
     plan.files = document.files
     plan.source = document.source
+    plan.data = document.data
     return plan
