@@ -148,6 +148,7 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
     info = document.pop("info", None) or {"title": api.name, "version": "1.0"}
     out["info"] = info
     unrouted = document.pop("x-fastgw-unrouted-paths", {}) or {}
+    had_components = "components" in document
     components = document.pop("components", {}) or {}
     schemes = copy.deepcopy(api.aws.authorizers)
     global_security = document.get("security")
@@ -221,7 +222,7 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
             comps["schemas"] = copy.deepcopy(api.aws.models)
         if schemes:
             comps["securitySchemes"] = schemes
-        if comps:
+        if comps or had_components:
             out["components"] = comps
     out.update(document)  # everything else the document had (documentation, policy, security...)
     return out

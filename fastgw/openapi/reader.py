@@ -227,9 +227,8 @@ class Reader:
             if key in ("paths", "definitions", "securityDefinitions") or key in API_FIELDS:
                 continue
             if key == "components":
-                rest = {k: v for k, v in value.items() if k not in ("schemas", "securitySchemes")}
-                if rest:
-                    document["components"] = rest
+                # Kept even when empty: export writes `components` back as the document had it.
+                document["components"] = {k: v for k, v in value.items() if k not in ("schemas", "securitySchemes")}
                 continue
             document[key] = value
             if key in KEPT_EXTENSIONS and KEPT_EXTENSIONS[key]:
