@@ -119,6 +119,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`fastgw cache flush`: AWS FlushStageCache, through the running gateway's admin API."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    path = args.config or os.environ.get("FASTGW_CONFIG")
+    if not path:
+        raise SystemExit("fastgw: give the gateway's config file with -c FILE (or FASTGW_CONFIG)")
+    plan = _load(path, _overrides(args))
+    if plan.cache is None:
+        raise SystemExit(f"fastgw: {path} gives no stage a cache")
+    if not any((args.api in (None, sc.api)) and (args.stage in (None, sc.stage)) for sc in plan.cache.stages):
+        raise SystemExit(f"fastgw: no cached stage {args.api or '*'}/{args.stage or '*'} in {path}")
+    server = plan.server
+    host = "127.0.0.1" if server.adminHost in ("0.0.0.0", "::", "") else server.adminHost
+    base = args.admin_url or f"http://{host}:{server.adminPort}"
+    query = urlencode([(k, v) for k, v in (("api", args.api), ("stage", args.stage)) if v])
+    request = urllib.request.Request(f"{base.rstrip('/')}/cache/flush?{query}", data=b"", method="POST")
+    if server.adminToken:
+        request.add_header("authorization", f"Bearer {server.adminToken}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            sys.stdout.write(response.read().decode() + "\n")
+        return 0
+    except urllib.error.HTTPError as exc:
+        print(f"fastgw: cache flush refused ({exc.code}): {exc.read().decode(errors='replace')}", file=sys.stderr)
+    except OSError as exc:
+        print(f"fastgw: the gateway's admin API at {base} does not answer ({exc})", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgw", description="A fast, self-hosted API gateway (AWS API Gateway model)"
@@ -164,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_canary_parsers(commands)  # canary show|set|promote|rollback
 
+
+    cache = commands.add_parser("cache", help="flush a stage cache of the running gateway (every worker)")
+    cache.add_argument("op", choices=("flush",))
+    cache.add_argument("-c", "--config", help="the gateway's config file (or FASTGW_CONFIG)")
+    cache.add_argument("--api", help="the API (default: every API)")
+    cache.add_argument("--stage", help="the stage (default: every cached stage of the API)")
+    cache.add_argument("--admin-url", help="the admin API (default: from the config, like serve)")
+    cache.add_argument("--admin-host", help=argparse.SUPPRESS)
+    cache.add_argument("--admin-port", type=int, help="the admin port (env FASTGW_ADMIN_PORT)")
+    cache.add_argument("--admin-token", help="the admin token (env FASTGW_ADMIN_TOKEN)")
+    cache.set_defaults(func=cmd_cache)
 
     from .state.commands import add_parsers as add_usage_parsers
 

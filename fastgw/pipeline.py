@@ -24,7 +24,9 @@ from typing import Any, Protocol
 from . import metrics
 from ._accel import RequestFacts, RequestRejected, scan_request_headers
 from .accesslog import AccessLog
+from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
+from .config.model import default_workers
 from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
 from .httpsyntax import normalize_path
 from .upstream import UpstreamConnection, UpstreamError, exchange
@@ -90,6 +92,9 @@ class Gateway:
         self.metrics = metrics.WorkerMetrics()
         # API keys, throttling, quotas (issue 4); None when the config has none of them.
         self.usage = UsageStage(plan.usage) if plan.usage is not None else None
+        # The stage caches (issue 5); None when no stage has one. Each worker holds budget / workers.
+        self.cache = CacheStage(plan.cache, plan.server.workers or default_workers()) \
+            if plan.cache is not None else None
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.follower: Any = None  # live reloads (fastgw/deployments.py WorkerFollower), set by the server
@@ -103,6 +108,8 @@ class Gateway:
         self.metrics.start(loop)
         if self.usage is not None:
             self.usage.start(loop)
+        if self.cache is not None:
+            self.cache.start(loop)
         metrics.worker_started()
 
     def swap(self, plan: Plan) -> None:
@@ -123,6 +130,10 @@ class Gateway:
         usage = UsageStage(plan.usage) if plan.usage is not None else None
         if usage is not None:
             usage.start(loop)
+        # The stage caches start empty with a new plan (its routes may point elsewhere).
+        cache = CacheStage(plan.cache, plan.server.workers or default_workers()) if plan.cache is not None else None
+        if cache is not None:
+            cache.start(loop)
         limits = plan.server.limits
         self.max_uri = limits.maxUriBytes
         self.max_headers = limits.maxHeaderCount
@@ -131,9 +142,12 @@ class Gateway:
         self.max_body = limits.maxBodyBytes
         self.trusted_hops = plan.server.trustedHops
         old_usage, self.usage = self.usage, usage
+        old_cache, self.cache = self.cache, cache
         self.plan = plan
         if old_usage is not None:
             old_usage.stop()
+        if old_cache is not None:
+            old_cache.stop()
         gone = [pool for key, pool in old.pools.items() if plan.pools.get(key) is not pool]
         if gone:
             loop.call_later(plan.server.drainSeconds + 5, lambda: [pool.close() for pool in gone])
@@ -148,6 +162,8 @@ class Gateway:
         self.metrics.stop()
         if self.usage is not None:
             self.usage.stop()
+        if self.cache is not None:
+            self.cache.stop()
         metrics.worker_stopped()
 
     # -- the pipeline -------------------------------------------------------------------------
@@ -171,14 +187,28 @@ class Gateway:
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
                 await waiter
-            # integrate
-            integration = route.integration
-            began = time.perf_counter()
-            if integration.__class__ is HttpProxyPlan:
-                status, sent = await self.http_proxy(down, head, integration, params, request_id)
+            if route.cache is None:
+                # integrate
+                integration = route.integration
+                began = time.perf_counter()
+                if integration.__class__ is HttpProxyPlan:
+                    status, sent = await self.http_proxy(down, head, integration, params, request_id)
+                else:
+                    status, sent = await self.integrate(down, head, stage, route_path, integration, params, request_id)
+                integration_latency = time.perf_counter() - began
             else:
-                status, sent = await self.integrate(down, head, stage, route_path, integration, params, request_id)
-            integration_latency = time.perf_counter() - began
+                # cache (fastgw/cache.py): a hit answers from this worker's memory without the
+                # integration; anything else integrates, and relay_response may store the response
+                hit = self.cache.lookup(route.cache, down, head, params)
+                if hit.__class__ is tuple:
+                    status, headers, body = hit
+                    pending = down.respond(status, [*headers, ("x-amzn-requestid", request_id)], body)
+                    if pending is not None:
+                        await pending
+                    sent = len(body)
+                else:
+                    status, sent, integration_latency = await self.cache.fill(self, hit, down, head, route,
+                                                                              params, request_id)
         except GatewayError as exc:
             status, sent = await self.answer_error(down, exc, stage, request_id)
         except UpstreamError as exc:
@@ -267,8 +297,9 @@ class Gateway:
         raise GatewayError("RESOURCE_NOT_FOUND")
 
     async def http_proxy(self, down: Downstream, head: RequestFacts, integration: HttpProxyPlan,
-                         params: dict[str, str], request_id: str) -> tuple[int, int]:
-        """HTTP_PROXY: forward the request, stream the response back. Returns (status, bytes sent)."""
+                         params: dict[str, str], request_id: str, fill: Any = None) -> tuple[int, int]:
+        """HTTP_PROXY: forward the request, stream the response back. Returns (status, bytes sent).
+        `fill`: a cache miss (fastgw/cache.py Fill) that may store the response."""
         template = integration.path_template
         target = template.render(params) if template is not None else integration.static_path
         query = down.query
@@ -304,7 +335,7 @@ class Gateway:
                 framing = f"content-length: {content_length}\r\n\r\n"
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
             conn = await self.forward_streamed_body(head, pool, request_head, integration.timeout, first, rest)
-        return await self.relay_response(down, conn, request_id)
+        return await self.relay_response(down, conn, request_id, fill)
 
     async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route_path: str,
                         integration: Any, params: dict[str, str], request_id: str) -> tuple[int, int]:
@@ -454,16 +485,22 @@ class Gateway:
             raise
         return conn
 
-    async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str) -> tuple[int, int]:
+    async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str,
+                             fill: Any = None) -> tuple[int, int]:
         pool = conn.pool
         parser = conn.parser
         status = parser.status
         # The parser already dropped hop-by-hop fields and those the gateway computes.
         headers = parser.headers
+        # A cache miss: `keep` takes the body when the response may be stored (X-Cache added here).
+        keep = fill.begin(status, headers) if fill is not None else None
         headers.append(("x-amzn-requestid", request_id))
         if parser.complete:
             body = parser.take_body()
             pool.release(conn)
+            if keep is not None:
+                keep(body)
+                fill.finish()
             pending = down.respond(status, headers, body)
             if pending is not None:
                 await pending
@@ -478,12 +515,16 @@ class Gateway:
                 if chunk is None:
                     break
                 sent += len(chunk)
+                if keep is not None:
+                    keep(chunk)
                 await down.send(chunk)
             await down.finish()
         except BaseException:
             pool.discard(conn)
             raise
         pool.release(conn)
+        if keep is not None:
+            fill.finish()
         return status, sent
 
     async def answer_error(self, down: Downstream, error: GatewayError, stage: StagePlan | None,

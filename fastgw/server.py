@@ -23,7 +23,7 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
-from . import metrics
+from . import cache, metrics
 from ._accel import bytes_headers, latin1_headers
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
@@ -320,6 +320,9 @@ class AdminHandler(BaseHTTPRequestHandler):
         if adminapi.handles(path):
             self._usage_api("POST")
             return
+        if path == "/cache/flush":
+            self._cache_flush()
+            return
         if path.startswith("/canary/"):
             self._canary("POST", path)
             return
@@ -362,6 +365,18 @@ class AdminHandler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:  # noqa: N802 - stdlib naming
         self._usage_api("PATCH")
+
+    def _cache_flush(self) -> None:
+        """POST /cache/flush?api=A&stage=S (either may be left out: every one): AWS FlushStageCache, in
+        every worker of this host and, for stages with the Redis tier, on every node."""
+        if not self._authorized():
+            return
+        from urllib.parse import parse_qs
+
+        query = parse_qs(self.path.partition("?")[2])
+        assert RUNTIME is not None
+        status, body = cache.flush(RUNTIME.plan.cache, query.get("api", [None])[0], query.get("stage", [None])[0])
+        self._send(status, orjson.dumps(body))
 
     def _usage_api(self, method: str) -> None:
         """API keys and usage (fastgw/state/adminapi.py); token-protected like /reload."""
@@ -429,6 +444,7 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
     )
     # The usage state (shared table, persistence) exists before granian forks the workers.
     usage_state = start_main_state(lambda: RUNTIME.plan.usage if RUNTIME is not None else None)
+    cache.shared_area()  # likewise the caches' flush generations, inherited by every worker
     from . import deployments
 
     deployments.start_live()  # likewise the live-reload channel

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._accel import Router, Template
+from ..cache import CacheSetup, RouteCache, compile_cache
 from ..errors import GatewayResponseOverride, GatewayResponses
 from ..state.plan import RouteUsage, UsageSetup, compile_usage
 from ..upstream import UpstreamPool
@@ -75,6 +76,7 @@ class RoutePlan:
     resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
     integration: Any  # HttpProxyPlan, FunctionPlan, ...; None only in a config that failed to compile
     usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
+    cache: RouteCache | None = None  # the stage cache (issue 5); None: not cached
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -101,6 +103,7 @@ class Plan:
     pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
     stages: list[StagePlan] = field(default_factory=list)
     usage: UsageSetup | None = None  # usage plans, API keys, throttles and their state
+    cache: CacheSetup | None = None  # stage caches (issue 5)
     notes: list[str] = field(default_factory=list)  # load-time warnings (unimplemented OpenAPI fields)
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file
@@ -405,9 +408,12 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
     usage, usage_problems = compile_usage(config, all_stages)
     problems.extend(usage_problems)
+    cache, cache_problems = compile_cache(config, all_stages)
+    problems.extend(cache_problems)
     if problems:
         return None, problems
-    plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage)
+    plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,
+                cache=cache)
     return plan, []
 
 
