@@ -210,3 +210,94 @@ async def run_http(gateway: Any, down: Any, head: Any, plan: HttpMappedPlan, par
     if pending is not None:
         await pending
     return status, len(response_body)
+
+
+# -- MOCK integrations without mapping logic (imported documents) -----------------------------------------
+@dataclass(slots=True)
+class MockPlan:
+    """A MOCK integration whose templates are static (no VTL): what AWS's CORS OPTIONS methods and
+    similar fixed answers are. Templates with VTL wait for the mapping-template issue (501)."""
+
+    statuses: dict[str, int]  # request content type -> the statusCode its template gives
+    rules: tuple[ResponseRule, ...]
+    bodies: tuple[tuple[str, str], ...]  # per rule, (content type, body)
+    never: bool
+    uri: str = ""
+
+
+def _static(text: str) -> bool:
+    return "$" not in text and "#" not in text
+
+
+def compile_static_mock(route: Route, problems: list[Problem]) -> MockPlan | None:
+    """None when a template needs VTL (the caller answers 501 then)."""
+    import orjson
+
+    integration = route.integration
+    assert integration is not None
+    statuses: dict[str, int] = {}
+    for content_type, template in integration.requestTemplates.items():
+        text = template.strip()
+        if not text:
+            statuses[content_type.lower()] = 200
+            continue
+        if not _static(text):
+            return None
+        try:
+            value = orjson.loads(text)
+            statuses[content_type.lower()] = int(value.get("statusCode", 200)) if isinstance(value, dict) else 200
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
+    rules: list[ResponseRule] = []
+    bodies: list[tuple[str, str]] = []
+    default: tuple[ResponseRule, tuple[str, str]] | None = None
+    for pattern, spec in integration.responses.items():
+        if not isinstance(spec, dict):
+            return None
+        parameters = spec.get("responseParameters") or {}
+        if not all(len(str(v)) >= 2 and str(v)[0] == str(v)[-1] == "'" for v in parameters.values()):
+            return None
+        templates = spec.get("responseTemplates") or {}
+        if not all(_static(str(t)) for t in templates.values()):
+            return None
+        try:
+            status = int(str(spec.get("statusCode", "200")))
+            selection = spec.get("selectionPattern", pattern)
+            compiled = None if selection in ("default", "") else re.compile(str(selection))
+        except (ValueError, re.error):
+            return None
+        headers = tuple((k[len("method.response.header."):], str(v)) for k, v in parameters.items()
+                        if k.startswith("method.response.header."))
+        content_type = "application/json" if "application/json" in templates or not templates else next(iter(templates))
+        body = (content_type, str(templates.get(content_type, "")))
+        rule = ResponseRule(compiled, status, headers)
+        if compiled is None:
+            default = (rule, body)
+        else:
+            rules.append(rule)
+            bodies.append(body)
+    if default is None:
+        default = (ResponseRule(None, 0, ()), ("application/json", ""))
+    rules.append(default[0])
+    bodies.append(default[1])
+    return MockPlan(statuses, tuple(rules), tuple(bodies), integration.passthroughBehavior == "NEVER")
+
+
+def answer_mock(plan: MockPlan, down: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    content_type = ""
+    for name, value in down.headers:
+        if name == "content-type":
+            content_type = value.split(";", 1)[0].strip().lower()
+    status = plan.statuses.get(content_type or "application/json")
+    if status is None:
+        if plan.never and plan.statuses:
+            raise GatewayError("UNSUPPORTED_MEDIA_TYPE")
+        status = 200
+    code = str(status)
+    for rule, (body_type, body) in zip(plan.rules, plan.bodies, strict=True):
+        if rule.pattern is None or rule.pattern.fullmatch(code):
+            headers = [(name, source[1:-1]) for name, source in rule.headers]
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                headers.append(("content-type", body_type))
+            return rule.status or status, headers, body.encode()
+    raise GatewayError("API_CONFIGURATION_ERROR")

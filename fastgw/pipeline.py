@@ -62,6 +62,15 @@ class Downstream(Protocol):
     async def finish(self) -> None: ...
 
 
+class GatewayAnswered(Exception):
+    """A stage answered the request itself (a CORS preflight), with an empty body."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]]):
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
+
+
 class RequestIds:
     """AWS-shaped request ids (UUID layout) without a uuid4 call per request."""
 
@@ -183,6 +192,8 @@ class Gateway:
             stage, route_path = self.select_stage(head.host, down.path)
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
+            if stage.api.cors is not None:
+                down = self.cors(down, stage)  # preflights are answered here (GatewayAnswered)
             route, params = self.match(stage, down.method, route_path)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
@@ -211,6 +222,11 @@ class Gateway:
                                                                               params, request_id)
         except GatewayError as exc:
             status, sent = await self.answer_error(down, exc, stage, request_id)
+        except GatewayAnswered as answered:
+            status, sent = answered.status, 0
+            pending = down.respond(status, [*answered.headers, ("x-amzn-requestid", request_id)], b"")
+            if pending is not None:
+                await pending
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
@@ -341,7 +357,7 @@ class Gateway:
                         integration: Any, params: dict[str, str], request_id: str) -> tuple[int, int]:
         """The integrations other than HTTP_PROXY (FUNCTION, HTTP without templates, ...)."""
         from .functions import Call, FunctionPlan, run
-        from .httpmapped import HttpMappedPlan, run_http
+        from .httpmapped import HttpMappedPlan, MockPlan, answer_mock, run_http
 
         kind = integration.__class__
         if kind is FunctionPlan:
@@ -359,9 +375,33 @@ class Gateway:
             return status, len(payload)
         if kind is HttpMappedPlan:
             return await run_http(self, down, head, integration, params, stage.variables, request_id)
+        if kind is MockPlan:
+            status, headers, payload = answer_mock(integration, down)
+            headers.append(("x-amzn-requestid", request_id))
+            pending = down.respond(status, headers, payload)
+            if pending is not None:
+                await pending
+            return status, len(payload)
         if kind is UnimplementedPlan:
             raise GatewayError("NOT_IMPLEMENTED", integration.message)
         raise GatewayError("DEFAULT_5XX")
+
+    def cors(self, down: Downstream, stage: StagePlan) -> Downstream:
+        """An API with CORS (fastgw/cors.py): answer a preflight here; otherwise add the CORS headers
+        to whatever response goes out."""
+        from .cors import CorsDownstream, request_header
+
+        origin = request_header(down.headers, "origin")
+        if origin is None:
+            return down
+        cors = stage.api.cors
+        if down.method == "OPTIONS":
+            wanted = request_header(down.headers, "access-control-request-method")
+            if wanted is not None:
+                requested = request_header(down.headers, "access-control-request-headers") or ""
+                raise GatewayAnswered(204, cors.preflight(origin, requested))
+        extra = cors.simple(origin)
+        return CorsDownstream(down, extra) if extra else down
 
     async def read_whole_body(self, down: Downstream, head: RequestFacts) -> bytes:
         """The request body in memory (integrations that need all of it), within the body limit."""
@@ -576,6 +616,7 @@ def _encoded_slash_rule(path: str, rule: str) -> str:
     if rule == "REJECT":
         raise GatewayError("BAD_REQUEST_PARAMETERS", "Encoded slash in the request path")
     return normalize_path(path.replace("%2F", "/"), "DECODE")
+
 
 def _repoint_pools(plan: Plan) -> None:
     """After a swap kept some pools: every compiled integration uses its plan's pool for its upstream."""

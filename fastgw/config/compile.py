@@ -65,6 +65,7 @@ class ApiPlan:
     aws_compat: bool
     encoded_slashes: str
     responses: GatewayResponses
+    cors: Any = None  # fastgw/cors.py CorsPlan: preflights answered by the gateway (HTTP APIs, native cors:)
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -255,6 +256,12 @@ def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, prob
         proxy = _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
         return compile_http(route, proxy, problems) if proxy is not None else None
     message = NOT_YET.get(kind, f"integration type {kind} is not implemented yet")
+    if kind == "MOCK" and api.aws.source is not None:
+        from ..httpmapped import compile_static_mock
+
+        mock = compile_static_mock(route, problems)  # fixed answers (CORS OPTIONS methods); None: VTL
+        if mock is not None:
+            return mock
     if api.aws.source is not None:
         # An imported document: the route exists (and answers 501), listed in the load-time warning.
         return UnimplementedPlan(kind, message, integration.uri)
@@ -352,7 +359,10 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
             problems.append(Problem(f"{api.path}.name", message))
             continue
         api_names[api.name] = api.path
-        api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api))
+        from ..cors import compile_cors
+
+        api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
+                           compile_cors(api.aws.cors))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:

@@ -193,6 +193,8 @@ class Reader:
         api["routes"] = routes
 
         for ext, native in API_FIELDS.items():
+            if ext == X + "cors" and api_type != "HTTP":
+                continue  # AWS ignores it on REST APIs: kept in `document`, exported back, not applied
             if ext in doc:
                 api[native] = self.api_field(ext, doc[ext])
                 result.origins.append((native, ext))
@@ -201,9 +203,9 @@ class Reader:
                       X + "request-validators")
         if "minimumCompressionSize" in api:
             self.note("response compression (kept, not implemented)", X + "minimum-compression-size")
-        if "cors" in api and api_type != "HTTP":
-            self.note("x-amazon-apigateway-cors applies to HTTP APIs only (AWS ignores it on REST APIs)",
-                      X + "cors")
+        if X + "cors" in doc and api_type != "HTTP":
+            self.note("x-amazon-apigateway-cors applies to HTTP APIs only (AWS ignores it on REST APIs; REST "
+                      "APIs answer CORS with their OPTIONS methods)", X + "cors")
         if api.get("apiKeySource") == "AUTHORIZER":
             self.note("apiKeySource AUTHORIZER (needs authorizers, not implemented yet)", X + "api-key-source")
 
@@ -224,7 +226,8 @@ class Reader:
 
         document: dict[str, Any] = {}
         for key, value in doc.items():
-            if key in ("paths", "definitions", "securityDefinitions") or key in API_FIELDS:
+            if key in ("paths", "definitions", "securityDefinitions") or (
+                    key in API_FIELDS and not (key == X + "cors" and api_type != "HTTP")):
                 continue
             if key == "components":
                 # Kept even when empty: export writes `components` back as the document had it.
@@ -387,8 +390,9 @@ class Reader:
     def integration_notes(self, native: dict[str, Any], where: str) -> None:
         kind = native["type"]
         kept = native.get("awsFields", {})
-        if kind == "MOCK":
-            self.note("MOCK integration (needs mapping templates; answers 501 until they land)", where)
+        if kind == "MOCK" and not _static_mock(native):
+            self.note("MOCK integration with VTL templates (answers 501 until mapping templates land; static "
+                      "ones, like CORS OPTIONS methods, are served)", where)
         elif kind == "FUNCTION_CUSTOM":
             self.note("Lambda non-proxy (aws) integration (needs mapping templates; answers 501 until they "
                       "land)", where)
@@ -431,6 +435,19 @@ class Reader:
             self.note("HTTP API response parameter mapping (not implemented yet)", f"{where}.responseParameters")
         if "integrationSubtype" in kept:
             self.note("AWS service integration subtype (not run locally)", f"{where}.integrationSubtype")
+
+
+def _static_mock(native: dict[str, Any]) -> bool:
+    """A MOCK whose templates hold no VTL ($ or #) and whose headers are 'static': fastgw serves it."""
+    texts = [str(t) for t in (native.get("requestTemplates") or {}).values()]
+    for response in (native.get("responses") or {}).values():
+        if not isinstance(response, dict):
+            return False
+        texts.extend(str(t) for t in (response.get("responseTemplates") or {}).values())
+        if not all(len(str(v)) >= 2 and str(v)[0] == str(v)[-1] == "'"
+                   for v in (response.get("responseParameters") or {}).values()):
+            return False
+    return all("$" not in t and "#" not in t for t in texts)
 
 
 def _is_api_key_scheme(scheme: dict[str, Any]) -> bool:
