@@ -190,3 +190,15 @@ def test_deployment_config_errors(tmp_path):
     assert "apis[0].stages.prod.deployment" in message
     assert "is required: the API has no routes of its own (deployments: v1, v2)" in message
     assert "must be between 0.0 and 100.0" in message
+
+
+def test_routes_of_deployments_keep_their_api_key_requirement(tmp_path):
+    from fastgw.config.compile import load_plan
+    from fastgw.config.loader import parse_text
+
+    text = config("127.0.0.1:9").replace("          - route: GET /new\n",
+                                         "          - route: GET /new\n            apiKeyRequired: true\n")
+    plan = load_plan(parse_text(text, str(tmp_path / "gw.yaml")))
+    canary = plan.stages[0].canary
+    new = next(r for r in canary.routes if r.key == "GET /new")
+    assert new.usage is not None and new.usage.key_required

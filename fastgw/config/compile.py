@@ -77,6 +77,7 @@ class RoutePlan:
     resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
     integration: Any  # HttpProxyPlan, FunctionPlan, ...; None only in a config that failed to compile
     usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
+    model: Route | None = None  # the config's route (its deployment's, for a stage bound to one)
     cache: RouteCache | None = None  # the stage cache (issue 5); None: not cached
 
 
@@ -280,7 +281,8 @@ def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, probl
         integration = None
         if route.integration is not None:
             integration = _compile_integration(api, route, stage, pools, problems, config, variables)
-        plan = RoutePlan(api_plan, stage.name, route.key, route.method, route.template or "$default", integration)
+        plan = RoutePlan(api_plan, stage.name, route.key, route.method, route.template or "$default", integration,
+                         model=route)
         if route.method == "$default":
             if ("$default", "") in seen:
                 problems.append(Problem(f"{route.path}.route", f"duplicate route: same as {seen[('$default', '')]}"))

@@ -421,8 +421,8 @@ class Reader:
                                       "land)", f"{where}.responses.{pattern}.responseTemplates")
             if kind == "HTTP_PROXY" and native.get("responses"):
                 pass  # AWS ignores integration responses of proxy integrations; so does fastgw
-            if native.get("cacheKeyParameters") or "cacheNamespace" in kept:
-                self.note("cache key parameters (kept for the stage cache)", f"{where}.cacheKeyParameters")
+            if "cacheNamespace" in kept:
+                self.note("cacheNamespace (kept; the stage cache keys by route)", f"{where}.cacheNamespace")
             if kind == "FUNCTION" and native.get("contentHandling"):
                 self.note("contentHandling on a Lambda proxy integration (ignored)", f"{where}.contentHandling")
         if kept.get("credentials") and kind in ("HTTP", "HTTP_PROXY", "FUNCTION"):

@@ -222,7 +222,8 @@ def compile_usage(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Usage
         stage = stage_cfg[(api_name, stage_name)]
         top = gateway_level or (aws_gateway_level if api.awsCompat else None)
         for route_plan in stage_plan.routes:
-            route = routes_by_api[api_name].get(route_plan.key)
+            # The route as its deployment declares it (a stage or canary may run another deployment).
+            route = route_plan.model or routes_by_api[api_name].get(route_plan.key)
             if route is None:
                 continue
             if route.apiKeyRequired and api.type != "REST":
