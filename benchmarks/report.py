@@ -25,6 +25,30 @@ def _busy(run: dict[str, Any], core: str) -> float | None:
     return None if shares is None else round(shares["task"] + shares["irq"], 3)
 
 
+NOISE_PREFIXES = ("other processes", "the hypervisor")
+
+
+def _split_noise(run: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(flags, noise) of a run; results from before the two were recorded apart are split by wording."""
+    flags = run.get("flags", [])
+    if "noise" in run:
+        return flags, run["noise"]
+    return [f for f in flags if not f.startswith(NOISE_PREFIXES)], [f for f in flags if f.startswith(NOISE_PREFIXES)]
+
+
+def rerender(directory: Path, chart_too: bool = True) -> dict[str, Path]:
+    """Write results.md (and chart.png) again from a run's results.json."""
+    import json
+
+    data = json.loads((directory / "results.json").read_text())
+    data["summary"] = summarize(data)
+    (directory / "results.md").write_text(markdown(data))
+    out = {"markdown": directory / "results.md"}
+    if chart_too and chart(data, directory / "chart.png") is None:
+        out["chart"] = directory / "chart.png"
+    return out
+
+
 def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (body, contender) in table order, measured or not."""
     runs = data.get("runs", [])
@@ -68,8 +92,8 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 non2xx=sum(r.get("non2xx", 0) for r in mine),
                 socket_errors=socket_errors,
                 errors=sum(r.get("errors", 0) for r in mine),
-                flags=sorted({flag for r in mine for flag in r.get("flags", [])}),
-                disturbed_runs=sum(1 for r in mine if r.get("noise")),
+                flags=sorted({flag for r in mine for flag in _split_noise(r)[0]}),
+                disturbed_runs=sum(1 for r in mine if _split_noise(r)[1]),
                 foreign_max=max((max(r.get("foreign_cores") or 0.0, r.get("foreign_load_cores") or 0.0)
                                  for r in mine), default=0.0),
                 load_core_busy=load_busy,

@@ -229,7 +229,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a contender fails its checks or a run has errors")
     parser.add_argument("--list", action="store_true", help="list the contenders and exit")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="only write DIR/results.md and chart.png again from DIR/results.json")
     args = parser.parse_args(argv)
+
+    if args.report:
+        if not (args.report / "results.json").is_file():
+            parser.error(f"{args.report}/results.json does not exist")
+        for path in report.rerender(args.report, chart_too=not args.no_chart).values():
+            print(path)
+        raise SystemExit(0)
 
     if args.list:
         for c in CONTENDERS:
