@@ -150,6 +150,25 @@ def cache_hit_config(upstream: str) -> dict[str, Any]:
     }
 
 
+def function_config(upstream: str, handler: str = "hello") -> dict[str, Any]:
+    """A FUNCTION integration (Lambda proxy, payload 2.0): a Python handler answers, no upstream."""
+    return {
+        "server": {"port": 8080, "workers": 1, "adminPort": 9901},
+        "functions": {"hello": {"handler": f"lambda_app:{handler}", "codeUri": str(BENCH_DIR)}},
+        "apis": [{
+            "name": "bench",
+            "type": "HTTP",
+            "encodedSlashes": "DECODE",
+            "stages": {"$default": {}},
+            "routes": [{"route": "GET /hello", "integration": {"type": "FUNCTION", "uri": "hello"}}],
+        }],
+    }
+
+
+def function_async_config(upstream: str) -> dict[str, Any]:
+    return function_config(upstream, "hello_async")
+
+
 CONTENDERS: tuple[Contender, ...] = (
     Contender("nginx", "nginx proxy", "nginx-proxy"),
     Contender("haproxy", "HAProxy", "haproxy"),
@@ -166,6 +185,11 @@ CONTENDERS: tuple[Contender, ...] = (
                       Check("wrong API key is 403", "/prod/items/42", 403, {"x-api-key": "x" * 30}))),
     Contender("fastgw-cache-hit", "fastgw cache hit", "fastgw", bodies=("13",),
               paths={"13": "/prod/items/42"}, config=cache_hit_config, upstream_share="none", later_issue=5),
+    Contender("fastgw-function", "fastgw FUNCTION (sync Python handler, payload 2.0)", "fastgw", bodies=("13",),
+              paths={"13": "/hello"}, config=function_config, upstream_share="none", later_issue=6),
+    Contender("fastgw-function-async", "fastgw FUNCTION (async Python handler, payload 2.0)", "fastgw",
+              bodies=("13",), paths={"13": "/hello"}, config=function_async_config, upstream_share="none",
+              later_issue=6, default=False),
     Contender("direct", "upstream nginx served directly on core 1 (reference)", "direct",
               upstream_share="none", default=False),
 )

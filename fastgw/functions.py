@@ -27,11 +27,11 @@ import binascii
 import hashlib
 import importlib
 import inspect
+import itertools
 import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,11 +83,29 @@ class FunctionPlan:
     static: dict[str, Any] = field(default_factory=dict)  # event fields fixed for this route and stage
 
 
+_CONFIG_DIR: list[str] = [os.getcwd()]
+
+
 def add_search_path(config_source: str) -> None:
     """Handlers are imported relative to the config file's directory (like a SAM CodeUri), then sys.path."""
     directory = os.path.dirname(os.path.abspath(config_source))
+    _CONFIG_DIR[0] = directory
     if directory not in sys.path:
         sys.path.insert(0, directory)
+
+
+def _code_uri(spec: FunctionSpec) -> str | None:
+    """A function's own codeUri directory, first on sys.path; None when it does not exist."""
+    if not spec.codeUri:
+        return ""
+    path = spec.codeUri if os.path.isabs(spec.codeUri) else os.path.join(_CONFIG_DIR[0], spec.codeUri)
+    path = os.path.normpath(path)
+    if not os.path.isdir(path):
+        return None
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+    return path
 
 
 _MODULE_MTIMES: dict[str, float] = {}
@@ -186,6 +204,9 @@ def compile_function(api: Api, route: Route, stage: Stage, variables: dict[str, 
     if spec is None:
         problems.append(Problem(where, f"no handler for Lambda function '{name}': add it to functions: "
                                 f"({name}: module:function) or give --function {name}=module:function"))
+        return None
+    if _code_uri(spec) is None:
+        problems.append(Problem(f"{spec.path}.codeUri", f"no directory '{spec.codeUri}'"))
         return None
     try:
         handler = load_handler(spec.handler)
@@ -366,7 +387,7 @@ def build_event_v1(plan: FunctionPlan, call: Call, stage_prefix: str) -> dict[st
         "path": stage_prefix + call.resource_path,
         "protocol": call.protocol,
         "requestId": call.request_id,
-        "requestTime": clf_time(now),
+        "requestTime": _clf(now),
         "requestTimeEpoch": int(now * 1000),
         "resourceId": static["resourceId"],
         "resourcePath": static["resource"],
@@ -435,7 +456,7 @@ def build_event_v2(plan: FunctionPlan, call: Call) -> dict[str, Any]:
         "requestId": call.request_id,
         "routeKey": static["routeKey"],
         "stage": static["stage"],
-        "time": clf_time(now),
+        "time": _clf(now),
         "timeEpoch": int(now * 1000),
     }
     if call.body:
@@ -449,6 +470,35 @@ def build_event_v2(plan: FunctionPlan, call: Call) -> dict[str, Any]:
     if static["stageVariables"]:
         event["stageVariables"] = static["stageVariables"]
     return event
+
+
+_CLF: list[Any] = [-1, ""]
+
+
+def _clf(now: float) -> str:
+    """$context.requestTime, formatted once per second."""
+    second = int(now)
+    if _CLF[0] != second:
+        _CLF[0], _CLF[1] = second, clf_time(now)
+    return _CLF[1]
+
+
+class _InvocationIds:
+    """Lambda request ids (UUID layout) without a uuid4 call per invocation: a random prefix per process."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+
+    def next(self) -> str:
+        if self.pid != os.getpid():
+            self.pid = os.getpid()
+            p = os.urandom(10).hex()
+            self.format = f"{p[:8]}-{p[8:12]}-4{p[13:16]}-{p[16:20]}-%012x"
+            self.counter = itertools.count(1)
+        return self.format % next(self.counter)
+
+
+_IDS = _InvocationIds()
 
 
 def _extended_id(request_id: str) -> str:
@@ -568,6 +618,11 @@ def map_result_v2(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 
 # -- running handlers --------------------------------------------------------------------------------
+def _expire(future: asyncio.Future[Any], expired: list[bool]) -> None:
+    """The function's timeout: the waiting request gives up (the thread finishes on its own)."""
+    if not future.done():
+        expired.append(True)
+        future.cancel()
 _EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
 
 
@@ -583,12 +638,24 @@ def executor() -> ThreadPoolExecutor:
 async def invoke(plan: FunctionPlan, event: dict[str, Any]) -> Any:
     """Run the handler with its timeout; GatewayError on an exception (502) or the timeout (504)."""
     started = time.monotonic()
-    context = LambdaContext(plan, str(uuid.uuid4()), started + plan.timeout)
+    context = LambdaContext(plan, _IDS.next(), started + plan.timeout)
     try:
         if plan.is_async:
-            return await asyncio.wait_for(plan.handler(event, context), plan.timeout)
+            async with asyncio.timeout(plan.timeout):
+                return await plan.handler(event, context)
+        # A thread of the pool runs the handler; the loop only waits for its future (no extra task).
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(executor(), plan.handler, event, context), plan.timeout)
+        future = loop.run_in_executor(executor(), plan.handler, event, context)
+        expired: list[bool] = []
+        timer = loop.call_later(plan.timeout, _expire, future, expired)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if expired:
+                raise TimeoutError() from None
+            raise
+        finally:
+            timer.cancel()
     except TimeoutError:
         log.error("function %s timed out after %.3f s", plan.name, plan.timeout)
         raise GatewayError("INTEGRATION_TIMEOUT") from None

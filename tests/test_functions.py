@@ -349,3 +349,22 @@ def test_missing_handler_and_import_error_are_config_errors(tmp_path):
     assert "functions.boom.handler" in message and "cannot import module 'handlers.nope'" in message
     assert "no handler for Lambda function 'echo-async'" in message
     assert "--function echo-async=module:function" in message
+
+
+def test_code_uri_imports_handlers_from_a_directory(tmp_path):
+    from fastgw.config.compile import load_plan
+    from fastgw.config.loader import ConfigError, parse_text
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "coded_handler.py").write_text("def go(event, context):\n    return 'ok'\n")
+    text = """
+functions: {go: {handler: "coded_handler:go", codeUri: code, timeout: 1.5, memorySize: 512}}
+apis:
+  - {name: a, type: HTTP, stages: {$default: {}}, routes: [{route: GET /go, integration: {type: FUNCTION, uri: go}}]}
+"""
+    plan = load_plan(parse_text(text, str(tmp_path / "gw.yaml")))
+    function = plan.stages[0].routes[0].integration
+    assert (function.name, function.timeout, function.memory, function.version) == ("go", 1.5, 512, "2.0")
+    with pytest.raises(ConfigError) as info:
+        load_plan(parse_text(text.replace("codeUri: code", "codeUri: nowhere"), str(tmp_path / "gw.yaml")))
+    assert "functions.go.codeUri" in str(info.value) and "no directory 'nowhere'" in str(info.value)

@@ -911,6 +911,7 @@ class FunctionSpec:
     timeout: float = 3.0  # seconds (Lambda's default)
     memorySize: int = 128  # reported in the context object
     path: str = ""
+    codeUri: str | None = None  # a directory to import the handler from (SAM's CodeUri); relative to the config
 
 
 def _read_integration_extras(r: _Reader, obj: dict[str, Any], path: str, integration: Integration) -> None:
@@ -1088,7 +1089,7 @@ def _read_functions(r: _Reader, value: Any) -> dict[str, FunctionSpec]:
         where = _join("functions", name)
         if isinstance(spec, str):
             spec = {"handler": spec}
-        obj = r.mapping(spec, where, ("handler", "timeout", "memorySize", "description"))
+        obj = r.mapping(spec, where, ("handler", "timeout", "memorySize", "description", "codeUri"))
         handler = r.string(obj, "handler", where, required=True)
         if handler is not None and not FUNCTION_HANDLER.match(handler):
             r.error(_join(where, "handler"), f"must be 'module:function' (e.g. app.handlers:get_pet); got '{handler}'")
@@ -1098,7 +1099,8 @@ def _read_functions(r: _Reader, value: Any) -> dict[str, FunctionSpec]:
             r.error(_join(where, "timeout"), "must be at most 900 seconds (Lambda's maximum)")
         memory = r.integer(obj, "memorySize", where, 128, 128, 10_240)
         if handler is not None:
-            result[str(name)] = FunctionSpec(str(name), handler, timeout, memory, where)
+            result[str(name)] = FunctionSpec(str(name), handler, timeout, memory, where,
+                                             r.string(obj, "codeUri", where))
     return result
 
 
