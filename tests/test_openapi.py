@@ -311,3 +311,38 @@ def test_relative_include_paths(tmp_path):
     plan = load_plan(load_document(tmp_path / "gw.yaml"))
     assert plan.files == [str((tmp_path / "gw.yaml").resolve()), str(doc.resolve())]
     assert Path(plan.stages[0].api.name) == Path("a")
+
+
+def test_http_api_reusable_integrations_and_default_route(tmp_path, start_gateway, upstream):
+    doc = {
+        "openapi": "3.0.1", "info": {"title": "reuse", "version": "1"},
+        "x-amazon-apigateway-importexport-version": "1.0",
+        "paths": {
+            "/items/{id}": {"get": {"x-amazon-apigateway-integration": {
+                "$ref": "#/components/x-amazon-apigateway-integrations/items"}}},
+            "/$default": {"x-amazon-apigateway-any-method": {"x-amazon-apigateway-integration": {
+                "$ref": "#/components/x-amazon-apigateway-integrations/fallback"}}},
+        },
+        "components": {"x-amazon-apigateway-integrations": {
+            "items": {"type": "HTTP_PROXY", "httpMethod": "GET", "uri": f"http://{upstream.address}/items/{{id}}",
+                      "payloadFormatVersion": "1.0"},
+            "fallback": {"type": "HTTP_PROXY", "httpMethod": "ANY", "uri": f"http://{upstream.address}/fallback"},
+        }},
+    }
+    path = tmp_path / "reuse.json"
+    path.write_text(json.dumps(doc))
+    plan = load_plan(load_document(path))
+    assert plan.stages[0].api.type == "HTTP" and {r.key for r in plan.stages[0].routes} == {"GET /items/{id}",
+                                                                                           "$default"}
+    gateway = start_gateway(path.read_text(), name="reuse")
+    assert httpx.get(f"{gateway.url}/items/5").status_code == 200
+    assert upstream.requests[-1].target == "/items/5"
+    assert httpx.delete(f"{gateway.url}/anything/else").status_code == 200
+    assert upstream.requests[-1].target == "/fallback"
+    from fastgw.openapi.commands import _read
+    from fastgw.openapi.export import export_api
+
+    _, config = _read(str(path), LoadOptions())
+    exported = export_api(config.apis[0], config)
+    assert exported["paths"]["/items/{id}"]["get"]["x-amazon-apigateway-integration"] == {
+        "$ref": "#/components/x-amazon-apigateway-integrations/items"}
