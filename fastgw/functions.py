@@ -92,6 +92,8 @@ def add_search_path(config_source: str) -> None:
     _CONFIG_DIR[0] = directory
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
 
 
 def _code_uri(spec: FunctionSpec) -> str | None:
