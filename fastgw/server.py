@@ -2,9 +2,10 @@
 signals, config reload).
 
 The main process compiles the config once; granian forks the workers from it, so each worker
-starts with the compiled plan already in memory. SIGHUP (or POST /reload on the admin port)
-compiles the file again and, only if it is valid, has granian replace the workers one by one;
-an invalid file is reported and the running workers keep serving the old config.
+starts with the compiled plan already in memory. SIGHUP (or POST /reload on the admin port, or
+--watch) compiles the file again and, only if it is valid, publishes it; every worker compiles the
+same snapshot and swaps it in between two requests (fastgw/deployments.py), so no worker restarts
+and no connection drops. An invalid file is reported and the workers keep serving the old config.
 """
 
 from __future__ import annotations
