@@ -491,3 +491,15 @@ def test_the_example_config_is_valid():
     result = subprocess.run([sys.executable, "-m", "fastgw", "validate", example], capture_output=True, text=True,
                             env={**os.environ, "CACHE_TOKEN": "cache-token-0123456789abcdef"}, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_flush_needs_the_admin_token_when_one_is_set(start_gateway, numbered):
+    text = "server: {adminToken: admin-token-0123456789}\n" + config(numbered.address, DEBUG, ITEM_KEYS)
+    gw = start_gateway(text, args=("--no-access-log",))
+    get(gw, "/prod/items/1")
+    assert httpx.post(f"{gw.admin}/cache/flush?api=shop").status_code == 401
+    result = subprocess.run([sys.executable, "-m", "fastgw", "cache", "flush", "-c", str(gw.config_path),
+                             "--api", "shop", "--admin-port", str(gw.admin_port)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr  # the token comes from the config
+    assert get(gw, "/prod/items/1").headers["x-cache"] == "Miss"
