@@ -504,8 +504,8 @@ class CacheStage:
             size += len(name) + len(value)
         hit = (200, headers, body)
         sc.lru.put(fill.key, (hit, fill.now), size, fill.ttl, fill.now)
-        if fill.remote and self.remote is not None:
-            self.remote.put(sc, fill.key, hit, fill.ttl)
+        if sc.remote is not None:  # also a refetch after max-age=0, which did not read Redis
+            sc.remote.put(sc, fill.key, hit, fill.ttl)
 
     def remote_hit(self, fill: Fill, hit: tuple[int, list[tuple[str, str]], bytes], ttl: float) -> None:
         """A Redis tier hit: counted as a hit, and kept in this worker's LRU for what remains of its TTL."""
@@ -535,7 +535,7 @@ class Fill:
         self.rc = rc
         self.key = key  # None: not to be stored
         self.now = now
-        self.remote = remote and key is not None
+        self.remote = remote and key is not None  # ask the Redis tier before integrating
         self.extra = extra  # response header fields for the client (the warning)
         self.head = head  # the request head without the invalidation token, when it carried one
         self.generation = rc.stage.generation

@@ -346,3 +346,19 @@ def test_canaries_use_the_stage_cache_only_with_use_stage_cache_and_their_own_en
     assert beta.stage is beta_canary.stage and beta.prefix == beta_canary.prefix  # same deployment: shared
     assert by_stage[("gamma", False)] is not None and by_stage[("gamma", True)] is None
     assert len(plan.cache.stages) == 3
+
+
+def test_a_refetch_after_max_age_0_replaces_the_redis_entry_too():
+    plan = plan_for({"requireAuthorizationForCacheControl": False, "backend": "redis",
+                     "url": "redis://127.0.0.1:1/0"}, {"keyParameters": ["method.request.path.id"]})
+    cache, rc = stage_of(plan)
+    calls: list[tuple[str, Any]] = []
+    rc.stage.remote = SimpleNamespace(put=lambda sc, key, hit, ttl: calls.append(("put", hit[2])),
+                                      delete=lambda sc, key: calls.append(("delete", key)))
+    cache.remote = rc.stage.remote
+    asking = down(headers=[("cache-control", "max-age=0")])
+    fill = cache.lookup(rc, asking, head(asking.headers), {"id": "1"})
+    assert isinstance(fill, Fill) and not fill.remote  # not read from Redis: refetched
+    fill.begin(200, [])(b"new")
+    fill.finish()
+    assert calls == [("delete", "GET /items/{id}\n1"), ("put", b"new")]
