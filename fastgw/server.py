@@ -273,10 +273,28 @@ class AdminHandler(BaseHTTPRequestHandler):
     server_version = "fastgw-admin"
     server: Any
 
+    answered = False
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def handle_one_request(self) -> None:
+        # An unexpected error in an endpoint must answer 500 with a JSON body (and be logged),
+        # not drop the connection without a response.
+        self.answered = False
+        try:
+            super().handle_one_request()
+        except Exception:  # noqa: BLE001 - the admin API's last line of defence
+            log.exception("admin API error on %s", getattr(self, "path", "?"))
+            if not self.answered:
+                try:
+                    self._send(500, b'{"message":"Internal server error (see the gateway log)"}')
+                except OSError:
+                    pass
+            self.close_connection = True
+
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.answered = True
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
