@@ -503,3 +503,12 @@ def test_flush_needs_the_admin_token_when_one_is_set(start_gateway, numbered):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr  # the token comes from the config
     assert get(gw, "/prod/items/1").headers["x-cache"] == "Miss"
+
+
+def test_a_live_reload_starts_with_empty_caches_and_keeps_caching(start_gateway, numbered):
+    gw = start_gateway(config(numbered.address, DEBUG, ITEM_KEYS), workers=1, args=("--no-access-log",))
+    assert [get(gw, "/prod/items/1").headers["x-cache"] for _ in range(2)] == ["Miss", "Hit"]
+    gw.config_path.write_text(config(numbered.address, "{debugHeader: true, ttlInSeconds: 120}", ITEM_KEYS))
+    assert httpx.post(f"{gw.admin}/reload", timeout=30).status_code == 202
+    answers = [get(gw, "/prod/items/1") for _ in range(2)]
+    assert [(r.text, r.headers["x-cache"]) for r in answers] == [("2", "Miss"), ("2", "Hit")]
