@@ -196,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_canary_parsers(commands)  # canary show|set|promote|rollback
 
-
     cache = commands.add_parser("cache", help="flush a stage cache of the running gateway (every worker)")
     cache.add_argument("op", choices=("flush",))
     cache.add_argument("-c", "--config", help="the gateway's config file (or FASTGW_CONFIG)")
