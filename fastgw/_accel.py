@@ -26,16 +26,14 @@ from ._py.tally import Tally as PyTally
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
-Router: type[PyRouter]
-Template: type[PyTemplate]
-GcraTable: type[PyGcraTable]
-LruTtlCache: type[PyLruTtlCache]
-ResponseParser: type[PyResponseParser]
-ResponseError: type[Exception]
-RequestFacts: type[PyRequestFacts]
-RequestRejected: type[PyRequestRejected]
-Tally: type[PyTally]
-IMPL: str
+# The twins first; the compiled core replaces every one of them when it is built (a `from ... import`
+# of several names binds all of them or none).
+Router, Template, GcraTable, LruTtlCache, SlotTable = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache, PySlotTable
+ResponseParser, ResponseError = PyResponseParser, PyResponseError
+RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
+latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
+Tally = PyTally
+IMPL = "py"
 
 if not NO_EXTENSIONS:
     try:
@@ -47,6 +45,7 @@ if not NO_EXTENSIONS:
             ResponseError,
             ResponseParser,
             Router,
+            SlotTable,
             Tally,
             Template,
             bytes_headers,
@@ -56,27 +55,7 @@ if not NO_EXTENSIONS:
 
         IMPL = "c"
     except ImportError:  # not built (e.g. a source checkout without build_ext)
-        Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
-        ResponseParser, ResponseError = PyResponseParser, PyResponseError
-        RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
-        Tally = PyTally
-        latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
-        IMPL = "py"
-else:
-    Router, Template, GcraTable, LruTtlCache = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache
-    ResponseParser, ResponseError = PyResponseParser, PyResponseError
-    RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
-    Tally = PyTally
-    latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
-    IMPL = "py"
-
-# The shared-state hash table (usage plans), chosen by the same rule; imported on its own so that
-# the lines above stay as they are.
-SlotTable: type[PySlotTable]
-if IMPL == "c":
-    from ._core import SlotTable  # type: ignore[assignment]
-else:
-    SlotTable = PySlotTable
+        pass
 
 __all__ = [
     "IMPL",

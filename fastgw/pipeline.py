@@ -89,13 +89,7 @@ class Gateway:
 
     def __init__(self, plan: Plan, access_log: AccessLog | None):
         self.plan = plan
-        limits = plan.server.limits
-        self.max_uri = limits.maxUriBytes
-        self.max_headers = limits.maxHeaderCount
-        self.max_header_bytes = limits.maxHeaderBytes
-        self.max_field = limits.maxHeaderFieldBytes
-        self.max_body = limits.maxBodyBytes
-        self.trusted_hops = plan.server.trustedHops
+        self.apply_limits(plan)
         self.ids = RequestIds()
         self.access_log = access_log
         self.metrics = metrics.WorkerMetrics()
@@ -107,6 +101,15 @@ class Gateway:
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.follower: Any = None  # live reloads (fastgw/deployments.py WorkerFollower), set by the server
+
+    def apply_limits(self, plan: Plan) -> None:
+        limits = plan.server.limits
+        self.max_uri = limits.maxUriBytes
+        self.max_headers = limits.maxHeaderCount
+        self.max_header_bytes = limits.maxHeaderBytes
+        self.max_field = limits.maxHeaderFieldBytes
+        self.max_body = limits.maxBodyBytes
+        self.trusted_hops = plan.server.trustedHops
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -143,13 +146,7 @@ class Gateway:
         cache = CacheStage(plan.cache, plan.server.workers or default_workers()) if plan.cache is not None else None
         if cache is not None:
             cache.start(loop)
-        limits = plan.server.limits
-        self.max_uri = limits.maxUriBytes
-        self.max_headers = limits.maxHeaderCount
-        self.max_header_bytes = limits.maxHeaderBytes
-        self.max_field = limits.maxHeaderFieldBytes
-        self.max_body = limits.maxBodyBytes
-        self.trusted_hops = plan.server.trustedHops
+        self.apply_limits(plan)
         old_usage, self.usage = self.usage, usage
         old_cache, self.cache = self.cache, cache
         self.plan = plan
