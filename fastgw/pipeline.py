@@ -408,13 +408,7 @@ class Gateway:
         chunks, rest = await self.read_body_start(down, content_length)
         if rest is not None:
             size = sum(len(c) for c in chunks)
-            while True:
-                try:
-                    chunk = await rest.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
-                    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+            while (chunk := await _next_body_chunk(rest)) is not None:
                 size += len(chunk)
                 if size > self.max_body:
                     raise GatewayError("REQUEST_TOO_LARGE", close=True)
@@ -494,13 +488,7 @@ class Gateway:
             for chunk in first:
                 received += len(chunk)
                 send(chunk)
-            while True:
-                try:
-                    chunk = await rest.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
-                    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+            while (chunk := await _next_body_chunk(rest)) is not None:
                 if not chunk:
                     continue
                 received += len(chunk)
@@ -579,6 +567,17 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the response had already started: the adapter aborts
             log.debug("could not send the %s response for %s", status, request_id)
         return status, len(body)
+
+
+async def _next_body_chunk(rest: Any) -> bytes | None:
+    """The next piece of a request body being read; None at its end. granian reports bad chunked
+    framing (or a lost client) as an exception here: a 400 that closes the connection."""
+    try:
+        return await rest.__anext__()
+    except StopAsyncIteration:
+        return None
+    except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
+        raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
 
 
 def _upstream_message(exc: UpstreamError) -> str:
