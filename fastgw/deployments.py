@@ -282,7 +282,8 @@ class LiveChannel:
         """pid -> generation, for the workers that are alive."""
         out = {}
         for name in os.listdir(self.directory):
-            if not name.startswith("ack-"):
+            # A worker writes "ack-PID.tmp" and renames it: skip the temporary files.
+            if not name.startswith("ack-") or not name[4:].isdigit():
                 continue
             pid = int(name[4:])
             try:

@@ -24,10 +24,24 @@ def upstream() -> Iterator[RecordingUpstream]:
     server.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """A failed test shows the end of the log of every gateway it started: a failure in a CI run
+    must say what the gateway saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for gateway in getattr(item, "fastgw_gateways", []):
+        report.sections.append((f"{gateway.name} stderr (last 60 lines)",
+                                "\n".join(gateway.stderr().splitlines()[-60:])))
+
+
 @pytest.fixture
-def start_gateway(tmp_path: Path) -> Iterator:
+def start_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     """start_gateway(config_text, workers=1, args=(), env=None) -> a running GatewayProcess."""
     started: list[GatewayProcess] = []
+    request.node.fastgw_gateways = started
 
     def start(config: str, workers: int = 1, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
               name: str = "gateway") -> GatewayProcess:

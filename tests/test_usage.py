@@ -286,9 +286,6 @@ def test_kill_9_loses_no_count(start_gateway, upstream) -> None:
     assert usage["items"][0]["items"]  # GetUsage answers for any range
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "fails in some clean-clone CI runs (a step's wait is never met, even at 20 s): issue 4 stays open "
-    "until the cause is found"))
 def test_runtime_keys_without_restart(gateway_with, upstream) -> None:
     gateway = gateway_with(workers=2, quota="quota: {limit: 50, period: DAY}")
     created = cli(gateway, "keys", "create", "--name", "dave", "--plan", "basic")

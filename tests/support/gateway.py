@@ -22,6 +22,7 @@ def free_port() -> int:
 class GatewayProcess:
     def __init__(self, config: str, directory: Path, workers: int = 1, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, name: str = "gateway"):
+        self.name = name
         self.config_path = directory / f"{name}.yaml"
         self.config_path.write_text(config)
         self.log_path = directory / f"{name}.stdout"
