@@ -287,7 +287,10 @@ def test_kill_9_loses_no_count(start_gateway, upstream) -> None:
 
 
 def test_runtime_keys_without_restart(gateway_with, upstream) -> None:
-    gateway = gateway_with(workers=2, quota="quota: {limit: 50, period: DAY}")
+    # A large quota: every poll below that reaches a worker which already sees the key counts
+    # against it, and while two workers pick a change up a second apart, polls can add up to
+    # more than a small limit (the cause of this test's earlier failures under CI load).
+    gateway = gateway_with(workers=2, quota="quota: {limit: 100000, period: DAY}")
     created = cli(gateway, "keys", "create", "--name", "dave", "--plan", "basic")
     assert created.returncode == 0, created.stderr
     record = json.loads(created.stdout)
