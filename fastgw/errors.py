@@ -47,6 +47,18 @@ RESPONSE_TYPES: dict[str, tuple[int, str, str]] = {
 HTTP_NOT_FOUND = "RESOURCE_NOT_FOUND"
 
 
+class ErrorMessage(str):
+    """A gateway response message that also carries AWS's `$context.error.validationErrorString` (the
+    details of a failed request validation, fastgw/validation.py)."""
+
+    validation: str
+
+    def __new__(cls, message: str, validation: str = "") -> ErrorMessage:
+        self = super().__new__(cls, message)
+        self.validation = validation
+        return self
+
+
 class GatewayError(Exception):
     """Raised by a pipeline stage; answered with the API's gateway response of `kind`."""
 
@@ -95,9 +107,12 @@ class GatewayResponses:
         if body_template is None:
             body = orjson.dumps({"message": message})
         else:
-            quoted = orjson.dumps(message).decode()
+            quoted = orjson.dumps(str(message)).decode()
+            # JSON-escaped, so that it can stand inside a JSON string of the template
+            validation = orjson.dumps(getattr(message, "validation", "")).decode()[1:-1]
             body = (
-                body_template.replace("$context.error.messageString", quoted)
+                body_template.replace("$context.error.validationErrorString", validation)
+                .replace("$context.error.messageString", quoted)
                 .replace("$context.error.message", message)
                 .encode()
             )

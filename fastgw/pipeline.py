@@ -195,6 +195,8 @@ class Gateway:
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
                 await waiter
+            if route.validator is not None:  # request validation (fastgw/validation.py)
+                down = await route.validator.check(self, down, head)
             if route.cache is None:
                 # integrate
                 integration = route.integration

@@ -79,6 +79,7 @@ class RoutePlan:
     usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
     model: Route | None = None  # the config's route (its deployment's, for a stage bound to one)
     cache: RouteCache | None = None  # the stage cache (issue 5); None: not cached
+    validator: Any = None  # fastgw/validation.py RequestValidator; None: nothing to validate
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -422,6 +423,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     problems.extend(usage_problems)
     cache, cache_problems = compile_cache(config, all_stages)
     problems.extend(cache_problems)
+    from ..validation import compile_validation
+
+    problems.extend(compile_validation(config, all_stages))
     if problems:
         return None, problems
     plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,

@@ -48,6 +48,7 @@ class Limits:
     maxBodyBytes: int = 10 * 1024 * 1024
     headerReadTimeoutMs: int = 10_000
     keepAliveIdleMs: int = 60_000
+    maxValidatedBodyBytes: int = 1024 * 1024  # request validation reads bodies up to this size (413 above)
 
 
 @dataclass(slots=True)
@@ -105,6 +106,10 @@ class Route:
     throttle: Throttle | None = None  # the per-method stage setting
     operation: dict[str, Any] | None = None  # the OpenAPI operation it came from (kept for export)
     cache: RouteCacheConfig | None = None  # issue 5: this route's cache settings
+    # request validation (fastgw/validation.py): AWS's method request settings
+    requestValidator: str | None = None  # a name from the API's requestValidators, or body|params|all|none
+    requestParameters: dict[str, bool] = field(default_factory=dict)  # method.request.querystring.X: required
+    requestModels: dict[str, Any] = field(default_factory=dict)  # media type -> model name or inline schema
 
 
 @dataclass(slots=True)
@@ -289,6 +294,7 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
         maxBodyBytes=r.integer(obj, "maxBodyBytes", path, d.maxBodyBytes, 0, 1 << 40),
         headerReadTimeoutMs=r.integer(obj, "headerReadTimeoutMs", path, d.headerReadTimeoutMs, 100, 600_000),
         keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, d.keepAliveIdleMs, 100, 3_600_000),
+        maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
     )
 
 
@@ -340,7 +346,8 @@ def _read_integration(r: _Reader, value: Any, path: str) -> Integration | None:
 
 
 def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | None:
-    obj = r.mapping(value, path, ("route", "integration", "name", "apiKeyRequired", "throttle", "cache", "operation"))
+    obj = r.mapping(value, path, ("route", "integration", "name", "apiKeyRequired", "throttle", "cache", "operation",
+                                  *ROUTE_VALIDATION))
     if not obj:
         return None
     key = r.string(obj, "route", path, required=True)
@@ -369,7 +376,9 @@ def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | Non
     if operation is not None and not isinstance(operation, dict):
         r.error(_join(path, "operation"), "must be a mapping (an OpenAPI operation object)")
         operation = None
-    return Route(key, method, template, integration, path, key_required, throttle, operation, cache=cache)
+    route = Route(key, method, template, integration, path, key_required, throttle, operation, cache=cache)
+    _read_route_validation(r, obj, path, route)
+    return route
 
 
 def _read_gateway_responses(r: _Reader, value: Any, path: str) -> dict[str, GatewayResponseConfig]:
@@ -1110,3 +1119,45 @@ def _read_upstreams(r: _Reader, root: dict[str, Any], key: str) -> dict[str, str
         if not target.startswith(("http://", "https://")):
             r.error(_join(key, prefix), f"must be an http:// or https:// URI prefix; got '{target}'")
     return result
+
+
+# -- request validation (issue 7) -------------------------------------------------------------------------
+ROUTE_VALIDATION = ("requestValidator", "requestParameters", "requestModels")
+METHOD_REQUEST_PARAMETER = re.compile(r"^method\.request\.(querystring|header|path)\.([^\s.][^\s]*)$")
+MEDIA_TYPE = re.compile(r"^(\$default|[\w.+-]+/[\w.+*-]+)$")
+
+
+def _read_route_validation(r: _Reader, obj: dict[str, Any], path: str, route: Route) -> None:
+    """AWS's method request settings: the validator's name, the parameters (true: required) and the
+    body models by media type (a model name, or a JSON Schema written in place)."""
+    route.requestValidator = r.string(obj, "requestValidator", path)
+    raw = obj.get("requestParameters")
+    where = _join(path, "requestParameters")
+    if raw is not None and not isinstance(raw, dict):
+        r.error(where, 'must map "method.request.querystring|header|path.NAME" to true (required) or false')
+    elif raw:
+        for key, required in raw.items():
+            at = _join(where, str(key))
+            if not METHOD_REQUEST_PARAMETER.match(str(key)):
+                r.error(at, "must be method.request.querystring.NAME, method.request.header.NAME or "
+                        "method.request.path.NAME")
+                continue
+            if isinstance(required, str) and required.lower() in ("true", "false"):
+                required = required.lower() == "true"
+            if not isinstance(required, bool):
+                r.error(at, "must be true (required) or false")
+                continue
+            route.requestParameters[str(key)] = required
+    raw = obj.get("requestModels")
+    where = _join(path, "requestModels")
+    if raw is not None and not isinstance(raw, dict):
+        r.error(where, "must map media types (application/json, $default) to a model name or a JSON Schema")
+    elif raw:
+        for media, model in raw.items():
+            at = _join(where, str(media))
+            if not MEDIA_TYPE.match(str(media)):
+                r.error(at, "must be a media type like application/json, or $default")
+            elif not isinstance(model, str | dict) or not model:
+                r.error(at, "must be a model name (from the API's models) or a JSON Schema")
+            else:
+                route.requestModels[str(media)] = model

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config.loader import Document, Problem
 from .cfn import Resolver
-from .refs import Refs
+from .refs import Refs, model_name
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 ANY_METHOD = "x-amazon-apigateway-any-method"
@@ -198,9 +198,9 @@ class Reader:
             if ext in doc:
                 api[native] = self.api_field(ext, doc[ext])
                 result.origins.append((native, ext))
-        if "requestValidators" in api or "requestValidator" in api:
-            self.note("request validation (x-amazon-apigateway-request-validators; kept, not enforced yet)",
-                      X + "request-validators")
+        if ("requestValidators" in api or "requestValidator" in api) and api_type != "REST":
+            self.note("request validation on an HTTP API (AWS validates requests of REST APIs only; kept, not "
+                      "applied)", X + "request-validators")
         if "minimumCompressionSize" in api:
             self.note("response compression (kept, not implemented)", X + "minimum-compression-size")
         if X + "cors" in doc and api_type != "HTTP":
@@ -223,6 +223,7 @@ class Reader:
         models = doc.get("definitions") if self.swagger else components.get("schemas")
         if models:
             api["models"] = models
+            result.origins.append(("models", "definitions" if self.swagger else "components.schemas"))
 
         document: dict[str, Any] = {}
         for key, value in doc.items():
@@ -307,17 +308,70 @@ class Reader:
         route["operation"] = operation
         if self.api_key_required(op):
             route["apiKeyRequired"] = True
-        for ext in ("request-validator", "auth"):
-            if X + ext in op:
-                what = ("request validation (kept, not enforced yet)" if ext == "request-validator"
-                        else "x-amazon-apigateway-auth (kept; IAM authorization is not enforced yet)")
-                self.note(what, f"{where}.{X}{ext}")
+        if X + "auth" in op:
+            self.note("x-amazon-apigateway-auth (kept; IAM authorization is not enforced yet)", f"{where}.{X}auth")
+        if self.api_type == "REST":
+            self.method_request(route, op, item, where, index)
         for name in self.authorizers_of(op):
             self.note(f"authorizer '{name}' on this method (not enforced yet)", f"{where}.security")
         route["integration"] = self.integration(raw, integ_where)
         self.result.origins.append((f"routes[{index}].integration", integ_where))
         self.result.origins.append((f"routes[{index}]", where))
         return route
+
+    def method_request(self, route: dict[str, Any], op: dict[str, Any], item: dict[str, Any], where: str,
+                       index: int) -> None:
+        """AWS's method request of an operation, for request validation (fastgw/validation.py): the
+        validator, the parameters (`required`; path parameters always) and the body models by media type
+        (a `$ref` to a model is the model's name, as AWS's import makes it). Read only when a validator
+        applies (the operation's own or the document's default)."""
+        origins = self.result.origins
+        validator = op.get(X + "request-validator")
+        if validator is not None:
+            route["requestValidator"] = validator
+            origins.append((f"routes[{index}].requestValidator", f"{where}.{X}request-validator"))
+        elif X + "request-validator" not in self.doc:
+            return
+        parameters: dict[str, bool] = {}
+        body: tuple[Any, str] | None = None
+        kinds = {"query": "querystring", "header": "header", "path": "path"}
+        for owner, at in ((item, where.rsplit(".", 1)[0]), (op, where)):
+            listed = owner.get("parameters")
+            if not isinstance(listed, list):
+                continue
+            for i, parameter in enumerate(listed):
+                parameter = self.refs.deref(parameter, f"{at}.parameters[{i}]")
+                if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
+                    continue
+                if parameter.get("in") == "body":
+                    body = (parameter.get("schema"), f"{at}.parameters[{i}].schema")
+                kind = kinds.get(parameter.get("in"))
+                if kind is not None:
+                    key = f"method.request.{kind}.{parameter['name']}"
+                    parameters[key] = kind == "path" or parameter.get("required") is True
+                    origins.append((f"routes[{index}].requestParameters.{key}", f"{at}.parameters[{i}]"))
+        if parameters:
+            route["requestParameters"] = parameters
+        content: dict[str, tuple[Any, str]] = {}
+        if self.swagger and body is not None:
+            consumes = op.get("consumes") or self.doc.get("consumes") or ["application/json"]
+            for media in consumes if isinstance(consumes, list) else [consumes]:
+                content[str(media)] = body
+        request_body = self.refs.deref(op.get("requestBody"), f"{where}.requestBody")
+        if not self.swagger and isinstance(request_body, dict) and isinstance(request_body.get("content"), dict):
+            for media, spec in request_body["content"].items():
+                if isinstance(spec, dict) and "schema" in spec:
+                    content[str(media)] = (spec["schema"], f"{where}.requestBody.content.{media}.schema")
+        models: dict[str, Any] = {}
+        for media, (schema, at) in content.items():
+            if not isinstance(schema, dict):
+                continue
+            ref = schema.get("$ref") if len(schema) == 1 else None
+            name = model_name(ref) if isinstance(ref, str) else None
+            models[media] = name if name is not None else schema
+            origins.append((f"routes[{index}].requestModels.{media}", at))
+        if models:
+            route["requestModels"] = models
 
     def security_of(self, op: dict[str, Any]) -> list[dict[str, Any]]:
         security = op.get("security", self.global_security)
