@@ -204,7 +204,8 @@ class Gateway:
                 if integration.__class__ is HttpProxyPlan:
                     status, sent = await self.http_proxy(down, head, integration, params, request_id)
                 else:
-                    status, sent = await self.integrate(down, head, stage, route_path, integration, params, request_id)
+                    status, sent = await self.integrate(down, head, stage, route, route_path, integration, params,
+                                                        request_id)
                 integration_latency = time.perf_counter() - began
             else:
                 # cache (fastgw/cache.py): a hit answers from this worker's memory without the
@@ -352,11 +353,13 @@ class Gateway:
             conn = await self.forward_streamed_body(head, pool, request_head, integration.timeout, first, rest)
         return await self.relay_response(down, conn, request_id, fill)
 
-    async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route_path: str,
-                        integration: Any, params: dict[str, str], request_id: str) -> tuple[int, int]:
+    async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route: RoutePlan,
+                        route_path: str, integration: Any, params: dict[str, str],
+                        request_id: str) -> tuple[int, int]:
         """The integrations other than HTTP_PROXY (FUNCTION, HTTP without templates, ...)."""
         from .functions import Call, FunctionPlan, run
         from .httpmapped import HttpMappedPlan, MockPlan, answer_mock, run_http
+        from .parammap import MappedProxyPlan, run_mapped_proxy
 
         kind = integration.__class__
         if kind is FunctionPlan:
@@ -372,6 +375,9 @@ class Gateway:
             if pending is not None:
                 await pending
             return status, len(payload)
+        if kind is MappedProxyPlan:
+            return await run_mapped_proxy(self, down, head, integration, stage, route, route_path, params,
+                                          request_id)
         if kind is HttpMappedPlan:
             return await run_http(self, down, head, integration, params, stage.variables, request_id)
         if kind is MockPlan:
@@ -451,7 +457,7 @@ class Gateway:
         return chunks, iterator
 
     def request_head(self, down: Downstream, head: RequestFacts, method: str, target: str, host: str,
-                     framing: str) -> bytes:
+                     framing: str, forward: bytes | None = None) -> bytes:
         """The upstream request head: request line, Host, the forwardable client fields (already
         serialised by the header scan), the forwarding fields set from the real peer, framing."""
         peer = down.client
@@ -459,7 +465,7 @@ class Gateway:
         forwarded_host = f"x-forwarded-host: {head.host}\r\n" if head.host else ""
         return b"".join((
             f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1"),
-            head.forward,
+            head.forward if forward is None else forward,
             f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {down.scheme}\r\n{forwarded_host}{framing}"
             .encode("latin-1"),
         ))
@@ -513,10 +519,11 @@ class Gateway:
         return conn
 
     async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str,
-                             fill: Any = None) -> tuple[int, int]:
+                             fill: Any = None, status: int = 0) -> tuple[int, int]:
+        """`status`: the one to send when a mapping changed the upstream's (fastgw/parammap.py)."""
         pool = conn.pool
         parser = conn.parser
-        status = parser.status
+        status = status or parser.status
         # The parser already dropped hop-by-hop fields and those the gateway computes.
         headers = parser.headers
         # A cache miss: `keep` takes the body when the response may be stored (X-Cache added here).

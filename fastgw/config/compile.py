@@ -246,7 +246,16 @@ def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, prob
     kind = integration.type
     upstreams = config.upstreams if config is not None else {}
     if kind == "HTTP_PROXY":
-        return _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
+        proxy = _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
+        if proxy is not None and api.type == "HTTP" and (integration.requestParameters or
+                                                         integration.responseParameters):
+            from ..parammap import MappedProxyPlan, compile_mapping
+
+            mapping = compile_mapping(integration.requestParameters, integration.responseParameters,
+                                      integration.path, problems)
+            if mapping is not None:
+                return MappedProxyPlan(proxy, mapping, proxy.uri)
+        return proxy
     if kind == "FUNCTION":
         from ..functions import compile_function
 

@@ -81,6 +81,7 @@ class Integration:
     requestParameters: dict[str, str] = field(default_factory=dict)
     requestTemplates: dict[str, str] = field(default_factory=dict)
     responses: dict[str, Any] = field(default_factory=dict)  # integration responses by selection pattern
+    responseParameters: dict[str, Any] = field(default_factory=dict)  # HTTP APIs: status -> response mapping
     passthroughBehavior: str | None = None
     contentHandling: str | None = None  # CONVERT_TO_TEXT | CONVERT_TO_BINARY
     cacheKeyParameters: list[str] = field(default_factory=list)
@@ -854,6 +855,7 @@ def default_workers() -> int:
 # -- AWS API definitions: OpenAPI fields, deployments, canaries, functions (issue 6) ----------------
 CURRENT_DEPLOYMENT = "current"  # an API's own `routes`, as a deployment a stage or canary can name
 INTEGRATION_EXTRAS = ("httpMethod", "payloadFormatVersion", "requestParameters", "requestTemplates", "responses",
+                      "responseParameters",
                       "passthroughBehavior", "contentHandling", "cacheKeyParameters", "awsFields")
 API_EXTRAS = ("binaryMediaTypes", "cors", "minimumCompressionSize", "requestValidators", "requestValidator",
               "authorizers", "models", "document", "source")
@@ -941,6 +943,11 @@ def _read_integration_extras(r: _Reader, obj: dict[str, Any], path: str, integra
         r.error(_join(path, "responses"), "must be a mapping of selection pattern to integration response")
     elif responses:
         integration.responses = responses
+    mapped = obj.get("responseParameters")
+    if mapped is not None and not isinstance(mapped, dict):
+        r.error(_join(path, "responseParameters"), "must be a mapping of status code to response parameters")
+    elif mapped:
+        integration.responseParameters = {str(k): v for k, v in mapped.items()}
     passthrough = r.string(obj, "passthroughBehavior", path)
     if passthrough is not None:
         if passthrough.upper() not in PASSTHROUGH_BEHAVIORS:

@@ -58,6 +58,8 @@ def export_integration(integration: Integration, http_api: bool, params: dict[st
         out["requestTemplates"] = dict(integration.requestTemplates)
     if integration.responses:
         out["responses"] = copy.deepcopy(integration.responses)
+    if integration.responseParameters:
+        out["responseParameters"] = copy.deepcopy(integration.responseParameters)
     if integration.passthroughBehavior:
         out["passthroughBehavior"] = integration.passthroughBehavior.lower()
     if integration.contentHandling:

@@ -40,7 +40,7 @@ API_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 # Integration fields: native name for the ones the model holds; the rest are kept in awsFields.
 INTEGRATION_FIELDS = ("uri", "httpMethod", "payloadFormatVersion", "requestParameters", "requestTemplates",
                       "responses", "passthroughBehavior", "contentHandling", "cacheKeyParameters",
-                      "timeoutInMillis")
+                      "timeoutInMillis", "responseParameters")
 KNOWN_INTEGRATION_KEYS = frozenset((*INTEGRATION_FIELDS, "type", "cacheNamespace", "credentials", "connectionType",
                                     "connectionId", "tlsConfig", "integrationSubtype", "responseParameters",
                                     "description"))
@@ -461,8 +461,9 @@ class Reader:
                 if kind == "FUNCTION":
                     self.note("request parameter mapping on a Lambda proxy integration (ignored, as by AWS)",
                               f"{where}.requestParameters.{name}")
-                elif self.api_type == "HTTP":
-                    self.note("HTTP API parameter mapping (not implemented yet)", f"{where}.requestParameters.{name}")
+                elif self.api_type == "HTTP" and kind != "HTTP_PROXY":
+                    self.note("HTTP API parameter mapping on a non-HTTP_PROXY integration (ignored)",
+                              f"{where}.requestParameters.{name}")
                 elif kind == "HTTP_PROXY" and not name.startswith("integration.request.path."):
                     self.note("request parameter mapping on HTTP_PROXY (only path mappings are applied)",
                               f"{where}.requestParameters.{name}")
@@ -485,8 +486,9 @@ class Reader:
             self.note("VPC link (connectionType VPC_LINK): the URI is called directly", f"{where}.connectionType")
         if "tlsConfig" in kept:
             self.note("tlsConfig (kept; backend TLS settings are not applied)", f"{where}.tlsConfig")
-        if "responseParameters" in kept:
-            self.note("HTTP API response parameter mapping (not implemented yet)", f"{where}.responseParameters")
+        if native.get("responseParameters") and (self.api_type != "HTTP" or kind != "HTTP_PROXY"):
+            self.note("integration-level responseParameters (applied only to HTTP API HTTP_PROXY integrations)",
+                      f"{where}.responseParameters")
         if "integrationSubtype" in kept:
             self.note("AWS service integration subtype (not run locally)", f"{where}.integrationSubtype")
 

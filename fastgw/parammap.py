@@ -1,0 +1,389 @@
+"""HTTP API parameter mapping (reference/aws.md c.15): change the request before it goes to an
+HTTP_PROXY integration, and the response before it goes back, without templates.
+
+    request    `append|overwrite|remove:header.NAME`, `append|overwrite|remove:querystring.NAME`,
+               `overwrite:path`
+    response   keyed by the integration's status code ("200".."599"):
+               `append|overwrite|remove:header.NAME`, `overwrite:statuscode`
+    values     `$request.header.X`, `$request.querystring.X` (several values comma-joined),
+               `$request.body` / `$request.body.JSONPATH` (the first 100 KB), `$request.path`,
+               `$request.path.X`, `$context.X`, `$stageVariables.X`, on the response side
+               `$response.header.X` / `$response.body[.JSONPATH]`, static text, or several of them
+               as `${request.path.a}-${request.path.b}`
+
+Every value is computed from the request as it arrived; then removes apply, then overwrites, then
+appends, so the result does not depend on the order of the keys. A value whose only variable is
+missing is not applied (AWS sends no empty header for an absent one). Headers AWS reserves cannot
+be mapped (a config error).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import orjson
+
+from .config.loader import Problem
+from .errors import GatewayError
+from .reqcontext import build_context, lookup
+from .upstream import exchange
+
+BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
+ACTIONS = ("remove", "overwrite", "append")  # the order they apply in
+REQUEST_KEY = re.compile(r"^(append|overwrite|remove):(header|querystring)\.(.+)$")
+RESPONSE_KEY = re.compile(r"^(append|overwrite|remove):header\.(.+)$")
+BRACED = re.compile(r"\$\{([^{}]*)\}")
+VARIABLE = re.compile(
+    r"^(request\.(?:header|querystring|path)\.[^.\s][^\s]*|request\.path|request\.body(?:[.\[].*)?"
+    r"|response\.header\.[^\s]+|response\.body(?:[.\[].*)?|context\.[A-Za-z0-9_.]+|stageVariables\.[A-Za-z0-9_]+)$")
+RESERVED = frozenset((
+    "authorization", "connection", "content-encoding", "content-length", "content-location", "forwarded",
+    "keep-alive", "origin", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding",
+    "upgrade", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "via", "host",
+))
+RESERVED_PREFIXES = ("access-control-", "apigw-", "x-amz-", "x-amzn-")
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
+
+
+@dataclass(slots=True)
+class Value:
+    """A mapping value compiled once: static text and variables, in order."""
+
+    parts: tuple[tuple[bool, str], ...]  # (is_variable, text or variable name)
+
+    def render(self, lookup_variable: Any) -> str | None:
+        out = []
+        found = False
+        for is_variable, text in self.parts:
+            if not is_variable:
+                out.append(text)
+                continue
+            value = lookup_variable(text)
+            if value is not None:
+                found = True
+                out.append(value)
+        if not found and any(is_variable for is_variable, _ in self.parts):
+            return None
+        return "".join(out)
+
+
+@dataclass(slots=True)
+class Op:
+    action: str  # remove | overwrite | append
+    where: str  # header | querystring | path | statuscode
+    name: str  # lower-case for headers
+    value: Value
+
+
+@dataclass(slots=True)
+class ParamMapping:
+    request: tuple[Op, ...]  # removes, then overwrites, then appends
+    responses: dict[int, tuple[Op, ...]]  # status -> ops
+    needs_context: bool
+    needs_request_body: bool
+    needs_response_body: frozenset[int]  # statuses whose mapping reads the response body
+
+
+@dataclass(slots=True)
+class MappedProxyPlan:
+    """An HTTP API HTTP_PROXY integration with parameter mapping."""
+
+    proxy: Any  # HttpProxyPlan
+    mapping: ParamMapping
+    uri: str = ""
+
+
+def compile_value(text: str, where: str, problems: list[Problem], response: bool) -> Value | None:
+    text = str(text)
+    names: list[tuple[bool, str]] = []
+    if text.startswith("$") and not text.startswith("${"):
+        names.append((True, text[1:]))
+    else:
+        last = 0
+        for match in BRACED.finditer(text):
+            if match.start() > last:
+                names.append((False, text[last:match.start()]))
+            names.append((True, match.group(1).strip()))
+            last = match.end()
+        if last < len(text):
+            names.append((False, text[last:]))
+    for is_variable, name in names:
+        if not is_variable:
+            continue
+        if not VARIABLE.match(name) or (name.startswith("response.") and not response):
+            side = "$request.*, $response.*" if response else "$request.*"
+            problems.append(Problem(where, f"unknown variable '${name}' (one of {side}, $context.*, "
+                                    "$stageVariables.*)"))
+            return None
+    return Value(tuple(names))
+
+
+def _header_ok(name: str, where: str, problems: list[Problem]) -> bool:
+    if name in RESERVED or name.startswith(RESERVED_PREFIXES):
+        problems.append(Problem(where, f"the header '{name}' is reserved by API Gateway and cannot be mapped"))
+        return False
+    return True
+
+
+def _sorted(ops: list[Op]) -> tuple[Op, ...]:
+    return tuple(sorted(ops, key=lambda op: ACTIONS.index(op.action)))
+
+
+def compile_mapping(request_parameters: dict[str, str], response_parameters: dict[str, Any], where: str,
+                    problems: list[Problem]) -> ParamMapping | None:
+    """None when there is nothing to map (the route stays a plain HTTP_PROXY)."""
+    request: list[Op] = []
+    for key, source in request_parameters.items():
+        place = f"{where}.requestParameters.{key}"
+        if key == "overwrite:path":
+            value = compile_value(source, place, problems, False)
+            if value is not None:
+                request.append(Op("overwrite", "path", "", value))
+            continue
+        match = REQUEST_KEY.match(key)
+        if match is None:
+            problems.append(Problem(place, "must be append|overwrite|remove:header.NAME, "
+                                    "append|overwrite|remove:querystring.NAME or overwrite:path"))
+            continue
+        action, kind, name = match.groups()
+        if kind == "header":
+            name = name.lower()
+            if not _header_ok(name, place, problems):
+                continue
+        value = compile_value(source, place, problems, False)
+        if value is not None:
+            request.append(Op(action, kind, name, value))
+    responses: dict[int, tuple[Op, ...]] = {}
+    for code, mapping in (response_parameters or {}).items():
+        place = f"{where}.responseParameters.{code}"
+        try:
+            status = int(str(code))
+        except ValueError:
+            status = 0
+        if not 200 <= status <= 599:
+            problems.append(Problem(place, "must be an HTTP status code from 200 to 599"))
+            continue
+        if not isinstance(mapping, dict):
+            problems.append(Problem(place, "must be a mapping of response parameters"))
+            continue
+        ops: list[Op] = []
+        for key, source in mapping.items():
+            at = f"{place}.{key}"
+            if key == "overwrite:statuscode":
+                value = compile_value(source, at, problems, True)
+                if value is not None:
+                    ops.append(Op("overwrite", "statuscode", "", value))
+                continue
+            match = RESPONSE_KEY.match(key)
+            if match is None:
+                problems.append(Problem(at, "must be append|overwrite|remove:header.NAME or overwrite:statuscode"))
+                continue
+            action, name = match.groups()
+            name = name.lower()
+            if not _header_ok(name, at, problems):
+                continue
+            value = compile_value(source, at, problems, True)
+            if value is not None:
+                ops.append(Op(action, "header", name, value))
+        responses[status] = _sorted(ops)
+    if not request and not responses:
+        return None
+    variables = [name for op in (*request, *(o for ops in responses.values() for o in ops))
+                 for is_variable, name in op.value.parts if is_variable]
+    return ParamMapping(
+        request=_sorted(request),
+        responses=responses,
+        needs_context=any(name.startswith("context.") for name in variables),
+        needs_request_body=any(name.startswith("request.body") for name in variables),
+        needs_response_body=frozenset(status for status, ops in responses.items()
+                                      if any(is_variable and name.startswith("response.body")
+                                             for op in ops for is_variable, name in op.value.parts)),
+    )
+
+
+# -- run time ------------------------------------------------------------------------------------------
+def body_path(body: bytes, path: str) -> str | None:
+    """`$request.body.a.b[0]`: the value at a simple JSONPath (no recursive descent, no filters), as
+    text (strings as they are, anything else as JSON); None when absent or not JSON."""
+    try:
+        value: Any = orjson.loads(body[:BODY_PREFIX_BYTES])
+    except orjson.JSONDecodeError:
+        return None
+    for name, index in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", path):
+        if name:
+            if not isinstance(value, dict) or name not in value:
+                return None
+            value = value[name]
+        else:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+class _Request:
+    """The variables of one request, computed on demand."""
+
+    def __init__(self, gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str,
+                 params: dict[str, str], body: bytes, request_id: str, needs_context: bool):
+        self.down = down
+        self.stage = stage
+        self.route_path = route_path
+        self.params = params
+        self.body = body
+        self.query = parse_qsl(down.query, keep_blank_values=True)
+        self.context = build_context(down, head.host, stage, route, route_path, request_id) if needs_context else {}
+        self.response_headers: list[tuple[str, str]] = []
+        self.response_body = b""
+
+    def __call__(self, name: str) -> str | None:
+        kind, _, rest = name.partition(".")
+        if kind == "request":
+            where, _, key = rest.partition(".")
+            if where == "header":
+                key = key.lower()
+                values = [v for k, v in self.down.headers if k == key]
+                return ",".join(values) if values else None
+            if where == "querystring":
+                values = [v for k, v in self.query if k == key]
+                return ",".join(values) if values else None
+            if where == "path":
+                if not key:
+                    return self.route_path
+                value = self.params.get(key)
+                return value
+            if rest == "body":
+                return self.body.decode("utf-8", "replace")
+            return body_path(self.body, rest[len("body"):])
+        if kind == "response":
+            where, _, key = rest.partition(".")
+            if where == "header":
+                key = key.lower()
+                values = [v for k, v in self.response_headers if k.lower() == key]
+                return ",".join(values) if values else None
+            if rest == "body":
+                return self.response_body.decode("utf-8", "replace")
+            return body_path(self.response_body, rest[len("body"):])
+        if kind == "context":
+            value = lookup(self.context, rest)
+            if value is None:
+                return None
+            return ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if kind == "stageVariables":
+            return self.stage.variables.get(rest)
+        return None
+
+
+def _apply_headers(ops: tuple[Op, ...], lines: list[tuple[str, str]], variables: _Request) -> list[tuple[str, str]]:
+    for op in ops:
+        if op.where != "header":
+            continue
+        if op.action == "remove":
+            lines = [(k, v) for k, v in lines if k.lower() != op.name]
+            continue
+        value = op.value.render(variables)
+        if value is None:
+            continue
+        if op.action == "overwrite":
+            lines = [(k, v) for k, v in lines if k.lower() != op.name]
+        lines.append((op.name, value))
+    return lines
+
+
+async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxyPlan, stage: Any, route: Any,
+                           route_path: str, params: dict[str, str], request_id: str) -> tuple[int, int]:
+    proxy = plan.proxy
+    mapping = plan.mapping
+    body = await gateway.read_whole_body(down, head)
+    variables = _Request(gateway, down, head, stage, route, route_path, params, body, request_id,
+                         mapping.needs_context)
+    # request: path, query string, headers
+    path = proxy.path_template.render(params) if proxy.path_template is not None else proxy.static_path
+    query = list(variables.query)
+    forward: list[tuple[str, str]] = []
+    for line in head.forward.decode("latin-1").split("\r\n"):
+        if line:
+            name, _, value = line.partition(": ")
+            forward.append((name, value))
+    query_changed = False
+    for op in mapping.request:
+        if op.where == "path":
+            value = op.value.render(variables)
+            if value is not None:
+                path = value if value.startswith("/") else "/" + value
+        elif op.where == "querystring":
+            query_changed = True
+            if op.action == "remove":
+                query = [(k, v) for k, v in query if k != op.name]
+                continue
+            value = op.value.render(variables)
+            if value is None:
+                continue
+            if op.action == "overwrite":
+                query = [(k, v) for k, v in query if k != op.name]
+            query.append((op.name, value))
+    forward = _apply_headers(mapping.request, forward, variables)
+    query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query) if query_changed \
+        else down.query
+    if proxy.uri_query:
+        query_text = f"{proxy.uri_query}&{query_text}" if query_text else proxy.uri_query
+    target = quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query_text}" if query_text else "")
+    method = proxy.method or down.method
+    framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
+    forward_bytes = "".join(f"{k}: {v}\r\n" for k, v in forward).encode("latin-1", "replace")
+    request_head = gateway.request_head(down, head, method, target, proxy.host_header, framing, forward_bytes)
+    conn = await exchange(proxy.pool, request_head, body, method == "HEAD", method in IDEMPOTENT, proxy.timeout)
+    # response
+    status = conn.parser.status
+    ops = mapping.responses.get(status)
+    if ops is None:
+        return await gateway.relay_response(down, conn, request_id)
+    headers = list(conn.parser.headers)
+    if status in mapping.needs_response_body:
+        pool = conn.pool
+        chunks = []
+        try:
+            while (chunk := await conn.next_chunk()) is not None:
+                chunks.append(chunk)
+        except BaseException:
+            pool.discard(conn)
+            raise
+        pool.release(conn)
+        variables.response_body = b"".join(chunks)
+        variables.response_headers = headers
+        return await _respond(down, ops, status, headers, variables.response_body, variables, request_id)
+    variables.response_headers = headers
+    new_status, new_headers = _mapped_head(ops, status, headers, variables)
+    conn.parser.headers[:] = new_headers
+    return await gateway.relay_response(down, conn, request_id, None, new_status)
+
+
+def _mapped_head(ops: tuple[Op, ...], status: int, headers: list[tuple[str, str]],
+                 variables: _Request) -> tuple[int, list[tuple[str, str]]]:
+    for op in ops:
+        if op.where == "statuscode":
+            value = op.value.render(variables)
+            if value is not None:
+                try:
+                    code = int(value.strip())
+                except ValueError:
+                    raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from None
+                if not 100 <= code <= 599:
+                    raise GatewayError("INTEGRATION_FAILURE", "Internal server error")
+                status = code
+    return status, _apply_headers(ops, headers, variables)
+
+
+async def _respond(down: Any, ops: tuple[Op, ...], status: int, headers: list[tuple[str, str]], body: bytes,
+                   variables: _Request, request_id: str) -> tuple[int, int]:
+    status, headers = _mapped_head(ops, status, headers, variables)
+    headers.append(("x-amzn-requestid", request_id))
+    pending = down.respond(status, headers, body)
+    if pending is not None:
+        await pending
+    return status, len(body)
