@@ -76,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_routes(args: argparse.Namespace) -> int:
     plan = _load(args.config, _overrides(args), args)
     rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
-    kinds = {"HttpProxyPlan": "HTTP_PROXY", "FunctionPlan": "FUNCTION", "HttpMappedPlan": "HTTP"}
+    kinds = {"HttpProxyPlan": "HTTP_PROXY", "FunctionPlan": "FUNCTION", "MappedProxyPlan": "HTTP_PROXY"}
     for stage in plan.stages:
         prefix = "" if stage.name == "$default" else f"/{stage.name}"
         name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name

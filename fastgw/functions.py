@@ -637,8 +637,16 @@ def executor() -> ThreadPoolExecutor:
     return _EXECUTOR[1]
 
 
-async def invoke(plan: FunctionPlan, event: dict[str, Any]) -> Any:
-    """Run the handler with its timeout; GatewayError on an exception (502) or the timeout (504)."""
+@dataclass(slots=True)
+class FunctionFailed:
+    """The handler raised: a Lambda non-proxy integration maps it (Lambda's error object)."""
+
+    exc: BaseException
+
+
+async def invoke(plan: FunctionPlan, event: Any, capture_errors: bool = False) -> Any:
+    """Run the handler with its timeout; GatewayError on the timeout (504) and on an exception (502),
+    or, with `capture_errors`, FunctionFailed for an exception."""
     started = time.monotonic()
     context = LambdaContext(plan, _IDS.next(), started + plan.timeout)
     try:
@@ -665,6 +673,8 @@ async def invoke(plan: FunctionPlan, event: dict[str, Any]) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing function is a 502, as in AWS
         log.error("function %s raised %s: %s", plan.name, type(exc).__name__, exc, exc_info=exc)
+        if capture_errors:
+            return FunctionFailed(exc)
         raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from None
 
 

@@ -358,7 +358,7 @@ class Gateway:
                         request_id: str) -> tuple[int, int]:
         """The integrations other than HTTP_PROXY (FUNCTION, HTTP without templates, ...)."""
         from .functions import Call, FunctionPlan, run
-        from .httpmapped import HttpMappedPlan, MockPlan, answer_mock, run_http
+        from .nonproxy import NonProxyPlan, run_nonproxy
         from .parammap import MappedProxyPlan, run_mapped_proxy
 
         kind = integration.__class__
@@ -378,15 +378,8 @@ class Gateway:
         if kind is MappedProxyPlan:
             return await run_mapped_proxy(self, down, head, integration, stage, route, route_path, params,
                                           request_id)
-        if kind is HttpMappedPlan:
-            return await run_http(self, down, head, integration, params, stage.variables, request_id)
-        if kind is MockPlan:
-            status, headers, payload = answer_mock(integration, down)
-            headers.append(("x-amzn-requestid", request_id))
-            pending = down.respond(status, headers, payload)
-            if pending is not None:
-                await pending
-            return status, len(payload)
+        if kind is NonProxyPlan:
+            return await run_nonproxy(self, down, head, integration, stage, route, route_path, params, request_id)
         if kind is UnimplementedPlan:
             raise GatewayError("NOT_IMPLEMENTED", integration.message)
         raise GatewayError("DEFAULT_5XX")
@@ -628,7 +621,7 @@ def _repoint_pools(plan: Plan) -> None:
     for stage in plan.stages:
         for route in stage.routes:
             integration = route.integration
-            proxy = getattr(integration, "proxy", integration)  # HttpMappedPlan wraps an HttpProxyPlan
+            proxy = getattr(integration, "proxy", integration)  # NonProxyPlan/MappedProxyPlan wrap one
             pool = getattr(proxy, "pool", None)
             if pool is not None:
                 key = (pool.scheme, pool.host, pool.port)

@@ -34,6 +34,7 @@ NEEDS: dict[str, LoadOptions] = {
     "localstack__swagger-mock-cors.json": LoadOptions(functions={
         "aws-serverless-shopping-cart-produc-GetProductFunction-28378339": ECHO,
         "aws-serverless-shopping-cart-produ-GetProductsFunction-c1359550": ECHO}),
+    "awsdocs__simple-calc-lambda-api.swagger2.json": LoadOptions(functions={"Calc": "handlers.lambdas:calc"}),
     "localstack__openapi.spec.stage-variables.json": LoadOptions(stage_variables={
         "TestHost": "example.com", "testPath": "api", "querystring": "a=1"}),
 }
@@ -64,8 +65,8 @@ def test_api_type_and_default_stage():
 def test_routes_any_method_and_integration_types():
     plan = load("awsdocs__simple-calc-lambda-api.swagger2.json")
     routes = {r.key: type(r.integration).__name__ for r in plan.stages[0].routes}
-    assert routes == {"GET /": "UnimplementedPlan", "POST /": "UnimplementedPlan", "ANY /{a}": "UnimplementedPlan",
-                      "ANY /{a}/{b}": "UnimplementedPlan", "GET /{a}/{b}/{op}": "UnimplementedPlan"}
+    assert routes == {"GET /": "NonProxyPlan", "POST /": "NonProxyPlan", "ANY /{a}": "NonProxyPlan",
+                      "ANY /{a}/{b}": "NonProxyPlan", "GET /{a}/{b}/{op}": "NonProxyPlan"}
     kinds = {r.key: r.integration.kind for r in plan.stages[0].routes}
     assert kinds["ANY /{a}"] == "MOCK" and kinds["GET /"] == "FUNCTION_CUSTOM"
     pulumi = load("localstack__openapi.spec.pulumi.json")
@@ -247,11 +248,11 @@ def test_serve_swagger_petstore_against_a_local_upstream(start_gateway, upstream
     # GET /pets/{petId}
     assert httpx.get(f"{base}/pets/7").status_code == 200
     assert upstream.requests[-1].target == "/petstore/pets/7"
-    # MOCK integrations (the HTML page, the OPTIONS methods) answer 501 until mapping templates land.
+    # The MOCK integration of GET / renders its HTML page (a VTL template with $context.stage in it).
     response = httpx.get(f"{base}/")
-    assert response.status_code == 501 and "MOCK" in response.json()["message"]
+    assert response.status_code == 200 and response.headers["content-type"] == "text/html"
+    assert '<a href="/prod/pets/" target="_blank">' in response.text and "color: #333;" in response.text
     assert len(upstream.requests) == 3
-    assert "MOCK integration" in gateway.stderr()  # the load-time warning
 
 
 def test_serve_oas30_http_api_petstore(start_gateway, upstream):
@@ -295,7 +296,7 @@ def test_validate_command_prints_the_warning_and_exits_zero(tmp_path):
                              "--param", "uri=http://x.example/petstore/pets"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "OK (1 stage(s), 6 route(s)" in result.stdout
-    assert result.stderr.count("fastgw: warning:") == 1 and "MOCK integration" in result.stderr
+    assert result.stderr.count("fastgw: warning:") == 1 and "documentation parts" in result.stderr
     missing = subprocess.run([sys.executable, "-m", "fastgw", "validate",
                               str(OPENAPI / "aws-samples__reminders-api.cfn-include.yaml")],
                              capture_output=True, text=True)

@@ -27,11 +27,7 @@ ROUTE_PARAM = re.compile(r"\{([^{}]+?)\+?\}")
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 # Integration types compiled below; the others are kept in the model for the issues that bring them.
 NOT_YET = {
-    "MOCK": "MOCK integrations are not implemented yet (they arrive with mapping templates)",
-    "FUNCTION_CUSTOM": "FUNCTION_CUSTOM (Lambda non-proxy) integrations are not implemented yet (they arrive with "
-                       "mapping templates)",
     "AWS": "AWS service integrations are not run by fastgw",
-    "HTTP": "HTTP integrations with mapping templates are not implemented yet (they arrive with mapping templates)",
 }
 
 
@@ -261,18 +257,24 @@ def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, prob
 
         return compile_function(api, route, stage, variables, config.functions if config is not None else {},
                                 problems, config.parameters if config is not None else {})
-    if kind == "HTTP" and not integration.requestTemplates:
-        from ..httpmapped import compile_http
+    if kind in ("HTTP", "FUNCTION_CUSTOM", "MOCK"):
+        # REST non-proxy integrations: mapping templates, parameter mappings, integration responses
+        from ..nonproxy import compile_nonproxy
 
-        proxy = _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
-        return compile_http(route, proxy, problems) if proxy is not None else None
+        proxy = function = None
+        if kind == "HTTP":
+            proxy = _compile_http_proxy(route, stage, pools, problems, upstreams, variables)
+            if proxy is None:
+                return None
+        elif kind == "FUNCTION_CUSTOM":
+            from ..functions import compile_function
+
+            function = compile_function(api, route, stage, variables, config.functions if config is not None
+                                        else {}, problems, config.parameters if config is not None else {})
+            if function is None:
+                return None
+        return compile_nonproxy(route, kind, proxy, function, problems)
     message = NOT_YET.get(kind, f"integration type {kind} is not implemented yet")
-    if kind == "MOCK" and api.aws.source is not None:
-        from ..httpmapped import compile_static_mock
-
-        mock = compile_static_mock(route, problems)  # fixed answers (CORS OPTIONS methods); None: VTL
-        if mock is not None:
-            return mock
     if api.aws.source is not None:
         # An imported document: the route exists (and answers 501), listed in the load-time warning.
         return UnimplementedPlan(kind, message, integration.uri)

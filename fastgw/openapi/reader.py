@@ -444,19 +444,9 @@ class Reader:
     def integration_notes(self, native: dict[str, Any], where: str) -> None:
         kind = native["type"]
         kept = native.get("awsFields", {})
-        if kind == "MOCK" and not _static_mock(native):
-            self.note("MOCK integration with VTL templates (answers 501 until mapping templates land; static "
-                      "ones, like CORS OPTIONS methods, are served)", where)
-        elif kind == "FUNCTION_CUSTOM":
-            self.note("Lambda non-proxy (aws) integration (needs mapping templates; answers 501 until they "
-                      "land)", where)
-        elif kind == "AWS":
+        if kind == "AWS":
             self.note("AWS service integration (not run locally; answers 501)", where)
         if kind in ("HTTP", "HTTP_PROXY", "FUNCTION"):
-            for key in ("requestTemplates",):
-                if native.get(key) and kind == "HTTP":
-                    self.note("HTTP integration with mapping templates (answers 501 until templates land)",
-                              f"{where}.{key}")
             for name in native.get("requestParameters") or {}:
                 if kind == "FUNCTION":
                     self.note("request parameter mapping on a Lambda proxy integration (ignored, as by AWS)",
@@ -467,13 +457,6 @@ class Reader:
                 elif kind == "HTTP_PROXY" and not name.startswith("integration.request.path."):
                     self.note("request parameter mapping on HTTP_PROXY (only path mappings are applied)",
                               f"{where}.requestParameters.{name}")
-            if kind == "HTTP":
-                for pattern, response in (native.get("responses") or {}).items():
-                    if isinstance(response, dict) and response.get("responseTemplates"):
-                        templates = response["responseTemplates"]
-                        if any(str(t).strip() for t in templates.values()):
-                            self.note("integration response template (the body passes through until templates "
-                                      "land)", f"{where}.responses.{pattern}.responseTemplates")
             if kind == "HTTP_PROXY" and native.get("responses"):
                 pass  # AWS ignores integration responses of proxy integrations; so does fastgw
             if "cacheNamespace" in kept:
@@ -491,19 +474,6 @@ class Reader:
                       f"{where}.responseParameters")
         if "integrationSubtype" in kept:
             self.note("AWS service integration subtype (not run locally)", f"{where}.integrationSubtype")
-
-
-def _static_mock(native: dict[str, Any]) -> bool:
-    """A MOCK whose templates hold no VTL ($ or #) and whose headers are 'static': fastgw serves it."""
-    texts = [str(t) for t in (native.get("requestTemplates") or {}).values()]
-    for response in (native.get("responses") or {}).values():
-        if not isinstance(response, dict):
-            return False
-        texts.extend(str(t) for t in (response.get("responseTemplates") or {}).values())
-        if not all(len(str(v)) >= 2 and str(v)[0] == str(v)[-1] == "'"
-                   for v in (response.get("responseParameters") or {}).values()):
-            return False
-    return all("$" not in t and "#" not in t for t in texts)
 
 
 def _is_api_key_scheme(scheme: dict[str, Any]) -> bool:

@@ -69,3 +69,35 @@ RESULTS: dict[str, Any] = {
     "v2-object": {"message": "hi"},
     "v2-number": 42,
 }
+
+
+def lookup_pet(event: dict[str, Any], context: Any) -> Any:
+    """A Lambda non-proxy handler: the event is what the request template made of the request."""
+    pet_id = event.get("petId")
+    if pet_id == "missing":
+        raise LookupError(f"NotFound: no pet {pet_id}")
+    if pet_id == "crash":
+        raise RuntimeError("something else broke")
+    return {"id": pet_id, "kind": event.get("kind"), "names": ["Rex", "Fido"], "caller": event.get("caller")}
+
+
+def calc(event: dict[str, Any], context: Any) -> Any:
+    """AWS's sample Calc function of the simple-calc API (Node.js in the developer guide), in Python:
+    numbers behave like JavaScript's (an integral result prints without a fraction)."""
+
+    def number(value: Any) -> float | int:
+        result = float(value)
+        return int(result) if result.is_integer() else result
+
+    if event.get("a") is None or event.get("b") is None or event.get("op") is None:
+        raise ValueError("400 Invalid Input")
+    try:
+        a, b = number(event["a"]), number(event["b"])
+    except (TypeError, ValueError):
+        raise ValueError("400 Invalid Operand") from None
+    operations = {"+": lambda: a + b, "add": lambda: a + b, "-": lambda: a - b, "sub": lambda: a - b,
+                  "*": lambda: a * b, "mul": lambda: a * b, "/": lambda: number(a / b) if b else None,
+                  "div": lambda: number(a / b) if b else None}
+    if event["op"] not in operations:
+        raise ValueError("400 Invalid Operator")
+    return {"a": a, "b": b, "op": event["op"], "c": operations[event["op"]]()}
