@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import importlib
 import inspect
@@ -180,6 +181,7 @@ def resource_id(api: str, resource: str) -> str:
     return _short_id(f"{api}\x1f{resource}", 6)
 
 
+@functools.lru_cache(maxsize=4096)
 def _short_id(text: str, size: int) -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     number = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")

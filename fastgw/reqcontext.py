@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .accesslog import clf_time
+from .functions import _clf, _extended_id, api_id, resource_id
 
 
 def header(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -24,8 +24,6 @@ def header(headers: list[tuple[str, str]], name: str) -> str | None:
 def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str, request_id: str,
                   api_key: str | None = None) -> dict[str, Any]:
     """The `$context` map; `requestOverride` / `responseOverride` are written by templates."""
-    from .functions import _extended_id, api_id, resource_id
-
     now = time.time()
     api = stage.api.name
     domain = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
@@ -53,7 +51,7 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
         "protocol": down.protocol,
         "requestId": request_id,
         "requestOverride": {"header": {}, "path": {}, "querystring": {}},
-        "requestTime": clf_time(now),
+        "requestTime": _clf(now),
         "requestTimeEpoch": int(now * 1000),
         "resourceId": resource_id(api, resource),
         "resourcePath": resource,
