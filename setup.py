@@ -1,4 +1,4 @@
-"""Build the Cython core (src_ext/_core.pyx -> fastgw._core).
+"""Build the Cython core (src_ext/_core.pyx -> fastgw._core) and the VTL renderer (fastgw.vtl._render).
 
 FASTGW_NO_EXTENSIONS=1 builds a pure-Python package (the twins in fastgw/_py are used);
 FASTGW_CYTHON_ANNOTATE=1 writes the Cython HTML annotation next to the sources.
@@ -15,6 +15,14 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
     ext_modules = cythonize(
         [Extension("fastgw._core", ["src_ext/_core.pyx"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "embedsignature": True},
+        annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
+    )
+    # The VTL renderer: one source, fastgw/vtl/render.py, runs as Python and is also compiled here
+    # (fastgw/vtl/_render.pxd makes its classes extension types); the C goes to build/.
+    ext_modules += cythonize(
+        [Extension("fastgw.vtl._render", ["fastgw/vtl/render.py"], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": "3", "binding": False},
+        build_dir="build/cython",
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )
 

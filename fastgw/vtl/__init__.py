@@ -1,0 +1,50 @@
+"""VTL (Apache Velocity 1.7, API Gateway dialect) for mapping templates.
+
+    t = compile_template(text)          # TemplateError(message, line, column) when it does not parse
+    out = t.render({"input": Input(body, path, querystring, header), "context": {...},
+                    "stageVariables": {...}, "util": UTIL})   # RenderError on a runtime failure
+
+Templates are parsed once (parser.py, pure Python) into nodes of the renderer: the compiled
+``fastgw.vtl._render`` (render.py built by Cython), or the same file as plain Python
+(``fastgw.vtl.render``) when FASTGW_NO_EXTENSIONS is set or the build is missing. ``IMPL`` says
+which one ("c" or "py"). The ``context`` dict is used as is, so #set($context.responseOverride...)
+is seen by the caller; top-level #set never changes the caller's ``variables``.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Protocol
+
+from . import render as py_render
+from .errors import RenderError, TemplateError
+from .parser import compile_with
+from .values import UTIL, Input, Util
+
+NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
+
+runtime: ModuleType = py_render
+IMPL = "py"
+if not NO_EXTENSIONS:
+    try:
+        from . import _render as runtime  # type: ignore[no-redef]
+
+        IMPL = "c"
+    except ImportError:  # not built (a source checkout without build_ext)
+        pass
+
+
+class CompiledTemplate(Protocol):
+    source: str
+
+    def render(self, variables: dict[str, Any]) -> str: ...
+
+
+def compile_template(text: str) -> CompiledTemplate:
+    """Parse a mapping template once; render it with ``.render(variables) -> str``."""
+    return compile_with(text, runtime)  # type: ignore[no-any-return]
+
+
+__all__ = ["IMPL", "UTIL", "CompiledTemplate", "Input", "RenderError", "TemplateError", "Util", "compile_template",
+           "compile_with", "py_render", "runtime"]
