@@ -11,6 +11,7 @@ and no connection drops. An invalid file is reported and the workers keep servin
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .state import adminapi
 from .state.persist import start_main_state, stop_main_state
 
 log = logging.getLogger("fastgw")
+GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
 
 
 class ClientDisconnected(Exception):
@@ -203,7 +205,15 @@ def load_app() -> Any:
     from . import deployments
 
     deployments.attach(gateway)  # live reloads: follow the main process's plan generations
-    return RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
+    app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
+    # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
+    # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
+    # What is loaded now lives as long as the worker: freeze it out of the collector's
+    # generations, and let the young generation grow larger between (rare, cheap) collections.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    return app
 
 
 def compile_file(path: str, overrides: dict[str, Any], options: Any = None) -> Plan:
