@@ -4,7 +4,8 @@
   process we started, then SIGKILL to whatever is left of the process tree we recorded (checked by
   start time, so a reused PID is never hit).
 * CPU per request is utime+stime of the whole process tree (/proc/<pid>/stat) over the run, divided by
-  the requests wrk completed. Peak RSS is the largest sum of VmRSS over the tree, sampled every 0.25 s.
+  the requests wrk completed. Peak RSS is the largest sum of VmRSS over the tree, sampled every 0.25 s
+  (and the largest single process: a fastgw worker or its main process).
 """
 
 from __future__ import annotations
@@ -83,17 +84,24 @@ def main_thread_ticks(pids: Sequence[int]) -> int:
 
 
 def rss_kib(pids: Sequence[int]) -> int:
-    total = 0
+    return sum(rss_each_kib(pids))
+
+
+def rss_each_kib(pids: Sequence[int]) -> list[int]:
+    """VmRSS of each process (0 for one that is gone)."""
+    sizes = []
     for pid in pids:
+        size = 0
         try:
             with open(f"/proc/{pid}/status") as fh:
                 for line in fh:
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                        size = int(line.split()[1])
                         break
         except OSError:
             pass
-    return total
+        sizes.append(size)
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -367,6 +375,7 @@ class WrkRun:
     cpu_cores: float | None = None
     main_thread_cores: float | None = None
     rss_peak_mib: float | None = None
+    rss_process_peak_mib: float | None = None  # the largest single process (a fastgw worker, its main process)
     upstream_cpu_cores: float | None = None
     upstream_requests: int | None = None
     wrk_cpu_cores: float | None = None
@@ -434,12 +443,15 @@ def run_wrk(
     subject_pids = subject.tree() if subject else []
     upstream_pids = upstream.tree() if upstream else []
     cmd = wrk_command(wrk, url, duration_s, connections, threads, cpus, headers, script)
-    peak = [rss_kib(subject_pids)]
+    sizes = rss_each_kib(subject_pids)
+    peak = [sum(sizes), max(sizes, default=0)]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.25):
-            peak[0] = max(peak[0], rss_kib(subject_pids))
+            sizes = rss_each_kib(subject_pids)
+            peak[0] = max(peak[0], sum(sizes))
+            peak[1] = max(peak[1], max(sizes, default=0))
 
     sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
     up_req0 = nginx_stub_requests(upstream_status_port) if upstream_status_port else None
@@ -464,6 +476,7 @@ def run_wrk(
         run.main_thread_cores = round((main1 - main0) / CLK_TCK / elapsed, 3)
         run.cpu_us_per_req = round(ticks / CLK_TCK / run.requests * 1e6, 2) if run.requests else None
         run.rss_peak_mib = round(peak[0] / 1024, 1)
+        run.rss_process_peak_mib = round(peak[1] / 1024, 1)
     if upstream_pids:
         run.upstream_cpu_cores = round((upstream1 - upstream0) / CLK_TCK / elapsed, 3)
     if up_req0 is not None and up_req1 is not None:

@@ -89,6 +89,7 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 cpu_cores=_median([r.get("cpu_cores") for r in mine]),
                 main_thread_cores=_median([r.get("main_thread_cores") for r in mine]),
                 rss_peak_mib=max((r.get("rss_peak_mib") or 0.0) for r in mine) or None,
+                rss_process_peak_mib=max((r.get("rss_process_peak_mib") or 0.0) for r in mine) or None,
                 non2xx=sum(r.get("non2xx", 0) for r in mine),
                 socket_errors=socket_errors,
                 errors=sum(r.get("errors", 0) for r in mine),
@@ -115,6 +116,13 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                                       if ok and row.get("cpu_us_per_req") and reference.get("cpu_us_per_req")
                                       else None)
     return rows
+
+
+def _rss(row: dict[str, Any]) -> str:
+    total, largest = row.get("rss_peak_mib"), row.get("rss_process_peak_mib")
+    if largest is None or total is None or largest == total:
+        return _fmt(total, ".1f")
+    return f"{total:.1f} ({largest:.1f})"
 
 
 def _fmt(value: float | None, spec: str, dash: str = "–") -> str:
@@ -170,7 +178,7 @@ def markdown(data: dict[str, Any]) -> str:
             continue
         out += [f"## {info['label']} body (`{info['path']}` on the upstream)", ""]
         out.append("| contender | req/s (median) | min–max | × nginx | p50 ms | p99 ms | p99 × nginx "
-                   "| CPU µs/req | CPU × nginx | cores used | peak RSS MiB | errors |")
+                   "| CPU µs/req | CPU × nginx | cores used | peak RSS MiB (largest process) | errors |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in mine:
             if r["state"] != "ok":
@@ -197,7 +205,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {_fmt(r.get('ratio_nginx'), '.2f')} | {_fmt(r['p50_ms'], '.2f')} | {_fmt(r['p99_ms'], '.2f')} "
                 f"| {_fmt(r.get('p99_ratio_nginx'), '.2f')} | {_fmt(r['cpu_us_per_req'], '.1f')} "
                 f"| {_fmt(r.get('cpu_ratio_nginx'), '.2f')} | {_fmt(r['cpu_cores'], '.2f')} "
-                f"| {_fmt(r['rss_peak_mib'], '.1f')} | {errors} |"
+                f"| {_rss(r)} | {errors} |"
             )
         out.append("")
     if any(r.get("load_saturated") for r in rows):
