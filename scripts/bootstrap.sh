@@ -33,10 +33,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # A test set-up includes everything a run set-up needs, so either satisfies "run".
 stamp=.venv/.fastgw-build
-digest=$(cat pyproject.toml setup.py src_ext/*.pyx src_ext/*.pxi 2>/dev/null | sha256sum | cut -c1-16)
+digest=$(cat pyproject.toml setup.py src_ext/*.pyx src_ext/*.pxi fastgw/vtl/render.py fastgw/vtl/_render.pxd 2>/dev/null \
+  | sha256sum | cut -c1-16)
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$have" != "$digest-test" ] && { [ "$want" = test ] || [ "$have" != "$digest-run" ]; } \
-   || ! .venv/bin/python -c 'import fastgw._core' 2>/dev/null; then
+   || ! .venv/bin/python -c 'import fastgw._core, fastgw.vtl._render' 2>/dev/null; then
   extras=""
   [ "$want" = test ] && extras="[test]"
   echo "bootstrap: building fastgw$extras into .venv (Cython core)"

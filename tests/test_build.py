@@ -106,3 +106,29 @@ def test_compiled_cache() -> None:
     c.put(b"k", "v", 10, 1.0, 0.0)
     c.clear()
     assert len(c) == 0 and c.bytes_used == 0
+
+
+def test_vtl_renderer_matches_the_environment() -> None:
+    import fastgw.vtl as vtl
+
+    if NO_EXTENSIONS:
+        assert vtl.IMPL == "py" and vtl.runtime.__name__ == "fastgw.vtl.render"
+    else:
+        assert vtl.IMPL == "c", (
+            "fastgw.vtl._render is missing or failed to import, so fastgw.vtl fell back to the pure-Python "
+            "renderer; build it with: python setup.py build_ext --inplace"
+        )
+        assert vtl.runtime.__name__ == "fastgw.vtl._render"
+
+
+@needs_core
+def test_compiled_vtl_renderer() -> None:
+    from fastgw.vtl import UTIL, Input, _render
+    from fastgw.vtl.parser import compile_with
+
+    t = compile_with("#set($b = $input.path('$'))#foreach($i in $b.l)$i#if($foreach.hasNext),#end#end "
+                     "$util.escapeJavaScript(\"'\")", _render)
+    assert type(t) is _render.Template
+    assert t.render({"input": Input('{"l": [1, 2]}'), "util": UTIL}) == "1,2 \\'"
+    # The augmenting _render.pxd was applied: the nodes are extension types (no instance __dict__).
+    assert not hasattr(_render.Text("x"), "__dict__")
