@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -43,13 +44,16 @@ import orjson
 from .config.loader import Problem
 from .config.model import Route
 from .errors import GatewayError
+from .functions import FunctionFailed, invoke
 from .reqcontext import build_context, lookup
 from .upstream import exchange
+from .vtl import UTIL, Input, RenderError, TemplateError, compile_template
 
 if TYPE_CHECKING:
     from .config.compile import HttpProxyPlan
     from .functions import FunctionPlan
 
+log = logging.getLogger("fastgw.templates")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 TEMPLATE_BODY_LIMIT = 1024 * 1024  # bytes fed to a mapping template (AWS: 10 MB payloads; templates ~ 300 KB)
 REQUEST_SOURCE = re.compile(r"^method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)"
@@ -93,8 +97,6 @@ def _static(source: str) -> bool:
 
 
 def _compile_templates(templates: dict[str, Any], where: str, problems: list[Problem]) -> dict[str, Any]:
-    from .vtl import TemplateError, compile_template
-
     out: dict[str, Any] = {}
     for content_type, text in templates.items():
         try:
@@ -217,8 +219,6 @@ class Call:
         return {"path": self.params, "querystring": query, "header": header}
 
     def variables(self, body: bytes) -> dict[str, Any]:
-        from .vtl import UTIL, Input
-
         params = self.input_params()
         return {
             "input": Input(body.decode("utf-8", "replace"), params["path"], params["querystring"], params["header"]),
@@ -283,14 +283,10 @@ def _media_type(value: str | None) -> str:
 
 
 def _render(template: Any, variables: dict[str, Any]) -> str:
-    from .vtl import RenderError
-
     try:
         return template.render(variables)
     except RenderError as exc:
-        import logging
-
-        logging.getLogger("fastgw.templates").error("mapping template failed: %s", exc)
+        log.error("mapping template failed: %s", exc)
         raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error") from None
 
 
@@ -485,8 +481,6 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
 
 async def _call_function(plan: NonProxyPlan, payload: bytes) -> tuple[int, list[tuple[str, str]], bytes, str | None]:
     """Lambda's Invoke: the payload is the event; an exception is Lambda's error object."""
-    from .functions import FunctionFailed, invoke
-
     function = plan.function
     assert function is not None
     try:

