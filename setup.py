@@ -21,7 +21,7 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
     # (fastgw/vtl/_render.pxd makes its classes extension types); the C goes to build/.
     ext_modules += cythonize(
         [Extension("fastgw.vtl._render", ["fastgw/vtl/render.py"], extra_compile_args=["-O3"])],
-        compiler_directives={"language_level": "3", "binding": False},
+        compiler_directives={"language_level": "3", "binding": False, "annotation_typing": False},
         build_dir="build/cython",
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )

@@ -68,19 +68,19 @@ def main() -> None:
 
     engines: dict[str, Callable[[], str]] = {}
 
-    def variables() -> dict[str, Any]:
-        return {"input": Input(BODY, {"id": "42"}, {"user": "alice"}, {"Content-Type": "application/json"}),
+    def variables(input_class: Any = Input) -> dict[str, Any]:
+        return {"input": input_class(BODY, {"id": "42"}, {"user": "alice"}, {"Content-Type": "application/json"}),
                 "context": CONTEXT, "stageVariables": STAGE_VARIABLES, "util": UTIL}
 
     try:
         from fastgw.vtl import _render as c_render
 
         t_c = parser.compile_with(TEMPLATE, c_render)
-        engines["fastgw (compiled)"] = lambda: t_c.render(variables())
+        engines["fastgw (compiled)"] = lambda: t_c.render(variables(c_render.Input))
     except ImportError:
         print("fastgw.vtl._render is not built (python setup.py build_ext --inplace): compiled row skipped")
     t_py = parser.compile_with(TEMPLATE, py_render)
-    engines["fastgw (pure Python)"] = lambda: t_py.render(variables())
+    engines["fastgw (pure Python)"] = lambda: t_py.render(variables(py_render.Input))
     try:
         import airspeed
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw.vtl import UTIL, Input, RenderError, TemplateError, compile_template
+from fastgw.vtl import UTIL, RenderError, TemplateError, compile_template
 from fastgw.vtl.parser import compile_with
 
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
@@ -34,7 +34,7 @@ def rt(request: pytest.FixtureRequest) -> ModuleType:
 
 def r(rt: ModuleType, text: str, body: str = "", path: dict[str, str] | None = None,
       qs: dict[str, str] | None = None, header: dict[str, str] | None = None, **variables: Any) -> str:
-    v: dict[str, Any] = {"input": Input(body, path or {}, qs or {}, header or {}), "util": UTIL,
+    v: dict[str, Any] = {"input": rt.Input(body, path or {}, qs or {}, header or {}), "util": UTIL,
                          "context": variables.pop("context", {}), "stageVariables": variables.pop("stage", {})}
     v.update(variables)
     return compile_with(text, rt).render(v)  # type: ignore[no-any-return]

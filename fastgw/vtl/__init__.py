@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from . import render as py_render
 from .errors import RenderError, TemplateError
 from .parser import compile_with
-from .values import UTIL, Input, Util
+from .values import UTIL, Util
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
@@ -33,6 +33,8 @@ if not NO_EXTENSIONS:
         IMPL = "c"
     except ImportError:  # not built (a source checkout without build_ext)
         pass
+
+Input = runtime.Input  # $input, from the chosen build (either build renders with either one)
 
 
 class CompiledTemplate(Protocol):

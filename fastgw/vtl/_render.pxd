@@ -8,6 +8,12 @@ cpdef bint is_true(object v)
 cpdef bint java_equals(object a, object b)
 cdef bint _is_num(object v)
 cdef object _dget(dict d, object k)
+cdef object _restore(dict ctx, object name, object v)
+cdef object _iter_items(object v)
+cpdef object method_table(object obj)
+cpdef object call_method(object obj, str name, list args, object table)
+cpdef object get_property(object obj, str name)
+cdef object _java_class(object v)
 
 
 cdef class Expr:
@@ -77,6 +83,9 @@ cdef class Prop(Step):
 cdef class Call(Step):
     cdef public str name
     cdef public list args
+    cdef public object f_str
+    cdef public object f_map
+    cdef public object f_list
     @cython.locals(a=Expr, args=list)
     cpdef apply(self, object obj, dict ctx)
 
@@ -87,7 +96,7 @@ cdef class Index(Step):
 cdef class Ref(Expr):
     cdef public str name
     cdef public list steps
-    @cython.locals(s=Step)
+    @cython.locals(s=Step, p=Prop)
     cpdef value(self, dict ctx)
     @cython.locals(i=Py_ssize_t, n=Py_ssize_t, last=Step)
     cpdef assign(self, dict ctx, object v)

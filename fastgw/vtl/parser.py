@@ -20,6 +20,7 @@ Nodes come from the renderer module given (the compiled ``_render`` or the ``ren
 from __future__ import annotations
 
 import re
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -387,7 +388,7 @@ class Parser:
                 raise self.error("expected '}'", p)
             p += 1
         self.pos = p
-        return m.group()
+        return sys.intern(m.group())
 
     def parse_macro(self, start: int) -> Any:
         self.open_paren("#macro", start)
@@ -453,7 +454,7 @@ class Parser:
         m = _IDENT.match(src, p, end)
         if not m:
             raise _Fail()
-        name = m.group()
+        name = sys.intern(m.group())  # interned: dict lookups then compare pointers
         self.pos = m.end()
         steps: list[Any] = []
         while self.pos < end:
@@ -495,9 +496,9 @@ class Parser:
                                 self.pos += 1
                                 break
                             raise self.error(f"expected ',' or ')' in the arguments of .{m.group()}(", open_at)
-                    steps.append(rt.Call(m.group(), args))
+                    steps.append(rt.Call(sys.intern(m.group()), args))
                 else:
-                    steps.append(rt.Prop(m.group()))
+                    steps.append(rt.Prop(sys.intern(m.group())))
             else:
                 break
         if formal:
