@@ -2,15 +2,22 @@
 
 An API imported from a document is written back in that document's version with everything it
 kept (documentation, models, authorizers, validators, templates), so export(import(doc)) is
-equivalent to doc. An API written natively gets a minimal document of the chosen version.
+equivalent to doc. An API written natively gets a minimal document of the chosen version, with its
+method requests written as AWS's GetExport writes them (`extensions=integrations`): the validators
+(x-amazon-apigateway-request-validator(s); fastgw's built-in names a route uses are defined in the
+map), `requestParameters` as operation parameters, `requestModels` as the request body (OAS 3.0) or
+the `in: body` parameter and `consumes` (Swagger 2.0), models as components.schemas / definitions.
+Importing that document gives routes that validate the same way.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from ..config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
+from ..validation import BUILTIN_VALIDATORS, PARAMETER
 from .reader import ANY_METHOD, X, lambda_function
 
 TYPES_OUT = {"HTTP_PROXY": "http_proxy", "HTTP": "http", "MOCK": "mock", "FUNCTION": "aws_proxy",
@@ -72,16 +79,102 @@ def export_integration(integration: Integration, http_api: bool, params: dict[st
     return out
 
 
-def _path_parameters(template: str, swagger: bool) -> list[dict[str, Any]]:
-    import re
+TEMPLATE_PARAMETER = re.compile(r"\{([^{}+]+)\+?\}")
+PARAMETER_IN = {"querystring": "query", "header": "header", "path": "path"}
+MODEL_REF = {False: "#/components/schemas/", True: "#/definitions/"}  # by `swagger`
 
-    params = []
-    for name in re.findall(r"\{([^{}+]+)\+?\}", template):
+
+def _parameter(name: str, where: str, required: bool, swagger: bool) -> dict[str, Any]:
+    """An operation parameter as AWS exports it: Swagger 2.0 always says `required`, OAS 3.0 only when true."""
+    if swagger:
+        return {"name": name, "in": where, "required": required, "type": "string"}
+    out: dict[str, Any] = {"name": name, "in": where}
+    if required:
+        out["required"] = True
+    out["schema"] = {"type": "string"}
+    return out
+
+
+def _path_parameters(template: str, swagger: bool) -> list[dict[str, Any]]:
+    return [_parameter(name, "path", True, swagger) for name in TEMPLATE_PARAMETER.findall(template)]
+
+
+def _request_parameters(route: Route, swagger: bool) -> list[dict[str, Any]]:
+    """A route's `requestParameters` (method.request.querystring|header|path.NAME: required) as operation
+    parameters, after the path's own (already written, always required). A path parameter the path does
+    not define is written only when required (an imported `in: path` parameter is always required)."""
+    in_path = set(TEMPLATE_PARAMETER.findall(route.template or ""))
+    out = []
+    for key, required in route.requestParameters.items():
+        match = PARAMETER.match(key)
+        if match is None:
+            continue
+        kind, name = match.groups()
+        if kind == "path" and (name in in_path or not required):
+            continue
+        out.append(_parameter(name, PARAMETER_IN[kind], bool(required), swagger))
+    return out
+
+
+def _model_refs(schema: Any, swagger: bool, models: dict[str, Any]) -> Any:
+    """A native schema with its references to the API's models in the output version's form
+    (#/definitions/NAME or #/components/schemas/NAME, both read back); a schema's own definitions and
+    other references are left as written."""
+    local = schema.get("definitions") if isinstance(schema, dict) else None
+    local = local if isinstance(local, dict) else {}
+    own, other = MODEL_REF[swagger], MODEL_REF[not swagger]
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: walk(v) for k, v in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(other):
+            name = ref[len(other):]
+            if name in models and name.split("/", 1)[0] not in local:
+                out["$ref"] = own + name
+        return out
+
+    return walk(schema)
+
+
+def _request_body(route: Route, swagger: bool, models: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A route's `requestModels` as the OAS 3.0 requestBody, or (Swagger 2.0) the `in: body` parameter and
+    its `consumes`. A model name is a $ref to the model, an inline schema is written in place. Swagger 2.0
+    has one body schema per operation: the application/json one's (else the first), with every media
+    type that has the same model."""
+    def schema_of(spec: Any) -> Any:
+        if isinstance(spec, str):
+            return {"$ref": MODEL_REF[swagger] + spec}
+        return _model_refs(copy.deepcopy(spec), swagger, models)
+
+    if not swagger:
+        content = {media: {"schema": schema_of(spec)} for media, spec in route.requestModels.items()}
+        return {"content": content, "required": True}, []
+    specs = route.requestModels
+    chosen = specs.get("application/json", next(iter(specs.values())))
+    consumes = [media for media, spec in specs.items() if spec == chosen]
+    name = chosen if isinstance(chosen, str) else "body"
+    return {"in": "body", "name": name, "required": True, "schema": schema_of(chosen)}, consumes
+
+
+def _method_request(route: Route, swagger: bool, models: dict[str, Any], operation: dict[str, Any]) -> None:
+    """A native REST route's validator, parameters and body models, written into its new operation."""
+    parameters = operation.get("parameters") or []
+    parameters += _request_parameters(route, swagger)
+    if route.requestModels:
+        body, consumes = _request_body(route, swagger, models)
         if swagger:
-            params.append({"name": name, "in": "path", "required": True, "type": "string"})
+            operation["consumes"] = consumes
+            parameters.append(body)
         else:
-            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
-    return params
+            operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    if route.requestValidator is not None:
+        operation[X + "request-validator"] = route.requestValidator
 
 
 def _security_has_api_key(security: Any, schemes: dict[str, Any]) -> bool:
@@ -92,8 +185,10 @@ def _security_has_api_key(security: Any, schemes: dict[str, Any]) -> bool:
 
 
 def export_route(route: Route, http_api: bool, swagger: bool, params: dict[str, str], schemes: dict[str, Any],
-                 global_security: Any, components: dict[str, Any]) -> tuple[str, str, dict[str, Any], list[Any]]:
-    """(path, method key, operation, path-level parameters)"""
+                 global_security: Any, components: dict[str, Any],
+                 models: dict[str, Any] | None = None) -> tuple[str, str, dict[str, Any], list[Any]]:
+    """(path, method key, operation, path-level parameters). `models`: the API's, for a native route's
+    request models."""
     if route.method == "$default":
         path, method = "/$default", ANY_METHOD
     else:
@@ -106,6 +201,8 @@ def export_route(route: Route, http_api: bool, swagger: bool, params: dict[str, 
         found = _path_parameters(route.template, swagger)
         if found:
             operation["parameters"] = found
+        if not http_api:
+            _method_request(route, swagger, models or {}, operation)
         operation["responses"] = {"200": {"description": "200 response"}}
     else:
         path_parameters = operation.pop("x-fastgw-path-parameters", []) or []
@@ -158,10 +255,12 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
     routes = api.routes
     if deployment not in (None, CURRENT_DEPLOYMENT):
         routes = api.deployments[deployment].routes
+    native = not ("swagger" in api.aws.document or "openapi" in api.aws.document)
+    models = api.aws.models if isinstance(api.aws.models, dict) else {}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         path, method, operation, path_parameters = export_route(route, http_api, swagger, params, schemes,
-                                                                global_security, components)
+                                                                global_security, components, models)
         item = paths.setdefault(path, {})
         if path_parameters and "parameters" not in item:
             item["parameters"] = path_parameters
@@ -190,8 +289,9 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
         out[X + "api-key-source"] = api.apiKeySource
     if api.aws.minimumCompressionSize is not None:
         out[X + "minimum-compression-size"] = api.aws.minimumCompressionSize
-    if api.aws.requestValidators:
-        out[X + "request-validators"] = copy.deepcopy(api.aws.requestValidators)
+    validators = _validators(api, routes, http_api)
+    if validators:
+        out[X + "request-validators"] = validators
     if api.aws.requestValidator:
         out[X + "request-validator"] = api.aws.requestValidator
     if api.gatewayResponses:
@@ -217,14 +317,38 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
         if schemes:
             out["securityDefinitions"] = schemes
         if api.aws.models:
-            out["definitions"] = copy.deepcopy(api.aws.models)
+            out["definitions"] = _models(api, swagger, native)
     else:
         comps = dict(components)
         if api.aws.models:
-            comps["schemas"] = copy.deepcopy(api.aws.models)
+            comps["schemas"] = _models(api, swagger, native)
         if schemes:
             comps["securitySchemes"] = schemes
         if comps or had_components:
             out["components"] = comps
     out.update(document)  # everything else the document had (documentation, policy, security...)
     return out
+
+
+def _validators(api: Api, routes: list[Route], http_api: bool) -> dict[str, Any]:
+    """The API's request validators, and fastgw's built-in ones (body, params, all, none, the console's
+    names) that its native routes or its default use, defined as AWS needs every validator a document
+    names to be. An imported document's map is written as it was."""
+    out = copy.deepcopy(api.aws.requestValidators)
+    native_routes = [r for r in routes if r.operation is None]
+    if http_api or not native_routes:
+        return out
+    for name in [api.aws.requestValidator, *(r.requestValidator for r in native_routes)]:
+        if name is not None and name not in out and name in BUILTIN_VALIDATORS:
+            body, parameters = BUILTIN_VALIDATORS[name]
+            out[name] = {"validateRequestBody": body, "validateRequestParameters": parameters}
+    return out
+
+
+def _models(api: Api, swagger: bool, native: bool) -> dict[str, Any]:
+    """The API's models. A native API's references between them take the output version's form
+    (AWS's export does the same); an imported document's are written as they were."""
+    models = copy.deepcopy(api.aws.models)
+    if not native or not isinstance(models, dict):
+        return models
+    return {name: _model_refs(schema, swagger, models) for name, schema in models.items()}
