@@ -416,3 +416,31 @@ def test_differential_integer_arithmetic(rt: ModuleType, x: int, y: int) -> None
            "#if($x < $y)lt#elseif($x == $y)eq#{else}gt#end")
     variables = {"x": x, "y": y}
     assert compile_with(tpl, rt).render(variables) == airspeed.Template(tpl).merge(dict(variables))
+
+
+def _escape_javascript_reference(s: str) -> str:
+    """commons-lang's escapeJavaScript, character by character (the oracle of the fast version)."""
+    named = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if 32 <= o < 0x7F:
+            out.append("\\" + ch if ch in "'\"\\/" else ch)
+        elif o < 32:
+            out.append(named.get(o, f"\\u{o:04X}"))
+        elif o == 0x7F:
+            out.append(ch)
+        elif o > 0xFFFF:
+            o -= 0x10000
+            out.append(f"\\u{0xD800 + (o >> 10):04X}\\u{0xDC00 + (o & 0x3FF):04X}")
+        else:
+            out.append(f"\\u{o:04X}")
+    return "".join(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x1F700), max_size=40))
+def test_escape_javascript_matches_the_character_by_character_reference(text: str) -> None:
+    from fastgw.vtl.values import escape_javascript
+
+    assert escape_javascript(text) == _escape_javascript_reference(text)
