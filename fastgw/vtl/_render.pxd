@@ -96,7 +96,8 @@ cdef class Index(Step):
 cdef class Ref(Expr):
     cdef public str name
     cdef public list steps
-    @cython.locals(s=Step, p=Prop)
+    cdef public int loop_var
+    @cython.locals(s=Step, p=Prop, scope=object)
     cpdef value(self, dict ctx)
     @cython.locals(i=Py_ssize_t, n=Py_ssize_t, last=Step)
     cpdef assign(self, dict ctx, object v)

@@ -1039,9 +1039,16 @@ class Ref(Expr):
     def __init__(self, name, steps):
         self.name = name
         self.steps = steps
+        # $velocityCount / $velocityHasNext are read from the innermost #foreach's scope (PERF: a
+        # loop then writes no context keys per iteration); a #set of the same name still wins.
+        self.loop_var = 1 if name == "velocityCount" else 2 if name == "velocityHasNext" else 0
 
     def value(self, ctx):
         v = ctx.get(self.name)
+        if v is None and self.loop_var != 0:
+            scope = ctx.get("foreach")
+            if type(scope) is ForeachScope:
+                v = scope.count if self.loop_var == 1 else scope.hasNext
         for s in self.steps:
             if v is None:
                 return None
@@ -1222,8 +1229,6 @@ class Foreach(Node):
         var = self.var
         saved = ctx.get(var, _MISSING)
         saved_scope = ctx.get("foreach", _MISSING)
-        saved_count = ctx.get("velocityCount", _MISSING)
-        saved_has_next = ctx.get("velocityHasNext", _MISSING)
         scope = ForeachScope(None if saved_scope is _MISSING else saved_scope)
         ctx["foreach"] = scope
         limit = n if n < MAX_LOOPS else MAX_LOOPS
@@ -1237,8 +1242,6 @@ class Foreach(Node):
                 scope.first = i == 0
                 scope.last = not has_next
                 ctx[var] = items[i]
-                ctx["velocityCount"] = i + 1
-                ctx["velocityHasNext"] = has_next
                 for node in block:
                     node.render(ctx, out)
         except BreakLoop:
@@ -1246,8 +1249,6 @@ class Foreach(Node):
         finally:
             _restore(ctx, var, saved)
             _restore(ctx, "foreach", saved_scope)
-            _restore(ctx, "velocityCount", saved_count)
-            _restore(ctx, "velocityHasNext", saved_has_next)
 
 
 def _restore(ctx, name, v):
