@@ -93,11 +93,15 @@ cdef class Index(Step):
     cdef public Expr key
     cpdef apply(self, object obj, dict ctx)
 
+cdef class ForeachScope
+
+
 cdef class Ref(Expr):
     cdef public str name
     cdef public list steps
     cdef public int loop_var
-    @cython.locals(s=Step, p=Prop, scope=object)
+    cdef public int scope_prop
+    @cython.locals(s=Step, p=Prop, scope=ForeachScope, prop=int, found=object)
     cpdef value(self, dict ctx)
     @cython.locals(i=Py_ssize_t, n=Py_ssize_t, last=Step)
     cpdef assign(self, dict ctx, object v)

@@ -1033,6 +1033,9 @@ class Index(Step):
         return None
 
 
+_SCOPE_PROPS = {"hasNext": 1, "index": 2, "count": 3, "first": 4, "last": 5}
+
+
 class Ref(Expr):
     """$name followed by steps; evaluates to None as soon as one step gives null."""
 
@@ -1042,12 +1045,29 @@ class Ref(Expr):
         # $velocityCount / $velocityHasNext are read from the innermost #foreach's scope (PERF: a
         # loop then writes no context keys per iteration); a #set of the same name still wins.
         self.loop_var = 1 if name == "velocityCount" else 2 if name == "velocityHasNext" else 0
+        # $foreach.hasNext and its kin (in every loop of AWS's examples): read the scope directly.
+        self.scope_prop = 0
+        if name == "foreach" and len(steps) == 1 and type(steps[0]) is Prop:
+            self.scope_prop = _SCOPE_PROPS.get(steps[0].name, 0)
 
     def value(self, ctx):
         v = ctx.get(self.name)
+        if self.scope_prop != 0 and type(v) is ForeachScope:
+            scope = v
+            prop = self.scope_prop
+            if prop == 1:
+                return scope.hasNext
+            if prop == 2:
+                return scope.index
+            if prop == 3:
+                return scope.count
+            if prop == 4:
+                return scope.first
+            return scope.last
         if v is None and self.loop_var != 0:
-            scope = ctx.get("foreach")
-            if type(scope) is ForeachScope:
+            found = ctx.get("foreach")
+            if type(found) is ForeachScope:
+                scope = found
                 v = scope.count if self.loop_var == 1 else scope.hasNext
         for s in self.steps:
             if v is None:
