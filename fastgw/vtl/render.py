@@ -1137,6 +1137,8 @@ class RefOut(Node):
             return
         if type(v) is str:
             out.append(v)
+        elif type(v) is int:
+            out.append(str(v))
         else:
             out.append(to_str(v))
 
