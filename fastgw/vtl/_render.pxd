@@ -101,7 +101,8 @@ cdef class Ref(Expr):
     cdef public list steps
     cdef public int loop_var
     cdef public int scope_prop
-    @cython.locals(s=Step, p=Prop, scope=ForeachScope, prop=int, found=object)
+    cdef public list prop_names
+    @cython.locals(s=Step, p=Prop, scope=ForeachScope, prop=int, found=object, names=list, name=str)
     cpdef value(self, dict ctx)
     @cython.locals(i=Py_ssize_t, n=Py_ssize_t, last=Step)
     cpdef assign(self, dict ctx, object v)

@@ -1049,6 +1049,10 @@ class Ref(Expr):
         self.scope_prop = 0
         if name == "foreach" and len(steps) == 1 and type(steps[0]) is Prop:
             self.scope_prop = _SCOPE_PROPS.get(steps[0].name, 0)
+        # $a.b.c (properties only, the common case): the names, walked without the step objects
+        self.prop_names = None
+        if steps and all(type(step) is Prop for step in steps):
+            self.prop_names = [step.name for step in steps]
 
     def value(self, ctx):
         v = ctx.get(self.name)
@@ -1069,6 +1073,20 @@ class Ref(Expr):
             if type(found) is ForeachScope:
                 scope = found
                 v = scope.count if self.loop_var == 1 else scope.hasNext
+        names = self.prop_names
+        if names is not None:
+            for name in names:
+                if v is None:
+                    return None
+                if type(v) is dict:
+                    v = _dget(v, name)
+                elif type(v) is ForeachScope:
+                    v = foreach_property(v, name)
+                elif isinstance(v, dict):
+                    v = v.get(name)
+                else:
+                    v = get_property(v, name)
+            return v
         for s in self.steps:
             if v is None:
                 return None
