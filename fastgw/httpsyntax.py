@@ -1,6 +1,7 @@
-"""Request paths: the one canonical form that routing, limits and the upstream all see.
+"""Request paths: the one canonical form that routing, limits and the upstream all see; and the
+check of header fields the gateway itself writes from mappings and templates.
 
-(The header checks are the `scan_request_headers` kernel: src_ext/_request.pxi.)
+(The checks of the client's headers are the `scan_request_headers` kernel: src_ext/_request.pxi.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ PATH_SAFE = "/!$&'()*+,;=:@-._~"
 NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/!$&'()*+,;=:@\-._~%]")
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 HEX = frozenset("0123456789abcdefABCDEF")
+
+
+FIELD_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+
+
+def safe_field(name: str, value: str) -> bool:
+    """A header a mapping or a template produced may go out: a token for its name, and no CR, LF or
+    NUL in its value (which would split the message: header injection)."""
+    return bool(FIELD_NAME.match(name)) and "\r" not in value and "\n" not in value and "\0" not in value
 
 
 def bad_request(message: str) -> GatewayError:

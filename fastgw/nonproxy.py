@@ -45,6 +45,7 @@ from .config.loader import Problem
 from .config.model import Route
 from .errors import GatewayError
 from .functions import FunctionFailed, invoke
+from .httpsyntax import safe_field
 from .reqcontext import build_context, lookup
 from .upstream import exchange
 from .vtl import UTIL, Input, RenderError, TemplateError, compile_template
@@ -376,6 +377,11 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
             continue
         headers = [(k, v) for k, v in headers if k.lower() != str(name).lower()]
         headers.append((str(name), _text(value)))
+    unsafe = [name for name, value in headers if not safe_field(name, value)]
+    if unsafe:
+        log.error("response header(s) %s dropped: a mapping or template produced an invalid name or value",
+                  ", ".join(sorted(set(unsafe))))
+        headers = [(name, value) for name, value in headers if safe_field(name, value)]
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", chosen_type))
     headers.append(("x-amzn-requestid", request_id))
@@ -456,7 +462,7 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
             headers.append((lowered, _text(value)))
     names = {name for name, _ in headers}
     lines = [f"{method} {target} HTTP/1.1", f"host: {proxy.host_header}"]
-    lines.extend(f"{name}: {value}" for name, value in headers if "\r" not in value and "\n" not in value)
+    lines.extend(f"{name}: {value}" for name, value in headers if safe_field(name, value))
     if "accept" not in names:
         lines.append("accept: application/json")
     if payload and "content-type" not in names and content_type:

@@ -28,6 +28,7 @@ import orjson
 
 from .config.loader import Problem
 from .errors import GatewayError
+from .httpsyntax import safe_field
 from .reqcontext import build_context, lookup
 from .upstream import exchange
 
@@ -287,8 +288,8 @@ def _apply_headers(ops: tuple[Op, ...], lines: list[tuple[str, str]], variables:
             lines = [(k, v) for k, v in lines if k.lower() != op.name]
             continue
         value = op.value.render(variables)
-        if value is None:
-            continue
+        if value is None or not safe_field(op.name, value):
+            continue  # missing, or a value that would split the message (CR/LF from a body field)
         if op.action == "overwrite":
             lines = [(k, v) for k, v in lines if k.lower() != op.name]
         lines.append((op.name, value))

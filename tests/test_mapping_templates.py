@@ -115,6 +115,18 @@ apis:
                   #end
                   {"ok": true, "requestId": "$context.requestId"}
                 text/plain: "ok as text"
+      - route: GET /echo
+        integration:
+          type: MOCK
+          requestTemplates:
+            application/json: '{"statusCode": 200}'
+          responses:
+            default:
+              statusCode: "200"
+              responseTemplates:
+                application/json: |
+                  #set($context.responseOverride.header.Echo = $util.urlDecode($input.params('v')))
+                  {"echoed": true}
       - route: GET /broken
         integration:
           type: MOCK
@@ -257,3 +269,14 @@ def test_aws_simple_calc_document_served_with_its_templates(start_gateway):
                                                            "output": {"c": 1.5}}
     missing = httpx.delete(f"{base}/anything")
     assert missing.status_code == 404 and missing.json() == {"Message": "Can't DELETE /{a}"}
+
+
+def test_template_headers_cannot_split_the_response(gateway):
+    """A header value a template builds from the request (here CR LF smuggled in percent-encoded) is
+    dropped, never written: no header injection."""
+    clean = httpx.get(f"{gateway.url}/prod/echo", params={"v": "plain value"})
+    assert clean.status_code == 200 and clean.headers["echo"] == "plain value"
+    evil = httpx.get(f"{gateway.url}/prod/echo", params={"v": "x\r\ninjected: yes"})
+    assert evil.status_code == 200 and evil.json() == {"echoed": True}
+    assert "echo" not in evil.headers and "injected" not in evil.headers
+

@@ -45,6 +45,7 @@ apis:
           requestParameters:
             "overwrite:path": "/v2/customers/${{request.body.customer.id}}/orders"
             "append:header.x-first-item": "$request.body.items[0]"
+            "append:header.x-note": "$request.body.note"
 """
 
 
@@ -123,3 +124,13 @@ apis:
     assert "requestParameters.rename:header.a" in text
     assert "unknown variable '$request.nothing.here'" in text
     assert "responseParameters.700" in text
+
+
+def test_mapped_values_cannot_split_the_request(start_gateway, upstream):
+    gateway = start_gateway(CONFIG.format(upstream=upstream.address))
+    body = {"customer": {"id": "c-1"}, "items": ["a"], "note": "fine\r\nx-evil: 1"}
+    assert httpx.post(f"{gateway.url}/orders", json=body).status_code == 200
+    sent = upstream.requests[-1]
+    assert sent.header("x-evil") is None and sent.header("x-note") is None  # dropped, not injected
+    assert sent.header("x-first-item") == "a"
+
