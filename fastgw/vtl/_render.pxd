@@ -86,6 +86,8 @@ cdef class Call(Step):
     cdef public object f_str
     cdef public object f_map
     cdef public object f_list
+    cdef public object cached_type
+    cdef public object cached_func
     @cython.locals(a=Expr, args=list)
     cpdef apply(self, object obj, dict ctx)
 

@@ -752,6 +752,16 @@ def call_method(obj, name, args, table):
         return None
 
 
+def _own_method(t, name):
+    """A method of fastgw's own template objects ($input, $util: classes marked _vtl_methods), or None."""
+    if name[:1] == "_" or not getattr(t, "_vtl_methods", False):
+        return None
+    f = getattr(t, name, None)
+    if f is None or not callable(f) or isinstance(f, property):
+        return None
+    return f
+
+
 def method_table(obj):
     t = type(obj)
     if t is str:
@@ -991,6 +1001,9 @@ class Call(Step):
         self.f_str = STR_METHODS.get(name)
         self.f_map = MAP_METHODS.get(name)
         self.f_list = LIST_METHODS.get(name)
+        # $input.json(...), $util.escapeJavaScript(...): the method of the last class seen here
+        self.cached_type = None
+        self.cached_func = None
 
     def apply(self, obj, ctx):
         args = []
@@ -1003,8 +1016,14 @@ class Call(Step):
             f = self.f_map
         elif t is list or t is JavaList:
             f = self.f_list
+        elif t is self.cached_type:
+            f = self.cached_func
         else:
-            return call_method(obj, self.name, args, method_table(obj))
+            f = _own_method(t, self.name)
+            if f is None:
+                return call_method(obj, self.name, args, method_table(obj))
+            self.cached_type = t
+            self.cached_func = f
         if f is None:
             return None
         try:
@@ -1553,6 +1572,7 @@ class Input:
     """``$input``: the payload and the request parameters of one request (make one per request)."""
 
     __slots__ = ("body", "_path", "_querystring", "_header", "_root", "_params", "_lower")
+    _vtl_methods = True  # Call.apply may cache its methods
 
     def __init__(self, body: str = "", path: dict[str, str] | None = None,
                  querystring: dict[str, str] | None = None, header: dict[str, str] | None = None) -> None:

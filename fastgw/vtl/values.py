@@ -49,6 +49,7 @@ class Util:
     """``$util``: escapeJavaScript, parseJson, urlEncode, urlDecode, base64Encode, base64Decode (+ toJson)."""
 
     __slots__ = ()
+    _vtl_methods = True  # Call.apply may cache its methods
 
     def escapeJavaScript(self, s: Any) -> str | None:  # noqa: N802 - AWS name
         if s is None:
