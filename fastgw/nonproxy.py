@@ -46,8 +46,8 @@ from .config.model import Route
 from .errors import GatewayError
 from .functions import FunctionFailed, invoke
 from .httpsyntax import safe_field
-from .reqcontext import build_context, lookup
-from .upstream import exchange
+from .reqcontext import build_context, json_field, lookup
+from .upstream import exchange, read_whole_response
 from .vtl import UTIL, Input, RenderError, TemplateError, compile_template
 
 if TYPE_CHECKING:
@@ -56,10 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.templates")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
+INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024  # AWS's integration response payload limit
 TEMPLATE_BODY_LIMIT = 1024 * 1024  # bytes fed to a mapping template (AWS: 10 MB payloads; templates ~ 300 KB)
 REQUEST_SOURCE = re.compile(r"^method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)"
                             r"\.(.+)$")
-JSONPATH_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]")
 
 
 @dataclass(slots=True)
@@ -238,7 +238,7 @@ class Call:
             value = lookup(self.context, source[len("context."):])
             return [] if value is None else [_text(value)]
         if source.startswith("method.request.body"):
-            value = body_value(self.body, source[len("method.request.body"):])
+            value = json_field(self.body, source[len("method.request.body"):])
             return [] if value is None else [value]
         match = REQUEST_SOURCE.match(source)
         assert match is not None
@@ -256,27 +256,6 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def body_value(body: bytes, path: str) -> str | None:
-    """`...body` (the whole body) or `...body.a.b[0]` (a JSONPath into it), as text."""
-    if not path:
-        return body.decode("utf-8", "replace")
-    try:
-        value: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    for name, index, quoted in JSONPATH_STEP.findall(path):
-        key = name or quoted
-        if key:
-            if not isinstance(value, dict) or key not in value:
-                return None
-            value = value[key]
-        else:
-            if not isinstance(value, list) or int(index) >= len(value):
-                return None
-            value = value[int(index)]
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def _media_type(value: str | None) -> str:
@@ -308,24 +287,24 @@ def _convert(body: bytes, handling: str | None) -> bytes:
 
 async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, stage: Any, route: Any,
                        route_path: str, params: dict[str, str], request_id: str) -> tuple[int, int]:
-    body = await gateway.read_whole_body(down, head)
-    call = Call(down, head.host, stage, route, route_path, params, body, request_id)
-    # request template
+    # request template: chosen by Content-Type before the body is read (its limit depends on it)
     content_type = ""
     for name, value in down.headers:
         if name == "content-type":
             content_type = _media_type(value)
     template = plan.templates.get(content_type or "application/json")
-    sent_type = content_type
     if template is None:
-        if plan.passthrough == "NEVER" and (plan.templates or body):
+        has_body = head.chunked or head.content_length > 0
+        if plan.passthrough == "NEVER" and (plan.templates or has_body):
             raise GatewayError("UNSUPPORTED_MEDIA_TYPE")
         if plan.passthrough == "WHEN_NO_TEMPLATES" and plan.templates:
             raise GatewayError("UNSUPPORTED_MEDIA_TYPE")
+    body = await gateway.read_whole_body(down, head, TEMPLATE_BODY_LIMIT if template is not None else 0)
+    call = Call(down, head.host, stage, route, route_path, params, body, request_id)
+    sent_type = content_type
+    if template is None:
         payload = _convert(body, plan.content_handling)
     else:
-        if len(body) > TEMPLATE_BODY_LIMIT:
-            raise GatewayError("REQUEST_TOO_LARGE")
         payload = _render(template, call.variables(body)).encode("utf-8")
         sent_type = content_type or "application/json"
     # call
@@ -419,7 +398,7 @@ def _response_value(source: str, upstream: dict[str, str], headers_in: list[tupl
         values = [v for k, v in headers_in if k.lower() == name]
         return ",".join(values) if values else None
     if source.startswith("integration.response.body"):
-        return body_value(body, source[len("integration.response.body"):])
+        return json_field(body, source[len("integration.response.body"):])
     values = call.request_values(source)
     return values[-1] if values else None
 
@@ -471,18 +450,9 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
         lines.append(f"content-length: {len(payload)}")
     request_head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
     conn = await exchange(proxy.pool, request_head, payload, method == "HEAD", method in IDEMPOTENT, proxy.timeout)
-    pool = conn.pool
     status = conn.parser.status
     upstream_headers = list(conn.parser.headers)
-    chunks = []
-    try:
-        while (chunk := await conn.next_chunk()) is not None:
-            chunks.append(chunk)
-    except BaseException:
-        pool.discard(conn)
-        raise
-    pool.release(conn)
-    return status, upstream_headers, b"".join(chunks)
+    return status, upstream_headers, await read_whole_response(conn, INTEGRATION_RESPONSE_LIMIT)
 
 
 async def _call_function(plan: NonProxyPlan, payload: bytes) -> tuple[int, list[tuple[str, str]], bytes, str | None]:

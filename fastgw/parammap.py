@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import orjson
-
 from .config.loader import Problem
 from .errors import GatewayError
 from .httpsyntax import safe_field
-from .reqcontext import build_context, lookup
-from .upstream import exchange
+from .reqcontext import build_context, json_field, lookup
+from .upstream import exchange, read_whole_response
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
+INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024  # a response read whole for a $response.body mapping
 ACTIONS = ("remove", "overwrite", "append")  # the order they apply in
 REQUEST_KEY = re.compile(r"^(append|overwrite|remove):(header|querystring)\.(.+)$")
 RESPONSE_KEY = re.compile(r"^(append|overwrite|remove):header\.(.+)$")
@@ -206,27 +205,6 @@ def compile_mapping(request_parameters: dict[str, str], response_parameters: dic
 
 
 # -- run time ------------------------------------------------------------------------------------------
-def body_path(body: bytes, path: str) -> str | None:
-    """`$request.body.a.b[0]`: the value at a simple JSONPath (no recursive descent, no filters), as
-    text (strings as they are, anything else as JSON); None when absent or not JSON."""
-    try:
-        value: Any = orjson.loads(body[:BODY_PREFIX_BYTES])
-    except orjson.JSONDecodeError:
-        return None
-    for name, index in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", path):
-        if name:
-            if not isinstance(value, dict) or name not in value:
-                return None
-            value = value[name]
-        else:
-            if not isinstance(value, list) or int(index) >= len(value):
-                return None
-            value = value[int(index)]
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
-
-
 class _Request:
     """The variables of one request, computed on demand."""
 
@@ -260,7 +238,7 @@ class _Request:
                 return value
             if rest == "body":
                 return self.body.decode("utf-8", "replace")
-            return body_path(self.body, rest[len("body"):])
+            return json_field(self.body[:BODY_PREFIX_BYTES], rest[len("body"):])
         if kind == "response":
             where, _, key = rest.partition(".")
             if where == "header":
@@ -269,7 +247,7 @@ class _Request:
                 return ",".join(values) if values else None
             if rest == "body":
                 return self.response_body.decode("utf-8", "replace")
-            return body_path(self.response_body, rest[len("body"):])
+            return json_field(self.response_body[:BODY_PREFIX_BYTES], rest[len("body"):])
         if kind == "context":
             value = lookup(self.context, rest)
             if value is None:
@@ -346,16 +324,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
         return await gateway.relay_response(down, conn, request_id)
     headers = list(conn.parser.headers)
     if status in mapping.needs_response_body:
-        pool = conn.pool
-        chunks = []
-        try:
-            while (chunk := await conn.next_chunk()) is not None:
-                chunks.append(chunk)
-        except BaseException:
-            pool.discard(conn)
-            raise
-        pool.release(conn)
-        variables.response_body = b"".join(chunks)
+        variables.response_body = await read_whole_response(conn, INTEGRATION_RESPONSE_LIMIT)
         variables.response_headers = headers
         return await _respond(down, ops, status, headers, variables.response_body, variables, request_id)
     variables.response_headers = headers

@@ -401,17 +401,22 @@ class Gateway:
         extra = cors.simple(origin)
         return CorsDownstream(down, extra) if extra else down
 
-    async def read_whole_body(self, down: Downstream, head: RequestFacts) -> bytes:
-        """The request body in memory (integrations that need all of it), within the body limit."""
+    async def read_whole_body(self, down: Downstream, head: RequestFacts, limit: int = 0) -> bytes:
+        """The request body in memory (integrations, templates and validation that need all of it),
+        within the body limit or a lower `limit` (413; before reading when Content-Length says so)."""
+        limit = min(limit, self.max_body) if limit else self.max_body
         content_length = head.content_length
-        if not head.chunked and content_length <= 0:
-            return b""
-        chunks, rest = await self.read_body_start(down, content_length)
+        if not head.chunked:
+            if content_length <= 0:
+                return b""
+            if content_length > limit:
+                raise GatewayError("REQUEST_TOO_LARGE", close=True)
+        chunks, rest = await self.read_body_start(down, content_length, limit)
         if rest is not None:
             size = sum(len(c) for c in chunks)
             while (chunk := await _next_body_chunk(rest)) is not None:
                 size += len(chunk)
-                if size > self.max_body:
+                if size > limit:
                     raise GatewayError("REQUEST_TOO_LARGE", close=True)
                 chunks.append(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -425,8 +430,10 @@ class Gateway:
         except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
             raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
 
-    async def read_body_start(self, down: Downstream, content_length: int) -> tuple[list[bytes], Any]:
+    async def read_body_start(self, down: Downstream, content_length: int,
+                              limit: int = 0) -> tuple[list[bytes], Any]:
         """The first BUFFER_BODY_BYTES of a body, and the iterator of the rest (None: that was all)."""
+        limit = limit or self.max_body
         chunks: list[bytes] = []
         size = 0
         iterator = down.body_chunks().__aiter__()
@@ -439,7 +446,7 @@ class Gateway:
                 if chunk:
                     chunks.append(chunk)
                     size += len(chunk)
-                    if size > self.max_body:
+                    if size > limit:
                         raise GatewayError("REQUEST_TOO_LARGE", close=True)
                     if size == content_length:
                         return chunks, None

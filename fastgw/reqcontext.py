@@ -7,8 +7,11 @@ extendedRequestId) are the same ones the Lambda proxy events carry (fastgw/funct
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
+
+import orjson
 
 from .functions import _clf, _extended_id, api_id, resource_id
 
@@ -61,6 +64,30 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
         "wafResponseCode": None,
         "webaclArn": None,
     }
+
+
+JSONPATH_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]")
+
+
+def json_field(body: bytes, path: str) -> str | None:
+    """`...body` (the whole body) or `...body.a.b[0]` (a JSONPath into it), as text."""
+    if not path:
+        return body.decode("utf-8", "replace")
+    try:
+        value: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    for name, index, quoted in JSONPATH_STEP.findall(path):
+        key = name or quoted
+        if key:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        else:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def lookup(context: dict[str, Any], dotted: str) -> Any:

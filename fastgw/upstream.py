@@ -338,3 +338,24 @@ async def exchange(
         except asyncio.CancelledError:
             pool.discard(conn)
             raise
+
+
+async def read_whole_response(conn: UpstreamConnection, limit: int) -> bytes:
+    """The response body of an exchange, in memory (integrations that transform it), then the
+    connection goes back to its pool. Past `limit` bytes the connection is dropped and the answer is
+    a 502 (AWS caps integration responses at 10 MB)."""
+    pool = conn.pool
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while (chunk := await conn.next_chunk()) is not None:
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError("INTEGRATION_FAILURE", f"integration response larger than {limit} bytes")
+            chunks.append(chunk)
+    except BaseException:
+        pool.discard(conn)
+        raise
+    pool.release(conn)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+

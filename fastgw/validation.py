@@ -161,7 +161,7 @@ class RequestValidator:
         model = self.model_for(down.headers)
         if model is None:
             return down
-        body = await read_body(down, head, min(self.max_body, gateway.max_body))
+        body = await gateway.read_whole_body(down, head, self.max_body)
         check_body(model, body)
         return ReplayedBody(down, body)
 
@@ -212,34 +212,6 @@ class ReplayedBody:
 async def _once(body: bytes) -> Any:
     if body:
         yield body
-
-
-async def read_body(down: Any, head: Any, limit: int) -> bytes:
-    """The whole body, at most `limit` bytes (413 above, before reading when Content-Length says so)."""
-    content_length = head.content_length
-    if not head.chunked:
-        if content_length <= 0:
-            return b""
-        if content_length > limit:
-            raise GatewayError("REQUEST_TOO_LARGE", close=True)
-    chunks: list[bytes] = []
-    size = 0
-    iterator = down.body_chunks().__aiter__()
-    while True:
-        try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            break
-        except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
-            raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError("REQUEST_TOO_LARGE", close=True)
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not head.chunked and len(body) != content_length:
-        raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
-    return body
 
 
 def check_body(model: BodyModel, body: bytes) -> None:

@@ -141,6 +141,8 @@ apis:
 
 
 def behaviour(request):
+    if "/items/huge" in request.target:
+        return Action(200, [("content-type", "application/json")], b"[" + b"1," * (5 * 1024 * 1024 + 1) + b"1]")
     if "/items/404" in request.target:
         return Action(404, [("content-type", "application/json")], b'{"reason": {"code": "gone"}}')
     if request.target.startswith("/items/"):
@@ -279,4 +281,12 @@ def test_template_headers_cannot_split_the_response(gateway):
     evil = httpx.get(f"{gateway.url}/prod/echo", params={"v": "x\r\ninjected: yes"})
     assert evil.status_code == 200 and evil.json() == {"echoed": True}
     assert "echo" not in evil.headers and "injected" not in evil.headers
+
+
+def test_oversized_integration_response_is_a_502(gateway, upstream):
+    """An integration response is read whole for mapping: past AWS's 10 MB it is a 502, and the
+    gateway goes on serving."""
+    answer = httpx.post(f"{gateway.url}/prod/items/huge", json={"items": []}, timeout=30)
+    assert answer.status_code == 502 and "message" in answer.json()
+    assert httpx.get(f"{gateway.url}/prod/mock", params={"scope": "internal"}).status_code == 200
 
