@@ -34,7 +34,7 @@ BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
 INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024  # a response read whole for a $response.body mapping
 ACTIONS = ("remove", "overwrite", "append")  # the order they apply in
 REQUEST_KEY = re.compile(r"^(append|overwrite|remove):(header|querystring)\.(.+)$")
-RESPONSE_KEY = re.compile(r"^(append|overwrite|remove):header\.(.+)$")
+RESPONSE_KEY = re.compile(r"^(append|overwrite|remove):(header)\.(.+)$")
 BRACED = re.compile(r"\$\{([^{}]*)\}")
 VARIABLE = re.compile(
     r"^(request\.(?:header|querystring|path)\.[^.\s][^\s]*|request\.path|request\.body(?:[.\[].*)?"
@@ -132,30 +132,42 @@ def _sorted(ops: list[Op]) -> tuple[Op, ...]:
     return tuple(sorted(ops, key=lambda op: ACTIONS.index(op.action)))
 
 
-def compile_mapping(request_parameters: dict[str, str], response_parameters: dict[str, Any], where: str,
-                    problems: list[Problem]) -> ParamMapping | None:
-    """None when there is nothing to map (the route stays a plain HTTP_PROXY)."""
-    request: list[Op] = []
-    for key, source in request_parameters.items():
-        place = f"{where}.requestParameters.{key}"
-        if key == "overwrite:path":
-            value = compile_value(source, place, problems, False)
+def _compile_ops(entries: dict[str, Any], place: str, problems: list[Problem], response: bool) -> tuple[Op, ...]:
+    """One side's mappings: the request's (header, querystring, path) or one status's response
+    mappings (header, statuscode)."""
+    if response:
+        whole, whole_kind, pattern = "overwrite:statuscode", "statuscode", RESPONSE_KEY
+        expected = "append|overwrite|remove:header.NAME or overwrite:statuscode"
+    else:
+        whole, whole_kind, pattern = "overwrite:path", "path", REQUEST_KEY
+        expected = "append|overwrite|remove:header.NAME, append|overwrite|remove:querystring.NAME or overwrite:path"
+    ops: list[Op] = []
+    for key, source in entries.items():
+        at = f"{place}.{key}"
+        if key == whole:
+            value = compile_value(source, at, problems, response)
             if value is not None:
-                request.append(Op("overwrite", "path", "", value))
+                ops.append(Op("overwrite", whole_kind, "", value))
             continue
-        match = REQUEST_KEY.match(key)
+        match = pattern.match(key)
         if match is None:
-            problems.append(Problem(place, "must be append|overwrite|remove:header.NAME, "
-                                    "append|overwrite|remove:querystring.NAME or overwrite:path"))
+            problems.append(Problem(at, f"must be {expected}"))
             continue
         action, kind, name = match.groups()
         if kind == "header":
             name = name.lower()
-            if not _header_ok(name, place, problems):
+            if not _header_ok(name, at, problems):
                 continue
-        value = compile_value(source, place, problems, False)
+        value = compile_value(source, at, problems, response)
         if value is not None:
-            request.append(Op(action, kind, name, value))
+            ops.append(Op(action, kind, name, value))
+    return _sorted(ops)
+
+
+def compile_mapping(request_parameters: dict[str, str], response_parameters: dict[str, Any], where: str,
+                    problems: list[Problem]) -> ParamMapping | None:
+    """None when there is nothing to map (the route stays a plain HTTP_PROXY)."""
+    request = _compile_ops(request_parameters, f"{where}.requestParameters", problems, False)
     responses: dict[int, tuple[Op, ...]] = {}
     for code, mapping in (response_parameters or {}).items():
         place = f"{where}.responseParameters.{code}"
@@ -169,32 +181,13 @@ def compile_mapping(request_parameters: dict[str, str], response_parameters: dic
         if not isinstance(mapping, dict):
             problems.append(Problem(place, "must be a mapping of response parameters"))
             continue
-        ops: list[Op] = []
-        for key, source in mapping.items():
-            at = f"{place}.{key}"
-            if key == "overwrite:statuscode":
-                value = compile_value(source, at, problems, True)
-                if value is not None:
-                    ops.append(Op("overwrite", "statuscode", "", value))
-                continue
-            match = RESPONSE_KEY.match(key)
-            if match is None:
-                problems.append(Problem(at, "must be append|overwrite|remove:header.NAME or overwrite:statuscode"))
-                continue
-            action, name = match.groups()
-            name = name.lower()
-            if not _header_ok(name, at, problems):
-                continue
-            value = compile_value(source, at, problems, True)
-            if value is not None:
-                ops.append(Op(action, "header", name, value))
-        responses[status] = _sorted(ops)
+        responses[status] = _compile_ops(mapping, place, problems, True)
     if not request and not responses:
         return None
     variables = [name for op in (*request, *(o for ops in responses.values() for o in ops))
                  for is_variable, name in op.value.parts if is_variable]
     return ParamMapping(
-        request=_sorted(request),
+        request=request,
         responses=responses,
         needs_context=any(name.startswith("context.") for name in variables),
         needs_request_body=any(name.startswith("request.body") for name in variables),
