@@ -41,6 +41,9 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 # Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
 BUFFER_BODY_BYTES = 64 * 1024
+# Request paths whose stage selection a worker remembers (a pure function of the plan, the path and,
+# with API mappings, the host): normalising and splitting costs ~1.4 us a request, a lookup ~0.1.
+STAGES_SEEN_MAX = 4096
 
 
 class Downstream(Protocol):
@@ -92,6 +95,7 @@ class Gateway:
 
     def __init__(self, plan: Plan, access_log: AccessLog | None):
         self.plan = plan
+        self.stages_seen: dict[Any, tuple[StagePlan, str]] = {}
         self.apply_limits(plan)
         self.ids = RequestIds()
         self.access_log = access_log
@@ -152,6 +156,7 @@ class Gateway:
         self.apply_limits(plan)
         old_usage, self.usage = self.usage, usage
         old_cache, self.cache = self.cache, cache
+        self.stages_seen = {}
         self.plan = plan
         if old_usage is not None:
             old_usage.stop()
@@ -282,7 +287,17 @@ class Gateway:
 
     def select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:
         """API mapping (host and/or base path) or the default `/{stage}/...` prefix → stage and
-        the normalised path within it."""
+        the normalised path within it (remembered per path: see STAGES_SEEN_MAX)."""
+        key = (host, raw_path) if self.plan.mappings else raw_path
+        found = self.stages_seen.get(key)
+        if found is None:
+            found = self._select_stage(host, raw_path)  # raises for bad paths: those are not kept
+            if len(self.stages_seen) >= STAGES_SEEN_MAX:
+                self.stages_seen.clear()
+            self.stages_seen[key] = found
+        return found
+
+    def _select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:
         plan = self.plan
         # Normalise the whole path before choosing anything, keeping `%2F` inside its segment, so
         # that `/prod/../admin` cannot pick one stage and then address another.
