@@ -156,7 +156,7 @@ def _slot(api: str, stage: str) -> int:
 
 def compile_cache(config: GatewayConfig, stages: list[StagePlan]) -> tuple[CacheSetup | None, list[Problem]]:
     """Attach a RouteCache to every cached route; None when no stage has a cache."""
-    from .config.compile import HttpProxyPlan
+    from .config.compile import UnimplementedPlan
 
     problems: list[Problem] = []
     setup = CacheSetup()
@@ -192,8 +192,9 @@ def compile_cache(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Cache
             routes = {route.key: route for route in _routes_of(api, plan)}
             for route_plan in plan.routes:
                 route = routes.get(route_plan.key)
-                if route is None or route_plan.integration.__class__ is not HttpProxyPlan:
-                    continue  # only HTTP_PROXY responses pass through relay_response, where they are stored
+                if route is None or route_plan.integration is None or \
+                        route_plan.integration.__class__ is UnimplementedPlan:
+                    continue
                 rc = _route_cache(sc, route, variant, problems)
                 if rc is not None:
                     route_plan.cache = rc
@@ -297,6 +298,9 @@ def shared_area() -> SharedArea:
 # -- one worker's cache stage -----------------------------------------------------------------------
 class CacheStage:
     def __init__(self, setup: CacheSetup, workers: int):
+        from .config.compile import HttpProxyPlan  # (compile imports this module)
+
+        self.proxy_plan = HttpProxyPlan  # misses of these stream through relay_response
         self.setup = setup
         self.stages = setup.stages
         self.routes = setup.routes
@@ -471,8 +475,8 @@ class CacheStage:
             self.remote.delete(sc, key)
 
     # -- miss: the integration, then maybe a store ---------------------------------------------------
-    async def fill(self, gateway: Any, fill: Fill | None, down: Any, head: Any, route: RoutePlan,
-                   params: dict[str, str], request_id: str) -> tuple[int, int, float]:
+    async def fill(self, gateway: Any, fill: Fill | None, down: Any, head: Any, stage: Any, route: RoutePlan,
+                   route_path: str, params: dict[str, str], request_id: str) -> tuple[int, int, float]:
         """Everything but a local hit: ask the Redis tier, else integrate (relay_response hands the
         response to `fill`). Returns (status, bytes sent, integration latency or -1)."""
         if fill is not None:
@@ -490,7 +494,11 @@ class CacheStage:
         integration = route.integration
         assert integration is not None
         began = time.perf_counter()
-        status, sent = await gateway.http_proxy(down, head, integration, params, request_id, fill)
+        if integration.__class__ is self.proxy_plan:
+            status, sent = await gateway.http_proxy(down, head, integration, params, request_id, fill)
+        else:
+            status, sent = await gateway.integrate(down, head, stage, route, route_path, integration, params,
+                                                   request_id, fill)
         return status, sent, time.perf_counter() - began
 
     def store(self, fill: Fill, body: bytes) -> None:

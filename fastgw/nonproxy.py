@@ -286,7 +286,8 @@ def _convert(body: bytes, handling: str | None) -> bytes:
 
 
 async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, stage: Any, route: Any,
-                       route_path: str, params: dict[str, str], request_id: str) -> tuple[int, int]:
+                       route_path: str, params: dict[str, str], request_id: str,
+                       fill: Any = None) -> tuple[int, int]:
     # request template: chosen by Content-Type before the body is read (its limit depends on it)
     content_type = ""
     for name, value in down.headers:
@@ -363,11 +364,7 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
         headers = [(name, value) for name, value in headers if safe_field(name, value)]
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", chosen_type))
-    headers.append(("x-amzn-requestid", request_id))
-    pending = down.respond(status, headers, out)
-    if pending is not None:
-        await pending
-    return status, len(out)
+    return await gateway.answer(down, status, headers, out, request_id, fill)
 
 
 def _pick_template(templates: dict[str, Any], headers: list[tuple[str, str]]) -> tuple[str, Any] | None:

@@ -268,7 +268,8 @@ def _apply_headers(ops: tuple[Op, ...], lines: list[tuple[str, str]], variables:
 
 
 async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxyPlan, stage: Any, route: Any,
-                           route_path: str, params: dict[str, str], request_id: str) -> tuple[int, int]:
+                           route_path: str, params: dict[str, str], request_id: str,
+                           fill: Any = None) -> tuple[int, int]:
     proxy = plan.proxy
     mapping = plan.mapping
     body = await gateway.read_whole_body(down, head)
@@ -314,16 +315,16 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     status = conn.parser.status
     ops = mapping.responses.get(status)
     if ops is None:
-        return await gateway.relay_response(down, conn, request_id)
+        return await gateway.relay_response(down, conn, request_id, fill)
     headers = list(conn.parser.headers)
+    variables.response_headers = headers
     if status in mapping.needs_response_body:
         variables.response_body = await read_whole_response(conn, INTEGRATION_RESPONSE_LIMIT)
-        variables.response_headers = headers
-        return await _respond(down, ops, status, headers, variables.response_body, variables, request_id)
-    variables.response_headers = headers
+        status, headers = _mapped_head(ops, status, headers, variables)
+        return await gateway.answer(down, status, headers, variables.response_body, request_id, fill)
     new_status, new_headers = _mapped_head(ops, status, headers, variables)
     conn.parser.headers[:] = new_headers
-    return await gateway.relay_response(down, conn, request_id, None, new_status)
+    return await gateway.relay_response(down, conn, request_id, fill, new_status)
 
 
 def _mapped_head(ops: tuple[Op, ...], status: int, headers: list[tuple[str, str]],
@@ -340,13 +341,3 @@ def _mapped_head(ops: tuple[Op, ...], status: int, headers: list[tuple[str, str]
                     raise GatewayError("INTEGRATION_FAILURE", "Internal server error")
                 status = code
     return status, _apply_headers(ops, headers, variables)
-
-
-async def _respond(down: Any, ops: tuple[Op, ...], status: int, headers: list[tuple[str, str]], body: bytes,
-                   variables: _Request, request_id: str) -> tuple[int, int]:
-    status, headers = _mapped_head(ops, status, headers, variables)
-    headers.append(("x-amzn-requestid", request_id))
-    pending = down.respond(status, headers, body)
-    if pending is not None:
-        await pending
-    return status, len(body)

@@ -226,8 +226,8 @@ class Gateway:
                         await pending
                     sent = len(body)
                 else:
-                    status, sent, integration_latency = await self.cache.fill(self, hit, down, head, route,
-                                                                              params, request_id)
+                    status, sent, integration_latency = await self.cache.fill(self, hit, down, head, stage, route,
+                                                                              route_path, params, request_id)
         except GatewayError as exc:
             status, sent = await self.answer_error(down, exc, stage, request_id)
         except GatewayAnswered as answered:
@@ -373,9 +373,10 @@ class Gateway:
 
     async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route: RoutePlan,
                         route_path: str, integration: Any, params: dict[str, str],
-                        request_id: str) -> tuple[int, int]:
+                        request_id: str, fill: Any = None) -> tuple[int, int]:
         """The integrations other than a plain HTTP_PROXY: FUNCTION, the non-proxy ones (HTTP, MOCK,
-        FUNCTION_CUSTOM with mapping templates) and HTTP_PROXY with HTTP API parameter mapping."""
+        FUNCTION_CUSTOM with mapping templates) and HTTP_PROXY with HTTP API parameter mapping.
+        `fill`: a cache miss (fastgw/cache.py Fill) that may store the response."""
         kind = integration.__class__
         if kind is FunctionPlan:
             body = await self.read_whole_body(down, head)
@@ -385,19 +386,30 @@ class Gateway:
             call = Call(down.method, path, route_path, down.query, down.headers, down.client, down.protocol,
                         head.host, request_id, params, body, stage.is_canary)
             status, headers, payload = await run(integration, call, stage_prefix)
-            headers.append(("x-amzn-requestid", request_id))
-            pending = down.respond(status, headers, payload)
-            if pending is not None:
-                await pending
-            return status, len(payload)
+            return await self.answer(down, status, headers, payload, request_id, fill)
         if kind is MappedProxyPlan:
             return await run_mapped_proxy(self, down, head, integration, stage, route, route_path, params,
-                                          request_id)
+                                          request_id, fill)
         if kind is NonProxyPlan:
-            return await run_nonproxy(self, down, head, integration, stage, route, route_path, params, request_id)
+            return await run_nonproxy(self, down, head, integration, stage, route, route_path, params, request_id,
+                                      fill)
         if kind is UnimplementedPlan:
             raise GatewayError("NOT_IMPLEMENTED", integration.message)
         raise GatewayError("DEFAULT_5XX")
+
+    async def answer(self, down: Downstream, status: int, headers: list[tuple[str, str]], body: bytes,
+                     request_id: str, fill: Any = None) -> tuple[int, int]:
+        """A response made whole by the gateway (functions, templates): to the client, and to a
+        cache miss that may store it (as relay_response does for proxied responses)."""
+        keep = fill.begin(status, headers) if fill is not None else None
+        if keep is not None:
+            keep(body)
+            fill.finish()
+        headers.append(("x-amzn-requestid", request_id))
+        pending = down.respond(status, headers, body)
+        if pending is not None:
+            await pending
+        return status, len(body)
 
     def cors(self, down: Downstream, stage: StagePlan) -> Downstream:
         """An API with CORS (fastgw/cors.py): answer a preflight here; otherwise add the CORS headers

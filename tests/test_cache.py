@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -512,3 +513,31 @@ def test_a_live_reload_starts_with_empty_caches_and_keeps_caching(start_gateway,
     assert httpx.post(f"{gw.admin}/reload", timeout=30).status_code == 202
     answers = [get(gw, "/prod/items/1") for _ in range(2)]
     assert [(r.text, r.headers["x-cache"]) for r in answers] == [("2", "Miss"), ("2", "Hit")]
+
+
+def test_every_integration_kind_is_cached_not_only_http_proxy(start_gateway, numbered):
+    """AWS caches the method response whatever the integration: a MOCK rendered by a template and a
+    Lambda function are answered from the cache after the first request, like HTTP_PROXY routes."""
+    extra = """
+      - route: GET /mocked
+        integration:
+          type: MOCK
+          requestTemplates: {application/json: '{"statusCode": 200}'}
+          responses:
+            default:
+              statusCode: "200"
+              responseTemplates: {application/json: '{"rendered for": "$context.requestId"}'}
+      - route: GET /counted
+        integration: {type: FUNCTION, uri: counted}
+functions: {counted: handlers.lambdas:counted}
+"""
+    tests_dir = str(Path(__file__).resolve().parent)
+    gw = start_gateway(config(numbered.address, DEBUG, extra_routes=extra), workers=1,
+                       env={"PYTHONPATH": tests_dir}, args=("--no-access-log",))
+    first, again = get(gw, "/prod/mocked"), get(gw, "/prod/mocked")
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("Miss", "Hit")
+    assert again.json() == first.json() == {"rendered for": first.headers["x-amzn-requestid"]}
+    assert again.headers["x-amzn-requestid"] != first.headers["x-amzn-requestid"]
+    answers = [get(gw, "/prod/counted") for _ in range(4)]
+    assert [a.text for a in answers] == ["call 1"] * 4  # the function ran once
+    assert [a.headers["x-cache"] for a in answers] == ["Miss", "Hit", "Hit", "Hit"]

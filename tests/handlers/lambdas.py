@@ -101,3 +101,12 @@ def calc(event: dict[str, Any], context: Any) -> Any:
     if event["op"] not in operations:
         raise ValueError("400 Invalid Operator")
     return {"a": a, "b": b, "op": event["op"], "c": operations[event["op"]]()}
+
+
+CALLS: dict[str, int] = {}
+
+
+def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Counts its invocations (per worker): a cached route calls it once."""
+    CALLS["n"] = CALLS.get("n", 0) + 1
+    return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": f"call {CALLS['n']}"}
