@@ -196,33 +196,45 @@ def compile_nonproxy(route: Route, kind: str, proxy: HttpProxyPlan | None, funct
 
 # -- run time -------------------------------------------------------------------------------------------
 class Call:
-    """One request through a non-proxy integration: what templates and mappings read."""
+    """One request through a non-proxy integration: what templates and mappings read. The query
+    string and `$context` are made when first read (a route without templates may need neither)."""
 
     def __init__(self, down: Any, host: str, stage: Any, route: Any, route_path: str, params: dict[str, str],
                  body: bytes, request_id: str):
         self.down = down
+        self.host = host
         self.stage = stage
+        self.route = route
+        self.route_path = route_path
+        self.request_id = request_id
         self.raw_params = params
         self.params = {name: unquote(value) for name, value in params.items()}
         self.body = body
-        self.query_pairs = parse_qsl(down.query, keep_blank_values=True)
-        self.context = build_context(down, host, stage, route, route_path, request_id)
-        self._json: Any = None
-        self._json_read = False
+        self._query_pairs: list[tuple[str, str]] | None = None
+        self._context: dict[str, Any] | None = None
 
-    def input_params(self) -> dict[str, dict[str, str]]:
-        query: dict[str, str] = {}
-        for name, value in self.query_pairs:
-            query[name] = value
-        header: dict[str, str] = {}
-        for name, value in self.down.headers:
-            header[name] = value
-        return {"path": self.params, "querystring": query, "header": header}
+    @property
+    def query_pairs(self) -> list[tuple[str, str]]:
+        if self._query_pairs is None:
+            self._query_pairs = parse_qsl(self.down.query, keep_blank_values=True)
+        return self._query_pairs
+
+    @property
+    def context(self) -> dict[str, Any]:
+        if self._context is None:
+            self._context = build_context(self.down, self.host, self.stage, self.route, self.route_path,
+                                          self.request_id)
+        return self._context
+
+    def overrides(self, which: str) -> dict[str, Any]:
+        """A template's `$context.requestOverride` / `responseOverride` (empty when no template ran)."""
+        return (self._context or {}).get(which) or {}
 
     def variables(self, body: bytes) -> dict[str, Any]:
-        params = self.input_params()
+        query = dict(self.query_pairs)  # the last value of a repeated name, as AWS's $input.params()
+        header = dict(self.down.headers)
         return {
-            "input": Input(body.decode("utf-8", "replace"), params["path"], params["querystring"], params["header"]),
+            "input": Input(body.decode("utf-8", "replace"), self.params, query, header),
             "context": self.context,
             "stageVariables": self.stage.variables,
             "util": UTIL,
@@ -329,7 +341,7 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
                 break
     status = rule.status or status_in
     headers: list[tuple[str, str]] = []
-    upstream = {name.lower(): value for name, value in headers_in}
+    upstream = {name.lower(): value for name, value in headers_in} if rule.headers else {}
     for name, source in rule.headers:
         value = _response_value(source, upstream, headers_in, body_in, call)
         if value is not None:
@@ -343,7 +355,7 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
     else:
         chosen_type, out = "application/json", body_in
     out = _convert(out, rule.content_handling)
-    overrides = call.context.get("responseOverride") or {}
+    overrides = call.overrides("responseOverride")
     override_status = overrides.get("status")
     if override_status not in (None, ""):
         try:
@@ -404,7 +416,7 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
                      content_type: str) -> tuple[int, list[tuple[str, str]], bytes]:
     proxy = plan.proxy
     assert proxy is not None
-    overrides = call.context.get("requestOverride") or {}
+    overrides = call.overrides("requestOverride")
     path_params = dict(call.raw_params)  # as the client sent them (a greedy {proxy+} keeps its slashes)
     for name, value in (overrides.get("path") or {}).items():
         if value is not None:

@@ -83,7 +83,6 @@ class ParamMapping:
     request: tuple[Op, ...]  # removes, then overwrites, then appends
     responses: dict[int, tuple[Op, ...]]  # status -> ops
     needs_context: bool
-    needs_request_body: bool
     needs_response_body: frozenset[int]  # statuses whose mapping reads the response body
 
 
@@ -190,7 +189,6 @@ def compile_mapping(request_parameters: dict[str, str], response_parameters: dic
         request=request,
         responses=responses,
         needs_context=any(name.startswith("context.") for name in variables),
-        needs_request_body=any(name.startswith("request.body") for name in variables),
         needs_response_body=frozenset(status for status, ops in responses.items()
                                       if any(is_variable and name.startswith("response.body")
                                              for op in ops for is_variable, name in op.value.parts)),
@@ -201,17 +199,24 @@ def compile_mapping(request_parameters: dict[str, str], response_parameters: dic
 class _Request:
     """The variables of one request, computed on demand."""
 
-    def __init__(self, gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str,
+    def __init__(self, down: Any, head: Any, stage: Any, route: Any, route_path: str,
                  params: dict[str, str], body: bytes, request_id: str, needs_context: bool):
         self.down = down
         self.stage = stage
         self.route_path = route_path
         self.params = params
         self.body = body
-        self.query = parse_qsl(down.query, keep_blank_values=True)
+        self._query: list[tuple[str, str]] | None = None
         self.context = build_context(down, head.host, stage, route, route_path, request_id) if needs_context else {}
         self.response_headers: list[tuple[str, str]] = []
         self.response_body = b""
+
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        """The client's query string, parsed when a mapping first reads it."""
+        if self._query is None:
+            self._query = parse_qsl(self.down.query, keep_blank_values=True)
+        return self._query
 
     def __call__(self, name: str) -> str | None:
         kind, _, rest = name.partition(".")
@@ -273,24 +278,23 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     proxy = plan.proxy
     mapping = plan.mapping
     body = await gateway.read_whole_body(down, head)
-    variables = _Request(gateway, down, head, stage, route, route_path, params, body, request_id,
-                         mapping.needs_context)
+    variables = _Request(down, head, stage, route, route_path, params, body, request_id, mapping.needs_context)
     # request: path, query string, headers
     path = proxy.path_template.render(params) if proxy.path_template is not None else proxy.static_path
-    query = list(variables.query)
     forward: list[tuple[str, str]] = []
     for line in head.forward.decode("latin-1").split("\r\n"):
         if line:
             name, _, value = line.partition(": ")
             forward.append((name, value))
-    query_changed = False
+    query: list[tuple[str, str]] | None = None  # the query string when a mapping changes it
     for op in mapping.request:
         if op.where == "path":
             value = op.value.render(variables)
             if value is not None:
                 path = value if value.startswith("/") else "/" + value
         elif op.where == "querystring":
-            query_changed = True
+            if query is None:
+                query = list(variables.query)
             if op.action == "remove":
                 query = [(k, v) for k, v in query if k != op.name]
                 continue
@@ -301,7 +305,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
                 query = [(k, v) for k, v in query if k != op.name]
             query.append((op.name, value))
     forward = _apply_headers(mapping.request, forward, variables)
-    query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query) if query_changed \
+    query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query) if query is not None \
         else down.query
     if proxy.uri_query:
         query_text = f"{proxy.uri_query}&{query_text}" if query_text else proxy.uri_query

@@ -47,9 +47,10 @@ class HttpProxyPlan:
 
 @dataclass(slots=True)
 class UnimplementedPlan:
-    """A route of an imported OpenAPI document whose integration fastgw cannot run yet: 501."""
+    """A route of an imported OpenAPI document whose integration fastgw does not run (AWS service
+    integrations): 501."""
 
-    kind: str  # MOCK, FUNCTION_CUSTOM, AWS, HTTP (templates)
+    kind: str  # AWS
     message: str
     uri: str = ""
 
