@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 from .config.loader import Problem
 from .errors import GatewayError
 from .httpsyntax import safe_field
-from .reqcontext import build_context, json_field, lookup
+from .reqcontext import build_context, header, json_field, lookup
 from .upstream import exchange, read_whole_response
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
@@ -223,9 +223,7 @@ class _Request:
         if kind == "request":
             where, _, key = rest.partition(".")
             if where == "header":
-                key = key.lower()
-                values = [v for k, v in self.down.headers if k == key]
-                return ",".join(values) if values else None
+                return header(self.down.headers, key.lower())
             if where == "querystring":
                 values = [v for k, v in self.query if k == key]
                 return ",".join(values) if values else None
