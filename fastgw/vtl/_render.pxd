@@ -25,7 +25,7 @@ cdef class Const(Expr):
 
 cdef class Interp(Expr):
     cdef public list nodes
-    @cython.locals(n=Node, out=list)
+    @cython.locals(out=list)
     cpdef value(self, dict ctx)
 
 cdef class ListLit(Expr):
@@ -83,12 +83,13 @@ cdef class Prop(Step):
 cdef class Call(Step):
     cdef public str name
     cdef public list args
+    cdef public int input_method
     cdef public object f_str
     cdef public object f_map
     cdef public object f_list
     cdef public object cached_type
     cdef public object cached_func
-    @cython.locals(a=Expr, args=list)
+    @cython.locals(a=Expr, args=list, inp=Input, n=Py_ssize_t)
     cpdef apply(self, object obj, dict ctx)
 
 cdef class Index(Step):
@@ -96,6 +97,7 @@ cdef class Index(Step):
     cpdef apply(self, object obj, dict ctx)
 
 cdef class ForeachScope
+cdef class Input
 
 
 cdef class Ref(Expr):
@@ -112,6 +114,10 @@ cdef class Ref(Expr):
 
 cdef class Node:
     cpdef render(self, dict ctx, list out)
+
+cpdef list block_of(object nodes)
+@cython.locals(n=object, node=Node)
+cdef object render_block(list block, dict ctx, list out)
 
 cdef class Text(Node):
     cdef public str s
@@ -136,7 +142,7 @@ cdef class If(Node):
     cdef public list conds
     cdef public list blocks
     cdef public list else_block
-    @cython.locals(c=Expr, n=Node, block=list, i=Py_ssize_t)
+    @cython.locals(c=Expr, i=Py_ssize_t)
     cpdef render(self, dict ctx, list out)
 
 cdef class ForeachScope:
@@ -151,7 +157,7 @@ cdef class Foreach(Node):
     cdef public str var
     cdef public Expr expr
     cdef public list block
-    @cython.locals(node=Node, scope=ForeachScope, items=object, n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t,
+    @cython.locals(scope=ForeachScope, items=object, n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t,
                    has_next=bint, block=list)
     cpdef render(self, dict ctx, list out)
 
@@ -180,14 +186,27 @@ cdef class MacroCall(Node):
     cdef public list args
     cdef public dict macros
     cdef public str literal
-    @cython.locals(m=Macro, a=Expr, node=Node, i=Py_ssize_t, params=list, vals=list, saved=list)
+    @cython.locals(m=Macro, a=Expr, i=Py_ssize_t, params=list, vals=list, saved=list)
     cpdef render(self, dict ctx, list out)
 
 cdef class Template:
     cdef public list nodes
     cdef public str source
-    @cython.locals(n=Node, ctx=dict, out=list)
+    @cython.locals(ctx=dict, out=list)
     cpdef str render(self, object variables)
 
 @cython.locals(scope=ForeachScope)
 cpdef object foreach_property(object scope, str name)
+
+
+cdef class Input:
+    cdef public str body
+    cdef dict _path
+    cdef dict _querystring
+    cdef dict _header
+    cdef object _root
+    cdef object _params
+    cdef object _lower
+    cdef object _doc(self)
+    cpdef path(self, object path)
+    cpdef params(self, object name=*)

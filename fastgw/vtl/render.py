@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import orjson
@@ -805,12 +806,11 @@ class Interp(Expr):
     """A double-quoted string with references or directives: rendered like a small template."""
 
     def __init__(self, nodes):
-        self.nodes = nodes
+        self.nodes = block_of(nodes)
 
     def value(self, ctx):
         out = []
-        for n in self.nodes:
-            n.render(ctx, out)
+        render_block(self.nodes, ctx, out)
         return "".join(out)
 
 
@@ -980,7 +980,7 @@ def _dget(d, k):
 
 class Prop(Step):
     def __init__(self, name):
-        self.name = name
+        self.name = sys.intern(name)  # PERF: dict lookups then match by identity
 
     def apply(self, obj, ctx):
         if type(obj) is dict:
@@ -1001,6 +1001,8 @@ class Call(Step):
         self.f_str = STR_METHODS.get(name)
         self.f_map = MAP_METHODS.get(name)
         self.f_list = LIST_METHODS.get(name)
+        # $input.path(x) / $input.params(x) (in nearly every template): called directly, not looked up
+        self.input_method = 1 if name == "path" else 2 if name == "params" else 0
         # $input.json(...), $util.escapeJavaScript(...): the method of the last class seen here
         self.cached_type = None
         self.cached_func = None
@@ -1010,6 +1012,14 @@ class Call(Step):
         for a in self.args:
             args.append(a.value(ctx))
         t = type(obj)
+        if t is Input and self.input_method != 0:
+            inp = obj
+            n = len(args)
+            if self.input_method == 1:
+                return inp.path(args[0]) if n == 1 else None
+            if n == 0:
+                return inp.params()
+            return inp.params(args[0]) if n == 1 else None
         if t is str:
             f = self.f_str
         elif t is dict:
@@ -1059,7 +1069,7 @@ class Ref(Expr):
     """$name followed by steps; evaluates to None as soon as one step gives null."""
 
     def __init__(self, name, steps):
-        self.name = name
+        self.name = sys.intern(name)  # PERF: dict lookups then match by identity
         self.steps = steps
         # $velocityCount / $velocityHasNext are read from the innermost #foreach's scope (PERF: a
         # loop then writes no context keys per iteration); a #set of the same name still wins.
@@ -1154,6 +1164,23 @@ class Node:
         raise NotImplementedError
 
 
+def block_of(nodes):
+    """A block as the renderer keeps it: Text nodes become their plain strings (PERF: a literal is
+    then one list append, not a method call; most of a template's nodes are literals)."""
+    if nodes is None:
+        return None
+    return [n.s if type(n) is Text else n for n in nodes]
+
+
+def render_block(block, ctx, out):
+    for n in block:
+        if type(n) is str:
+            out.append(n)
+        else:
+            node = n
+            node.render(ctx, out)
+
+
 class Text(Node):
     def __init__(self, s):
         self.s = s
@@ -1211,21 +1238,18 @@ class SetNode(Node):
 class If(Node):
     def __init__(self, conds, blocks, else_block):
         self.conds = conds
-        self.blocks = blocks
-        self.else_block = else_block
+        self.blocks = [block_of(b) for b in blocks]
+        self.else_block = block_of(else_block)
 
     def render(self, ctx, out):
         i = 0
         for c in self.conds:
             if is_true(c.value(ctx)):
-                block = self.blocks[i]
-                for n in block:
-                    n.render(ctx, out)
+                render_block(self.blocks[i], ctx, out)
                 return
             i += 1  # noqa: SIM113 - typed loop when compiled
         if self.else_block is not None:
-            for n in self.else_block:
-                n.render(ctx, out)
+            render_block(self.else_block, ctx, out)
 
 
 class ForeachScope:
@@ -1274,9 +1298,9 @@ def _iter_items(v):
 
 class Foreach(Node):
     def __init__(self, var, expr, block):
-        self.var = var
+        self.var = sys.intern(var)
         self.expr = expr
-        self.block = block
+        self.block = block_of(block)
 
     def render(self, ctx, out):
         items = _iter_items(self.expr.value(ctx))
@@ -1301,8 +1325,7 @@ class Foreach(Node):
                 scope.first = i == 0
                 scope.last = not has_next
                 ctx[var] = items[i]
-                for node in block:
-                    node.render(ctx, out)
+                render_block(block, ctx, out)
         except BreakLoop:
             pass
         finally:
@@ -1336,15 +1359,14 @@ class DefinedBlock:
 
     def __str__(self):
         out = []
-        for n in self.block:
-            n.render(self.ctx, out)
+        render_block(self.block, self.ctx, out)
         return "".join(out)
 
 
 class Define(Node):
     def __init__(self, name, block):
         self.name = name
-        self.block = block
+        self.block = block_of(block)
 
     def render(self, ctx, out):
         ctx[self.name] = DefinedBlock(self.block, ctx)
@@ -1354,7 +1376,7 @@ class Macro:
     def __init__(self, name, params, block):
         self.name = name
         self.params = params
-        self.block = block
+        self.block = block_of(block)
 
 
 class MacroCall(Node):
@@ -1383,8 +1405,7 @@ class MacroCall(Node):
             else:
                 ctx.pop(params[i], None)
         try:
-            for node in m.block:
-                node.render(ctx, out)
+            render_block(m.block, ctx, out)
         except BreakLoop:
             pass
         finally:
@@ -1396,15 +1417,14 @@ class Template:
     """A compiled template: ``render(variables) -> str``."""
 
     def __init__(self, nodes, source):
-        self.nodes = nodes
+        self.nodes = block_of(nodes)
         self.source = source
 
     def render(self, variables):
         ctx = dict(variables)
         out = []
         try:
-            for n in self.nodes:
-                n.render(ctx, out)
+            render_block(self.nodes, ctx, out)
         except (StopRender, BreakLoop):
             pass
         except RecursionError:
@@ -1571,7 +1591,6 @@ def eval_jsonpath(root: Any, path: str) -> Any:
 class Input:
     """``$input``: the payload and the request parameters of one request (make one per request)."""
 
-    __slots__ = ("body", "_path", "_querystring", "_header", "_root", "_params", "_lower")
     _vtl_methods = True  # Call.apply may cache its methods
 
     def __init__(self, body: str = "", path: dict[str, str] | None = None,
