@@ -18,9 +18,11 @@ from ._py import Template as PyTemplate
 from ._py.http1 import ResponseError as PyResponseError
 from ._py.http1 import ResponseParser as PyResponseParser
 from ._py.request import RequestFacts as PyRequestFacts
+from ._py.request import RequestIds as PyRequestIds
 from ._py.request import RequestRejected as PyRequestRejected
 from ._py.request import bytes_headers as py_bytes_headers
 from ._py.request import latin1_headers as py_latin1_headers
+from ._py.request import scan_request as py_scan_request
 from ._py.request import scan_request_headers as py_scan_request_headers
 from ._py.tally import Tally as PyTally
 
@@ -31,6 +33,7 @@ NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 Router, Template, GcraTable, LruTtlCache, SlotTable = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache, PySlotTable
 ResponseParser, ResponseError = PyResponseParser, PyResponseError
 RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
+RequestIds, scan_request = PyRequestIds, py_scan_request
 latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
 Tally = PyTally
 IMPL = "py"
@@ -41,6 +44,7 @@ if not NO_EXTENSIONS:
             GcraTable,
             LruTtlCache,
             RequestFacts,
+            RequestIds,
             RequestRejected,
             ResponseError,
             ResponseParser,
@@ -50,6 +54,7 @@ if not NO_EXTENSIONS:
             Template,
             bytes_headers,
             latin1_headers,
+            scan_request,
             scan_request_headers,
         )
 
@@ -65,6 +70,7 @@ __all__ = [
     "PyGcraTable",
     "PyLruTtlCache",
     "PyRequestFacts",
+    "PyRequestIds",
     "PyRequestRejected",
     "PyResponseError",
     "PyResponseParser",
@@ -73,6 +79,7 @@ __all__ = [
     "PyTally",
     "PyTemplate",
     "RequestFacts",
+    "RequestIds",
     "RequestRejected",
     "ResponseError",
     "ResponseParser",
@@ -84,6 +91,8 @@ __all__ = [
     "latin1_headers",
     "py_bytes_headers",
     "py_latin1_headers",
+    "py_scan_request",
     "py_scan_request_headers",
+    "scan_request",
     "scan_request_headers",
 ]

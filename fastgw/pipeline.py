@@ -13,7 +13,6 @@ DEFAULT_5XX response, never with a traceback.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ from random import random
 from typing import Any, Protocol
 
 from . import metrics
-from ._accel import RequestFacts, RequestRejected, scan_request_headers
+from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request
 from .accesslog import AccessLog
 from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
@@ -38,7 +37,6 @@ from .usage import UsageStage
 log = logging.getLogger("fastgw")
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
-PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 # Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
 BUFFER_BODY_BYTES = 64 * 1024
 # Request paths whose stage selection a worker remembers (a pure function of the plan, the path and,
@@ -77,19 +75,6 @@ class GatewayAnswered(Exception):
         self.headers = headers
 
 
-class RequestIds:
-    """AWS-shaped request ids (UUID layout) without a uuid4 call per request."""
-
-    def __init__(self) -> None:
-        # A random prefix per worker process, a counter for the last group.
-        p = os.urandom(10).hex()
-        self.format = f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-%012x"
-        self.counter = itertools.count(1)
-
-    def next(self) -> str:
-        return self.format % next(self.counter)
-
-
 class Gateway:
     """One worker's gateway: the compiled plan plus the per-worker runtime state."""
 
@@ -97,7 +82,8 @@ class Gateway:
         self.plan = plan
         self.stages_seen: dict[Any, tuple[StagePlan, str]] = {}
         self.apply_limits(plan)
-        self.ids = RequestIds()
+        p = os.urandom(10).hex()  # a random prefix per worker process
+        self.ids = RequestIds(f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-")
         self.access_log = access_log
         self.metrics = metrics.WorkerMetrics()
         # API keys, throttling, quotas (issue 4); None when the config has none of them.
@@ -111,10 +97,9 @@ class Gateway:
 
     def apply_limits(self, plan: Plan) -> None:
         limits = plan.server.limits
-        self.max_uri = limits.maxUriBytes
-        self.max_headers = limits.maxHeaderCount
-        self.max_header_bytes = limits.maxHeaderBytes
-        self.max_field = limits.maxHeaderFieldBytes
+        # what the request scan kernel enforces (scan_request's `limits`)
+        self.limits = (limits.maxUriBytes, limits.maxHeaderCount, limits.maxHeaderBytes, limits.maxHeaderFieldBytes,
+                       limits.maxBodyBytes)
         self.max_body = limits.maxBodyBytes
         self.trusted_hops = plan.server.trustedHops
 
@@ -257,28 +242,11 @@ class Gateway:
             self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
 
     def receive(self, down: Downstream) -> RequestFacts:
-        """Limits and syntax of the request head. Errors here close the client connection (the
-        rest of what the client sent cannot be trusted to be framed as we understood it)."""
-        method, path, query = down.method, down.path, down.query
-        if method not in PROXIED_METHODS:
-            if method == "TRACE":
-                raise GatewayError("METHOD_NOT_ALLOWED", close=True)
-            if method == "CONNECT":
-                raise GatewayError("BAD_REQUEST_PARAMETERS", "CONNECT is not supported", close=True)
-            raise GatewayError("NOT_IMPLEMENTED", "Unknown method", close=True)
-        # request line: METHOD SP target SP HTTP/1.1
-        if len(method) + len(path) + len(query) + (1 if query else 0) + 11 > self.max_uri:
-            raise GatewayError("URI_TOO_LONG", close=True)
-        if down.absolute_form:
-            raise GatewayError("BAD_REQUEST_PARAMETERS", "Absolute-form request targets are not supported", close=True)
-        if not path.startswith("/"):
-            # asterisk-form (OPTIONS *) and the authority form are not proxied.
-            if method == "OPTIONS" and path == "*":
-                raise GatewayError("METHOD_NOT_ALLOWED", close=True)
-            raise GatewayError("BAD_REQUEST_PARAMETERS", "Invalid request target", close=True)
+        """Limits and syntax of the request line and head (one kernel call: the method, the URI's
+        length and form, then every header field; src_ext/_request.pxi). Errors here close the client
+        connection (the rest of what the client sent cannot be trusted to be framed as we understood it)."""
         try:
-            head = scan_request_headers(down.headers, self.max_headers, self.max_header_bytes, self.max_field,
-                                        self.max_body)
+            head = scan_request(down.method, down.path, down.query, down.absolute_form, down.headers, self.limits)
         except RequestRejected as exc:
             raise GatewayError(exc.kind, exc.message, close=True) from None
         if not head.host and down.protocol == "HTTP/1.1":

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import threading
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,6 +37,10 @@ from .state import adminapi
 from .state.persist import start_main_state, stop_main_state
 
 log = logging.getLogger("fastgw")
+# Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
+ENCODED_PATHS: dict[str, str] = {}
+MEMO_PATHS = 4096
+MEMO_PATH_MAX = 256
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
 
 
@@ -45,23 +50,41 @@ class ClientDisconnected(Exception):
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
-    __slots__ = ("proto", "method", "path", "query", "headers", "client", "scheme", "protocol", "stream",
-                 "absolute_form")
+    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
+        self.scope = scope
         self.method = scope.method
         # RSGI gives the path percent-decoded; encode it back (only used with encodedSlashes: DECODE).
-        self.path = encode_decoded_path(scope.path)
+        path = scope.path
+        encoded = ENCODED_PATHS.get(path)
+        if encoded is None:
+            encoded = encode_decoded_path(path)
+            if len(path) <= MEMO_PATH_MAX:
+                if len(ENCODED_PATHS) >= MEMO_PATHS:
+                    ENCODED_PATHS.clear()
+                ENCODED_PATHS[path] = encoded
+        self.path = encoded
         self.query = scope.query_string
         self.headers = scope.headers.items()
-        client = scope.client
-        self.client = client.rsplit(":", 1)[0].strip("[]") if client else ""
-        self.scheme = scope.scheme
-        self.protocol = "HTTP/" + scope.http_version
         # An HTTP/1 request whose target carried its own authority (GET http://host/path).
         self.absolute_form = scope.authority is not None and scope.http_version != "2"
         self.stream: Any = None
+
+    # PERF: read by few requests (forwarding headers, $context, access logs), so not on every one
+    @property
+    def client(self) -> str:
+        client = self.scope.client
+        return client.rsplit(":", 1)[0].strip("[]") if client else ""
+
+    @property
+    def scheme(self) -> str:
+        return self.scope.scheme  # type: ignore[no-any-return]
+
+    @property
+    def protocol(self) -> str:
+        return "HTTP/" + self.scope.http_version  # type: ignore[no-any-return]
 
     async def read_body(self) -> bytes:
         return await self.proto()
@@ -153,10 +176,15 @@ class RsgiApp:
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway.stop()
 
-    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+    def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
+        # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
-            return  # WebSocket APIs are not served yet
-        await self.gateway.handle(RsgiDownstream(scope, proto))
+            return _nothing()  # WebSocket APIs are not served yet
+        return self.gateway.handle(RsgiDownstream(scope, proto))
+
+
+async def _nothing() -> None:
+    pass
 
 
 class AsgiApp:

@@ -33,6 +33,8 @@ cdef enum:
     F_AUTHORIZATION = 8   # forwarded, but two of them are ambiguous (which one did the authorizer see?)
     F_API_KEY = 9
     F_CONTENT_TYPE = 10
+    F_CACHE_CONTROL = 11  # forwarded; may be repeated; tells the stage cache to look closer
+    F_CACHE_TOKEN = 12    # x-fastgw-cache-token: the cache's invalidation token (it drops the field)
 
 cdef inline bint _eq(const char* a, Py_ssize_t n, const char* b, Py_ssize_t m):
     return n == m and memcmp(a, b, <size_t>n) == 0
@@ -58,6 +60,7 @@ cdef int _classify(const char* n, Py_ssize_t k):
         if memcmp(n, b"content-type", 12) == 0: return F_CONTENT_TYPE
     elif k == 13:
         if memcmp(n, b"authorization", 13) == 0: return F_AUTHORIZATION
+        if memcmp(n, b"cache-control", 13) == 0: return F_CACHE_CONTROL
     elif k == 14:
         if memcmp(n, b"content-length", 14) == 0: return F_CONTENT_LENGTH
     elif k == 15:
@@ -71,6 +74,8 @@ cdef int _classify(const char* n, Py_ssize_t k):
         if memcmp(n, b"proxy-authenticate", 18) == 0: return F_DROP
     elif k == 19:
         if memcmp(n, b"proxy-authorization", 19) == 0: return F_DROP
+    elif k == 20:
+        if memcmp(n, b"x-fastgw-cache-token", 20) == 0: return F_CACHE_TOKEN
     return F_FORWARD
 
 
@@ -82,6 +87,7 @@ cdef class RequestFacts:
     cdef readonly bint expect_continue
     cdef readonly bytes forward              # b"name: value\r\n" for each forwardable field
     cdef readonly str forwarded_for          # the client's X-Forwarded-For ("" if none)
+    cdef readonly bint cache_fields          # Authorization, Cache-Control or the cache token is present
 
 
 cdef _check_transfer_encoding(str value, bint already_chunked):
@@ -135,6 +141,7 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
     facts.chunked = False
     facts.expect_continue = False
     facts.forwarded_for = ""
+    facts.cache_fields = False
     if count > max_count:
         raise RequestRejected("HEADERS_TOO_LARGE", "Too many request header fields")
     # Pass 1: limits, syntax, framing fields; the size of the forwardable block.
@@ -152,13 +159,15 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
             # depending on who reads it (Envoy's edge guidance: reject).
             raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field name")
         kind = _classify(name, n_len)
-        if kind >= F_HOST and kind != F_TRANSFER_ENCODING and kind != F_CONNECTION and kind != F_EXPECT \
-                and kind != F_FORWARDED_FOR:
+        if kind >= F_HOST and kind <= F_CONTENT_TYPE and kind != F_TRANSFER_ENCODING and kind != F_CONNECTION \
+                and kind != F_EXPECT and kind != F_FORWARDED_FOR:
             if seen & (1u << kind):
                 raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name_str} header")
             seen |= 1u << kind
         if kind == F_FORWARD or kind >= F_AUTHORIZATION:
             forward_size += n_len + v_len + 4
+            if kind == F_AUTHORIZATION or kind == F_CACHE_CONTROL or kind == F_CACHE_TOKEN:
+                facts.cache_fields = True
         elif kind == F_HOST:
             facts.host = value_str
         elif kind == F_CONTENT_LENGTH:
@@ -224,6 +233,34 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
     return facts
 
 
+cpdef RequestFacts scan_request(str method, str path, str query, bint absolute_form, list headers,
+                                tuple limits):
+    """The request line, then the head (scan_request_headers). `limits`: (max URI bytes, max header
+    count, max header bytes, max field bytes, max body bytes). Mirrors fastgw/_py/request.py."""
+    cdef Py_ssize_t max_uri = limits[0]
+    cdef Py_ssize_t n_query = PyUnicode_GET_LENGTH(query)
+    if method not in PROXIED_METHODS:
+        if method == "TRACE":
+            raise RequestRejected("METHOD_NOT_ALLOWED", None)
+        if method == "CONNECT":
+            raise RequestRejected("BAD_REQUEST_PARAMETERS", "CONNECT is not supported")
+        raise RequestRejected("NOT_IMPLEMENTED", "Unknown method")
+    # request line: METHOD SP target SP HTTP/1.1
+    if PyUnicode_GET_LENGTH(method) + PyUnicode_GET_LENGTH(path) + n_query + (1 if n_query else 0) + 11 > max_uri:
+        raise RequestRejected("URI_TOO_LONG", None)
+    if absolute_form:
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Absolute-form request targets are not supported")
+    if PyUnicode_GET_LENGTH(path) == 0 or PyUnicode_READ_CHAR(path, 0) != 47:
+        # asterisk-form (OPTIONS *) and the authority form are not proxied.
+        if method == "OPTIONS" and path == "*":
+            raise RequestRejected("METHOD_NOT_ALLOWED", None)
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid request target")
+    return scan_request_headers(headers, limits[1], limits[2], limits[3], limits[4])
+
+
+PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 cpdef list latin1_headers(list raw):
     """ASGI's (bytes, bytes) header pairs as (str, str), byte for byte (latin-1)."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(raw)
@@ -257,3 +294,30 @@ cpdef list bytes_headers(list headers):
         Py_INCREF(item)
         PyList_SET_ITEM(out, i, item)
     return out
+
+
+@cython.final
+cdef class RequestIds:
+    """AWS-shaped request ids (the UUID layout) without a uuid4 per request: a prefix of 24
+    characters chosen once per worker ("xxxxxxxx-xxxx-xxxx-xxxx-"), then a counter as 12 hex digits.
+    Mirrors fastgw/_py/request.py RequestIds."""
+    cdef char text[36]
+    cdef unsigned long long counter
+
+    def __init__(self, str prefix):
+        cdef Py_ssize_t size
+        cdef const char* data = _latin1(prefix, &size)
+        if size != 24:
+            raise ValueError("a request id prefix has 24 characters")
+        memcpy(self.text, data, 24)
+        self.counter = 0
+
+    cpdef str next(self):
+        cdef unsigned long long n
+        cdef int i
+        self.counter += 1
+        n = self.counter
+        for i in range(35, 23, -1):  # the last 12 hex digits of the counter (it never gets that far)
+            self.text[i] = b"0123456789abcdef"[n & 15]
+            n >>= 4
+        return PyUnicode_DecodeLatin1(self.text, 36, NULL)

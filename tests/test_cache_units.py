@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fastgw import cache as cachemod
+from fastgw._accel import scan_request_headers
 from fastgw.cache import MAX_ENTRY_BODY, CacheStage, Fill, storable_ttl
 from fastgw.config.compile import compile_config
 from fastgw.config.model import read_config
@@ -53,9 +54,8 @@ def down(path_query: str = "", headers: list[tuple[str, str]] | None = None, met
 
 
 def head(headers: list[tuple[str, str]] | None = None) -> Any:
-    forward = "".join(f"{k}: {v}\r\n" for k, v in headers or []).encode("latin-1")
-    return SimpleNamespace(host="gw", content_length=-1, chunked=False, expect_continue=False, forward=forward,
-                           forwarded_for="")
+    """The request head as the pipeline's scan kernel reads it."""
+    return scan_request_headers([("host", "gw"), *(headers or [])], 100, 1 << 20, 1 << 16, 1 << 30)
 
 
 def stage_of(plan: Any) -> tuple[CacheStage, Any]:

@@ -15,6 +15,10 @@ NOT_FORWARDED = frozenset((
     "expect",
 ))
 SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
+# Fields that make the stage cache look closer at a request (fastgw/cache.py): credentials, client
+# cache directives and the cache's own invalidation token.
+CACHE_FIELDS = frozenset(("authorization", "cache-control", "x-fastgw-cache-token"))
+PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 class RequestRejected(Exception):
@@ -27,7 +31,7 @@ class RequestRejected(Exception):
 
 
 class RequestFacts:
-    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for")
+    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for", "cache_fields")
 
     def __init__(self) -> None:
         self.host = ""
@@ -36,6 +40,7 @@ class RequestFacts:
         self.expect_continue = False
         self.forward = b""
         self.forwarded_for = ""
+        self.cache_fields = False
 
 
 def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_total: int, max_field: int,
@@ -53,6 +58,8 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
             raise RequestRejected("HEADERS_TOO_LARGE", "Request header field too large")
         if "_" in name:
             raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field name")
+        if name in CACHE_FIELDS:
+            facts.cache_fields = True
         if name in SINGLETON:
             if name in seen:
                 raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name} header")
@@ -97,6 +104,29 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
     return facts
 
 
+def scan_request(method: str, path: str, query: str, absolute_form: bool, headers: list[tuple[str, str]],
+                 limits: tuple[int, int, int, int, int]) -> RequestFacts:
+    """The request line, then the head (scan_request_headers). `limits`: (max URI bytes, max header
+    count, max header bytes, max field bytes, max body bytes)."""
+    if method not in PROXIED_METHODS:
+        if method == "TRACE":
+            raise RequestRejected("METHOD_NOT_ALLOWED")
+        if method == "CONNECT":
+            raise RequestRejected("BAD_REQUEST_PARAMETERS", "CONNECT is not supported")
+        raise RequestRejected("NOT_IMPLEMENTED", "Unknown method")
+    # request line: METHOD SP target SP HTTP/1.1
+    if len(method) + len(path) + len(query) + (1 if query else 0) + 11 > limits[0]:
+        raise RequestRejected("URI_TOO_LONG")
+    if absolute_form:
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Absolute-form request targets are not supported")
+    if not path.startswith("/"):
+        # asterisk-form (OPTIONS *) and the authority form are not proxied.
+        if method == "OPTIONS" and path == "*":
+            raise RequestRejected("METHOD_NOT_ALLOWED")
+        raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid request target")
+    return scan_request_headers(headers, limits[1], limits[2], limits[3], limits[4])
+
+
 def latin1_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """ASGI's (bytes, bytes) header pairs as (str, str), byte for byte (latin-1)."""
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
@@ -105,3 +135,18 @@ def latin1_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 def bytes_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """(str, str) header pairs as ASGI's (bytes, bytes), byte for byte (latin-1)."""
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+class RequestIds:
+    """AWS-shaped request ids (the UUID layout) without a uuid4 per request: a prefix of 24
+    characters chosen once per worker ("xxxxxxxx-xxxx-xxxx-xxxx-"), then a counter as 12 hex digits."""
+
+    def __init__(self, prefix: str) -> None:
+        if len(prefix) != 24:
+            raise ValueError("a request id prefix has 24 characters")
+        self.prefix = prefix
+        self.counter = 0
+
+    def next(self) -> str:
+        self.counter += 1
+        return f"{self.prefix}{self.counter & 0xFFFFFFFFFFFF:012x}"

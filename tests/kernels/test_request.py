@@ -78,3 +78,74 @@ def test_asgi_header_conversion_round_trips_bytes(mod):
     text = mod.latin1_headers(raw)
     assert text == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     assert mod.bytes_headers(text) == raw
+
+
+LINE_LIMITS = (64, *LIMITS)
+
+
+def scan_line(mod, method, path, query="", absolute_form=False):
+    try:
+        facts = mod.scan_request(method, path, query, absolute_form, [("host", "h")], LINE_LIMITS)
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "RequestRejected", exc
+        return ("rejected", exc.kind, exc.message)
+    return facts.host
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize(("line", "expected"), [
+    (("GET", "/a"), "h"),
+    (("OPTIONS", "/a", "x=1"), "h"),
+    (("TRACE", "/a"), ("rejected", "METHOD_NOT_ALLOWED", None)),
+    (("CONNECT", "/a"), ("rejected", "BAD_REQUEST_PARAMETERS", "CONNECT is not supported")),
+    (("BREW", "/a"), ("rejected", "NOT_IMPLEMENTED", "Unknown method")),
+    (("GET", "/" + "a" * 49), "h"),  # 3 + 50 + 11 = 64: the limit itself is allowed
+    (("GET", "/" + "a" * 50), ("rejected", "URI_TOO_LONG", None)),
+    (("GET", "/" + "a" * 48, "q"), ("rejected", "URI_TOO_LONG", None)),  # "?q" counts
+    (("GET", "/a", "", True), ("rejected", "BAD_REQUEST_PARAMETERS",
+                               "Absolute-form request targets are not supported")),
+    (("OPTIONS", "*"), ("rejected", "METHOD_NOT_ALLOWED", None)),
+    (("GET", "a"), ("rejected", "BAD_REQUEST_PARAMETERS", "Invalid request target")),
+    (("GET", ""), ("rejected", "BAD_REQUEST_PARAMETERS", "Invalid request target")),
+])
+def test_request_line(mod, line, expected):
+    assert scan_line(mod, *line) == expected
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize(("headers", "cache_fields"), [
+    ([("accept", "*/*")], False),
+    ([("authorization", "Bearer x")], True),
+    ([("cache-control", "max-age=0"), ("cache-control", "no-cache")], True),  # repeatable, not a duplicate
+    ([("x-fastgw-cache-token", "t")], True),
+    ([("x-cache-control", "1"), ("authorization-hint", "2")], False),
+])
+def test_cache_fields(mod, headers, cache_fields):
+    facts = mod.scan_request_headers(headers, *LIMITS)
+    assert facts.cache_fields is cache_fields
+    assert facts.forward == "".join(f"{k}: {v}\r\n" for k, v in headers).encode()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_request_ids(mod):
+    ids = mod.RequestIds("0123abcd-4567-89ef-0123-")
+    first = [ids.next() for _ in range(20)]
+    assert first[0] == "0123abcd-4567-89ef-0123-000000000001"
+    assert first[15] == "0123abcd-4567-89ef-0123-000000000010"
+    assert len(set(first)) == 20
+    with pytest.raises(ValueError):
+        mod.RequestIds("short")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=5000))
+def test_request_ids_against_the_twin(n):
+    if len(IMPLS) < 2:
+        return
+    from fastgw import _core
+
+    c, p = _core.RequestIds("ffffffff-0000-1111-2222-"), py.RequestIds("ffffffff-0000-1111-2222-")
+    for _ in range(n):
+        c.next()
+        p.next()
+    assert c.next() == p.next()
