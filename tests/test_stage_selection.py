@@ -1,6 +1,6 @@
-"""Stage selection as the worker remembers it (Gateway.stages_seen): the same answers as computing
-it every time, per host where API mappings make the host matter, never a remembered error, and
-nothing kept across a new plan."""
+"""Stage selection and route matching as the worker remembers them (Gateway.stages_seen,
+Gateway.routes_seen): the same answers as computing them every time, per host where API mappings make
+the host matter, never a remembered error, long paths not kept, and nothing kept across a new plan."""
 
 from __future__ import annotations
 
@@ -65,3 +65,31 @@ def test_a_new_plan_forgets() -> None:
     with pytest.raises(GatewayError):
         gw.select_stage("c.example.com", "/beta/x/1")
     assert names(gw.select_stage("c.example.com", "/gamma/x/1")) == ("orders", "gamma", "/x/1")
+
+
+def test_long_paths_are_not_remembered() -> None:
+    gw = gateway()
+    long_path = "/live/x/" + "a" * pipeline.SEEN_PATH_MAX
+    stage, route_path = gw.select_stage("c.example.com", long_path)
+    gw.match(stage, "GET", route_path)
+    assert not gw.stages_seen and not gw.routes_seen
+
+
+def test_remembered_routes_give_each_request_its_own_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = gateway()
+    stage, route_path = gw.select_stage("c.example.com", "/live/x/7")
+    first_route, first = gw.match(stage, "GET", route_path)
+    first["id"] = "tampered"  # a request's own dict: nothing another request sees
+    route, params = gw.match(stage, "GET", route_path)
+    assert route is first_route and params == {"id": "7"}
+    assert (route, params) == stage.router.match("GET", route_path)[1:]
+    for _ in range(2):  # 405s and 404s are answered every time, never remembered
+        with pytest.raises(GatewayError):
+            gw.match(stage, "POST", route_path)
+        with pytest.raises(GatewayError):
+            gw.match(stage, "GET", "/nowhere")
+    assert list(gw.routes_seen) == [(stage, "GET", route_path)]
+    monkeypatch.setattr(pipeline, "ROUTES_SEEN_MAX", 3)
+    for i in range(7):
+        gw.match(stage, "GET", f"/x/{i}")
+        assert len(gw.routes_seen) <= 3
