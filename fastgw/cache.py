@@ -655,7 +655,8 @@ def _query_values(query: str) -> dict[str, str]:
 class _Head:
     """A request head (RequestFacts' fields) with the invalidation token left out of what is sent on."""
 
-    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for", "cache_fields")
+    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for", "cache_fields",
+                 "api_key")
 
     def __init__(self, head: Any, forward: bytes):
         self.host = head.host
@@ -665,6 +666,7 @@ class _Head:
         self.forward = forward
         self.forwarded_for = head.forwarded_for
         self.cache_fields = head.cache_fields
+        self.api_key = head.api_key
 
 
 def _without_token(head: Any) -> _Head:

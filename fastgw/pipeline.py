@@ -192,7 +192,7 @@ class Gateway:
                 down = self.cors(down, stage)  # preflights are answered here (GatewayAnswered)
             route, params = self.match(stage, down.method, route_path)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
-            if route.usage is not None and (waiter := self.usage.check(route.usage, down.headers)) is not None:
+            if route.usage is not None and (waiter := self.usage.check(route.usage, head.api_key)) is not None:
                 await waiter
             if route.validator is not None:  # request validation (fastgw/validation.py)
                 down = await route.validator.check(self, down, head)

@@ -88,6 +88,7 @@ cdef class RequestFacts:
     cdef readonly bytes forward              # b"name: value\r\n" for each forwardable field
     cdef readonly str forwarded_for          # the client's X-Forwarded-For ("" if none)
     cdef readonly bint cache_fields          # Authorization, Cache-Control or the cache token is present
+    cdef readonly str api_key                # the X-API-Key field ("" if none)
 
 
 cdef _check_transfer_encoding(str value, bint already_chunked):
@@ -142,6 +143,7 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
     facts.expect_continue = False
     facts.forwarded_for = ""
     facts.cache_fields = False
+    facts.api_key = ""
     if count > max_count:
         raise RequestRejected("HEADERS_TOO_LARGE", "Too many request header fields")
     # Pass 1: limits, syntax, framing fields; the size of the forwardable block.
@@ -168,6 +170,8 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
             forward_size += n_len + v_len + 4
             if kind == F_AUTHORIZATION or kind == F_CACHE_CONTROL or kind == F_CACHE_TOKEN:
                 facts.cache_fields = True
+            elif kind == F_API_KEY:
+                facts.api_key = value_str
         elif kind == F_HOST:
             facts.host = value_str
         elif kind == F_CONTENT_LENGTH:

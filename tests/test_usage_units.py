@@ -63,11 +63,10 @@ def test_method_throttle_keys_accept_the_aws_form() -> None:
 
 def test_quota_offset_applies_to_the_first_period_only(tmp_path: Path) -> None:
     stage, usage = stage_for(tmp_path, {"limit": 5, "period": "DAY", "offset": 3})
-    headers = [("x-api-key", KEY)]
     for _ in range(2):
-        assert stage.check(usage, headers) is None
+        assert stage.check(usage, KEY) is None
     with pytest.raises(GatewayError) as refused:
-        stage.check(usage, headers)
+        stage.check(usage, KEY)
     assert refused.value.kind == "QUOTA_EXCEEDED"
     fields = dict(refused.value.headers)
     assert fields["ratelimit-limit"] == "5" and fields["ratelimit-remaining"] == "0"
@@ -78,12 +77,12 @@ def test_quota_offset_applies_to_the_first_period_only(tmp_path: Path) -> None:
 def test_authorizer_key_source_reads_the_usage_identifier_key(tmp_path: Path) -> None:
     stage, usage = stage_for(tmp_path, source="AUTHORIZER")
     with pytest.raises(GatewayError) as refused:
-        stage.check(usage, [("x-api-key", KEY)])  # the header is not the source here
+        stage.check(usage, KEY)  # the X-API-Key field is not the source here
     assert refused.value.kind == "INVALID_API_KEY"
-    assert stage.check(usage, [], identity_key=KEY) is None
-    assert stage.check(usage, [], identity_key=KEY) is None
+    assert stage.check(usage, "", identity_key=KEY) is None
+    assert stage.check(usage, "", identity_key=KEY) is None
     with pytest.raises(GatewayError) as throttled:
-        stage.check(usage, [], identity_key=KEY)
+        stage.check(usage, "", identity_key=KEY)
     assert throttled.value.kind == "THROTTLED"
     assert dict(throttled.value.headers)["ratelimit-limit"] == "2"
     stage.stop()

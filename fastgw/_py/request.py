@@ -31,7 +31,8 @@ class RequestRejected(Exception):
 
 
 class RequestFacts:
-    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for", "cache_fields")
+    __slots__ = ("host", "content_length", "chunked", "expect_continue", "forward", "forwarded_for", "cache_fields",
+                 "api_key")
 
     def __init__(self) -> None:
         self.host = ""
@@ -41,6 +42,7 @@ class RequestFacts:
         self.forward = b""
         self.forwarded_for = ""
         self.cache_fields = False
+        self.api_key = ""
 
 
 def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_total: int, max_field: int,
@@ -66,6 +68,8 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
             seen.add(name)
             if name == "host":
                 facts.host = value
+            elif name == "x-api-key":
+                facts.api_key = value
             elif name == "content-length":
                 if not (value.isascii() and value.isdigit()) or len(value) > 18:
                     raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid Content-Length")

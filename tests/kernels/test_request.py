@@ -149,3 +149,12 @@ def test_request_ids_against_the_twin(n):
         c.next()
         p.next()
     assert c.next() == p.next()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_api_key_is_read_and_still_forwarded(mod):
+    facts = mod.scan_request_headers([("host", "h"), ("x-api-key", "k-123")], *LIMITS)
+    assert facts.api_key == "k-123"
+    assert facts.forward == b"x-api-key: k-123\r\n"
+    assert mod.scan_request_headers([("host", "h")], *LIMITS).api_key == ""
+    assert scan(mod, [("x-api-key", "a"), ("x-api-key", "b")]) == ("rejected", "BAD_REQUEST_PARAMETERS")
