@@ -362,3 +362,14 @@ def test_a_refetch_after_max_age_0_replaces_the_redis_entry_too():
     fill.begin(200, [])(b"new")
     fill.finish()
     assert calls == [("delete", "GET /items/{id}\n1"), ("put", b"new")]
+
+
+def test_the_in_process_driver_runs_every_scenario():
+    # benchmarks/inproc.py measures instruction counts of the request path (docs/PERF.md); this only
+    # keeps it working: a cache hit, a plain proxy and the full path, each against its own upstream.
+    import asyncio
+
+    from benchmarks.inproc import drive
+
+    for scenario in ("hit", "plain", "full"):
+        asyncio.run(drive(scenario, 20, None))  # raises SystemExit on any answer but 200
