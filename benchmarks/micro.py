@@ -225,6 +225,31 @@ def bench_request_scan(mod: ModuleType, batch: int) -> Loop:
     return loop
 
 
+def bench_request_line_and_scan(mod: ModuleType, batch: int) -> Loop:
+    """What the pipeline calls: the request line's checks, then the header scan."""
+    scan = mod.scan_request
+    headers = REQUEST_HEADERS
+    limits = (8192, 100, 61440, 16384, 10 << 20)
+
+    def loop() -> int:
+        for _ in range(batch):
+            scan("GET", "/prod/items/42", "lang=en", False, headers, limits)
+        return batch
+
+    return loop
+
+
+def bench_request_ids(mod: ModuleType, batch: int) -> Loop:
+    next_id = mod.RequestIds("0123abcd-4567-89ef-0123-").next
+
+    def loop() -> int:
+        for _ in range(batch):
+            next_id()
+        return batch
+
+    return loop
+
+
 def bench_tally(mod: ModuleType, batch: int) -> Loop:
     tally = mod.Tally(("api", "stage", "GET /x", "GET"), (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
     record = tally.record
@@ -252,6 +277,8 @@ def cases(batch: int) -> list[tuple[str, str, Callable[[ModuleType], Loop]]]:
         ("LruTtlCache", "put (with eviction)", lambda m: bench_cache_put(m, batch)),
         ("ResponseParser", "small response (twin: httptools)", lambda m: bench_response_parser(m, batch)),
         ("scan_request_headers", "6 header fields", lambda m: bench_request_scan(m, batch)),
+        ("scan_request", "request line + 6 header fields", lambda m: bench_request_line_and_scan(m, batch)),
+        ("RequestIds", "next", lambda m: bench_request_ids(m, batch)),
         ("Tally", "record", lambda m: bench_tally(m, batch)),
     ]
 
