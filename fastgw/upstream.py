@@ -2,9 +2,10 @@
 
 Each connection is an asyncio.Protocol with an httptools (llhttp) response parser and carries one
 exchange at a time. The pipeline writes the serialised request head (and the body, streamed when
-it is large), then waits for the response head. Small responses arrive whole in the same read and
-are handed back as one bytes object; larger ones are streamed chunk by chunk with back-pressure
-(reading from the upstream pauses while the client is slow).
+it is large), then waits for the response: whole when its Content-Length is at most
+BUFFER_RESPONSE_BYTES (handed back as one bytes object), else for its head; larger, chunked and
+close-delimited bodies are then streamed chunk by chunk with back-pressure (reading from the
+upstream pauses while the client is slow).
 
 Failure mapping (RELIABILITY.md §c): connect refused / reset before the response head / invalid
 response → UpstreamError("INTEGRATION_FAILURE") → 502; connect timeout and integration timeout →
@@ -24,6 +25,10 @@ from ._accel import ResponseError, ResponseParser
 # Response header limits (RELIABILITY.md F-08): beyond these the response is refused with 502.
 MAX_RESPONSE_HEADER_BYTES = 60 * 1024
 MAX_RESPONSE_HEADER_COUNT = 100
+# A response whose Content-Length is at most this is read whole before it is relayed (one response
+# call to the server layer instead of a stream of chunks, as nginx's proxy buffering does); larger
+# ones, chunked and close-delimited ones are streamed as they arrive.
+BUFFER_RESPONSE_BYTES = 64 * 1024
 # Upstream reads pause while this many body bytes wait for the client.
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
@@ -62,7 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser(MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_COUNT)
         self.closed = False
-        self.waiter: asyncio.Future | None = None  # resolved when the response head is in
+        self.waiter: asyncio.Future | None = None  # resolved when the response (or its head) is in
         self.body_waiter: asyncio.Future | None = None  # resolved when more body (or the end) is in
         self.drain_waiter: asyncio.Future | None = None
         self.error: UpstreamError | None = None
@@ -93,7 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         waiter = self.waiter
         if waiter is not None:
-            if state:  # the head is complete (and maybe the whole message)
+            # The head is complete and so is the message, or its body is one to stream.
+            if state and (parser.complete or not 0 <= parser.content_length <= BUFFER_RESPONSE_BYTES):
                 self.waiter = None
                 if not waiter.done():
                     waiter.set_result(None)

@@ -88,6 +88,7 @@ cdef class ResponseParser:
     cdef readonly bint keep_alive
     cdef readonly Py_ssize_t buffered
     cdef readonly bint complete
+    cdef readonly long long content_length  # the response's Content-Length; -1: none (chunked, close)
     cdef list chunks
     cdef bytes pending        # unparsed bytes (a partial head, chunk-size line, ...)
     cdef int state
@@ -109,6 +110,7 @@ cdef class ResponseParser:
         self.keep_alive = False
         self.buffered = 0
         self.complete = False
+        self.content_length = -1
         self.chunks = []
         self.pending = b""
         self.state = ST_HEAD
@@ -406,6 +408,7 @@ cdef class ResponseParser:
         if chunked and content_length >= 0:
             raise ResponseError("both Content-Length and Transfer-Encoding in the response")
         self.status = status
+        self.content_length = content_length
         self.keep_alive = (not conn_close) if not http10 else conn_keep
         if self.nominated:
             headers = self._drop_nominated(headers)

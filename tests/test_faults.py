@@ -239,6 +239,16 @@ def test_f04_truncated_response_is_never_a_clean_response(faults: Faults, varian
     faults.still_serving()
 
 
+def test_f04_a_small_response_cut_short_is_a_clean_502(faults: Faults) -> None:
+    # A response with a Content-Length up to 64 KiB is read whole before anything is relayed
+    # (fastgw/upstream.py BUFFER_RESPONSE_BYTES), so a cut is noticed in time for a gateway error.
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 10
+    faults.script.behaviour = lambda request: Action(raw=cut, close=True)
+    response, _ = faults.get("/prod/script/cut-small")
+    assert_gateway_error(response, 502, "Bad Gateway")
+    faults.still_serving()
+
+
 # -- F-06: reset before the response headers ----------------------------------------------------------
 def test_f06_reset_get_is_502_after_exactly_one_retry(faults: Faults) -> None:
     faults.script.behaviour = lambda request: Action(reset=True)

@@ -35,6 +35,7 @@ class ResponseParser:
         self.keep_alive = False
         self.buffered = 0
         self.complete = False
+        self.content_length = -1  # the response's Content-Length; -1: none (chunked, close-delimited)
         self.chunks: list[bytes] = []
         self._raw: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -131,6 +132,7 @@ class ResponseParser:
         if chunked and length is not None:
             raise ResponseError("both Content-Length and Transfer-Encoding in the response")
         self.headers = headers
+        self.content_length = length if length is not None else -1
         self.keep_alive = self.parser.should_keep_alive()
         self._head_done = True
         self._close_delimited = not chunked and length is None

@@ -168,3 +168,21 @@ def responses(draw):
 def test_compiled_parser_agrees_with_httptools(case):
     data, splits = case
     assert run(CoreParser, data, splits) == run(PyResponseParser, data, splits)
+
+
+@pytest.mark.parametrize(("head", "content_length"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n", 1024),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", -1),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", -1),
+])
+def test_content_length_is_known_once_the_head_is_in(impl, head, content_length):
+    # The upstream pool reads a response whole when its Content-Length is small (fastgw/upstream.py).
+    parser_cls, _ = impl
+    parser = parser_cls()
+    parser.reset(False)
+    assert parser.content_length == -1
+    assert parser.feed(head) in (1, 2)
+    assert parser.content_length == content_length
+    parser.reset(False)
+    assert parser.content_length == -1
