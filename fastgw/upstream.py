@@ -28,7 +28,7 @@ MAX_RESPONSE_HEADER_COUNT = 100
 # A response whose Content-Length is at most this is read whole before it is relayed (one response
 # call to the server layer instead of a stream of chunks, as nginx's proxy buffering does); larger
 # ones, chunked and close-delimited ones are streamed as they arrive.
-BUFFER_RESPONSE_BYTES = 64 * 1024
+BUFFER_RESPONSE_BYTES = 16 * 1024
 # Upstream reads pause while this many body bytes wait for the client.
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
