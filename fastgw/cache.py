@@ -298,9 +298,6 @@ def shared_area() -> SharedArea:
 # -- one worker's cache stage -----------------------------------------------------------------------
 class CacheStage:
     def __init__(self, setup: CacheSetup, workers: int):
-        from .config.compile import HttpProxyPlan  # (compile imports this module)
-
-        self.proxy_plan = HttpProxyPlan  # misses of these stream through relay_response
         self.setup = setup
         self.stages = setup.stages
         self.routes = setup.routes
@@ -491,11 +488,8 @@ class CacheStage:
         integration = route.integration
         assert integration is not None
         began = time.perf_counter()
-        if integration.__class__ is self.proxy_plan:
-            status, sent = await gateway.http_proxy(down, head, integration, params, request_id, fill)
-        else:
-            status, sent = await gateway.integrate(down, head, stage, route, route_path, integration, params,
-                                                   request_id, fill)
+        status, sent = await gateway.integrate(down, head, stage, route, route_path, integration, params,
+                                               request_id, fill)
         return status, sent, time.perf_counter() - began
 
     def store(self, fill: Fill, body: bytes) -> None:

@@ -32,15 +32,14 @@ from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
 from .config.loader import ConfigError, load_document
 from .httpsyntax import encode_decoded_path
-from .pipeline import Gateway
+from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .state import adminapi
 from .state.persist import start_main_state, stop_main_state
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
 ENCODED_PATHS: dict[str, str] = {}
-MEMO_PATHS = 4096
-MEMO_PATH_MAX = 256
+ENCODED_PATHS_MAX = 4096
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
 
 
@@ -61,10 +60,8 @@ class RsgiDownstream:
         encoded = ENCODED_PATHS.get(path)
         if encoded is None:
             encoded = encode_decoded_path(path)
-            if len(path) <= MEMO_PATH_MAX:
-                if len(ENCODED_PATHS) >= MEMO_PATHS:
-                    ENCODED_PATHS.clear()
-                ENCODED_PATHS[path] = encoded
+            if len(path) <= SEEN_PATH_MAX:
+                remember(ENCODED_PATHS, path, encoded, ENCODED_PATHS_MAX)
         self.path = encoded
         self.query = scope.query_string
         self.headers = scope.headers.items()
