@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.templates")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
-INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024  # AWS's integration response payload limit
 TEMPLATE_BODY_LIMIT = 1024 * 1024  # bytes fed to a mapping template (AWS: 10 MB payloads; templates ~ 300 KB)
 REQUEST_SOURCE = re.compile(r"^method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)"
                             r"\.(.+)$")
@@ -461,7 +460,7 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
     conn = await exchange(proxy.pool, request_head, payload, method == "HEAD", method in IDEMPOTENT, proxy.timeout)
     status = conn.parser.status
     upstream_headers = list(conn.parser.headers)
-    return status, upstream_headers, await read_whole_response(conn, INTEGRATION_RESPONSE_LIMIT)
+    return status, upstream_headers, await read_whole_response(conn)
 
 
 async def _call_function(plan: NonProxyPlan, payload: bytes) -> tuple[int, list[tuple[str, str]], bytes, str | None]:

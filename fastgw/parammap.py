@@ -31,7 +31,6 @@ from .reqcontext import build_context, header, json_field, lookup
 from .upstream import exchange, read_whole_response
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
-INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024  # a response read whole for a $response.body mapping
 ACTIONS = ("remove", "overwrite", "append")  # the order they apply in
 REQUEST_KEY = re.compile(r"^(append|overwrite|remove):(header|querystring)\.(.+)$")
 RESPONSE_KEY = re.compile(r"^(append|overwrite|remove):(header)\.(.+)$")
@@ -321,7 +320,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     headers = list(conn.parser.headers)
     variables.response_headers = headers
     if status in mapping.needs_response_body:
-        variables.response_body = await read_whole_response(conn, INTEGRATION_RESPONSE_LIMIT)
+        variables.response_body = await read_whole_response(conn)
         status, headers = _mapped_head(ops, status, headers, variables)
         return await gateway.answer(down, status, headers, variables.response_body, request_id, fill)
     new_status, new_headers = _mapped_head(ops, status, headers, variables)

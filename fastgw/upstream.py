@@ -29,6 +29,8 @@ MAX_RESPONSE_HEADER_COUNT = 100
 # call to the server layer instead of a stream of chunks, as nginx's proxy buffering does); larger
 # ones, chunked and close-delimited ones are streamed as they arrive.
 BUFFER_RESPONSE_BYTES = 16 * 1024
+# Integrations that transform a response read it whole, up to AWS's integration payload limit.
+INTEGRATION_RESPONSE_LIMIT = 10 * 1024 * 1024
 # Upstream reads pause while this many body bytes wait for the client.
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
@@ -346,7 +348,7 @@ async def exchange(
             raise
 
 
-async def read_whole_response(conn: UpstreamConnection, limit: int) -> bytes:
+async def read_whole_response(conn: UpstreamConnection, limit: int = INTEGRATION_RESPONSE_LIMIT) -> bytes:
     """The response body of an exchange, in memory (integrations that transform it), then the
     connection goes back to its pool. Past `limit` bytes the connection is dropped and the answer is
     a 502 (AWS caps integration responses at 10 MB)."""
