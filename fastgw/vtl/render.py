@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from typing import Any
 
 import orjson
@@ -980,7 +979,7 @@ def _dget(d, k):
 
 class Prop(Step):
     def __init__(self, name):
-        self.name = sys.intern(name)  # PERF: dict lookups then match by identity
+        self.name = name
 
     def apply(self, obj, ctx):
         if type(obj) is dict:
@@ -1069,7 +1068,7 @@ class Ref(Expr):
     """$name followed by steps; evaluates to None as soon as one step gives null."""
 
     def __init__(self, name, steps):
-        self.name = sys.intern(name)  # PERF: dict lookups then match by identity
+        self.name = name
         self.steps = steps
         # $velocityCount / $velocityHasNext are read from the innermost #foreach's scope (PERF: a
         # loop then writes no context keys per iteration); a #set of the same name still wins.
@@ -1298,7 +1297,7 @@ def _iter_items(v):
 
 class Foreach(Node):
     def __init__(self, var, expr, block):
-        self.var = sys.intern(var)
+        self.var = var
         self.expr = expr
         self.block = block_of(block)
 
