@@ -79,13 +79,6 @@ def java_double(d):
     return sign + mant + "E" + str(e)
 
 
-def _json_text(v):
-    try:
-        return orjson.dumps(v, default=to_str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=to_str)
-
-
 def to_str(v):
     """How Java's String.valueOf renders a value (for a null inside a container: ``null``)."""
     t = type(v)
@@ -100,7 +93,7 @@ def to_str(v):
     if t is float:
         return java_double(v)
     if t is list:
-        return _json_text(v)
+        return json_text(v)
     if isinstance(v, dict):
         return "{" + ", ".join([to_str(k) + "=" + to_str(x) for k, x in v.items()]) + "}"
     if isinstance(v, list) or t is tuple:
@@ -1446,6 +1439,7 @@ def parse_json_value(text: str) -> Any:
 
 
 def json_text(v: Any) -> str:
+    """A value as JSON text (what payload arrays print as, and $util.toJson / $input.json give)."""
     try:
         return orjson.dumps(v, default=to_str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # integers beyond 64 bits
