@@ -26,7 +26,7 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
-from . import cache, metrics
+from . import allocator, cache, metrics
 from ._accel import bytes_headers, latin1_headers
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
@@ -238,6 +238,7 @@ def load_app() -> Any:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
+    allocator.tune_for_proxy()
     return app
 
 
