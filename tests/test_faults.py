@@ -240,7 +240,7 @@ def test_f04_truncated_response_is_never_a_clean_response(faults: Faults, varian
 
 
 def test_f04_a_small_response_cut_short_is_a_clean_502(faults: Faults) -> None:
-    # A response with a Content-Length up to 16 KiB is read whole before anything is relayed
+    # A response with a Content-Length up to 256 KiB is read whole before anything is relayed
     # (fastgw/upstream.py BUFFER_RESPONSE_BYTES), so a cut is noticed in time for a gateway error.
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 10
     faults.script.behaviour = lambda request: Action(raw=cut, close=True)
