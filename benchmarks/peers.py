@@ -154,6 +154,15 @@ def granian_hello(granian_bin: str, port: int) -> Launch:
     ])
 
 
+def granian_floor(granian_bin: str, port: int, app_dir: Path, upstream_port: int) -> Launch:
+    """The floor: granian with the smallest upstream leg it can have (benchmarks/floor_app.pyx)."""
+    return Launch(cmd=[
+        granian_bin, "--interface", "rsgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws",
+        "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+        "--working-dir", str(app_dir), "floor_app:app",
+    ], env={"FLOOR_UPSTREAM_PORT": str(upstream_port)})
+
+
 # ---------------------------------------------------------------------------------------- fastgw
 def fastgw_serve(fastgw_bin: str, config: Path, port: int, admin_port: int) -> Launch:
     """fastgw started the way users start it."""

@@ -226,7 +226,7 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-KIND_COLOURS = {"fastgw": "#1f77b4", "granian-hello": "#ff7f0e"}
+KIND_COLOURS = {"fastgw": "#1f77b4", "granian-hello": "#ff7f0e", "granian-floor": "#2ca02c"}
 PEER_COLOUR = "#8c8c8c"
 
 

@@ -70,7 +70,7 @@ ConfigBuilder = Callable[[str], dict[str, Any]]  # upstream base URL -> fastgw c
 class Contender:
     name: str  # the --only name
     label: str  # the table label
-    kind: str  # nginx-proxy | haproxy | caddy | granian-hello | fastgw | direct
+    kind: str  # nginx-proxy | haproxy | caddy | granian-hello | granian-floor | fastgw | direct
     bodies: tuple[str, ...] = ("13", "1k", "64k")
     paths: Mapping[str, str] = field(default_factory=dict)  # body key -> request path, if not the upstream's
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request (checks and wrk)
@@ -207,6 +207,7 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("haproxy", "HAProxy", "haproxy"),
     Contender("caddy", "Caddy (GOMAXPROCS=1)", "caddy"),
     Contender("granian", "granian RSGI app, no upstream (ceiling)", "granian-hello", upstream_share="none"),
+    Contender("floor", "granian + C upstream protocol, no gateway logic (floor)", "granian-floor"),
     Contender("fastgw-plain", "fastgw plain HTTP_PROXY (RSGI)", "fastgw", config=plain_config,
               checks=(Check("unknown route is 404", "/no/such/route", 404),)),
     Contender("fastgw-plain-asgi", "fastgw plain HTTP_PROXY (ASGI)", "fastgw", config=plain_asgi_config,
@@ -414,6 +415,7 @@ class Harness:
         self.fastgw_bin: str | None = None
         self.fastgw_python: str | None = None
         self.granian_bin: str | None = None
+        self.floor_dir: Path | None = None
         self.load_cpus: str | None = "0"
         self.subject_cpus: str | None = "1"
 
@@ -439,8 +441,10 @@ class Harness:
                 self._skip(c, f"{program} {self.tools.missing.get(program, 'missing')}")
         if any(c.kind == "fastgw" for c in self.opts.contenders):
             self._find_fastgw()
-        if any(c.kind == "granian-hello" for c in self.opts.contenders):
+        if any(c.kind in ("granian-hello", "granian-floor") for c in self.opts.contenders):
             self._find_granian()
+        if any(c.kind == "granian-floor" for c in self.opts.contenders):
+            self._build_floor()
         return True
 
     def _skip(self, c: Contender, reason: str, state: str = "skipped") -> None:
@@ -491,8 +495,23 @@ class Harness:
                 self.versions["granian"] = version or tools.program_version("granian", cand)
                 return
         for c in self.opts.contenders:
-            if c.kind == "granian-hello":
+            if c.kind in ("granian-hello", "granian-floor"):
                 self._skip(c, "granian is not installed (pip install granian uvloop, or pass --granian)")
+
+    def _build_floor(self) -> None:
+        """The floor app is compiled with the Cython of granian's interpreter (it imports fastgw._core)."""
+        python = Path(self.granian_bin).parent / "python" if self.granian_bin else None
+        floor = [c for c in self.opts.contenders if c.kind == "granian-floor" and self.status[c.name].state == "ok"]
+        if not floor:
+            return
+        if python is None or not python.exists():
+            reason = "no Python interpreter next to granian to build it with"
+        else:
+            say("  building the floor app (benchmarks/floor_app.pyx) with Cython")
+            self.floor_dir, reason = tools.build_floor_app(str(python), self.work)
+        for c in floor:
+            if self.floor_dir is None:
+                self._skip(c, reason)
 
     def validate_fastgw(self) -> None:
         """Write each fastgw scenario's config; a config `fastgw validate` rejects is not run."""
@@ -534,6 +553,9 @@ class Harness:
         if c.kind == "granian-hello":
             assert self.granian_bin is not None
             return peers.granian_hello(self.granian_bin, port)
+        if c.kind == "granian-floor":
+            assert self.granian_bin is not None and self.floor_dir is not None
+            return peers.granian_floor(self.granian_bin, port, self.floor_dir, self.upstream_port)
         if c.kind == "fastgw":
             assert self.fastgw_bin is not None
             return peers.fastgw_serve(self.fastgw_bin, self.work / f"fastgw-{c.name}.yaml", port,

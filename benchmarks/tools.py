@@ -29,6 +29,7 @@ APT_PACKAGES: dict[str, str] = {
 _EXTRA_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 def which(name: str) -> str | None:
@@ -162,6 +163,26 @@ def fastgw_accel_impl(python: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def build_floor_app(python: str, work: Path) -> tuple[Path | None, str]:
+    """Compile benchmarks/floor_app.pyx with the fastgw interpreter's Cython into `work`/floor.
+    Returns (the folder to give granian as its working dir, "") or (None, why not)."""
+    target = work / "floor"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BENCH_DIR / "floor_app.pyx", target / "floor_app.pyx")
+    try:
+        result = subprocess.run([python, "-m", "Cython.Build.Cythonize", "-i", "-3", "floor_app.pyx"],
+                                cwd=target, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"could not run Cython: {exc}"
+    if result.returncode != 0:
+        if "No module named Cython" in result.stderr:
+            return None, "Cython is not installed in fastgw's venv (pip install cython)"
+        return None, f"Cython build failed: {_last_line(result.stderr or result.stdout)}"
+    if not any(target.glob("floor_app*.so")):
+        return None, "Cython build produced no module"
+    return target, ""
 
 
 def git_sha(repo: Path = REPO_ROOT) -> str | None:
