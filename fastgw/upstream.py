@@ -82,11 +82,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self.got_bytes = False
 
-    def begin(self, head_request: bool) -> None:
-        """Prepare for the next exchange on this connection."""
+    def send(self, data: bytes, head_request: bool, timeout: float) -> asyncio.Future:
+        """Start an exchange on this connection: send `data` (the request, or its head when the
+        caller streams the body after it). The future resolves when the response (or its head) is in,
+        or fails with UpstreamError; the caller discards the connection when it fails or is cancelled."""
         self.parser.reset(head_request)
         self.error = None
         self.got_bytes = False
+        loop = self.pool.loop
+        self.deadline = loop.time() + timeout
+        waiter = self.waiter = loop.create_future()
+        self.transport.write(data)  # type: ignore[union-attr]
+        return waiter
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,28 +321,20 @@ async def exchange(
     head_request: bool,
     idempotent: bool,
     timeout: float,
+    fresh: bool = False,
 ) -> UpstreamConnection:
     """Send a request whose body is in memory; return the connection holding the response head.
 
     The caller reads the body from `conn.parser` / `next_chunk` and hands the connection back with
     `pool.release`. One transparent retry on a fresh connection for idempotent requests when the
-    upstream dropped the connection without answering.
+    upstream dropped the connection without answering. `fresh`: skip the pool's idle connections.
     """
     attempt = 0
+    data = head + body if body else head
     while True:
-        conn = (None if attempt else pool.take_idle()) or await pool.connect()
-        conn.begin(head_request)
-        conn.deadline = pool.loop.time() + timeout
-        waiter = pool.loop.create_future()
-        conn.waiter = waiter
-        transport = conn.transport
-        assert transport is not None
-        if body:
-            transport.write(head + body)
-        else:
-            transport.write(head)
+        conn = (None if attempt or fresh else pool.take_idle()) or await pool.connect()
         try:
-            await waiter
+            await conn.send(data, head_request, timeout)
             return conn
         except UpstreamError as exc:
             pool.discard(conn)
