@@ -239,6 +239,20 @@ def bench_request_line_and_scan(mod: ModuleType, batch: int) -> Loop:
     return loop
 
 
+def bench_upstream_request_head(mod: ModuleType, batch: int) -> Loop:
+    """The head of the request to the upstream (the proxy path builds one per request)."""
+    build = mod.upstream_request_head
+    forward = b"user-agent: wrk\r\naccept: */*\r\nx-api-key: bench-key-0123456789abcdefghij\r\n"
+
+    def loop() -> int:
+        for _ in range(batch):
+            build("GET", "/items/42?lang=en", "127.0.0.1:8080", forward, "127.0.0.1", "http", "api.example.com",
+                  "\r\n")
+        return batch
+
+    return loop
+
+
 def bench_request_ids(mod: ModuleType, batch: int) -> Loop:
     next_id = mod.RequestIds("0123abcd-4567-89ef-0123-").next
 
@@ -278,6 +292,7 @@ def cases(batch: int) -> list[tuple[str, str, Callable[[ModuleType], Loop]]]:
         ("ResponseParser", "small response (twin: httptools)", lambda m: bench_response_parser(m, batch)),
         ("scan_request_headers", "6 header fields", lambda m: bench_request_scan(m, batch)),
         ("scan_request", "request line + 6 header fields", lambda m: bench_request_line_and_scan(m, batch)),
+        ("upstream_request_head", "3 fields + forwarding", lambda m: bench_upstream_request_head(m, batch)),
         ("RequestIds", "next", lambda m: bench_request_ids(m, batch)),
         ("Tally", "record", lambda m: bench_tally(m, batch)),
     ]

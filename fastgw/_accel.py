@@ -24,6 +24,7 @@ from ._py.request import bytes_headers as py_bytes_headers
 from ._py.request import latin1_headers as py_latin1_headers
 from ._py.request import scan_request as py_scan_request
 from ._py.request import scan_request_headers as py_scan_request_headers
+from ._py.request import upstream_request_head as py_upstream_request_head
 from ._py.tally import Tally as PyTally
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
@@ -33,7 +34,7 @@ NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 Router, Template, GcraTable, LruTtlCache, SlotTable = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache, PySlotTable
 ResponseParser, ResponseError = PyResponseParser, PyResponseError
 RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
-RequestIds, scan_request = PyRequestIds, py_scan_request
+RequestIds, scan_request, upstream_request_head = PyRequestIds, py_scan_request, py_upstream_request_head
 latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
 Tally = PyTally
 IMPL = "py"
@@ -56,6 +57,7 @@ if not NO_EXTENSIONS:
             latin1_headers,
             scan_request,
             scan_request_headers,
+            upstream_request_head,
         )
 
         IMPL = "c"
@@ -93,6 +95,8 @@ __all__ = [
     "py_latin1_headers",
     "py_scan_request",
     "py_scan_request_headers",
+    "py_upstream_request_head",
     "scan_request",
     "scan_request_headers",
+    "upstream_request_head",
 ]

@@ -21,7 +21,7 @@ from random import random
 from typing import Any, Protocol
 
 from . import metrics
-from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request
+from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request, upstream_request_head
 from .accesslog import AccessLog
 from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
@@ -500,16 +500,12 @@ class Gateway:
     def request_head(self, down: Downstream, head: RequestFacts, method: str, target: str, host: str,
                      framing: str, forward: bytes | None = None) -> bytes:
         """The upstream request head: request line, Host, the forwardable client fields (already
-        serialised by the header scan), the forwarding fields set from the real peer, framing."""
+        serialised by the header scan), the forwarding fields set from the real peer, framing
+        (one kernel call: src_ext/_request.pxi upstream_request_head)."""
         peer = down.client
         forwarded_for = f"{head.forwarded_for}, {peer}" if self.trusted_hops and head.forwarded_for else peer
-        forwarded_host = f"x-forwarded-host: {head.host}\r\n" if head.host else ""
-        return b"".join((
-            f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1"),
-            head.forward if forward is None else forward,
-            f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {down.scheme}\r\n{forwarded_host}{framing}"
-            .encode("latin-1"),
-        ))
+        return upstream_request_head(method, target, host, head.forward if forward is None else forward,
+                                     forwarded_for, down.scheme, head.host, framing)
 
     async def forward_streamed_body(self, head: RequestFacts, pool: Any, request_head: bytes, timeout: float,
                                     first: list[bytes], rest: Any) -> UpstreamConnection:

@@ -6,7 +6,14 @@ Use fastgw._accel rather than importing this package directly.
 from .cache import LruTtlCache
 from .http1 import ResponseError, ResponseParser
 from .limiter import GcraTable
-from .request import RequestFacts, RequestIds, RequestRejected, scan_request, scan_request_headers
+from .request import (
+    RequestFacts,
+    RequestIds,
+    RequestRejected,
+    scan_request,
+    scan_request_headers,
+    upstream_request_head,
+)
 from .router import Router
 from .slots import SlotTable
 from .tally import Tally
@@ -14,5 +21,5 @@ from .template import Template
 
 __all__ = [
     "GcraTable", "LruTtlCache", "RequestFacts", "RequestIds", "RequestRejected", "ResponseError", "ResponseParser",
-    "Router", "SlotTable", "Tally", "Template", "scan_request", "scan_request_headers",
+    "Router", "SlotTable", "Tally", "Template", "scan_request", "scan_request_headers", "upstream_request_head",
 ]

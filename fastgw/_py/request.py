@@ -141,6 +141,19 @@ def bytes_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
+def upstream_request_head(method: str, target: str, host: str, forward: bytes, forwarded_for: str, scheme: str,
+                          forwarded_host: str, framing: str) -> bytes:
+    """The head of a request to the upstream: request line, Host, the forwardable client fields
+    (`forward`, serialised by scan_request_headers), X-Forwarded-For/-Proto, X-Forwarded-Host when
+    the client sent a Host, then `framing` (the body's framing field and the blank line)."""
+    forwarded = f"x-forwarded-host: {forwarded_host}\r\n" if forwarded_host else ""
+    return b"".join((
+        f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1"),
+        forward,
+        f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {scheme}\r\n{forwarded}{framing}".encode("latin-1"),
+    ))
+
+
 class RequestIds:
     """AWS-shaped request ids (the UUID layout) without a uuid4 per request: a prefix of 24
     characters chosen once per worker ("xxxxxxxx-xxxx-xxxx-xxxx-"), then a counter as 12 hex digits."""
