@@ -26,6 +26,8 @@ from ._py.request import scan_request as py_scan_request
 from ._py.request import scan_request_headers as py_scan_request_headers
 from ._py.request import upstream_request_head as py_upstream_request_head
 from ._py.tally import Tally as PyTally
+from ._py.upstream import UpstreamConnection as PyUpstreamConnection
+from ._py.upstream import UpstreamError as PyUpstreamError
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
@@ -37,6 +39,7 @@ RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestR
 RequestIds, scan_request, upstream_request_head = PyRequestIds, py_scan_request, py_upstream_request_head
 latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
 Tally = PyTally
+UpstreamConnection, UpstreamError = PyUpstreamConnection, PyUpstreamError
 IMPL = "py"
 
 if not NO_EXTENSIONS:
@@ -53,6 +56,8 @@ if not NO_EXTENSIONS:
             SlotTable,
             Tally,
             Template,
+            UpstreamConnection,
+            UpstreamError,
             bytes_headers,
             latin1_headers,
             scan_request,
@@ -80,6 +85,8 @@ __all__ = [
     "PySlotTable",
     "PyTally",
     "PyTemplate",
+    "PyUpstreamConnection",
+    "PyUpstreamError",
     "RequestFacts",
     "RequestIds",
     "RequestRejected",
@@ -89,6 +96,8 @@ __all__ = [
     "SlotTable",
     "Tally",
     "Template",
+    "UpstreamConnection",
+    "UpstreamError",
     "bytes_headers",
     "latin1_headers",
     "py_bytes_headers",

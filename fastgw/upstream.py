@@ -1,6 +1,7 @@
 """HTTP/1.1 upstream client: a keep-alive connection pool per upstream, one per worker process.
 
-Each connection is an asyncio.Protocol with an httptools (llhttp) response parser and carries one
+Each connection (UpstreamConnection: the compiled one of src_ext/_upstream.pxi, or its twin in
+fastgw/_py/upstream.py) is an asyncio protocol with the ResponseParser kernel and carries one
 exchange at a time. The pipeline writes the serialised request head (and the body, streamed when
 it is large), then waits for the response: whole when its Content-Length is at most
 BUFFER_RESPONSE_BYTES (handed back as one bytes object), else for its head; larger, chunked and
@@ -20,7 +21,7 @@ import ssl
 from collections import deque
 from typing import Any
 
-from ._accel import ResponseError, ResponseParser
+from ._accel import UpstreamConnection, UpstreamError
 
 # Response header limits (RELIABILITY.md F-08): beyond these the response is refused with 502.
 MAX_RESPONSE_HEADER_BYTES = 60 * 1024
@@ -43,170 +44,6 @@ MAX_IN_FLIGHT = 1024
 REAPER_TICK = 0.05
 
 
-class UpstreamError(Exception):
-    """A failed upstream exchange. `kind` is the gateway response type it becomes."""
-
-    def __init__(self, kind: str, reason: str, retryable: bool = False):
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        # True when the upstream cannot have acted on the request (nothing came back and the
-        # connection broke), so an idempotent request may be sent again on a new connection.
-        self.retryable = retryable
-
-
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection; one exchange at a time.
-
-    Parsing is the ResponseParser kernel's (one call per read); this class only moves the
-    exchange along: it wakes the request waiting for the head, then the one reading the body.
-    """
-
-    __slots__ = (
-        "pool", "transport", "parser", "closed", "waiter", "body_waiter", "drain_waiter", "error",
-        "deadline", "idle_since", "paused_reading", "write_paused", "got_bytes",
-    )
-
-    def __init__(self, pool: UpstreamPool):
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = ResponseParser(MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_COUNT)
-        self.closed = False
-        self.waiter: asyncio.Future | None = None  # resolved when the response (or its head) is in
-        self.body_waiter: asyncio.Future | None = None  # resolved when more body (or the end) is in
-        self.drain_waiter: asyncio.Future | None = None
-        self.error: UpstreamError | None = None
-        self.deadline = 0.0
-        self.idle_since = 0.0
-        self.paused_reading = False
-        self.write_paused = False
-        self.got_bytes = False
-
-    def send(self, data: bytes, head_request: bool, timeout: float) -> asyncio.Future:
-        """Start an exchange on this connection: send `data` (the request, or its head when the
-        caller streams the body after it). The future resolves when the response (or its head) is in,
-        or fails with UpstreamError; the caller discards the connection when it fails or is cancelled."""
-        self.parser.reset(head_request)
-        self.error = None
-        self.got_bytes = False
-        loop = self.pool.loop
-        self.deadline = loop.time() + timeout
-        waiter = self.waiter = loop.create_future()
-        self.transport.write(data)  # type: ignore[union-attr]
-        return waiter
-
-    # -- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        parser = self.parser
-        try:
-            state = parser.feed(data)
-        except ResponseError as exc:
-            self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
-            self.close()
-            return
-        waiter = self.waiter
-        if waiter is not None:
-            # The head is complete and so is the message, or its body is one to stream.
-            if state and (parser.complete or not 0 <= parser.content_length <= BUFFER_RESPONSE_BYTES):
-                self.waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
-        elif parser.buffered or parser.complete:
-            waiter = self.body_waiter
-            if waiter is not None:
-                self.body_waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
-        if parser.buffered > BODY_HIGH_WATER and not self.paused_reading and self.transport is not None:
-            self.paused_reading = True
-            self.transport.pause_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        parser = self.parser
-        if not parser.complete:
-            if parser.status:
-                try:
-                    parser.eof()  # completes a body delimited by the connection's end
-                except ResponseError:
-                    pass
-            if parser.complete:
-                waiter = self.body_waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-            else:
-                retryable = not self.got_bytes
-                self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream closed the connection", retryable))
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self.pool.forget(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # -- exchange ----------------------------------------------------------------------------
-    def _fail(self, exc: UpstreamError) -> None:
-        if self.error is None:
-            self.error = exc
-        for waiter in (self.waiter, self.body_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-        self.waiter = self.body_waiter = None
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def timed_out(self) -> None:
-        if self.waiter is not None or self.body_waiter is not None:
-            self._fail(UpstreamError("INTEGRATION_TIMEOUT", "upstream timed out"))
-        self.abort()
-
-    async def drain(self) -> None:
-        if self.write_paused and not self.closed:
-            self.drain_waiter = self.pool.loop.create_future()
-            await self.drain_waiter
-        if self.error is not None:
-            raise self.error
-
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of a streamed response body; None at its end."""
-        parser = self.parser
-        while True:
-            if parser.buffered:
-                body = parser.take_body()
-                if self.paused_reading and self.transport is not None:
-                    self.paused_reading = False
-                    self.transport.resume_reading()
-                return body
-            if parser.complete:
-                return None
-            if self.error is not None:
-                raise self.error
-            self.deadline = self.pool.loop.time() + BODY_IDLE_SECONDS
-            self.body_waiter = self.pool.loop.create_future()
-            await self.body_waiter
-
-
 class UpstreamPool:
     """Keep-alive connections to one upstream (scheme, host, port) in one worker."""
 
@@ -216,6 +53,9 @@ class UpstreamPool:
         self.port = port
         self.connect_timeout = connect_timeout
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
+        # What each connection of this pool is made with (see fastgw/_py/upstream.py).
+        self.connection_settings = (MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_COUNT, BUFFER_RESPONSE_BYTES,
+                                    BODY_HIGH_WATER, BODY_IDLE_SECONDS)
         self.idle: deque[UpstreamConnection] = deque()
         self.busy: set[UpstreamConnection] = set()
         self.loop: Any = None

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""fastgw._core: the compiled kernels (router, template, GCRA limiter, LRU/TTL cache, HTTP/1 response parser).
+"""fastgw._core: the compiled kernels (router, template, GCRA limiter, LRU/TTL cache, HTTP/1 response parser,
+the upstream connection).
 
 Same interface and behaviour as the pure-Python twins in fastgw/_py, which are the reference;
 see docs/DESIGN.md. Only fastgw._accel imports this module.
@@ -39,3 +40,4 @@ include "_cache.pxi"
 include "_http1.pxi"
 include "_request.pxi"
 include "_tally.pxi"
+include "_upstream.pxi"

@@ -1,0 +1,185 @@
+"""The upstream connection: one keep-alive HTTP/1.1 connection of an UpstreamPool (fastgw/upstream.py).
+
+The twin of src_ext/_upstream.pxi (the reference; keep the two in step). It is an asyncio protocol
+(uvloop calls connection_made, data_received, eof_received, connection_lost, pause_writing and
+resume_writing) with an exchange API for the pipeline: `send` starts an exchange, the pool's
+`discard`/`release` end it, `next_chunk` streams a body, `drain` waits for the upstream to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .http1 import ResponseError, ResponseParser
+
+
+class UpstreamError(Exception):
+    """A failed upstream exchange. `kind` is the gateway response type it becomes."""
+
+    def __init__(self, kind: str, reason: str, retryable: bool = False):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        # True when the upstream cannot have acted on the request (nothing came back and the
+        # connection broke), so an idempotent request may be sent again on a new connection.
+        self.retryable = retryable
+
+
+class UpstreamConnection:
+    """One keep-alive connection; one exchange at a time.
+
+    Parsing is the ResponseParser kernel's (one call per read); this class only moves the
+    exchange along: it wakes the request waiting for the head, then the one reading the body.
+    """
+
+    __slots__ = (
+        "pool", "transport", "parser", "closed", "waiter", "body_waiter", "drain_waiter", "error",
+        "deadline", "idle_since", "paused_reading", "write_paused", "got_bytes", "buffer_response_bytes",
+        "body_high_water", "body_idle_seconds",
+    )
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        # (max response header bytes, max header count, read-whole limit, body high water, body idle s)
+        max_header_bytes, max_header_count, self.buffer_response_bytes, self.body_high_water, \
+            self.body_idle_seconds = pool.connection_settings
+        self.transport: Any = None
+        self.parser = ResponseParser(max_header_bytes, max_header_count)
+        self.closed = False
+        self.waiter: asyncio.Future | None = None  # resolved when the response (or its head) is in
+        self.body_waiter: asyncio.Future | None = None  # resolved when more body (or the end) is in
+        self.drain_waiter: asyncio.Future | None = None
+        self.error: UpstreamError | None = None
+        self.deadline = 0.0
+        self.idle_since = 0.0
+        self.paused_reading = False
+        self.write_paused = False
+        self.got_bytes = False
+
+    def send(self, data: bytes, head_request: bool, timeout: float) -> asyncio.Future:
+        """Start an exchange on this connection: send `data` (the request, or its head when the
+        caller streams the body after it). The future resolves when the response (or its head) is in,
+        or fails with UpstreamError; the caller discards the connection when it fails or is cancelled."""
+        self.parser.reset(head_request)
+        self.error = None
+        self.got_bytes = False
+        loop = self.pool.loop
+        self.deadline = loop.time() + timeout
+        waiter = self.waiter = loop.create_future()
+        self.transport.write(data)  # type: ignore[union-attr]
+        return waiter
+
+    # -- the asyncio protocol (uvloop calls these) ---------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        parser = self.parser
+        try:
+            state = parser.feed(data)
+        except ResponseError as exc:
+            self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
+            self.close()
+            return
+        waiter = self.waiter
+        if waiter is not None:
+            # The head is complete and so is the message, or its body is one to stream.
+            if state and (parser.complete or not 0 <= parser.content_length <= self.buffer_response_bytes):
+                self.waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif parser.buffered or parser.complete:
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        if parser.buffered > self.body_high_water and not self.paused_reading and self.transport is not None:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        parser = self.parser
+        if not parser.complete:
+            if parser.status:
+                try:
+                    parser.eof()  # completes a body delimited by the connection's end
+                except ResponseError:
+                    pass
+            if parser.complete:
+                waiter = self.body_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            else:
+                retryable = not self.got_bytes
+                self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream closed the connection", retryable))
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.pool.forget(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close (then connection_lost), as asyncio.Protocol does
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- exchange ----------------------------------------------------------------------------
+    def _fail(self, exc: UpstreamError) -> None:
+        if self.error is None:
+            self.error = exc
+        for waiter in (self.waiter, self.body_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+        self.waiter = self.body_waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def timed_out(self) -> None:
+        if self.waiter is not None or self.body_waiter is not None:
+            self._fail(UpstreamError("INTEGRATION_TIMEOUT", "upstream timed out"))
+        self.abort()
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            self.drain_waiter = self.pool.loop.create_future()
+            await self.drain_waiter
+        if self.error is not None:
+            raise self.error
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of a streamed response body; None at its end."""
+        parser = self.parser
+        while True:
+            if parser.buffered:
+                body = parser.take_body()
+                if self.paused_reading and self.transport is not None:
+                    self.paused_reading = False
+                    self.transport.resume_reading()
+                return body
+            if parser.complete:
+                return None
+            if self.error is not None:
+                raise self.error
+            self.deadline = self.pool.loop.time() + self.body_idle_seconds
+            self.body_waiter = self.pool.loop.create_future()
+            await self.body_waiter

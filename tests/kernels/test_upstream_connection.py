@@ -1,0 +1,175 @@
+"""The upstream connection (src_ext/_upstream.pxi) against its pure-Python twin (fastgw/_py/upstream.py),
+driven as uvloop drives it: connection_made, data_received, connection_lost, with a stand-in transport."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from fastgw._py import upstream as py
+
+IMPLS = [pytest.param(py, id="py")]
+if not os.environ.get("FASTGW_NO_EXTENSIONS"):
+    from fastgw import _core
+
+    IMPLS.insert(0, pytest.param(_core, id="c"))
+
+
+def in_loop(test: Callable[[Any], Awaitable[None]]) -> Callable[[Any], None]:
+    """Run an async test in a fresh event loop (the connection needs a running loop for its futures)."""
+    @functools.wraps(test)
+    def run(mod: Any) -> None:
+        asyncio.run(test(mod))  # type: ignore[arg-type]
+
+    return run
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = self.aborted = self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+class Pool:
+    def __init__(self, loop: asyncio.AbstractEventLoop, buffer_bytes: int = 1024, high_water: int = 4096) -> None:
+        self.loop = loop
+        self.connection_settings = (60 * 1024, 100, buffer_bytes, high_water, 30.0)
+        self.forgotten: list[Any] = []
+
+    def forget(self, conn: Any) -> None:
+        self.forgotten.append(conn)
+
+
+def connect(mod: Any, **settings: int) -> tuple[Any, Transport, Pool]:
+    pool = Pool(asyncio.get_running_loop(), **settings)
+    conn = mod.UpstreamConnection(pool)
+    transport = Transport()
+    conn.connection_made(transport)
+    return conn, transport, pool
+
+
+SMALL = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_small_response_is_read_whole(mod: Any) -> None:
+    conn, transport, _ = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    assert transport.written == [b"GET / HTTP/1.1\r\n\r\n"] and not waiter.done()
+    conn.data_received(SMALL[:30])
+    assert not waiter.done()  # the head is not complete yet
+    conn.data_received(SMALL[30:])
+    await waiter
+    assert conn.parser.complete and conn.parser.take_body() == b"hello"
+    assert conn.parser.headers == [("Content-Type", "text/plain")]
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_large_body_wakes_at_the_head_then_streams_with_back_pressure(mod: Any) -> None:
+    conn, transport, _ = connect(mod, buffer_bytes=16, high_water=64)
+    waiter = conn.send(b"GET /big HTTP/1.1\r\n\r\n", False, 5.0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b"a" * 100)
+    await waiter  # past the read-whole limit: the head is enough
+    assert transport.paused  # 100 buffered bytes > high water
+    assert await conn.next_chunk() == b"a" * 100
+    assert not transport.paused
+    pending = asyncio.ensure_future(conn.next_chunk())
+    await asyncio.sleep(0)
+    conn.data_received(b"b" * 100)
+    assert await pending == b"b" * 100
+    assert await conn.next_chunk() is None
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_an_invalid_response_fails_the_exchange_and_closes(mod: Any) -> None:
+    conn, transport, _ = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    conn.data_received(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    with pytest.raises(mod.UpstreamError) as failed:
+        await waiter
+    assert failed.value.kind == "INTEGRATION_FAILURE" and not failed.value.retryable
+    assert transport.closed and conn.closed
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_connection_lost_before_any_byte_is_retryable(mod: Any) -> None:
+    conn, _, pool = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    conn.connection_lost(None)
+    with pytest.raises(mod.UpstreamError) as failed:
+        await waiter
+    assert failed.value.retryable and pool.forgotten == [conn]
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_connection_lost_after_some_bytes_is_not_retryable(mod: Any) -> None:
+    conn, _, _ = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\n")
+    conn.connection_lost(None)
+    with pytest.raises(mod.UpstreamError) as failed:
+        await waiter
+    assert not failed.value.retryable
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_close_delimited_body_ends_with_the_connection(mod: Any) -> None:
+    conn, _, _ = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart")
+    await waiter
+    assert await conn.next_chunk() == b"part"
+    pending = asyncio.ensure_future(conn.next_chunk())
+    await asyncio.sleep(0)
+    conn.connection_lost(None)
+    assert await pending is None and conn.parser.complete
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_timeout_fails_the_exchange_and_aborts(mod: Any) -> None:
+    conn, transport, _ = connect(mod)
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    assert conn.deadline > asyncio.get_running_loop().time()
+    conn.timed_out()
+    with pytest.raises(mod.UpstreamError) as failed:
+        await waiter
+    assert failed.value.kind == "INTEGRATION_TIMEOUT" and transport.aborted
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_drain_waits_for_resume_writing(mod: Any) -> None:
+    conn, _, _ = connect(mod)
+    conn.pause_writing()
+    drained = asyncio.ensure_future(conn.drain())
+    await asyncio.sleep(0)
+    assert not drained.done()
+    conn.resume_writing()
+    await drained
