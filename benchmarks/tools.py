@@ -68,12 +68,15 @@ def ensure_programs(
         else:
             missing.append(name)
     if missing and install:
-        missing = _apt_install(missing, say)
-        for name in list(missing):
+        _apt_install(missing, say)
+        still_missing = []
+        for name in missing:  # look for every one again: the install may have brought any of them
             path = which(name)
             if path:
                 box.paths[name] = path
-                missing.remove(name)
+            else:
+                still_missing.append(name)
+        missing = still_missing
     for name in missing:
         if name not in box.missing:
             box.missing[name] = "not installed" + ("" if install else " (--no-install)")
