@@ -349,26 +349,7 @@ class Gateway:
                 raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
             framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
-            # PERF: a pooled connection is used here, without exchange()'s coroutine frame (~2k
-            # instructions a request); exchange() makes new connections and retries.
-            conn = pool.take_idle()
-            if conn is None:
-                conn = await exchange(pool, request_head, body, method == "HEAD", method in IDEMPOTENT,
-                                      integration.timeout)
-            else:
-                try:
-                    await conn.send(request_head + body if body else request_head, method == "HEAD",
-                                    integration.timeout)
-                except UpstreamError as exc:
-                    pool.discard(conn)
-                    if not (exc.retryable and method in IDEMPOTENT):
-                        raise
-                    # The pooled connection was dropped without an answer: once more on a new one.
-                    conn = await exchange(pool, request_head, body, method == "HEAD", False, integration.timeout,
-                                          fresh=True)
-                except asyncio.CancelledError:
-                    pool.discard(conn)
-                    raise
+            conn = await exchange(pool, request_head, body, method == "HEAD", method in IDEMPOTENT, integration.timeout)
         else:
             if head.chunked:
                 framing = "transfer-encoding: chunked\r\n\r\n"

@@ -161,18 +161,17 @@ async def exchange(
     head_request: bool,
     idempotent: bool,
     timeout: float,
-    fresh: bool = False,
 ) -> UpstreamConnection:
     """Send a request whose body is in memory; return the connection holding the response head.
 
     The caller reads the body from `conn.parser` / `next_chunk` and hands the connection back with
     `pool.release`. One transparent retry on a fresh connection for idempotent requests when the
-    upstream dropped the connection without answering. `fresh`: skip the pool's idle connections.
+    upstream dropped the connection without answering.
     """
     attempt = 0
     data = head + body if body else head
     while True:
-        conn = (None if attempt or fresh else pool.take_idle()) or await pool.connect()
+        conn = (None if attempt else pool.take_idle()) or await pool.connect()
         try:
             await conn.send(data, head_request, timeout)
             return conn

@@ -68,6 +68,16 @@ def connect(mod: Any, **settings: int) -> tuple[Any, Transport, Pool]:
     return conn, transport, pool
 
 
+GET = b"GET / HTTP/1.1\r\n\r\n"
+
+
+async def failure(mod: Any, waiter: Any) -> Any:
+    """The UpstreamError the exchange's future fails with."""
+    with pytest.raises(mod.UpstreamError) as failed:
+        await waiter
+    return failed.value
+
+
 SMALL = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
 
 
@@ -75,7 +85,7 @@ SMALL = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r
 @in_loop
 async def test_a_small_response_is_read_whole(mod: Any) -> None:
     conn, transport, _ = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     assert transport.written == [b"GET / HTTP/1.1\r\n\r\n"] and not waiter.done()
     conn.data_received(SMALL[:30])
     assert not waiter.done()  # the head is not complete yet
@@ -106,11 +116,10 @@ async def test_a_large_body_wakes_at_the_head_then_streams_with_back_pressure(mo
 @in_loop
 async def test_an_invalid_response_fails_the_exchange_and_closes(mod: Any) -> None:
     conn, transport, _ = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     conn.data_received(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-    with pytest.raises(mod.UpstreamError) as failed:
-        await waiter
-    assert failed.value.kind == "INTEGRATION_FAILURE" and not failed.value.retryable
+    error = await failure(mod, waiter)
+    assert error.kind == "INTEGRATION_FAILURE" and not error.retryable
     assert transport.closed and conn.closed
 
 
@@ -118,30 +127,26 @@ async def test_an_invalid_response_fails_the_exchange_and_closes(mod: Any) -> No
 @in_loop
 async def test_a_connection_lost_before_any_byte_is_retryable(mod: Any) -> None:
     conn, _, pool = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     conn.connection_lost(None)
-    with pytest.raises(mod.UpstreamError) as failed:
-        await waiter
-    assert failed.value.retryable and pool.forgotten == [conn]
+    assert (await failure(mod, waiter)).retryable and pool.forgotten == [conn]
 
 
 @pytest.mark.parametrize("mod", IMPLS)
 @in_loop
 async def test_a_connection_lost_after_some_bytes_is_not_retryable(mod: Any) -> None:
     conn, _, _ = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     conn.data_received(b"HTTP/1.1 200 OK\r\n")
     conn.connection_lost(None)
-    with pytest.raises(mod.UpstreamError) as failed:
-        await waiter
-    assert not failed.value.retryable
+    assert not (await failure(mod, waiter)).retryable
 
 
 @pytest.mark.parametrize("mod", IMPLS)
 @in_loop
 async def test_a_close_delimited_body_ends_with_the_connection(mod: Any) -> None:
     conn, _, _ = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     conn.data_received(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart")
     await waiter
     assert await conn.next_chunk() == b"part"
@@ -155,12 +160,10 @@ async def test_a_close_delimited_body_ends_with_the_connection(mod: Any) -> None
 @in_loop
 async def test_a_timeout_fails_the_exchange_and_aborts(mod: Any) -> None:
     conn, transport, _ = connect(mod)
-    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", False, 5.0)
+    waiter = conn.send(GET, False, 5.0)
     assert conn.deadline > asyncio.get_running_loop().time()
     conn.timed_out()
-    with pytest.raises(mod.UpstreamError) as failed:
-        await waiter
-    assert failed.value.kind == "INTEGRATION_TIMEOUT" and transport.aborted
+    assert (await failure(mod, waiter)).kind == "INTEGRATION_TIMEOUT" and transport.aborted
 
 
 @pytest.mark.parametrize("mod", IMPLS)
