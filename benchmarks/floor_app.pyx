@@ -17,10 +17,11 @@ import asyncio
 import os
 from collections import deque
 
-from fastgw import allocator
+from fastgw import allocator, scheduling
 from fastgw._core import ResponseParser
 
 allocator.tune_for_proxy()  # the same malloc settings as a fastgw worker (fastgw/allocator.py)
+scheduling.apply(os.environ.get("FLOOR_CPU_SCHEDULING", "normal"))  # and the same CPU policy
 
 UPSTREAM_HOST = "127.0.0.1"
 UPSTREAM_PORT = int(os.environ.get("FLOOR_UPSTREAM_PORT", "8080"))

@@ -145,6 +145,12 @@ http://127.0.0.1:{port} {{
 
 
 # ---------------------------------------------------------------------------------------- granian
+# fastgw's workers and the floor's run under SCHED_BATCH (fastgw/scheduling.py): each contender has
+# a core of its own here, which is what that setting is for. nginx, HAProxy and the hello app are
+# single-threaded event loops with no thread hand-offs for it to save.
+CPU_SCHEDULING = "batch"
+
+
 def granian_hello(granian_bin: str, port: int) -> Launch:
     """The ceiling: granian's RSGI server with an app that answers from memory."""
     return Launch(cmd=[
@@ -160,7 +166,7 @@ def granian_floor(granian_bin: str, port: int, app_dir: Path, upstream_port: int
         granian_bin, "--interface", "rsgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws",
         "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
         "--working-dir", str(app_dir), "floor_app:app",
-    ], env={"FLOOR_UPSTREAM_PORT": str(upstream_port)})
+    ], env={"FLOOR_UPSTREAM_PORT": str(upstream_port), "FLOOR_CPU_SCHEDULING": CPU_SCHEDULING})
 
 
 # ---------------------------------------------------------------------------------------- fastgw
@@ -168,7 +174,7 @@ def fastgw_serve(fastgw_bin: str, config: Path, port: int, admin_port: int) -> L
     """fastgw started the way users start it."""
     return Launch(cmd=[
         fastgw_bin, "serve", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--admin-port", str(admin_port), "--no-access-log",
+        "--admin-port", str(admin_port), "--no-access-log", "--cpu-scheduling", CPU_SCHEDULING,
     ], config=config)
 
 

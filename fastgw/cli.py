@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from ._version import __version__
+from .scheduling import POLICIES, cpu_scheduling_policy
 
 # flag name -> (ServerConfig field, type)
 SERVER_FLAGS: dict[str, tuple[str, Any]] = {
@@ -27,6 +28,7 @@ SERVER_FLAGS: dict[str, tuple[str, Any]] = {
     "tls_cert": ("tlsCert", str),
     "tls_key": ("tlsKey", str),
     "drain_seconds": ("drainSeconds", float),
+    "cpu_scheduling": ("cpuScheduling", cpu_scheduling_policy),
 }
 
 
@@ -172,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="TLS certificate (PEM)")
     serve.add_argument("--tls-key", help="TLS private key (PEM)")
     serve.add_argument("--drain-seconds", type=float, help="SIGTERM drain deadline (default 25)")
+    serve.add_argument("--cpu-scheduling", choices=POLICIES,
+                       help="worker CPU policy: normal (default) or batch, for cores given to the gateway "
+                            "(env FASTGW_CPU_SCHEDULING)")
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add_load_flags(serve)

@@ -26,7 +26,7 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
-from . import allocator, cache, metrics
+from . import allocator, cache, metrics, scheduling
 from ._accel import bytes_headers, latin1_headers
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
@@ -239,6 +239,7 @@ def load_app() -> Any:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     allocator.tune_for_proxy()
+    scheduling.apply(plan.server.cpuScheduling)
     return app
 
 
@@ -290,8 +291,8 @@ def reload_config() -> bool:
         return False
     old = RUNTIME.plan.server
     new = plan.server
-    if (new.host, new.port, new.workers, new.interface, new.adminPort) != (
-        old.host, old.port, old.workers, old.interface, old.adminPort
+    if (new.host, new.port, new.workers, new.interface, new.adminPort, new.cpuScheduling) != (
+        old.host, old.port, old.workers, old.interface, old.adminPort, old.cpuScheduling
     ) or plan.interface != RUNTIME.plan.interface:
         log.warning("listener, worker or interface settings changed: they take effect on restart only")
         plan.server = old

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RESPONSE_TYPES
+from ..scheduling import POLICIES
 from .loader import Problem
 
 API_TYPES = ("REST", "HTTP", "WEBSOCKET")
@@ -65,6 +66,7 @@ class ServerConfig:
     tlsKey: str | None = None
     drainSeconds: float = 25.0
     trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
+    cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -317,6 +319,7 @@ def _read_server(r: _Reader, value: Any) -> ServerConfig:
         tlsKey=r.string(obj, "tlsKey", path),
         drainSeconds=r.number(obj, "drainSeconds", path, d.drainSeconds),
         trustedHops=r.integer(obj, "trustedHops", path, d.trustedHops, 0, 32),
+        cpuScheduling=r.string(obj, "cpuScheduling", path, d.cpuScheduling, choices=POLICIES) or d.cpuScheduling,
         limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
     )
 
