@@ -240,14 +240,15 @@ def bench_request_line_and_scan(mod: ModuleType, batch: int) -> Loop:
 
 
 def bench_upstream_request_head(mod: ModuleType, batch: int) -> Loop:
-    """The head of the request to the upstream (the proxy path builds one per request)."""
+    """The head of the request to the upstream (the proxy path builds one per request), from the
+    client's address as RSGI gives it."""
     build = mod.upstream_request_head
     forward = b"user-agent: wrk\r\naccept: */*\r\nx-api-key: bench-key-0123456789abcdefghij\r\n"
 
     def loop() -> int:
         for _ in range(batch):
-            build("GET", "/items/42?lang=en", "127.0.0.1:8080", forward, "127.0.0.1", "http", "api.example.com",
-                  "\r\n")
+            build("GET", "/items/42?lang=en", "127.0.0.1:8080", forward, "127.0.0.1:50412", "", "http",
+                  "api.example.com", "\r\n")
         return batch
 
     return loop

@@ -22,6 +22,7 @@ from ._py.request import RequestIds as PyRequestIds
 from ._py.request import RequestRejected as PyRequestRejected
 from ._py.request import bytes_headers as py_bytes_headers
 from ._py.request import latin1_headers as py_latin1_headers
+from ._py.request import peer_host as py_peer_host
 from ._py.request import scan_request as py_scan_request
 from ._py.request import scan_request_headers as py_scan_request_headers
 from ._py.request import upstream_request_head as py_upstream_request_head
@@ -37,6 +38,7 @@ Router, Template, GcraTable, LruTtlCache, SlotTable = PyRouter, PyTemplate, PyGc
 ResponseParser, ResponseError = PyResponseParser, PyResponseError
 RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
 RequestIds, scan_request, upstream_request_head = PyRequestIds, py_scan_request, py_upstream_request_head
+peer_host = py_peer_host
 latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
 Tally = PyTally
 UpstreamConnection, UpstreamError = PyUpstreamConnection, PyUpstreamError
@@ -60,6 +62,7 @@ if not NO_EXTENSIONS:
             UpstreamError,
             bytes_headers,
             latin1_headers,
+            peer_host,
             scan_request,
             scan_request_headers,
             upstream_request_head,
@@ -100,8 +103,10 @@ __all__ = [
     "UpstreamError",
     "bytes_headers",
     "latin1_headers",
+    "peer_host",
     "py_bytes_headers",
     "py_latin1_headers",
+    "py_peer_host",
     "py_scan_request",
     "py_scan_request_headers",
     "py_upstream_request_head",

@@ -63,7 +63,8 @@ class Downstream(Protocol):
     path: str  # percent-encoded, as received (RSGI: re-encoded)
     query: str
     headers: list[tuple[str, str]]
-    client: str
+    client: str  # the client's host
+    peer_address: str  # the client's address as the server gives it (host, host:port or [v6]:port)
     scheme: str
     protocol: str
     absolute_form: bool
@@ -483,10 +484,9 @@ class Gateway:
         """The upstream request head: request line, Host, the forwardable client fields (already
         serialised by the header scan), the forwarding fields set from the real peer, framing
         (one kernel call: src_ext/_request.pxi upstream_request_head)."""
-        peer = down.client
-        forwarded_for = f"{head.forwarded_for}, {peer}" if self.trusted_hops and head.forwarded_for else peer
         return upstream_request_head(method, target, host, head.forward if forward is None else forward,
-                                     forwarded_for, down.scheme, head.host, framing)
+                                     down.peer_address, head.forwarded_for if self.trusted_hops else "",
+                                     down.scheme, head.host, framing)
 
     async def forward_streamed_body(self, head: RequestFacts, pool: Any, request_head: bytes, timeout: float,
                                     first: list[bytes], rest: Any) -> UpstreamConnection:

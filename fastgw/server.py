@@ -27,7 +27,7 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
 from . import allocator, cache, metrics, scheduling
-from ._accel import bytes_headers, latin1_headers
+from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
 from .config.loader import ConfigError, load_document
@@ -72,8 +72,11 @@ class RsgiDownstream:
     # PERF: read by few requests (forwarding headers, $context, access logs), so not on every one
     @property
     def client(self) -> str:
-        client = self.scope.client
-        return client.rsplit(":", 1)[0].strip("[]") if client else ""
+        return peer_host(self.scope.client or "")
+
+    @property
+    def peer_address(self) -> str:
+        return self.scope.client or ""  # type: ignore[no-any-return]
 
     @property
     def scheme(self) -> str:
@@ -121,6 +124,10 @@ class AsgiDownstream:
         self.started = False
         # granian's ASGI scope does not say whether the target was in absolute form.
         self.absolute_form = False
+
+    @property
+    def peer_address(self) -> str:
+        return self.client  # a bare host: what peer_host keeps whole
 
     async def read_body(self) -> bytes:
         chunks = [chunk async for chunk in self.body_chunks()]

@@ -10,6 +10,10 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_KIND, PyUnicode_1BYTE_KIND, PyUnicode_1BYTE_DATA
 
+cdef extern from "Python.h":
+    Py_ssize_t PyUnicode_FindChar(object text, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end, int direction) except -2
+    object PyUnicode_Substring(object text, Py_ssize_t start, Py_ssize_t end)
+
 
 class RequestRejected(Exception):
     """The request head breaks a limit or a rule; `kind` is the gateway response type."""
@@ -314,23 +318,56 @@ cdef inline Py_ssize_t _put(char* out, Py_ssize_t at, const char* data, Py_ssize
     return at + size
 
 
-cpdef bytes upstream_request_head(str method, str target, str host, bytes forward, str forwarded_for,
+cdef Py_ssize_t _peer_span(str address, Py_ssize_t* start) except -2:
+    """Where the host is in a client address: "host:port" and "[v6]:port" (RSGI) lose the port and
+    brackets; a bare host (ASGI gives one, v4 or v6: more than one colon) is kept whole. Sets
+    `start`, returns the end."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(address), close, colon
+    start[0] = 0
+    if n and PyUnicode_READ_CHAR(address, 0) == 91:  # "["
+        close = PyUnicode_FindChar(address, 93, 1, n, 1)  # "]"
+        if close >= 0:
+            start[0] = 1
+            return close
+        return n
+    colon = PyUnicode_FindChar(address, 58, 0, n, 1)  # ":"
+    if colon >= 0 and PyUnicode_FindChar(address, 58, colon + 1, n, 1) == -1:
+        return colon
+    return n
+
+
+cpdef str peer_host(str address):
+    """The client's host from the address the server gives (see _peer_span). Mirrors
+    fastgw/_py/request.py."""
+    cdef Py_ssize_t start, end = _peer_span(address, &start)
+    if start == 0 and end == PyUnicode_GET_LENGTH(address):
+        return address
+    return PyUnicode_Substring(address, start, end)
+
+
+cpdef bytes upstream_request_head(str method, str target, str host, bytes forward, str peer, str prior_hops,
                                   str scheme, str forwarded_host, str framing):
     """The head of a request to the upstream: request line, Host, the forwardable client fields
-    (`forward`, serialised by scan_request_headers), X-Forwarded-For/-Proto, X-Forwarded-Host when
-    the client sent a Host, then `framing` (the body's framing field and the blank line), in one
-    allocation. Mirrors fastgw/_py/request.py; the pipeline calls it once per proxied request."""
-    cdef Py_ssize_t n_method, n_target, n_host, n_for, n_scheme, n_fhost, n_framing, total, at
+    (`forward`, serialised by scan_request_headers), X-Forwarded-For (the trusted `prior_hops`, if
+    any, then the host of `peer`, the client's address as the server gives it), X-Forwarded-Proto,
+    X-Forwarded-Host when the client sent a Host, then `framing` (the body's framing field and the
+    blank line), in one allocation. Mirrors fastgw/_py/request.py; the pipeline calls it once per
+    proxied request."""
+    cdef Py_ssize_t n_method, n_target, n_host, n_peer, n_prior, n_scheme, n_fhost, n_framing, total, at
+    cdef Py_ssize_t peer_start, peer_end
     cdef const char* p_method = _latin1_part(method, &n_method)
     cdef const char* p_target = _latin1_part(target, &n_target)
     cdef const char* p_host = _latin1_part(host, &n_host)
-    cdef const char* p_for = _latin1_part(forwarded_for, &n_for)
+    cdef const char* p_peer = _latin1_part(peer, &n_peer)
+    cdef const char* p_prior = _latin1_part(prior_hops, &n_prior)
     cdef const char* p_scheme = _latin1_part(scheme, &n_scheme)
     cdef const char* p_fhost = _latin1_part(forwarded_host, &n_fhost)
     cdef const char* p_framing = _latin1_part(framing, &n_framing)
     cdef Py_ssize_t n_forward = PyBytes_GET_SIZE(forward)
-    total = (n_method + 1 + n_target + 17 + n_host + 2 + n_forward + 17 + n_for + 21 + n_scheme + 2
-             + (18 + n_fhost + 2 if n_fhost else 0) + n_framing)
+    peer_end = _peer_span(peer, &peer_start)
+    n_peer = peer_end - peer_start
+    total = (n_method + 1 + n_target + 17 + n_host + 2 + n_forward + 17 + (n_prior + 2 if n_prior else 0)
+             + n_peer + 21 + n_scheme + 2 + (18 + n_fhost + 2 if n_fhost else 0) + n_framing)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef char* o = PyBytes_AS_STRING(out)
     at = _put(o, 0, p_method, n_method)
@@ -341,7 +378,10 @@ cpdef bytes upstream_request_head(str method, str target, str host, bytes forwar
     at = _put(o, at, b"\r\n", 2)
     at = _put(o, at, PyBytes_AS_STRING(forward), n_forward)
     at = _put(o, at, b"x-forwarded-for: ", 17)
-    at = _put(o, at, p_for, n_for)
+    if n_prior:
+        at = _put(o, at, p_prior, n_prior)
+        at = _put(o, at, b", ", 2)
+    at = _put(o, at, p_peer + peer_start, n_peer)
     at = _put(o, at, b"\r\nx-forwarded-proto: ", 21)
     at = _put(o, at, p_scheme, n_scheme)
     at = _put(o, at, b"\r\n", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.gateway import GatewayProcess
 from support.upstream import Action, RecordingUpstream
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml").read_text()
@@ -218,3 +220,44 @@ def test_validate_and_routes_on_the_example():
     run = subprocess.run([sys.executable, "-m", "fastgw", "routes", example], capture_output=True, text=True)
     assert run.returncode == 0
     assert "ANY /files/{path+}" in run.stdout and "/prod" in run.stdout
+
+
+class _V6Gateway(GatewayProcess):
+    """The gateway listening on ::1 only."""
+
+    @property
+    def url(self) -> str:
+        return f"http://[::1]:{self.port}"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--host", "::1"]
+
+    def _workers_answer(self) -> bool:
+        try:
+            with socket.create_connection(("::1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_x_forwarded_for_is_the_peer_host_v4_v6_and_after_trusted_hops(tmp_path, upstream, interface):
+    """X-Forwarded-For carries the client's host without its port, over both server interfaces,
+    for an IPv6 client too; with trustedHops the client's own X-Forwarded-For comes first."""
+    config = EXAMPLE.replace("adminPort: 9901}", "adminPort: 9901, trustedHops: 1}", 1)
+    assert "trustedHops: 1" in config
+    gateways = [GatewayProcess(config, tmp_path, args=("--interface", interface), env={"BACKEND": upstream.address},
+                               name="v4"),
+                _V6Gateway(config, tmp_path, args=("--interface", interface), env={"BACKEND": upstream.address},
+                           name="v6")]
+    try:
+        for gateway, peer in zip(gateways, ("127.0.0.1", "::1"), strict=True):
+            gateway.start()
+            assert httpx.get(f"{gateway.url}/prod/items/42", timeout=10).status_code == 200
+            assert upstream.requests[-1].header("x-forwarded-for") == peer
+            response = httpx.get(f"{gateway.url}/prod/items/42", headers={"X-Forwarded-For": "6.6.6.6"}, timeout=10)
+            assert response.status_code == 200
+            assert upstream.requests[-1].header("x-forwarded-for") == f"6.6.6.6, {peer}"
+    finally:
+        for gateway in gateways:
+            gateway.stop()

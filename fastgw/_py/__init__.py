@@ -10,6 +10,7 @@ from .request import (
     RequestFacts,
     RequestIds,
     RequestRejected,
+    peer_host,
     scan_request,
     scan_request_headers,
     upstream_request_head,
@@ -21,5 +22,6 @@ from .template import Template
 
 __all__ = [
     "GcraTable", "LruTtlCache", "RequestFacts", "RequestIds", "RequestRejected", "ResponseError", "ResponseParser",
-    "Router", "SlotTable", "Tally", "Template", "scan_request", "scan_request_headers", "upstream_request_head",
+    "Router", "SlotTable", "Tally", "Template", "peer_host", "scan_request", "scan_request_headers",
+    "upstream_request_head",
 ]

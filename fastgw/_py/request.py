@@ -141,11 +141,27 @@ def bytes_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def upstream_request_head(method: str, target: str, host: str, forward: bytes, forwarded_for: str, scheme: str,
-                          forwarded_host: str, framing: str) -> bytes:
+def peer_host(address: str) -> str:
+    """The client's host from the address the server gives: "host:port" and "[v6]:port" (RSGI) lose
+    the port and brackets; a bare host (ASGI gives one, v4 or v6: more than one colon) is kept whole."""
+    if address[:1] == "[":
+        close = address.find("]", 1)
+        return address[1:close] if close >= 0 else address
+    colon = address.find(":")
+    if colon >= 0 and address.find(":", colon + 1) < 0:
+        return address[:colon]
+    return address
+
+
+def upstream_request_head(method: str, target: str, host: str, forward: bytes, peer: str, prior_hops: str,
+                          scheme: str, forwarded_host: str, framing: str) -> bytes:
     """The head of a request to the upstream: request line, Host, the forwardable client fields
-    (`forward`, serialised by scan_request_headers), X-Forwarded-For/-Proto, X-Forwarded-Host when
-    the client sent a Host, then `framing` (the body's framing field and the blank line)."""
+    (`forward`, serialised by scan_request_headers), X-Forwarded-For (the trusted `prior_hops`, if
+    any, then the host of `peer`, the client's address as the server gives it), X-Forwarded-Proto,
+    X-Forwarded-Host when the client sent a Host, then `framing` (the body's framing field and the
+    blank line)."""
+    client = peer_host(peer)
+    forwarded_for = f"{prior_hops}, {client}" if prior_hops else client
     forwarded = f"x-forwarded-host: {forwarded_host}\r\n" if forwarded_host else ""
     return b"".join((
         f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1"),

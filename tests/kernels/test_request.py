@@ -163,30 +163,57 @@ def test_api_key_is_read_and_still_forwarded(mod):
 @pytest.mark.parametrize("mod", IMPLS)
 def test_upstream_request_head(mod):
     head = mod.upstream_request_head("POST", "/orders/7?x=1", "orders.internal:8080",
-                                     b"user-agent: t\r\naccept: */*\r\n", "6.6.6.6, 10.0.0.1", "https",
+                                     b"user-agent: t\r\naccept: */*\r\n", "10.0.0.1:50412", "6.6.6.6", "https",
                                      "api.example.com", "content-length: 2\r\n\r\n")
     assert head == (b"POST /orders/7?x=1 HTTP/1.1\r\nhost: orders.internal:8080\r\n"
                     b"user-agent: t\r\naccept: */*\r\n"
                     b"x-forwarded-for: 6.6.6.6, 10.0.0.1\r\nx-forwarded-proto: https\r\n"
                     b"x-forwarded-host: api.example.com\r\ncontent-length: 2\r\n\r\n")
-    # No Host from the client: no X-Forwarded-Host
-    assert mod.upstream_request_head("GET", "/", "u", b"", "1.2.3.4", "http", "", "\r\n") == (
+    # No Host from the client: no X-Forwarded-Host; no trusted hops: the peer alone
+    assert mod.upstream_request_head("GET", "/", "u", b"", "1.2.3.4", "", "http", "", "\r\n") == (
         b"GET / HTTP/1.1\r\nhost: u\r\nx-forwarded-for: 1.2.3.4\r\nx-forwarded-proto: http\r\n\r\n")
+    assert b"x-forwarded-for: ::1\r\n" in mod.upstream_request_head("GET", "/", "u", b"", "[::1]:443", "", "http",
+                                                                    "", "\r\n")
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize(("address", "host"), [
+    ("127.0.0.1:50412", "127.0.0.1"),  # RSGI, v4
+    ("[::1]:50412", "::1"),  # RSGI, v6
+    ("[2001:db8::7]:8", "2001:db8::7"),
+    ("203.0.113.9", "203.0.113.9"),  # ASGI gives the bare host
+    ("2001:db8::7", "2001:db8::7"),  # ... which may be v6: more than one colon, kept whole
+    ("::1", "::1"),
+    ("", ""),
+    ("[unclosed", "[unclosed"),
+])
+def test_peer_host(mod, address, host):
+    assert mod.peer_host(address) == host
+    assert mod.upstream_request_head("GET", "/", "u", b"", address, "", "http", "", "\r\n") == (
+        f"GET / HTTP/1.1\r\nhost: u\r\nx-forwarded-for: {host}\r\nx-forwarded-proto: http\r\n\r\n".encode())
 
 
 @pytest.mark.parametrize("mod", IMPLS)
 def test_upstream_request_head_refuses_what_latin1_cannot_carry(mod):
-    assert mod.upstream_request_head("GET", "/caf\u00e9", "u", b"", "", "http", "", "\r\n").startswith(
+    assert mod.upstream_request_head("GET", "/caf\u00e9", "u", b"", "", "", "http", "", "\r\n").startswith(
         b"GET /caf\xe9 HTTP/1.1\r\n")
     with pytest.raises(UnicodeEncodeError):
-        mod.upstream_request_head("GET", "/\u20ac", "u", b"", "", "http", "", "\r\n")
+        mod.upstream_request_head("GET", "/\u20ac", "u", b"", "", "", "http", "", "\r\n")
 
 
 @pytest.mark.skipif(len(IMPLS) < 2, reason="FASTGW_NO_EXTENSIONS: no compiled kernel to compare")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(st.characters(max_codepoint=255), max_size=40), min_size=7, max_size=7),
-       st.binary(max_size=200))
-def test_compiled_upstream_request_head_agrees_with_the_twin(parts, forward):
-    method, target, host, forwarded_for, scheme, forwarded_host, framing = parts
-    args = (method, target, host, forward, forwarded_for, scheme, forwarded_host, framing)
+       st.binary(max_size=200), st.text(st.sampled_from("[]:.0123456789abcdef"), max_size=24))
+def test_compiled_upstream_request_head_agrees_with_the_twin(parts, forward, peer):
+    method, target, host, prior_hops, scheme, forwarded_host, framing = parts
+    args = (method, target, host, forward, peer, prior_hops, scheme, forwarded_host, framing)
     assert _core.upstream_request_head(*args) == py.upstream_request_head(*args)
+    assert _core.peer_host(peer) == py.peer_host(peer)
+
+
+@pytest.mark.skipif(len(IMPLS) < 2, reason="FASTGW_NO_EXTENSIONS: no compiled kernel to compare")
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30) | st.text(st.sampled_from("[]:"), max_size=8))
+def test_compiled_peer_host_agrees_with_the_twin(address):
+    assert _core.peer_host(address) == py.peer_host(address)
