@@ -10,8 +10,9 @@ finds a batch waiting. Measured with the harness's set-up (one worker on its own
 HTTP_PROXY, 33.8 → 30.7 for the full gateway path, and a lower p99.
 
 The cost: the workers no longer preempt other programs on wake-up either, so where the gateway
-shares its cores with other busy processes (a sidecar beside its application), a request may wait
-for the running program's time slice. Hence opt-in: "batch" for hosts or cores given to the
+shares its cores with other busy processes (a sidecar beside its application), a request waits for
+the running program's time slice: beside a CPU-bound program on the same core, `batch` halved the
+gateway's req/s and doubled its median latency (docs/PERF.md). Hence opt-in: "batch" for hosts or cores given to the
 gateway, "normal" (the default) elsewhere. SCHED_BATCH needs no privilege; the nice value is kept.
 """
 
