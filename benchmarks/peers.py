@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hello_app
-
-BENCH_DIR = Path(__file__).resolve().parent
+from .tools import BENCH_DIR
 
 STUB_STATUS_PATH = "/__stub_status"
 

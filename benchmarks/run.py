@@ -30,8 +30,7 @@ from typing import Any
 
 from . import measure, peers, report, tools
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
+BENCH_DIR, REPO_ROOT = tools.BENCH_DIR, tools.REPO_ROOT
 
 
 # ---------------------------------------------------------------------------------------- the table

@@ -28,8 +28,8 @@ APT_PACKAGES: dict[str, str] = {
 # sbin directories are not always on PATH (nginx and haproxy live in /usr/sbin)
 _EXTRA_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
 
 
 def which(name: str) -> str | None:

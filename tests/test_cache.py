@@ -413,11 +413,6 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _worker_pids(parent: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def test_a_1mib_budget_of_10kib_entries_evicts_the_least_recently_used_and_holds_no_more(start_gateway, numbered):
     """The byte budget: gauges never above it; LRU order; the worker's memory stays flat while
     20 MiB of distinct entries pass through it."""
@@ -439,7 +434,7 @@ def test_a_1mib_budget_of_10kib_entries_evicts_the_least_recently_used_and_holds
     assert client.get("/prod/any/big/149").headers["x-cache"] == "Hit"  # recent
     assert client.get("/prod/any/big/0").headers["x-cache"] == "Miss"  # the least recently used went first
     # Memory: after the cache is full, another 2,000 distinct entries (20 MiB) leave RSS flat.
-    (worker,) = _worker_pids(gw.proc.pid)
+    (worker,) = gw.worker_pids()
     baseline = _rss_kib(worker)
     for i in range(2000):
         client.get(f"/prod/any/big/n{i}")

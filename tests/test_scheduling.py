@@ -33,11 +33,6 @@ apis:
 """
 
 
-def _children(parent: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def _policies(pid: int) -> set[int]:
     policies = set()
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -57,7 +52,7 @@ def test_worker_threads_get_the_policy(start_gateway, policy, args, expected):
     gw = start_gateway(CONFIG.format(policy=policy), args=args)
     assert httpx.get(f"{gw.url}/ping", timeout=10).json() == {"pong": True}
     assert gw.proc is not None
-    (worker,) = _children(gw.proc.pid)
+    (worker,) = gw.worker_pids()
     threads = os.listdir(f"/proc/{worker}/task")
     assert len(threads) >= 2  # the Python loop thread and granian's runtime thread at least
     assert _policies(worker) == {expected}

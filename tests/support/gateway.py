@@ -21,8 +21,9 @@ def free_port() -> int:
 
 class GatewayProcess:
     def __init__(self, config: str, directory: Path, workers: int = 1, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, name: str = "gateway"):
+                 env: dict[str, str] | None = None, name: str = "gateway", host: str = "127.0.0.1"):
         self.name = name
+        self.host = host  # the listen address (the admin API stays on 127.0.0.1)
         self.config_path = directory / f"{name}.yaml"
         self.config_path.write_text(config)
         self.log_path = directory / f"{name}.stdout"
@@ -36,7 +37,8 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def admin(self) -> str:
@@ -45,7 +47,7 @@ class GatewayProcess:
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "fastgw", "serve", str(self.config_path),
-            "--host", "127.0.0.1", "--port", str(self.port), "--admin-port", str(self.admin_port),
+            "--host", self.host, "--port", str(self.port), "--admin-port", str(self.admin_port),
             "--workers", str(self.workers), *self.args,
         ]
 
@@ -71,10 +73,17 @@ class GatewayProcess:
     def _workers_answer(self) -> bool:
         # A plain TCP connect: the listener may speak TLS.
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            with socket.create_connection((self.host, self.port), timeout=1):
                 return True
         except OSError:
             return False
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes granian forked (children of the main process)."""
+        assert self.proc is not None
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
