@@ -115,6 +115,7 @@ class Gateway:
         self.limits = (limits.maxUriBytes, limits.maxHeaderCount, limits.maxHeaderBytes, limits.maxHeaderFieldBytes,
                        limits.maxBodyBytes)
         self.max_body = limits.maxBodyBytes
+        self.body_idle_seconds = limits.bodyIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -437,7 +438,7 @@ class Gateway:
         chunks, rest = await self.read_body_start(down, content_length, limit)
         if rest is not None:
             size = sum(len(c) for c in chunks)
-            while (chunk := await _next_body_chunk(rest)) is not None:
+            while (chunk := await _next_body_chunk(rest, self.body_idle_seconds)) is not None:
                 size += len(chunk)
                 if size > limit:
                     raise GatewayError("REQUEST_TOO_LARGE", close=True)
@@ -448,8 +449,13 @@ class Gateway:
         return body
 
     async def read_body(self, down: Downstream) -> bytes:
+        """A body of known, small length in one read (the server layer's whole-body call). It must
+        arrive within the body idle timeout as a whole: this read has no "between two reads"."""
         try:
-            return await down.read_body()
+            async with asyncio.timeout(self.body_idle_seconds):
+                return await down.read_body()
+        except TimeoutError:
+            raise GatewayError("REQUEST_TIMEOUT", close=True) from None
         except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
             raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
 
@@ -460,23 +466,17 @@ class Gateway:
         chunks: list[bytes] = []
         size = 0
         iterator = down.body_chunks().__aiter__()
-        try:
-            while size <= BUFFER_BODY_BYTES:
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
+        while size <= BUFFER_BODY_BYTES:
+            chunk = await _next_body_chunk(iterator, self.body_idle_seconds)
+            if chunk is None:
+                return chunks, None
+            if chunk:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError("REQUEST_TOO_LARGE", close=True)
+                if size == content_length:
                     return chunks, None
-                if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        raise GatewayError("REQUEST_TOO_LARGE", close=True)
-                    if size == content_length:
-                        return chunks, None
-        except GatewayError:
-            raise
-        except Exception:  # noqa: BLE001 - granian reports bad chunked framing or a lost client this way
-            raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
         return chunks, iterator
 
     def request_head(self, down: Downstream, head: RequestFacts, method: str, target: str, host: str,
@@ -511,7 +511,7 @@ class Gateway:
             for chunk in first:
                 received += len(chunk)
                 send(chunk)
-            while (chunk := await _next_body_chunk(rest)) is not None:
+            while (chunk := await _next_body_chunk(rest, self.body_idle_seconds)) is not None:
                 if not chunk:
                     continue
                 received += len(chunk)
@@ -605,13 +605,18 @@ class Gateway:
         return status, len(body)
 
 
-async def _next_body_chunk(rest: Any) -> bytes | None:
-    """The next piece of a request body being read; None at its end. granian reports bad chunked
-    framing (or a lost client) as an exception here: a 400 that closes the connection."""
+async def _next_body_chunk(rest: Any, idle_seconds: float) -> bytes | None:
+    """The next piece of a request body being read; None at its end. A client that sends nothing
+    for `idle_seconds` gets a 408 (limits.bodyIdleTimeoutMs: a slow-body client must not hold a
+    worker's request, or a half-sent upstream request, for ever). granian reports bad chunked
+    framing (or a lost client) as an exception here: a 400. Both close the connection."""
     try:
-        return await rest.__anext__()
+        async with asyncio.timeout(idle_seconds):
+            return await rest.__anext__()
     except StopAsyncIteration:
         return None
+    except TimeoutError:
+        raise GatewayError("REQUEST_TIMEOUT", close=True) from None
     except Exception:  # noqa: BLE001 - bad chunked framing or a lost client
         raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
 

@@ -477,6 +477,7 @@ def test_read_body_and_replay():
     class BareGateway(Gateway):
         def __init__(self) -> None:  # only what reading a body needs
             self.max_body = 1 << 20
+            self.body_idle_seconds = 30.0
 
     def read_body(down: Any, head: Any, limit: int) -> Any:
         return BareGateway().read_whole_body(down, head, limit)

@@ -476,6 +476,9 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     if plan.usage is not None:
         plan.usage.resolve_dir(document.source)
     plan.notes = document.warnings
+    if plan.server.limits.keepAliveIdleMs is not None:
+        plan.notes.append("server.limits.keepAliveIdleMs is not applied: granian closes an idle keep-alive "
+                          "connection after server.limits.headerReadTimeoutMs")
     plan.files = document.files
     plan.source = document.source
     plan.data = document.data

@@ -48,7 +48,10 @@ class Limits:
     maxHeaderCount: int = 100
     maxBodyBytes: int = 10 * 1024 * 1024
     headerReadTimeoutMs: int = 10_000
-    keepAliveIdleMs: int = 60_000
+    bodyIdleTimeoutMs: int = 30_000  # between two reads of a request body (408 and close); RELIABILITY.md F-27
+    # Accepted, not applied: granian (hyper) closes an idle keep-alive connection after
+    # headerReadTimeoutMs, the same timer that cuts slow heads; loading a config that sets it warns.
+    keepAliveIdleMs: int | None = None
     maxValidatedBodyBytes: int = 1024 * 1024  # request validation reads bodies up to this size (413 above)
 
 
@@ -296,7 +299,8 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
         maxHeaderCount=r.integer(obj, "maxHeaderCount", path, d.maxHeaderCount, 8, 10_000),
         maxBodyBytes=r.integer(obj, "maxBodyBytes", path, d.maxBodyBytes, 0, 1 << 40),
         headerReadTimeoutMs=r.integer(obj, "headerReadTimeoutMs", path, d.headerReadTimeoutMs, 100, 600_000),
-        keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, d.keepAliveIdleMs, 100, 3_600_000),
+        bodyIdleTimeoutMs=r.integer(obj, "bodyIdleTimeoutMs", path, d.bodyIdleTimeoutMs, 100, 600_000),
+        keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, 0, 100, 3_600_000) or None,
         maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
     )
 
