@@ -59,6 +59,15 @@ class ErrorMessage(str):
         return self
 
 
+class ClientDisconnected(Exception):
+    """The client went away while its response was being streamed: nothing more can reach it, so
+    the upstream exchange is dropped (not read to its end for nobody). Counted and logged as 499
+    (nginx's "client closed request"); no gateway response, no traceback."""
+
+
+CLIENT_CLOSED_REQUEST = 499
+
+
 class GatewayError(Exception):
     """Raised by a pipeline stage; answered with the API's gateway response of `kind`."""
 

@@ -26,7 +26,7 @@ from .accesslog import AccessLog
 from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
 from .config.model import default_workers
-from .errors import DEFAULT_RESPONSES, GatewayError, GatewayResponses
+from .errors import CLIENT_CLOSED_REQUEST, DEFAULT_RESPONSES, ClientDisconnected, GatewayError, GatewayResponses
 from .functions import Call, FunctionPlan, run
 from .httpsyntax import normalize_path
 from .nonproxy import NonProxyPlan, run_nonproxy
@@ -236,6 +236,8 @@ class Gateway:
             pending = down.respond(status, [*answered.headers, ("x-amzn-requestid", request_id)], b"")
             if pending is not None:
                 await pending
+        except ClientDisconnected:
+            status, sent = CLIENT_CLOSED_REQUEST, 0
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()

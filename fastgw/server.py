@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from granian._granian import RSGIProtocolClosed
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
@@ -31,6 +32,7 @@ from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .config.compile import Plan, load_plan
 from .config.loader import ConfigError, load_document
+from .errors import ClientDisconnected
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .state import adminapi
@@ -41,10 +43,6 @@ log = logging.getLogger("fastgw")
 ENCODED_PATHS: dict[str, str] = {}
 ENCODED_PATHS_MAX = 4096
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
@@ -99,7 +97,10 @@ class RsgiDownstream:
         self.stream = self.proto.response_stream(status, headers)
 
     async def send(self, chunk: bytes) -> None:
-        await self.stream.send_bytes(chunk)
+        try:
+            await self.stream.send_bytes(chunk)
+        except RSGIProtocolClosed:
+            raise ClientDisconnected() from None
 
     async def finish(self) -> None:
         pass
@@ -107,7 +108,7 @@ class RsgiDownstream:
 
 class AsgiDownstream:
     __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started", "absolute_form")
+                 "protocol", "started", "absolute_form", "gone")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.receive = receive
@@ -161,11 +162,21 @@ class AsgiDownstream:
             raise RuntimeError("response already started")
         self.started = True
         await self.send_message({"type": "http.response.start", "status": status, "headers": bytes_headers(headers)})
+        # granian's ASGI send() is a silent no-op once the client has gone (RSGI's raises), so a
+        # stream would read its upstream to the end for nobody: receive() says when it goes.
+        self.gone = asyncio.ensure_future(self._client_gone())
+
+    async def _client_gone(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
     async def send(self, chunk: bytes) -> None:
+        if self.gone.done():
+            raise ClientDisconnected()
         await self.send_message({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def finish(self) -> None:
+        self.gone.cancel()
         await self.send_message({"type": "http.response.body", "body": b""})
 
 

@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from support.upstream import RecordingUpstream
+from support.upstream import RecordingUpstream, StreamingUpstream
 
 IDLE_MS = 600
 
@@ -164,3 +164,32 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout(s
             pytest.fail("the idle keep-alive connection was kept open for 10 s")
         idle = time.monotonic() - answered
     assert 0.5 <= idle < 3.0
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_a_client_that_leaves_mid_stream_ends_the_upstream_exchange(start_gateway, interface: str) -> None:
+    """nginx's default (proxy_ignore_client_abort off): when the client closes the connection during
+    a streamed response, the upstream connection is dropped, not read to its end for nobody. The
+    request counts as 499 in the access log, with no traceback in the worker's log."""
+    size = 400 * 1024 * 1024
+    streaming = StreamingUpstream(size).start()
+    try:
+        text = CONFIG.format(interface=interface, idle=IDLE_MS, upstream=streaming.address)
+        gateway = start_gateway(text.replace("accessLog: false", "accessLog: true"))
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(b"GET /prod/big HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = 0
+            while got < 2 * 1024 * 1024:
+                got += len(sock.recv(65536))
+        deadline = time.monotonic() + 10
+        while not streaming.cut_short and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert streaming.cut_short == 1 and streaming.finished == 0
+        assert streaming.written < size // 4  # what the socket buffers held, not the whole body
+        deadline = time.monotonic() + 5
+        while '"status":499' not in gateway.stdout() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert '"status":499' in gateway.stdout()
+        assert "Traceback" not in gateway.stderr()
+    finally:
+        streaming.stop()

@@ -196,3 +196,59 @@ class RecordingUpstream:
 
     def all_bytes(self) -> bytes:
         return b"".join(bytes(raw) for raw in self.raw_connections)
+
+
+class StreamingUpstream:
+    """An upstream that answers every request with `size` bytes (Content-Length), written 64 KiB at
+    a time with back-pressure, and records how many bytes it got to write and whether the reader
+    went away before the end (the gateway dropping the exchange)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.written = 0
+        self.cut_short = 0  # responses whose connection broke before their last byte
+        self.finished = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = 0
+
+    def start(self) -> StreamingUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+        return self
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chunk = b"s" * 65536
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n" % self.size)
+            sent = 0
+            while sent < self.size:
+                piece = chunk[: self.size - sent]
+                writer.write(piece)
+                await writer.drain()
+                sent += len(piece)
+                self.written += len(piece)
+            self.finished += 1
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.cut_short += 1
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            if self._server is not None:
+                self._server.close()
+
+        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
