@@ -77,6 +77,7 @@ class Downstream(Protocol):
     async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None: ...
     async def send(self, chunk: bytes) -> None: ...
     async def finish(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class GatewayAnswered(Exception):
@@ -568,6 +569,11 @@ class Gateway:
         headers = parser.headers
         keep = fill.begin(status, headers) if fill is not None else None
         headers.append(("x-amzn-requestid", request_id))
+        if parser.content_length >= 0:
+            # The client gets the upstream's length (as from nginx), and the server layer then frames
+            # the body by it: a stream cut short is an aborted connection, never a finished response.
+            # (A chunked stream cannot be aborted over RSGI: granian ends it cleanly; see README.)
+            headers.append(("content-length", str(parser.content_length)))
         # Streamed: headers go now; a failure after this point aborts the client connection
         # (never a clean-looking truncated response).
         sent = 0
@@ -582,8 +588,10 @@ class Gateway:
                     keep(chunk)
                 await down.send(chunk)
             await down.finish()
-        except BaseException:
+        except BaseException as exc:
             pool.discard(conn)
+            if exc.__class__ is not ClientDisconnected:
+                down.abort()  # the client must see the response fail, never finish
             raise
         pool.release(conn)
         if keep is not None:

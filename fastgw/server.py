@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import socket
+import stat
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -105,6 +108,49 @@ class RsgiDownstream:
     async def finish(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """A started response failed: the client must see it fail, never finish. granian's RSGI has no
+        abort, and a dropped chunked stream is ended cleanly (a truncated body that looks whole), so
+        the connection's socket is shut down instead."""
+        if self.stream is not None:
+            shut_down_connection(self.scope.client or "", self.scope.server or "")
+
+
+INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def shut_down_connection(client: str, server: str) -> bool:
+    """Shut down this worker's socket of the client connection from `client` to `server` (host:port
+    as RSGI gives them), found among the process's descriptors by its two addresses. Costs a few
+    system calls per open descriptor: for the rare failed stream only."""
+    peer, local = _host_port(client), _host_port(server)
+    if peer is None or local is None:
+        return False
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except (OSError, ValueError):
+            continue
+        try:
+            if sock.family in INET_FAMILIES and sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == local[1]:
+                host, port = sock.getpeername()[:2]
+                if port == peer[1] and host.removeprefix("::ffff:") == peer[0]:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return True
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    return False
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]").removeprefix("::ffff:"), int(port)) if port.isdigit() else None
+
 
 class AsgiDownstream:
     __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
@@ -178,6 +224,10 @@ class AsgiDownstream:
     async def finish(self) -> None:
         self.gone.cancel()
         await self.send_message({"type": "http.response.body", "body": b""})
+
+    def abort(self) -> None:
+        """A started response failed: nothing to do here, granian aborts the connection of an ASGI
+        response the app left unfinished."""
 
 
 # -- the apps granian calls in each worker --------------------------------------------------------

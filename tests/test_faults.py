@@ -72,10 +72,11 @@ class Blackhole:
 
 
 CONFIG = """\
-server: {{workers: 1, accessLog: false}}
+server: {{workers: 1, accessLog: false, interface: {interface}}}
 apis:
   - name: faults
     type: REST
+    encodedSlashes: DECODE  # what both interfaces serve
     stages:
       prod: {{}}
     routes:
@@ -137,13 +138,13 @@ class Faults:
         return False
 
 
-@pytest.fixture(scope="module")
-def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+@pytest.fixture(scope="module", params=["asgi", "rsgi"])
+def faults(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Faults]:
     ok = RecordingUpstream().start()
     script = RecordingUpstream().start()
     blackhole = Blackhole()
     config = CONFIG.format(ok=ok.address, refused=closed_port(), blackhole=blackhole.port, script=script.address,
-                           connect_timeout=CONNECT_TIMEOUT_MS, timeout=TIMEOUT_MS)
+                           connect_timeout=CONNECT_TIMEOUT_MS, timeout=TIMEOUT_MS, interface=request.param)
     gateway = GatewayProcess(config, tmp_path_factory.mktemp("faults"))
     client = httpx.Client(timeout=10)
     try:
