@@ -65,6 +65,11 @@ class ClientDisconnected(Exception):
     (nginx's "client closed request"); no gateway response, no traceback."""
 
 
+class ClientStalled(ClientDisconnected):
+    """The client took nothing of a streamed response for limits.sendIdleTimeoutMs: the response
+    is aborted (and the upstream exchange dropped) rather than held open for it."""
+
+
 CLIENT_CLOSED_REQUEST = 499
 
 

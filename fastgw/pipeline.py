@@ -26,7 +26,14 @@ from .accesslog import AccessLog
 from .cache import CacheStage
 from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
 from .config.model import default_workers
-from .errors import CLIENT_CLOSED_REQUEST, DEFAULT_RESPONSES, ClientDisconnected, GatewayError, GatewayResponses
+from .errors import (
+    CLIENT_CLOSED_REQUEST,
+    DEFAULT_RESPONSES,
+    ClientDisconnected,
+    ClientStalled,
+    GatewayError,
+    GatewayResponses,
+)
 from .functions import Call, FunctionPlan, run
 from .httpsyntax import normalize_path
 from .nonproxy import NonProxyPlan, run_nonproxy
@@ -117,6 +124,7 @@ class Gateway:
                        limits.maxBodyBytes)
         self.max_body = limits.maxBodyBytes
         self.body_idle_seconds = limits.bodyIdleTimeoutMs / 1000
+        self.send_idle_seconds = limits.sendIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -586,7 +594,11 @@ class Gateway:
                 sent += len(chunk)
                 if keep is not None:
                     keep(chunk)
-                await down.send(chunk)
+                try:
+                    async with asyncio.timeout(self.send_idle_seconds):
+                        await down.send(chunk)  # waits while the client reads nothing (back-pressure)
+                except TimeoutError:
+                    raise ClientStalled() from None
             await down.finish()
         except BaseException as exc:
             pool.discard(conn)

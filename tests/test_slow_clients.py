@@ -8,10 +8,12 @@ is aborted, so the upstream never sees a finished request.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -191,5 +193,49 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_exchange(start_gatewa
             time.sleep(0.05)
         assert '"status":499' in gateway.stdout()
         assert "Traceback" not in gateway.stderr()
+    finally:
+        streaming.stop()
+
+
+@pytest.mark.parametrize("interface", [
+    pytest.param("rsgi", marks=pytest.mark.xfail(strict=True, reason=(
+        "granian 2.8.7 (and 2.8.9) RSGI send_bytes never waits for the client: the whole stream is "
+        "buffered in the worker, so there is no back-pressure to time out; see DESIGN.md"))),
+    "asgi",
+])
+def test_a_client_that_stops_reading_a_stream_is_cut_off(start_gateway, interface: str) -> None:
+    """RELIABILITY.md F-28: a client that keeps its connection but reads nothing more of a streamed
+    response holds neither the upstream exchange nor its buffers for ever. Once sending has waited
+    limits.sendIdleTimeoutMs, the response is aborted and the upstream connection dropped; the worker's
+    memory stays flat meanwhile (back-pressure, not buffering)."""
+    size = 400 * 1024 * 1024
+    streaming = StreamingUpstream(size).start()
+    try:
+        text = CONFIG.format(interface=interface, idle=IDLE_MS, upstream=streaming.address)
+        gateway = start_gateway(text.replace("limits: {", "limits: {sendIdleTimeoutMs: 1000, "))
+        worker = gateway.worker_pids()[0]
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /prod/big HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = 0
+            while got < 1024 * 1024:
+                got += len(sock.recv(65536))
+            # now read nothing: the gateway's sends block, then time out
+            deadline = time.monotonic() + 15
+            while not streaming.cut_short and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert streaming.cut_short == 1 and streaming.finished == 0
+            assert streaming.written < size // 4
+            rss_mib = int(Path(f"/proc/{worker}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            assert rss_mib < 200, f"the worker buffered the stream: {rss_mib:.0f} MiB"
+            # the client's connection is ended: what it reads now runs out, without a clean end
+            sock.settimeout(5)
+            rest = b""
+            try:
+                while chunk := sock.recv(1 << 20):
+                    rest += chunk
+            except ConnectionResetError:
+                pass
+            assert got + len(rest) < size
     finally:
         streaming.stop()

@@ -49,6 +49,7 @@ class Limits:
     maxBodyBytes: int = 10 * 1024 * 1024
     headerReadTimeoutMs: int = 10_000
     bodyIdleTimeoutMs: int = 30_000  # between two reads of a request body (408 and close); RELIABILITY.md F-27
+    sendIdleTimeoutMs: int = 60_000  # a streamed response whose client reads nothing this long is aborted (F-28)
     # Accepted, not applied: granian (hyper) closes an idle keep-alive connection after
     # headerReadTimeoutMs, the same timer that cuts slow heads; loading a config that sets it warns.
     keepAliveIdleMs: int | None = None
@@ -300,6 +301,7 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
         maxBodyBytes=r.integer(obj, "maxBodyBytes", path, d.maxBodyBytes, 0, 1 << 40),
         headerReadTimeoutMs=r.integer(obj, "headerReadTimeoutMs", path, d.headerReadTimeoutMs, 100, 600_000),
         bodyIdleTimeoutMs=r.integer(obj, "bodyIdleTimeoutMs", path, d.bodyIdleTimeoutMs, 100, 600_000),
+        sendIdleTimeoutMs=r.integer(obj, "sendIdleTimeoutMs", path, d.sendIdleTimeoutMs, 100, 3_600_000),
         keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, 0, 100, 3_600_000) or None,
         maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
     )
