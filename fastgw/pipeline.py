@@ -579,8 +579,7 @@ class Gateway:
         headers.append(("x-amzn-requestid", request_id))
         if parser.content_length >= 0:
             # The client gets the upstream's length (as from nginx), and the server layer then frames
-            # the body by it: a stream cut short is an aborted connection, never a finished response.
-            # (A chunked stream cannot be aborted over RSGI: granian ends it cleanly; see README.)
+            # the body by it, so a stream cut short can never pass for a finished one.
             headers.append(("content-length", str(parser.content_length)))
         # Streamed: headers go now; a failure after this point aborts the client connection
         # (never a clean-looking truncated response).

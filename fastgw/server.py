@@ -119,13 +119,13 @@ class RsgiDownstream:
 INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-def shut_down_connection(client: str, server: str) -> bool:
+def shut_down_connection(client: str, server: str) -> None:
     """Shut down this worker's socket of the client connection from `client` to `server` (host:port
     as RSGI gives them), found among the process's descriptors by its two addresses. Costs a few
     system calls per open descriptor: for the rare failed stream only."""
     peer, local = _host_port(client), _host_port(server)
     if peer is None or local is None:
-        return False
+        return
     for name in os.listdir("/proc/self/fd"):
         try:
             fd = int(name)
@@ -139,12 +139,11 @@ def shut_down_connection(client: str, server: str) -> bool:
                 host, port = sock.getpeername()[:2]
                 if port == peer[1] and host.removeprefix("::ffff:") == peer[0]:
                     sock.shutdown(socket.SHUT_RDWR)
-                    return True
+                    return
         except OSError:
             pass
         finally:
             sock.close()
-    return False
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -226,8 +225,9 @@ class AsgiDownstream:
         await self.send_message({"type": "http.response.body", "body": b""})
 
     def abort(self) -> None:
-        """A started response failed: nothing to do here, granian aborts the connection of an ASGI
-        response the app left unfinished."""
+        """A started response failed: granian aborts the connection of an ASGI response the app left
+        unfinished, so only the disconnect watcher is left to stop."""
+        self.gone.cancel()
 
 
 # -- the apps granian calls in each worker --------------------------------------------------------
