@@ -90,7 +90,8 @@ async def _upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
     from fastgw.pipeline import Gateway
-    from fastgw.server import RsgiApp, compile_file
+    from fastgw.runtime import compile_file
+    from fastgw.server import RsgiApp
 
     server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
     port = upstream_port or server.sockets[0].getsockname()[1]

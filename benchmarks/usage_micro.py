@@ -43,7 +43,7 @@ CONFIG = {
 }
 
 def build(directory: str, redis_url: str | None) -> Any:
-    from fastgw.config.compile import load_plan
+    from fastgw.compile import load_plan
     from fastgw.config.loader import Document
 
     config = json.loads(json.dumps(CONFIG))
@@ -56,8 +56,8 @@ def build(directory: str, redis_url: str | None) -> Any:
 
 
 def measure_local(n: int) -> float:
+    from fastgw.policies.usage.stage import UsageStage
     from fastgw.state.shm import SharedTable
-    from fastgw.usage import UsageStage
 
     with tempfile.TemporaryDirectory() as directory:
         plan = build(directory, None)
@@ -82,8 +82,8 @@ def measure_local(n: int) -> float:
 
 
 def measure_redis(url: str, n: int) -> float:
+    from fastgw.policies.usage.stage import UsageStage
     from fastgw.state.shm import SharedTable
-    from fastgw.usage import UsageStage
 
     with tempfile.TemporaryDirectory() as directory:
         plan = build(directory, url)

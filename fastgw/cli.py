@@ -52,10 +52,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(path: str, overrides: dict[str, Any], args: argparse.Namespace | None = None) -> Any:
+    from .commands.openapi import load_options, print_notes
     from .config.loader import ConfigError
     from .openapi import source
-    from .openapi.commands import load_options, print_notes
-    from .server import compile_file
+    from .runtime import compile_file
 
     if args is not None:
         source.DEFAULT_OPTIONS = load_options(args)  # reloads use them too
@@ -78,13 +78,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_routes(args: argparse.Namespace) -> int:
     plan = _load(args.config, _overrides(args), args)
     rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
-    kinds = {"HttpProxyPlan": "HTTP_PROXY", "FunctionPlan": "FUNCTION", "MappedProxyPlan": "HTTP_PROXY"}
     for stage in plan.stages:
         prefix = "" if stage.name == "$default" else f"/{stage.name}"
         name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name
         for route in stage.routes:
             integration = route.integration
-            kind = kinds.get(type(integration).__name__) or getattr(integration, "kind", "-")
+            kind = route.model.integration.type if route.model is not None and route.model.integration else "-"
             target = f"{kind} {integration.uri}" if integration is not None else "-"
             rows.append((stage.api.name, name, prefix or "/", route.key, target))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -109,9 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         overrides = _overrides(args)
         plan = _load(args.config, overrides, args)
-        from . import deployments
+        from . import runtime
 
-        deployments.WATCH = bool(getattr(args, "watch", False))
+        runtime.WATCH = bool(getattr(args, "watch", False))
         from .server import serve
 
         serve(args.config, plan, overrides, log_level=args.log_level)
@@ -160,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from .openapi.commands import add_load_flags
+    from .commands.openapi import add_load_flags
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("config", help="native YAML/JSON config file, or an OpenAPI document (x-amazon-apigateway-*)")
@@ -194,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_flags(routes)
     routes.set_defaults(func=cmd_routes)
 
-    from .openapi.commands import add_parsers as add_openapi_parsers
+    from .commands.openapi import add_parsers as add_openapi_parsers
 
     add_openapi_parsers(commands)  # import, export
-    from .deployments import add_parsers as add_canary_parsers
+    from .commands.canary import add_parsers as add_canary_parsers
 
     add_canary_parsers(commands)  # canary show|set|promote|rollback
 
@@ -212,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--admin-token", help="the admin token (env FASTGW_ADMIN_TOKEN)")
     cache.set_defaults(func=cmd_cache)
 
-    from .state.commands import add_parsers as add_usage_parsers
+    from .commands.usage import add_parsers as add_usage_parsers
 
     add_usage_parsers(commands)  # keys, usage
     return parser

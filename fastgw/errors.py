@@ -134,3 +134,12 @@ class GatewayResponses:
 
 
 DEFAULT_RESPONSES = GatewayResponses()
+
+
+class GatewayAnswered(Exception):
+    """A stage answered the request itself (a CORS preflight), with an empty body."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]]):
+        super().__init__(status)
+        self.status = status
+        self.headers = headers

@@ -100,3 +100,10 @@ def encode_decoded_path(path: str) -> str:
         return quote(path, safe=PATH_SAFE)
     return path
 
+
+def header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """A request header's value (several values comma-joined, as AWS does), or None."""
+    found = [value for key, value in headers if key == name]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else ",".join(found)

@@ -46,6 +46,28 @@ BUILD_INFO = Gauge(
     ("version", "impl"), multiprocess_mode="max",
 )
 
+# API keys, throttles and quotas (fastgw/policies/usage).
+THROTTLED = Counter("fastgw_throttled", "Requests refused with 429 Too Many Requests (AWS THROTTLED)",
+                    ("api", "stage", "plan", "level"))
+QUOTA_EXCEEDED = Counter("fastgw_quota_exceeded", "Requests refused with 429 Limit Exceeded (AWS QUOTA_EXCEEDED)",
+                         ("api", "stage", "plan"))
+KEY_REJECTED = Counter("fastgw_api_key_rejected", "Requests refused with 403 for their API key",
+                       ("api", "stage", "reason"))
+BACKEND_UP = Gauge("fastgw_state_backend_up", "1 when the state backend (Redis) answers, 0 while a worker "
+                   "falls back (failMode open) or refuses (closed)", ("backend",), multiprocess_mode="livemin")
+BACKEND_ERRORS = Counter("fastgw_state_backend_errors", "Failed state backend operations", ("backend", "kind"))
+# The stage caches (fastgw/policies/cache).
+CACHE_HITS = Counter("fastgw_cache_hits", "Requests answered from the stage cache (AWS CacheHitCount)",
+                     ("api", "stage", "route"))
+CACHE_MISSES = Counter("fastgw_cache_misses", "Requests on cached routes served by the integration "
+                       "(AWS CacheMissCount)", ("api", "stage", "route"))
+CACHE_ENTRIES = Gauge("fastgw_cache_entries", "Entries held, summed over workers", ("api", "stage"),
+                      multiprocess_mode="livesum")
+CACHE_BYTES = Gauge("fastgw_cache_bytes", "Bytes held as counted against the budget, summed over workers",
+                    ("api", "stage"), multiprocess_mode="livesum")
+CACHE_CAPACITY = Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget on this host", ("api", "stage"),
+                       multiprocess_mode="max")
+
 
 def worker_started() -> None:
     BUILD_INFO.labels(__version__, _accel.IMPL).set(1)

@@ -23,27 +23,26 @@ from typing import Any, Protocol
 from . import metrics
 from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request, upstream_request_head
 from .accesslog import AccessLog
-from .cache import CacheStage
-from .config.compile import HttpProxyPlan, Plan, RoutePlan, StagePlan, UnimplementedPlan
 from .config.model import default_workers
 from .errors import (
     CLIENT_CLOSED_REQUEST,
     DEFAULT_RESPONSES,
     ClientDisconnected,
     ClientStalled,
+    GatewayAnswered,
     GatewayError,
     GatewayResponses,
 )
-from .functions import Call, FunctionPlan, run
 from .httpsyntax import normalize_path
-from .nonproxy import NonProxyPlan, run_nonproxy
-from .parammap import MappedProxyPlan, run_mapped_proxy
+from .integrations import RUNS, target_of
+from .integrations.target import IDEMPOTENT, HttpProxyPlan
+from .plan import Plan, RoutePlan, StagePlan
+from .policies.cache.stage import CacheStage
+from .policies.usage.stage import UsageStage
 from .upstream import UpstreamConnection, UpstreamError, exchange
-from .usage import UsageStage
 
 log = logging.getLogger("fastgw")
 
-IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 # Request bodies up to this size are read whole (and can be retried); larger ones are streamed.
 BUFFER_BODY_BYTES = 64 * 1024
 # Request paths whose stage selection and route match a worker remembers (pure functions of the plan,
@@ -85,15 +84,6 @@ class Downstream(Protocol):
     async def send(self, chunk: bytes) -> None: ...
     async def finish(self) -> None: ...
     def abort(self) -> None: ...
-
-
-class GatewayAnswered(Exception):
-    """A stage answered the request itself (a CORS preflight), with an empty body."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]]):
-        super().__init__(status)
-        self.status = status
-        self.headers = headers
 
 
 class Gateway:
@@ -207,8 +197,8 @@ class Gateway:
             stage, route_path = self.select_stage(head.host, down.path)
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
-            if stage.api.cors is not None:
-                down = self.cors(down, stage)  # preflights are answered here (GatewayAnswered)
+            if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
+                down = stage.api.cors.check(down)
             route, params = self.match(stage, down.method, route_path)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, head.api_key)) is not None:
@@ -380,30 +370,13 @@ class Gateway:
     async def integrate(self, down: Downstream, head: RequestFacts, stage: StagePlan, route: RoutePlan,
                         route_path: str, integration: Any, params: dict[str, str],
                         request_id: str, fill: Any = None) -> tuple[int, int]:
-        """Any integration: HTTP_PROXY (which `handle` also calls directly), FUNCTION, the non-proxy ones
-        (HTTP, MOCK, FUNCTION_CUSTOM with mapping templates) and HTTP_PROXY with HTTP API parameter
-        mapping. `fill`: a cache miss (fastgw/cache.py Fill) that may store the response."""
-        kind = integration.__class__
-        if kind is HttpProxyPlan:
-            return await self.http_proxy(down, head, integration, params, request_id, fill)
-        if kind is FunctionPlan:
-            body = await self.read_whole_body(down, head)
-            path = down.path
-            prefix = f"/{stage.name}"
-            stage_prefix = prefix if path == prefix or path.startswith(prefix + "/") else ""
-            call = Call(down.method, path, route_path, down.query, down.headers, down.client, down.protocol,
-                        head.host, request_id, params, body, stage.is_canary)
-            status, headers, payload = await run(integration, call, stage_prefix)
-            return await self.answer(down, status, headers, payload, request_id, fill)
-        if kind is MappedProxyPlan:
-            return await run_mapped_proxy(self, down, head, integration, stage, route, route_path, params,
-                                          request_id, fill)
-        if kind is NonProxyPlan:
-            return await run_nonproxy(self, down, head, integration, stage, route, route_path, params, request_id,
-                                      fill)
-        if kind is UnimplementedPlan:
-            raise GatewayError("NOT_IMPLEMENTED", integration.message)
-        raise GatewayError("DEFAULT_5XX")
+        """Any integration, by its plan's run step (fastgw/integrations/: HTTP_PROXY, which `handle` also
+        calls directly, FUNCTION, the non-proxy ones, ...). `fill`: a cache miss (fastgw/policies/cache)
+        that may store the response."""
+        run = RUNS.get(integration.__class__)
+        if run is None:
+            raise GatewayError("DEFAULT_5XX")
+        return await run(self, down, head, stage, route, route_path, integration, params, request_id, fill)
 
     async def answer(self, down: Downstream, status: int, headers: list[tuple[str, str]], body: bytes,
                      request_id: str, fill: Any = None) -> tuple[int, int]:
@@ -418,23 +391,6 @@ class Gateway:
         if pending is not None:
             await pending
         return status, len(body)
-
-    def cors(self, down: Downstream, stage: StagePlan) -> Downstream:
-        """An API with CORS (fastgw/cors.py): answer a preflight here; otherwise add the CORS headers
-        to whatever response goes out."""
-        from .cors import CorsDownstream, request_header
-
-        origin = request_header(down.headers, "origin")
-        if origin is None:
-            return down
-        cors = stage.api.cors
-        if down.method == "OPTIONS":
-            wanted = request_header(down.headers, "access-control-request-method")
-            if wanted is not None:
-                requested = request_header(down.headers, "access-control-request-headers") or ""
-                raise GatewayAnswered(204, cors.preflight(origin, requested))
-        extra = cors.simple(origin)
-        return CorsDownstream(down, extra) if extra else down
 
     async def read_whole_body(self, down: Downstream, head: RequestFacts, limit: int = 0) -> bytes:
         """The request body in memory (integrations, templates and validation that need all of it),
@@ -680,9 +636,7 @@ def _repoint_pools(plan: Plan) -> None:
     """After a swap kept some pools: every compiled integration uses its plan's pool for its upstream."""
     for stage in plan.stages:
         for route in stage.routes:
-            integration = route.integration
-            proxy = getattr(integration, "proxy", integration)  # NonProxyPlan/MappedProxyPlan wrap one
-            pool = getattr(proxy, "pool", None)
-            if pool is not None:
-                key = (pool.scheme, pool.host, pool.port)
-                proxy.pool = plan.pools.get(key, pool)
+            target = target_of(route.integration)
+            if target is not None:
+                pool = target.pool
+                target.pool = plan.pools.get((pool.scheme, pool.host, pool.port), pool)

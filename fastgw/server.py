@@ -1,10 +1,10 @@
-"""granian glue: the RSGI and ASGI adapters, the worker lifecycle, the main process (admin API,
-signals, config reload).
+"""granian glue: the RSGI and ASGI adapters, the worker lifecycle, the main process (signals; the admin
+API is fastgw/admin/, the runtime and reloads fastgw/runtime.py).
 
 The main process compiles the config once; granian forks the workers from it, so each worker
 starts with the compiled plan already in memory. SIGHUP (or POST /reload on the admin port, or
 --watch) compiles the file again and, only if it is valid, publishes it; every worker compiles the
-same snapshot and swaps it in between two requests (fastgw/deployments.py), so no worker restarts
+same snapshot and swaps it in between two requests (fastgw/runtime.py), so no worker restarts
 and no connection drops. An invalid file is reported and the workers keep serving the old config.
 """
 
@@ -16,30 +16,27 @@ import logging
 import os
 import socket
 import stat
-import threading
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from granian._granian import RSGIProtocolClosed
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
 
-from . import allocator, cache, metrics, scheduling
+from . import allocator, runtime, scheduling
 from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
-from .config.compile import Plan, load_plan
-from .config.loader import ConfigError, load_document
+from .admin import ENDPOINTS, start_admin
+from .config.model import default_workers
 from .errors import ClientDisconnected
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
-from .state import adminapi
-from .state.persist import start_main_state, stop_main_state
+from .plan import Plan
+from .policies.cache.stage import shared_area
+from .policies.usage.persist import start_main_state, stop_main_state
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
@@ -273,31 +270,16 @@ class AsgiApp:
 
 
 # -- the main process ---------------------------------------------------------------------------
-@dataclass(slots=True)
-class Runtime:
-    """What the main process knows: the config file, the current plan, readiness."""
-
-    config_path: str
-    plan: Plan
-    overrides: dict[str, Any]
-    ready: bool = False
-    draining: bool = False
-    reloads_ok: int = 0
-    reloads_failed: int = 0
-
-
-RUNTIME: Runtime | None = None
 
 
 def load_app() -> Any:
     """granian's target loader, called in each freshly forked worker."""
-    assert RUNTIME is not None
-    plan = RUNTIME.plan
+    current = runtime.RUNTIME
+    assert current is not None
+    plan = current.plan
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
-    from . import deployments
-
-    deployments.attach(gateway)  # live reloads: follow the main process's plan generations
+    runtime.attach(gateway)  # live reloads: follow the main process's plan generations
     app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
     # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
     # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
@@ -311,230 +293,32 @@ def load_app() -> Any:
     return app
 
 
-def compile_file(path: str, overrides: dict[str, Any], options: Any = None) -> Plan:
-    """Load (native or OpenAPI, with the command line's load options) and compile a config file."""
-    from .openapi import source
-
-    plan = load_plan(load_document(path), options if options is not None else source.DEFAULT_OPTIONS)
-    apply_overrides(plan, overrides)
-    return plan
-
-
-def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> None:
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(plan.server, name, value)
-
-
 class FastgwGranian(GranianServer):
     """granian's multi-process server with fastgw's readiness and validated reloads."""
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-        if RUNTIME is not None:
-            RUNTIME.draining = True
+        if runtime.RUNTIME is not None:
+            runtime.RUNTIME.draining = True
         super().signal_handler_interrupt(*args, **kwargs)
 
     def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
-        # Live reload: every worker swaps in the new plan itself (fastgw/deployments.py); no worker
+        # Live reload: every worker swaps in the new plan itself (fastgw/runtime.py); no worker
         # is restarted, so no connection is dropped.
         self.reload_signal = False
         self.main_loop_interrupt.clear()
-        reload_config()
+        runtime.reload_config()
         return None
 
     def startup(self, spawn_target: Any, target_loader: Any) -> None:
         super().startup(spawn_target, target_loader)
-        if RUNTIME is not None:
-            RUNTIME.ready = True
-
-
-def reload_config() -> bool:
-    """Compile the config file again; install it only when it is valid."""
-    assert RUNTIME is not None
-    try:
-        plan = compile_file(RUNTIME.config_path, RUNTIME.overrides)
-    except ConfigError as exc:
-        RUNTIME.reloads_failed += 1
-        log.error("config reload rejected, still serving the previous config:\n%s", exc)
-        return False
-    old = RUNTIME.plan.server
-    new = plan.server
-    if (new.host, new.port, new.workers, new.interface, new.adminPort, new.cpuScheduling) != (
-        old.host, old.port, old.workers, old.interface, old.adminPort, old.cpuScheduling
-    ) or plan.interface != RUNTIME.plan.interface:
-        log.warning("listener, worker or interface settings changed: they take effect on restart only")
-        plan.server = old
-        plan.interface = RUNTIME.plan.interface
-    RUNTIME.plan = plan
-    RUNTIME.reloads_ok += 1
-    from . import deployments
-
-    generation = deployments.published(plan)
-    log.info("config reloaded from %s (generation %d)", RUNTIME.config_path, generation)
-    return True
-
-
-class AdminHandler(BaseHTTPRequestHandler):
-    server_version = "fastgw-admin"
-    server: Any
-
-    answered = False
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def handle_one_request(self) -> None:
-        # An unexpected error in an endpoint must answer 500 with a JSON body (and be logged),
-        # not drop the connection without a response.
-        self.answered = False
-        try:
-            super().handle_one_request()
-        except Exception:  # noqa: BLE001 - the admin API's last line of defence
-            log.exception("admin API error on %s", getattr(self, "path", "?"))
-            if not self.answered:
-                try:
-                    self._send(500, b'{"message":"Internal server error (see the gateway log)"}')
-                except OSError:
-                    pass
-            self.close_connection = True
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.answered = True
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorized(self) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        import hmac
-
-        given = self.headers.get("authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return True
-        self._send(401, b'{"message":"Unauthorized"}')
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        runtime = RUNTIME
-        assert runtime is not None
-        path = self.path.split("?", 1)[0]
-        if path in ("/healthz", "/livez"):
-            self._send(200, b'{"status":"ok"}')
-        elif path == "/readyz":
-            if runtime.ready and not runtime.draining:
-                self._send(200, b'{"status":"ready"}')
-            else:
-                self._send(503, b'{"status":"draining"}' if runtime.draining else b'{"status":"starting"}')
-        elif path == "/metrics":
-            if self._authorized():
-                self._send(200, metrics.scrape(), "text/plain; version=0.0.4; charset=utf-8")
-        elif adminapi.handles(path):
-            self._usage_api("GET")
-        elif path == "/canary":
-            self._canary("GET", path)
-        else:
-            self._send(404, b'{"message":"Not Found"}')
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        path = self.path.split("?", 1)[0]
-        if adminapi.handles(path):
-            self._usage_api("POST")
-            return
-        if path == "/cache/flush":
-            self._cache_flush()
-            return
-        if path.startswith("/canary/"):
-            self._canary("POST", path)
-            return
-        if path != "/reload":
-            self._send(404, b'{"message":"Not Found"}')
-            return
-        if not self._authorized():
-            return
-        assert RUNTIME is not None
-        try:
-            compile_file(RUNTIME.config_path, RUNTIME.overrides)
-        except ConfigError as exc:
-            body = {"message": "config rejected", "problems": [str(p) for p in exc.problems]}
-            self._send(400, orjson.dumps(body))
-            return
-        from . import deployments
-
-        if not reload_config():
-            self._send(400, b'{"message":"config rejected (see the log)"}')
-            return
-        # Answered once every worker runs the new plan (at most 10 s).
-        generation = deployments.LIVE.generation if deployments.LIVE is not None else 0
-        workers = deployments.wait_for_workers(generation, RUNTIME.plan)
-        body = {"message": "reload accepted", "generation": generation, "workers": workers}
-        self._send(202, orjson.dumps(body))
-
-    def _canary(self, method: str, path: str) -> None:
-        """GET /canary, POST /canary/API/STAGE/set|promote|rollback (fastgw/deployments.py)."""
-        if not self._authorized():
-            return
-        from . import deployments
-
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
-        status, payload = deployments.admin_canary(method, path, body)
-        self._send(status, orjson.dumps(payload))
-
-    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
-        self._usage_api("DELETE")
-
-    def do_PATCH(self) -> None:  # noqa: N802 - stdlib naming
-        self._usage_api("PATCH")
-
-    def _cache_flush(self) -> None:
-        """POST /cache/flush?api=A&stage=S (either may be left out: every one): AWS FlushStageCache, in
-        every worker of this host and, for stages with the Redis tier, on every node."""
-        if not self._authorized():
-            return
-        from urllib.parse import parse_qs
-
-        query = parse_qs(self.path.partition("?")[2])
-        assert RUNTIME is not None
-        status, body = cache.flush(RUNTIME.plan.cache, query.get("api", [None])[0], query.get("stage", [None])[0])
-        self._send(status, orjson.dumps(body))
-
-    def _usage_api(self, method: str) -> None:
-        """API keys and usage (fastgw/state/adminapi.py); token-protected like /reload."""
-        path, _, query = self.path.partition("?")
-        if not adminapi.handles(path):
-            self._send(404, b'{"message":"Not Found"}')
-            return
-        if not self._authorized():
-            return
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
-        from .state import persist
-
-        status, payload = adminapi.handle(persist.CURRENT, method, path, query, body)
-        self._send(status, payload)
-
-
-def start_admin(host: str, port: int, token: str | None, granian: GranianServer) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer((host, port), AdminHandler)
-    httpd.daemon_threads = True
-    httpd.token = token  # type: ignore[attr-defined]
-    httpd.granian = granian  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, name="fastgw-admin", daemon=True)
-    thread.start()
-    return httpd
+        if runtime.RUNTIME is not None:
+            runtime.RUNTIME.ready = True
 
 
 def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: str = "warning") -> None:
-    global RUNTIME
-    RUNTIME = Runtime(config_path, plan, overrides)
+    current = runtime.RUNTIME = runtime.Runtime(config_path, plan, overrides)
     server = plan.server
     limits = server.limits
-    from .config.model import default_workers
-
     workers = server.workers or default_workers()
     granian = FastgwGranian(
         target="fastgw",
@@ -567,18 +351,16 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         respawn_failed_workers=True,
     )
     # The usage state (shared table, persistence) exists before granian forks the workers.
-    usage_state = start_main_state(lambda: RUNTIME.plan.usage if RUNTIME is not None else None)
-    cache.shared_area()  # likewise the caches' flush generations, inherited by every worker
-    from . import deployments
-
-    deployments.start_live()  # likewise the live-reload channel
-    admin = start_admin(server.adminHost, server.adminPort, server.adminToken, granian)
-    if deployments.WATCH:
-        deployments.start_watch()
+    usage_state = start_main_state(lambda: current.plan.usage)
+    shared_area()  # likewise the caches' flush generations, inherited by every worker
+    runtime.start_live()  # likewise the live-reload channel
+    admin = start_admin(server.adminHost, server.adminPort, server.adminToken, ENDPOINTS)
+    if runtime.WATCH:
+        runtime.start_watch()
     try:
         granian.serve(target_loader=load_app, wrap_loader=False)
     finally:
         admin.shutdown()
         admin.server_close()
-        deployments.stop_live()
+        runtime.stop_live()
         stop_main_state(usage_state)  # after the workers: the last counts are saved

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from fastgw import cache as cachemod
 from fastgw._accel import scan_request_headers
-from fastgw.cache import MAX_ENTRY_BODY, CacheStage, Fill, storable_ttl
-from fastgw.config.compile import compile_config
+from fastgw.compile import compile_config
 from fastgw.config.model import read_config
 from fastgw.errors import GatewayError
+from fastgw.policies.cache import stage as cachemod
+from fastgw.policies.cache.stage import MAX_ENTRY_BODY, CacheStage, Fill, storable_ttl
 
 
 def plan_for(stage_cache: dict[str, Any], route_cache: dict[str, Any] | None = None,

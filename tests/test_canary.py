@@ -172,7 +172,7 @@ def test_zero_and_full_canary(start_gateway, upstream, percent):
 
 
 def test_deployment_config_errors(tmp_path):
-    from fastgw.config.compile import load_plan
+    from fastgw.compile import load_plan
     from fastgw.config.loader import ConfigError, parse_text
 
     text = config("127.0.0.1:9").replace("deployment: v1", "deployment: v7").replace("deployment: v2,",
@@ -193,7 +193,7 @@ def test_deployment_config_errors(tmp_path):
 
 
 def test_routes_of_deployments_keep_their_api_key_requirement(tmp_path):
-    from fastgw.config.compile import load_plan
+    from fastgw.compile import load_plan
     from fastgw.config.loader import parse_text
 
     text = config("127.0.0.1:9").replace("          - route: GET /new\n",

@@ -15,7 +15,7 @@ from conftest import SHARED
 from handlers.lambdas import PNG
 
 from fastgw.errors import GatewayError
-from fastgw.functions import FunctionPlan, map_result_v1, map_result_v2, matches_binary
+from fastgw.integrations.function import FunctionPlan, map_result_v1, map_result_v2, matches_binary
 
 EVENTS = SHARED / "conformance" / "events"
 TESTS = Path(__file__).resolve().parent
@@ -338,7 +338,7 @@ def test_map_result_v2_units():
 
 
 def test_missing_handler_and_import_error_are_config_errors(tmp_path):
-    from fastgw.config.compile import load_plan
+    from fastgw.compile import load_plan
     from fastgw.config.loader import ConfigError, parse_text
 
     text = config("REST").replace("handlers.lambdas:boom", "handlers.nope:boom").replace(
@@ -352,7 +352,7 @@ def test_missing_handler_and_import_error_are_config_errors(tmp_path):
 
 
 def test_code_uri_imports_handlers_from_a_directory(tmp_path):
-    from fastgw.config.compile import load_plan
+    from fastgw.compile import load_plan
     from fastgw.config.loader import ConfigError, parse_text
 
     (tmp_path / "code").mkdir()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import SHARED
 
-from fastgw.config.compile import load_plan
+from fastgw.compile import load_plan
 from fastgw.config.loader import ConfigError, load_document, parse_text
 from fastgw.openapi.source import LoadOptions
 
@@ -339,7 +339,7 @@ def test_http_api_reusable_integrations_and_default_route(tmp_path, start_gatewa
     assert upstream.requests[-1].target == "/items/5"
     assert httpx.delete(f"{gateway.url}/anything/else").status_code == 200
     assert upstream.requests[-1].target == "/fallback"
-    from fastgw.openapi.commands import _read
+    from fastgw.commands.openapi import _read
     from fastgw.openapi.export import export_api
 
     _, config = _read(str(path), LoadOptions())

@@ -17,7 +17,7 @@ from conftest import SHARED
 from support.upstream import Action, RecordingUpstream
 from test_openapi import DOCUMENTS, NEEDS, OPENAPI
 
-from fastgw.config.compile import load_plan
+from fastgw.compile import load_plan
 from fastgw.config.loader import load_document, resolve_env
 from fastgw.config.model import read_config
 from fastgw.errors import GatewayError
@@ -25,7 +25,7 @@ from fastgw.openapi.cfn import Resolver
 from fastgw.openapi.export import export_api
 from fastgw.openapi.refs import Refs
 from fastgw.openapi.source import LoadOptions, load_source
-from fastgw.validation import check_body
+from fastgw.policies.validation import check_body
 
 X = "x-amazon-apigateway-"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fastgw import pipeline
-from fastgw.config.compile import load_plan
+from fastgw.compile import load_plan
 from fastgw.config.loader import parse_text
 from fastgw.errors import GatewayError
 from fastgw.pipeline import Gateway

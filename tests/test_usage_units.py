@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from fastgw.config.compile import load_plan
+from fastgw.compile import load_plan
 from fastgw.config.loader import Document
 from fastgw.config.model import method_throttle_key
 from fastgw.errors import GatewayError
-from fastgw.state.plan import period_bounds, period_of
+from fastgw.policies.usage.plan import period_bounds, period_of
+from fastgw.policies.usage.stage import UsageStage
 from fastgw.state.shm import SharedTable
-from fastgw.usage import UsageStage
 
 KEY = "unit-key-0123456789abcdefghij"
 

@@ -22,11 +22,11 @@ import httpx
 import pytest
 from support.upstream import Action, RecordingUpstream
 
-from fastgw.config.compile import load_plan
+from fastgw.compile import load_plan
 from fastgw.config.loader import ConfigError, load_document
 from fastgw.errors import GatewayError, GatewayResponseOverride, GatewayResponses
 from fastgw.pipeline import Gateway
-from fastgw.validation import BodyModel, ReplayedBody, _compile, check_body, meta_check
+from fastgw.policies.validation import BodyModel, ReplayedBody, _compile, check_body, meta_check
 
 PET = {
     "$schema": "http://json-schema.org/draft-04/schema#",

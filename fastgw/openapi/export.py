@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from ..config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
-from ..validation import BUILTIN_VALIDATORS, PARAMETER
+from ..policies.validation import BUILTIN_VALIDATORS, PARAMETER
 from .reader import ANY_METHOD, X, lambda_function
 
 TYPES_OUT = {"HTTP_PROXY": "http_proxy", "HTTP": "http", "MOCK": "mock", "FUNCTION": "aws_proxy",

@@ -191,7 +191,7 @@ def _chain(impl: ModuleType, nslots: int = 8) -> tuple[Any, Any, bytearray]:
 
 
 def _levels(specs: list[tuple[int, float, int]]) -> tuple[tuple[int, int, int], ...]:
-    from fastgw.state.plan import gcra_params
+    from fastgw.policies.usage.plan import gcra_params
 
     return tuple((slot, *gcra_params(rate, burst)) for slot, rate, burst in specs)
 

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...state.shm import SharedTable
+from ...state.store import Store
 from .plan import UsageSetup, day_text, ident, period_of
-from .shm import SharedTable
-from .store import Store
 
 log = logging.getLogger("fastgw.state")
 

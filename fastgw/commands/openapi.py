@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import yaml
 
-from .source import LoadOptions
+from ..openapi.source import LoadOptions
 
 
 def _pairs(values: list[str] | None, flag: str, separator: str = "=") -> dict[str, str]:
@@ -80,7 +80,7 @@ def _read(path: str, options: LoadOptions) -> tuple[Any, Any]:
     """(expanded, GatewayConfig) without compiling (handlers need not exist to import or export)."""
     from ..config.loader import ConfigError, Problem, resolve_env
     from ..config.model import read_config
-    from .source import load_source
+    from ..openapi.source import load_source
 
     try:
         expanded = load_source(path, options)
@@ -127,7 +127,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_api
+    from ..openapi.export import export_api
 
     options = load_options(args)
     _, config = _read(args.config, options)

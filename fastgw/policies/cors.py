@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config.model import Cors
+from ..config.model import Cors
+from ..errors import GatewayAnswered
+from ..httpsyntax import header
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,6 +26,20 @@ class CorsPlan:
     expose: str
     max_age: str | None
     credentials: bool
+
+    def check(self, down: Any) -> Any:
+        """A preflight is answered here (GatewayAnswered); any other request with an Origin goes on
+        with the CORS headers added to whatever response goes out."""
+        origin = header(down.headers, "origin")
+        if origin is None:
+            return down
+        if down.method == "OPTIONS":
+            wanted = header(down.headers, "access-control-request-method")
+            if wanted is not None:
+                requested = header(down.headers, "access-control-request-headers") or ""
+                raise GatewayAnswered(204, self.preflight(origin, requested))
+        extra = self.simple(origin)
+        return CorsDownstream(down, extra) if extra else down
 
     def origin_allowed(self, origin: str) -> bool:
         if self.any_origin or origin in self.origins:
@@ -80,13 +96,6 @@ def compile_cors(cors: Cors | None) -> CorsPlan | None:
         max_age=str(cors.maxAge) if cors.maxAge is not None else None,
         credentials=cors.allowCredentials,
     )
-
-
-def request_header(headers: Any, name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 class CorsDownstream:

@@ -28,12 +28,13 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
+from ... import metrics
+from ...state.store import KeyRecord
 from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
-from .store import KeyRecord
 
 if TYPE_CHECKING:
-    from ..usage import Binding, UsageStage
-    from .shm import SharedTable
+    from ...state.shm import SharedTable
+    from .stage import Binding, UsageStage
 
 log = logging.getLogger("fastgw.state")
 
@@ -168,8 +169,6 @@ class RedisLimiter:
     """One worker's Redis client and scripts; decisions come back to UsageStage as exceptions."""
 
     def __init__(self, setup: UsageSetup, loop: asyncio.AbstractEventLoop, stage: UsageStage):
-        from ..usage import BACKEND_ERRORS, BACKEND_UP
-
         self.setup = setup
         self.loop = loop
         self.stage = stage
@@ -181,8 +180,8 @@ class RedisLimiter:
         self.failures = 0
         self.keys_version: int | None = None
         self._polling = False
-        self._gauge = BACKEND_UP.labels("redis")
-        self._errors = BACKEND_ERRORS
+        self._gauge = metrics.BACKEND_UP.labels("redis")
+        self._errors = metrics.BACKEND_ERRORS
         self._route_args: dict[int, tuple[list[str], list[Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -271,7 +270,7 @@ class RedisLimiter:
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(exc)
             if self.setup.state.failMode == "closed":
-                from ..errors import GatewayError
+                from ...errors import GatewayError
 
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
             stage.check_local(usage, binding, True)

@@ -17,9 +17,9 @@ import orjson
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from ..config.compile import load_plan
+    from ..compile import load_plan
     from ..config.loader import ConfigError, load_document
-    from .service import UsageService
+    from ..policies.usage.service import UsageService
 
     path = args.config or os.environ.get("FASTGW_CONFIG")
     if not path:
@@ -39,7 +39,7 @@ def _print(value: Any) -> None:
 
 
 def _run(args: argparse.Namespace, action: Any) -> int:
-    from .service import UsageError
+    from ..policies.usage.service import UsageError
 
     service = _service(args)
     try:

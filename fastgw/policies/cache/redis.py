@@ -30,7 +30,7 @@ import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    from ..cache import Fill, StageCache
+    from .stage import Fill, StageCache
 
 log = logging.getLogger("fastgw.cache")
 

@@ -12,10 +12,10 @@ import datetime as dt
 import time
 from typing import Any, Protocol
 
+from ...state.store import KeyRecord, Store
 from . import keys as keylib
 from .persist import Persister, gateway_running
 from .plan import UsageSetup, check_key_plans, day_text, period_bounds, period_of
-from .store import KeyRecord, Store
 
 
 class UsageError(Exception):

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from .config.loader import Problem
-from .errors import GatewayError
-from .httpsyntax import safe_field
-from .reqcontext import build_context, header, json_field, lookup
-from .upstream import exchange, read_whole_response
+from ..config.loader import Problem
+from ..context import build_context, json_field, lookup
+from ..errors import GatewayError
+from ..httpsyntax import header, safe_field
+from ..upstream import exchange, read_whole_response
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
 ACTIONS = ("remove", "overwrite", "append")  # the order they apply in

@@ -2,26 +2,26 @@
 
 Built only for the routes that need it (templates, parameter mappings), never on the plain proxy
 path. The keys and their meaning are reference/aws.md c.6; the ids (apiId, resourceId,
-extendedRequestId) are the same ones the Lambda proxy events carry (fastgw/functions.py).
+extendedRequestId) are the same ones the Lambda proxy events carry (fastgw/integrations/function.py).
+This module is their one home, below the integrations and policies that read them.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import re
 import time
 from typing import Any
 
 import orjson
 
-from .functions import _clf, _extended_id, api_id, resource_id
+from .accesslog import clf_time
+from .httpsyntax import header
 
-
-def header(headers: list[tuple[str, str]], name: str) -> str | None:
-    """A request header's value (several values comma-joined, as AWS does), or None."""
-    found = [value for key, value in headers if key == name]
-    if not found:
-        return None
-    return found[0] if len(found) == 1 else ",".join(found)
+DEFAULT_ACCOUNT = "123456789012"  # $context.accountId and Lambda ARNs when no AWS::AccountId is given
+DEFAULT_REGION = "us-east-1"
 
 
 def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str, request_id: str,
@@ -33,7 +33,7 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
     resource = route.resource_path or "/"
     stage_prefix = f"/{stage.name}" if down.path == f"/{stage.name}" or down.path.startswith(f"/{stage.name}/") else ""
     return {
-        "accountId": "123456789012",
+        "accountId": DEFAULT_ACCOUNT,
         "apiId": api_id(api),
         "authorizer": {"principalId": None, "claims": None},
         "awsEndpointRequestId": None,
@@ -98,3 +98,38 @@ def lookup(context: dict[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def api_id(name: str) -> str:
+    """A stable 10-character id per API, like AWS's."""
+    return _short_id(name, 10)
+
+
+def resource_id(api: str, resource: str) -> str:
+    return _short_id(f"{api}\x1f{resource}", 6)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_id(text: str, size: int) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    number = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(size):
+        number, digit = divmod(number, 36)
+        out.append(alphabet[digit])
+    return "".join(out)
+
+
+_CLF: list[Any] = [-1, ""]
+
+
+def _clf(now: float) -> str:
+    """$context.requestTime, formatted once per second."""
+    second = int(now)
+    if _CLF[0] != second:
+        _CLF[0], _CLF[1] = second, clf_time(now)
+    return _CLF[1]
+
+
+def _extended_id(request_id: str) -> str:
+    return base64.b64encode(hashlib.blake2b(request_id.encode(), digest_size=10).digest()).decode()[:15] + "="

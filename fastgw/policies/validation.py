@@ -29,8 +29,8 @@ from urllib.parse import unquote_plus
 import fastjsonschema
 import orjson
 
-from .config.loader import Problem
-from .errors import ErrorMessage, GatewayError
+from ..config.loader import Problem
+from ..errors import ErrorMessage, GatewayError
 
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
 # Models refer to each other through this base (a name that never resolves on the network); the

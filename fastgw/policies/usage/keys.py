@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import string
 
-from ..config.model import API_KEY_VALUE
+from ...config.model import API_KEY_VALUE
 
 ALPHABET = string.ascii_letters + string.digits
 GENERATED_LENGTH = 40

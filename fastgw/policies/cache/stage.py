@@ -34,13 +34,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._accel import LruTtlCache
-from .config.loader import Problem
-from .config.model import CACHE_KEY_PARAMETER, GatewayConfig
-from .errors import GatewayError
+from ... import metrics
+from ..._accel import LruTtlCache
+from ...config.loader import Problem
+from ...config.model import CACHE_KEY_PARAMETER, GatewayConfig
+from ...errors import GatewayError
 
 if TYPE_CHECKING:
-    from .config.compile import RoutePlan, StagePlan
+    from ...plan import RoutePlan, StagePlan
 
 log = logging.getLogger("fastgw.cache")
 
@@ -63,32 +64,6 @@ DENIED = "User is not authorized to invalidate the cache (execute-api:Invalidate
 PATH, QUERY, HEADER = 0, 1, 2
 _KINDS = {"path": PATH, "querystring": QUERY, "multivaluequerystring": QUERY, "header": HEADER,
           "multivalueheader": HEADER}
-
-_METRICS: tuple[Any, ...] | None = None
-
-
-def _metrics() -> tuple[Any, ...]:
-    """(hits, misses, entries, bytes, capacity), made on first use: prometheus-client must not be
-    imported before `fastgw serve` has set PROMETHEUS_MULTIPROC_DIR, and compiling a config
-    (which imports this module) can happen earlier."""
-    global _METRICS
-    if _METRICS is None:
-        from prometheus_client import Counter, Gauge
-
-        _METRICS = (
-            Counter("fastgw_cache_hits", "Requests answered from the stage cache (AWS CacheHitCount)",
-                    ("api", "stage", "route")),
-            Counter("fastgw_cache_misses", "Requests on cached routes served by the integration "
-                    "(AWS CacheMissCount)", ("api", "stage", "route")),
-            Gauge("fastgw_cache_entries", "Entries held, summed over workers", ("api", "stage"),
-                  multiprocess_mode="livesum"),
-            Gauge("fastgw_cache_bytes", "Bytes held as counted against the budget, summed over workers",
-                  ("api", "stage"), multiprocess_mode="livesum"),
-            Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget on this host", ("api", "stage"),
-                  multiprocess_mode="max"),
-        )
-    return _METRICS
-
 
 _monotonic = time.monotonic
 
@@ -156,8 +131,6 @@ def _slot(api: str, stage: str) -> int:
 
 def compile_cache(config: GatewayConfig, stages: list[StagePlan]) -> tuple[CacheSetup | None, list[Problem]]:
     """Attach a RouteCache to every cached route; None when no stage has a cache."""
-    from .config.compile import UnimplementedPlan
-
     problems: list[Problem] = []
     setup = CacheSetup()
     apis = {api.name: api for api in config.apis}
@@ -192,8 +165,7 @@ def compile_cache(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Cache
             routes = {route.key: route for route in _routes_of(api, plan)}
             for route_plan in plan.routes:
                 route = routes.get(route_plan.key)
-                if route is None or route_plan.integration is None or \
-                        route_plan.integration.__class__ is UnimplementedPlan:
+                if route is None or route_plan.integration is None or not route_plan.served:
                     continue
                 rc = _route_cache(sc, route, variant, problems)
                 if rc is not None:
@@ -310,7 +282,8 @@ class CacheStage:
             sc.lru = LruTtlCache(sc.capacity // self.workers)
             sc.generation = self.generations[sc.slot]
         self.remote: Any = None
-        self.metrics = _metrics()
+        self.metrics = (metrics.CACHE_HITS, metrics.CACHE_MISSES, metrics.CACHE_ENTRIES, metrics.CACHE_BYTES,
+                        metrics.CACHE_CAPACITY)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -319,7 +292,7 @@ class CacheStage:
         self._loop = loop
         redis_stages = [sc for sc in self.stages if sc.backend == "redis"]
         if redis_stages:
-            from .state.cache_redis import RedisTier
+            from .redis import RedisTier
 
             self.remote = RedisTier(redis_stages, loop)
         for sc in self.stages:
@@ -683,7 +656,7 @@ def flush(setup: CacheSetup | None, api: str | None, stage: str | None) -> tuple
     redis_state: dict[str, str] = {}
     for sc in chosen:
         if sc.backend == "redis":  # Redis first: a worker that sees the local flush then reads the new generation
-            from .state.cache_redis import flush_remote
+            from .redis import flush_remote
 
             redis_state[f"{sc.api}/{sc.stage}"] = flush_remote(sc)
         area.bump(sc.slot)

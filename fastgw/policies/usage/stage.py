@@ -26,12 +26,11 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
-from .errors import GatewayError
-from .state.plan import RouteUsage, UsagePlanDef, UsageSetup, gcra_params, ident, period_bounds, period_of
-from .state.shm import SharedTable
-from .state.store import KeyRecord, Store
+from ... import metrics
+from ...errors import GatewayError
+from ...state.shm import SharedTable
+from ...state.store import KeyRecord, Store
+from .plan import RouteUsage, UsagePlanDef, UsageSetup, gcra_params, ident, period_bounds, period_of
 
 log = logging.getLogger("fastgw.usage")
 
@@ -40,16 +39,6 @@ _monotonic_ns = time.monotonic_ns
 UNLIMITED = -1
 VERIFIED_MAX = 4096
 SECOND_NS = 1_000_000_000
-
-THROTTLED = Counter("fastgw_throttled", "Requests refused with 429 Too Many Requests (AWS THROTTLED)",
-                    ("api", "stage", "plan", "level"))
-QUOTA_EXCEEDED = Counter("fastgw_quota_exceeded", "Requests refused with 429 Limit Exceeded (AWS QUOTA_EXCEEDED)",
-                         ("api", "stage", "plan"))
-KEY_REJECTED = Counter("fastgw_api_key_rejected", "Requests refused with 403 for their API key",
-                       ("api", "stage", "reason"))
-BACKEND_UP = Gauge("fastgw_state_backend_up", "1 when the state backend (Redis) answers, 0 while a worker "
-                   "falls back (failMode open) or refuses (closed)", ("backend",), multiprocess_mode="livemin")
-BACKEND_ERRORS = Counter("fastgw_state_backend_errors", "Failed state backend operations", ("backend", "kind"))
 
 FORBIDDEN = GatewayError("INVALID_API_KEY")
 
@@ -153,10 +142,10 @@ class UsageStage:
             usage.chains = [tuple((lv.slot, *gcra_params(lv.rate, lv.burst, d)) for lv in usage.levels)
                             for d in (1, divisor)]
         if self.setup.state.backend == "redis":
-            from .state.redis import RedisLimiter
+            from .redis import RedisLimiter
 
             self.remote = RedisLimiter(self.setup, loop, self)
-            BACKEND_UP.labels("redis").set(1)
+            metrics.BACKEND_UP.labels("redis").set(1)
         else:
             self.store = Store(self.setup.state_dir)
         self._reload_keys()
@@ -377,10 +366,10 @@ class UsageStage:
         """Per-request tallies go to the shared metric files once a second (metrics.py's pattern)."""
         throttled, self.throttled = self.throttled, {}
         for labels, n in throttled.items():
-            THROTTLED.labels(*labels).inc(n)
+            metrics.THROTTLED.labels(*labels).inc(n)
         exceeded, self.exceeded = self.exceeded, {}
         for labels3, n in exceeded.items():
-            QUOTA_EXCEEDED.labels(*labels3).inc(n)
+            metrics.QUOTA_EXCEEDED.labels(*labels3).inc(n)
         rejected, self.rejected = self.rejected, {}
         for labels3, n in rejected.items():
-            KEY_REJECTED.labels(*labels3).inc(n)
+            metrics.KEY_REJECTED.labels(*labels3).inc(n)

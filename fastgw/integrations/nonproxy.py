@@ -36,23 +36,21 @@ import logging
 import re
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
-from .config.loader import Problem
-from .config.model import Route
-from .errors import GatewayError
-from .functions import FunctionFailed, invoke
-from .httpsyntax import safe_field
-from .reqcontext import build_context, json_field, lookup
-from .upstream import exchange, read_whole_response
-from .vtl import UTIL, Input, RenderError, TemplateError, compile_template
-
-if TYPE_CHECKING:
-    from .config.compile import HttpProxyPlan
-    from .functions import FunctionPlan
+from ..config.loader import Problem
+from ..config.model import Api, GatewayConfig, Route, Stage
+from ..context import build_context, json_field, lookup
+from ..errors import GatewayError
+from ..handlers import FunctionFailed, FunctionPlan, compile_function, invoke
+from ..httpsyntax import safe_field
+from ..upstream import exchange, read_whole_response
+from ..vtl import UTIL, Input, RenderError, TemplateError, compile_template
+from .base import Compile, IntegrationType
+from .target import HttpProxyPlan, compile_target
 
 log = logging.getLogger("fastgw.templates")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
@@ -499,3 +497,32 @@ def _call_mock(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         return int(status), [], b""
     except (TypeError, ValueError):
         raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error") from None
+
+
+def _compile(kind: str) -> Compile:
+    def compile_kind(api: Api, route: Route, stage: Stage, variables: dict[str, str], pools: dict,
+                     problems: list[Problem], config: GatewayConfig | None) -> NonProxyPlan | None:
+        proxy = function = None
+        if kind == "HTTP":
+            upstreams = config.upstreams if config is not None else {}
+            proxy = compile_target(route, stage, pools, problems, upstreams, variables)
+            if proxy is None:
+                return None
+        elif kind == "FUNCTION_CUSTOM":
+            function = compile_function(api, route, stage, variables, config.functions if config is not None
+                                        else {}, problems, config.parameters if config is not None else {})
+            if function is None:
+                return None
+        return compile_nonproxy(route, kind, proxy, function, problems)
+
+    return compile_kind
+
+
+async def _run(gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str, plan: NonProxyPlan,
+               params: dict[str, str], request_id: str, fill: Any = None) -> tuple[int, int]:
+    return await run_nonproxy(gateway, down, head, plan, stage, route, route_path, params, request_id, fill)
+
+
+HTTP = IntegrationType("HTTP", _compile("HTTP"), ((NonProxyPlan, _run),))
+FUNCTION_CUSTOM = IntegrationType("FUNCTION_CUSTOM", _compile("FUNCTION_CUSTOM"), ((NonProxyPlan, _run),))
+MOCK = IntegrationType("MOCK", _compile("MOCK"), ((NonProxyPlan, _run),))

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._py.limiter import emission_interval, span
-from ..config.loader import Problem
-from ..config.model import GatewayConfig, Quota, StateConfig, Throttle
+from ..._py.limiter import emission_interval, span
+from ...config.loader import Problem
+from ...config.model import GatewayConfig, Quota, StateConfig, Throttle
 from . import keys as keylib
 
 if TYPE_CHECKING:
-    from ..config.compile import StagePlan
+    from ...plan import StagePlan
 
 # AWS's account-level default, applied when `awsCompat: true` and no top-level throttle is set.
 AWS_ACCOUNT_THROTTLE = Throttle(10_000.0, 5_000)

@@ -1,0 +1,52 @@
+"""The admin API's canary endpoints (fastgw/canary.py makes the change; every worker follows it).
+
+    GET  /canary                                 every stage's deployment and canary
+    POST /canary/{api}/{stage}/set|promote|rollback
+         {percentTraffic, deployment, stageVariableOverrides, useStageCache, copyVariables}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from .. import runtime
+from ..canary import CanaryError, change_canary, describe
+from ..openapi import source
+from .http import Endpoint, Request
+
+log = logging.getLogger("fastgw.deployments")
+
+
+def show(request: Request) -> tuple[int, Any]:
+    assert runtime.RUNTIME is not None
+    return 200, {"items": describe(runtime.RUNTIME.plan)}
+
+
+def change(request: Request) -> tuple[int, Any]:
+    current = runtime.RUNTIME
+    assert current is not None
+    _, api, stage, op = request.parts
+    try:
+        spec = orjson.loads(request.body or b"{}")
+        if not isinstance(spec, dict):
+            raise ValueError("the body is a JSON object")
+    except ValueError as exc:
+        return 400, {"message": f"bad request: {exc}"}
+    copy_variables = bool(spec.pop("copyVariables", True))
+    try:
+        plan = change_canary(current.config_path, source.DEFAULT_OPTIONS, api, stage, op, spec, copy_variables)
+    except CanaryError as exc:
+        return exc.status, {"message": str(exc), "problems": exc.problems}
+    generation, workers = runtime.install(plan)
+    entry = next((e for e in describe(plan) if (e["api"], e["stage"]) == (api, stage)), None)
+    log.warning("canary %s on %s/%s: now %s", op, api, stage, orjson.dumps(entry).decode())
+    return 200, {"stage": entry, "generation": generation, "workers": workers}
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/canary", show),
+    Endpoint("POST", "/canary/*/*/*", change),
+)

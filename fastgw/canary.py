@@ -1,0 +1,118 @@
+"""Canary releases changed at run time: AWS's semantics (reference/aws.md c.12).
+
+    set       the stage's canary: deployment, percentTraffic, stageVariableOverrides, useStageCache
+              (given fields replace the current ones)
+    promote   the stage's deployment becomes the canary's; the canary's stage variable overrides
+              are copied into the stage's variables (unless --keep-variables); percentTraffic 0.
+              The canary settings stay, as in AWS (disable them with rollback)
+    rollback  the canary is removed: every request goes to the stage's own deployment
+
+A change is validated by compiling the whole config with it, and refused with the problems when
+it does not compile; it is stored (fastgw/state/canary.py) and made live in every worker
+(fastgw/runtime.py install).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .compile import load_plan
+from .config.overlay import apply_changes, state_dir_of
+from .openapi.source import expand
+from .state.canary import CanaryStore
+
+log = logging.getLogger("fastgw.deployments")
+
+
+CANARY_FIELDS = ("deployment", "percentTraffic", "stageVariableOverrides", "useStageCache")
+
+
+class CanaryError(Exception):
+    def __init__(self, message: str, status: int = 400, problems: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+
+
+def _stage_spec(data: Any, api: str, stage: str) -> dict[str, Any]:
+    for entry in data.get("apis") or []:
+        if isinstance(entry, dict) and entry.get("name") == api:
+            stages = entry.get("stages") or {}
+            if stage not in stages:
+                raise CanaryError(f"API '{api}' has no stage '{stage}' (stages: {', '.join(stages)})", 404)
+            return dict(stages[stage] or {})
+    raise CanaryError(f"no API named '{api}'", 404)
+
+
+def next_change(current: dict[str, Any], spec: dict[str, Any], op: str, fields: dict[str, Any],
+                copy_variables: bool = True) -> dict[str, Any] | None:
+    """The stored change after `op` on a stage whose effective settings are `spec`; None: no change left."""
+    change = dict(current)
+    canary = spec.get("canary")
+    if op == "set":
+        merged = dict(canary or {})
+        for key, value in fields.items():
+            if key not in CANARY_FIELDS:
+                raise CanaryError(f"unknown canary field '{key}' (one of {', '.join(CANARY_FIELDS)})")
+            if value is not None:
+                merged[key] = value
+        merged.setdefault("percentTraffic", 0.0)
+        change["canary"] = merged
+    elif op == "promote":
+        if not canary:
+            raise CanaryError("the stage has no canary to promote", 409)
+        change["deployment"] = canary.get("deployment") or "current"
+        if copy_variables and canary.get("stageVariableOverrides"):
+            change["variables"] = {**(spec.get("variables") or {}), **canary["stageVariableOverrides"]}
+        change["canary"] = {**canary, "percentTraffic": 0.0}
+    elif op == "rollback":
+        change["canary"] = None
+    else:
+        raise CanaryError(f"unknown operation '{op}' (set, promote, rollback)")
+    return change
+
+
+def describe(plan: Any) -> list[dict[str, Any]]:
+    """Every stage's deployment and canary, as `GET /canary` and `fastgw canary show` print them."""
+    out = []
+    for stage in plan.stages:
+        if stage.is_canary:
+            continue
+        entry: dict[str, Any] = {"api": stage.api.name, "stage": stage.name, "deployment": stage.deployment,
+                                 "variables": stage.variables}
+        if stage.canary is not None:
+            entry["canary"] = {"deployment": stage.canary.deployment, "percentTraffic": stage.canary_percent,
+                               "variables": stage.canary.variables}
+        out.append(entry)
+    return out
+
+
+def change_canary(config_path: str, options: Any, api: str, stage: str, op: str, fields: dict[str, Any],
+                  copy_variables: bool = True) -> Any:
+    """Validate and store one canary change; returns the plan compiled with it (ConfigError -> CanaryError)."""
+    from .config.loader import ConfigError, load_document
+    expanded = expand(load_document(config_path), options)
+    data = expanded.data
+    if not isinstance(data, dict) or "apis" not in data:
+        raise CanaryError("canaries need a native config (an OpenAPI document has one deployment)")
+    store = CanaryStore(state_dir_of(data, expanded.source))
+    try:
+        changes = store.changes()
+        effective = apply_changes(data, changes)
+        spec = _stage_spec(effective, api, stage)
+        change = next_change(changes.get((api, stage), {}), spec, op, fields, copy_variables)
+        trial = dict(changes)
+        trial[(api, stage)] = change
+        expanded.data = apply_changes(data, trial)
+        expanded.overlaid = True
+        try:
+            plan = load_plan(expanded)
+        except ConfigError as exc:
+            raise CanaryError("the change does not compile", 400, [str(p) for p in exc.problems]) from None
+        store.put(api, stage, change)
+        return plan
+    finally:
+        store.close()
+
+

@@ -1,0 +1,1 @@
+"""fastgw.commands"""

@@ -1,0 +1,53 @@
+"""Run-time stage changes (canaries, promotions) laid over a native config's data, and where a
+config's state directory is. Pure data: the changes themselves are stored by fastgw/state/canary.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("fastgw.deployments")
+
+
+def state_dir_of(data: Any, source: str) -> str:
+    """The state directory of a (native) config: state.path relative to the config file."""
+    path = ".fastgw"
+    if isinstance(data, dict) and isinstance(data.get("state"), dict):
+        path = str(data["state"].get("path") or path)
+    if not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
+    return path
+
+
+def apply_changes(data: Any, changes: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    """The native config data with the run-time stage changes laid over it (a copy when anything
+    changes). A change for an API stage the config no longer has is ignored (and logged)."""
+    if not changes or not isinstance(data, dict) or not isinstance(data.get("apis"), list):
+        return data
+    data = dict(data)
+    data["apis"] = list(data["apis"])
+    for (api_name, stage_name), change in changes.items():
+        for i, api in enumerate(data["apis"]):
+            if not isinstance(api, dict) or api.get("name") != api_name:
+                continue
+            stages = api.get("stages")
+            if not isinstance(stages, dict) or stage_name not in stages:
+                break
+            api = data["apis"][i] = dict(api)
+            api["stages"] = stages = dict(stages)
+            spec = dict(stages[stage_name] or {})
+            if "deployment" in change:
+                spec["deployment"] = change["deployment"]
+            if "variables" in change:
+                spec["variables"] = change["variables"]
+            if "canary" in change:
+                if change["canary"] is None:
+                    spec.pop("canary", None)
+                else:
+                    spec["canary"] = change["canary"]
+            stages[stage_name] = spec
+            break
+        else:
+            log.warning("a canary change for %s/%s is kept but the config has no such API", api_name, stage_name)
+    return data

@@ -1,0 +1,25 @@
+"""What every integration type gives the registry (fastgw/integrations/__init__.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.loader import Problem
+from ..config.model import Api, GatewayConfig, Route, Stage
+
+# compile(api, route, stage, variables, pools, problems, config) -> the integration's plan, or None with
+# problems recorded. `pools` is the plan's upstream pools by (scheme, host, port), shared by all routes.
+Compile = Callable[[Api, Route, Stage, dict[str, str], dict, list[Problem], GatewayConfig | None], Any]
+# run(gateway, down, head, stage, route, route_path, plan, params, request_id, fill) -> (status, bytes sent).
+# `fill`: a cache miss (fastgw/policies/cache) that may store the response, or None.
+Run = Callable[..., Awaitable[tuple[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationType:
+    name: str  # the config's integration type (HTTP_PROXY, FUNCTION, ...)
+    compile: Compile
+    runs: tuple[tuple[type, Run], ...]  # each plan class this type compiles to, and how it runs
+    served: bool = True  # False: the route exists but answers 501 (AWS service integrations)

@@ -1,0 +1,78 @@
+"""The compiled plan: the plain objects the request path reads.
+
+`fastgw/compile.py` builds them once from a validated config; the pipeline, the integrations and the
+policies only read them. Each route's `integration` is the plan of its integration type
+(fastgw/integrations/), and `usage`, `cache`, `validator` the compiled parts of its per-request
+policies (fastgw/policies/); this module only names their types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._accel import Router
+from .config.model import CURRENT_DEPLOYMENT, Route, ServerConfig
+from .errors import GatewayResponses
+
+if TYPE_CHECKING:
+    from .policies.cache.stage import CacheSetup, RouteCache
+    from .policies.cors import CorsPlan
+    from .policies.usage.plan import RouteUsage, UsageSetup
+    from .upstream import UpstreamPool
+
+
+@dataclass(slots=True)
+class ApiPlan:
+    name: str
+    type: str
+    aws_compat: bool
+    encoded_slashes: str
+    responses: GatewayResponses
+    cors: CorsPlan | None = None  # preflights answered by the gateway (HTTP APIs, native cors:)
+
+
+@dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
+class RoutePlan:
+    api: ApiPlan
+    stage: str
+    key: str  # "GET /items/{id}"; the metrics label
+    method: str
+    resource_path: str  # "/items/{id}"; AWS's $context.resourcePath
+    integration: Any  # HttpProxyPlan, FunctionPlan, ...; None only in a config that failed to compile
+    usage: RouteUsage | None = None  # API key / throttle / quota checks; None: the route has none
+    model: Route | None = None  # the config's route (its deployment's, for a stage bound to one)
+    cache: RouteCache | None = None  # the stage cache (issue 5); None: not cached
+    validator: Any = None  # fastgw/policies/validation.py RequestValidator; None: nothing to validate
+    served: bool = True  # False: the integration is not run by fastgw (answers 501; never cached)
+
+
+@dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
+class StagePlan:
+    api: ApiPlan
+    name: str
+    variables: dict[str, str]
+    router: Router
+    routes: list[RoutePlan]
+    deployment: str = CURRENT_DEPLOYMENT
+    canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
+    canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
+    is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+
+
+@dataclass(slots=True)
+class Plan:
+    server: ServerConfig
+    interface: str  # "asgi" or "rsgi"
+    stages_by_prefix: dict[str, StagePlan]
+    default_stage: StagePlan | None  # an HTTP API's $default stage: no path prefix
+    # host (None: any host) -> [(base path segments, stage)], longest base path first
+    mappings: dict[str | None, list[tuple[tuple[str, ...], StagePlan]]]
+    pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
+    stages: list[StagePlan] = field(default_factory=list)
+    usage: UsageSetup | None = None  # usage plans, API keys, throttles and their state
+    cache: CacheSetup | None = None  # stage caches (issue 5)
+    notes: list[str] = field(default_factory=list)  # load-time warnings (unimplemented OpenAPI fields)
+    files: list[str] = field(default_factory=list)  # the files the config was read from
+    source: str = ""  # the config file
+    data: Any = None  # the native config data it was compiled from (what live reloads publish)

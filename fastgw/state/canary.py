@@ -1,0 +1,72 @@
+"""The canary changes made at run time (`fastgw canary set|promote|rollback`, the admin API's /canary),
+kept in the state directory's SQLite file (`STATE/state.sqlite3`, table `canary_changes`, one row per
+API stage) and laid over the config file's stages every time the config is loaded, so a restart
+keeps them (fastgw/canary.py makes the changes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from typing import Any
+
+import orjson
+
+from ..config.overlay import apply_changes, state_dir_of
+
+log = logging.getLogger("fastgw.deployments")
+
+
+STORE_FILE = "state.sqlite3"  # shared with fastgw/state/store.py (WAL mode: many connections)
+
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS canary_changes (
+    api TEXT NOT NULL, stage TEXT NOT NULL, change TEXT NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (api, stage))"""
+
+
+class CanaryStore:
+    def __init__(self, state_dir: str, create: bool = True):
+        self.path = os.path.join(state_dir, STORE_FILE)
+        if create:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass
+        self.db.execute(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, state_dir: str) -> CanaryStore | None:
+        if not os.path.exists(os.path.join(state_dir, STORE_FILE)):
+            return None
+        return cls(state_dir, create=False)
+
+    def changes(self) -> dict[tuple[str, str], dict[str, Any]]:
+        rows = self.db.execute("SELECT api, stage, change FROM canary_changes").fetchall()
+        return {(api, stage): orjson.loads(change) for api, stage, change in rows}
+
+    def put(self, api: str, stage: str, change: dict[str, Any] | None) -> None:
+        if change is None:
+            self.db.execute("DELETE FROM canary_changes WHERE api = ? AND stage = ?", (api, stage))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO canary_changes (api, stage, change, updated) VALUES (?, ?, ?, ?)",
+                            (api, stage, orjson.dumps(change).decode(), time.time()))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def overlay(data: Any, source: str) -> Any:
+    """`apply_changes` with the changes stored in the config's state directory (if it has any)."""
+    if not isinstance(data, dict) or not isinstance(data.get("apis"), list):
+        return data
+    store = CanaryStore.open_existing(state_dir_of(data, source))
+    if store is None:
+        return data
+    try:
+        return apply_changes(data, store.changes())
+    finally:
+        store.close()
