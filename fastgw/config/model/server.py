@@ -1,0 +1,91 @@
+"""The `server` section: listeners, workers, the admin API, TLS, draining and request limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...scheduling import POLICIES
+from .reader import _Reader
+
+INTERFACES = ("auto", "asgi", "rsgi")
+
+
+@dataclass(slots=True)
+class Limits:
+    maxUriBytes: int = 8 * 1024
+    maxHeaderBytes: int = 60 * 1024
+    maxHeaderFieldBytes: int = 16 * 1024
+    maxHeaderCount: int = 100
+    maxBodyBytes: int = 10 * 1024 * 1024
+    headerReadTimeoutMs: int = 10_000
+    bodyIdleTimeoutMs: int = 30_000  # between two reads of a request body (408 and close); RELIABILITY.md F-27
+    sendIdleTimeoutMs: int = 60_000  # a streamed response whose client reads nothing this long is aborted (F-28)
+    # Accepted, not applied: granian (hyper) closes an idle keep-alive connection after
+    # headerReadTimeoutMs, the same timer that cuts slow heads; loading a config that sets it warns.
+    keepAliveIdleMs: int | None = None
+    maxValidatedBodyBytes: int = 1024 * 1024  # request validation reads bodies up to this size (413 above)
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 0  # 0: one per CPU
+    adminHost: str = "127.0.0.1"
+    adminPort: int = 9901
+    adminToken: str | None = None
+    interface: str = "auto"
+    accessLog: bool = True
+    tlsCert: str | None = None
+    tlsKey: str | None = None
+    drainSeconds: float = 25.0
+    trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
+    cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
+    limits: Limits = field(default_factory=Limits)
+
+
+def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
+    known = tuple(Limits.__dataclass_fields__)
+    obj = r.mapping(value, path, known)
+    d = Limits()
+    return Limits(
+        maxUriBytes=r.integer(obj, "maxUriBytes", path, d.maxUriBytes, 256, 1 << 20),
+        maxHeaderBytes=r.integer(obj, "maxHeaderBytes", path, d.maxHeaderBytes, 1024, 1 << 20),
+        maxHeaderFieldBytes=r.integer(obj, "maxHeaderFieldBytes", path, d.maxHeaderFieldBytes, 256, 1 << 20),
+        maxHeaderCount=r.integer(obj, "maxHeaderCount", path, d.maxHeaderCount, 8, 10_000),
+        maxBodyBytes=r.integer(obj, "maxBodyBytes", path, d.maxBodyBytes, 0, 1 << 40),
+        headerReadTimeoutMs=r.integer(obj, "headerReadTimeoutMs", path, d.headerReadTimeoutMs, 100, 600_000),
+        bodyIdleTimeoutMs=r.integer(obj, "bodyIdleTimeoutMs", path, d.bodyIdleTimeoutMs, 100, 600_000),
+        sendIdleTimeoutMs=r.integer(obj, "sendIdleTimeoutMs", path, d.sendIdleTimeoutMs, 100, 3_600_000),
+        keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, 0, 100, 3_600_000) or None,
+        maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
+    )
+
+
+def _read_server(r: _Reader, value: Any) -> ServerConfig:
+    path = "server"
+    known = tuple(ServerConfig.__dataclass_fields__)
+    obj = r.mapping(value, path, known)
+    d = ServerConfig()
+    return ServerConfig(
+        host=r.string(obj, "host", path, d.host) or d.host,
+        port=r.integer(obj, "port", path, d.port, 0, 65535),
+        workers=r.integer(obj, "workers", path, d.workers, 0, 1024),
+        adminHost=r.string(obj, "adminHost", path, d.adminHost) or d.adminHost,
+        adminPort=r.integer(obj, "adminPort", path, d.adminPort, 0, 65535),
+        adminToken=r.string(obj, "adminToken", path),
+        interface=r.string(obj, "interface", path, d.interface, choices=INTERFACES) or d.interface,
+        accessLog=r.boolean(obj, "accessLog", path, d.accessLog),
+        tlsCert=r.string(obj, "tlsCert", path),
+        tlsKey=r.string(obj, "tlsKey", path),
+        drainSeconds=r.number(obj, "drainSeconds", path, d.drainSeconds),
+        trustedHops=r.integer(obj, "trustedHops", path, d.trustedHops, 0, 32),
+        cpuScheduling=r.string(obj, "cpuScheduling", path, d.cpuScheduling, choices=POLICIES) or d.cpuScheduling,
+        limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
+    )
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
