@@ -1,14 +1,19 @@
-"""Kernel chooser: the compiled fastgw._core, or the pure-Python twins in fastgw._py.
+"""Kernel chooser: every compiled module of fastgw, or its pure-Python twin.
 
-This is the only module that imports fastgw._core; everything else imports kernels from here.
-FASTGW_NO_EXTENSIONS=<anything non-empty> selects the twins. Without it the compiled core is used,
-falling back to the twins when it was not built; IMPL ("c" or "py") says which one won, so that
-a silently missing build is visible (tests/test_build.py fails on it, metrics export it).
+This is the only place that decides between a compiled module and its twin: the core kernels
+(fastgw._core, twins in fastgw._py) here, and the VTL renderer (fastgw.vtl._render, twin
+fastgw/vtl/render.py) through `compiled()` from fastgw/vtl. Everything else imports kernels from
+here. FASTGW_NO_EXTENSIONS=<anything non-empty> selects the twins. Without it the compiled modules
+are used, falling back to the twins when they were not built. `KERNELS` records each choice ("c" or
+"py"), `IMPL` is the core's and `impl()` all of them ("mixed" when they differ), so that a silently
+missing build is visible (tests/test_build.py fails on it, metrics export it).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
 from ._py import GcraTable as PyGcraTable
 from ._py import LruTtlCache as PyLruTtlCache
@@ -17,6 +22,7 @@ from ._py import SlotTable as PySlotTable
 from ._py import Template as PyTemplate
 from ._py.http1 import ResponseError as PyResponseError
 from ._py.http1 import ResponseParser as PyResponseParser
+from ._py.limiter import emission_interval, span  # plain Python helpers of the GCRA, used at compile time
 from ._py.request import RequestFacts as PyRequestFacts
 from ._py.request import RequestIds as PyRequestIds
 from ._py.request import RequestRejected as PyRequestRejected
@@ -31,9 +37,28 @@ from ._py.upstream import UpstreamConnection as PyUpstreamConnection
 from ._py.upstream import UpstreamError as PyUpstreamError
 
 NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
+KERNELS: dict[str, str] = {}  # compiled module name -> "c" (it runs) or "py" (its twin runs)
 
-# The twins first; the compiled core replaces every one of them when it is built (a `from ... import`
-# of several names binds all of them or none).
+
+def compiled(name: str) -> ModuleType | None:
+    """The compiled module `name`, or None when its twin must run (FASTGW_NO_EXTENSIONS, or not built)."""
+    module = None
+    if not NO_EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # not built (e.g. a source checkout without build_ext)
+            module = None
+    KERNELS[name] = "py" if module is None else "c"
+    return module
+
+
+def impl() -> str:
+    """"c" when every compiled module runs, "py" when every twin does, else "mixed"."""
+    kinds = set(KERNELS.values())
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+# The twins first; the compiled core replaces every one of them when it is built.
 Router, Template, GcraTable, LruTtlCache, SlotTable = PyRouter, PyTemplate, PyGcraTable, PyLruTtlCache, PySlotTable
 ResponseParser, ResponseError = PyResponseParser, PyResponseError
 RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
@@ -44,36 +69,32 @@ Tally = PyTally
 UpstreamConnection, UpstreamError = PyUpstreamConnection, PyUpstreamError
 IMPL = "py"
 
-if not NO_EXTENSIONS:
-    try:
-        from ._core import (  # type: ignore[assignment]
-            GcraTable,
-            LruTtlCache,
-            RequestFacts,
-            RequestIds,
-            RequestRejected,
-            ResponseError,
-            ResponseParser,
-            Router,
-            SlotTable,
-            Tally,
-            Template,
-            UpstreamConnection,
-            UpstreamError,
-            bytes_headers,
-            latin1_headers,
-            peer_host,
-            scan_request,
-            scan_request_headers,
-            upstream_request_head,
-        )
-
-        IMPL = "c"
-    except ImportError:  # not built (e.g. a source checkout without build_ext)
-        pass
+_core = compiled("fastgw._core")
+if _core is not None:
+    GcraTable = _core.GcraTable
+    LruTtlCache = _core.LruTtlCache
+    RequestFacts = _core.RequestFacts
+    RequestIds = _core.RequestIds
+    RequestRejected = _core.RequestRejected
+    ResponseError = _core.ResponseError
+    ResponseParser = _core.ResponseParser
+    Router = _core.Router
+    SlotTable = _core.SlotTable
+    Tally = _core.Tally
+    Template = _core.Template
+    UpstreamConnection = _core.UpstreamConnection
+    UpstreamError = _core.UpstreamError
+    bytes_headers = _core.bytes_headers
+    latin1_headers = _core.latin1_headers
+    peer_host = _core.peer_host
+    scan_request = _core.scan_request
+    scan_request_headers = _core.scan_request_headers
+    upstream_request_head = _core.upstream_request_head
+    IMPL = "c"
 
 __all__ = [
     "IMPL",
+    "KERNELS",
     "NO_EXTENSIONS",
     "GcraTable",
     "LruTtlCache",
@@ -102,6 +123,9 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamError",
     "bytes_headers",
+    "compiled",
+    "emission_interval",
+    "impl",
     "latin1_headers",
     "peer_host",
     "py_bytes_headers",
@@ -112,5 +136,6 @@ __all__ = [
     "py_upstream_request_head",
     "scan_request",
     "scan_request_headers",
+    "span",
     "upstream_request_head",
 ]

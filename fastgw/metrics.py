@@ -42,7 +42,7 @@ INFLIGHT = Gauge(
     "fastgw_inflight_requests", "Requests being handled (sampled each flush)", multiprocess_mode="livesum"
 )
 BUILD_INFO = Gauge(
-    "fastgw_build_info", "fastgw version and kernel implementation (c: Cython core, py: pure Python)",
+    "fastgw_build_info", "fastgw version and kernel implementation (c: compiled, py: pure Python, mixed: some of each)",
     ("version", "impl"), multiprocess_mode="max",
 )
 
@@ -70,7 +70,7 @@ CACHE_CAPACITY = Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget 
 
 
 def worker_started() -> None:
-    BUILD_INFO.labels(__version__, _accel.IMPL).set(1)
+    BUILD_INFO.labels(__version__, _accel.impl()).set(1)
 
 
 def worker_stopped() -> None:

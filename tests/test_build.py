@@ -132,3 +132,13 @@ def test_compiled_vtl_renderer() -> None:
     assert t.render({"input": Input('{"l": [1, 2]}'), "util": UTIL}) == "1,2 \\'"
     # The augmenting _render.pxd was applied: the nodes are extension types (no instance __dict__).
     assert not hasattr(_render.Text("x"), "__dict__")
+
+
+def test_one_chooser_knows_every_compiled_module() -> None:
+    """fastgw/_accel.py chooses every compiled module (the core and the VTL renderer) the same way, so
+    the build_info metric cannot say "c" while one of them runs its pure-Python twin."""
+    import fastgw.vtl  # noqa: F401 - registers the renderer's choice
+
+    assert set(accel.KERNELS) == {"fastgw._core", "fastgw.vtl._render"}
+    assert set(accel.KERNELS.values()) == {"py" if NO_EXTENSIONS else "c"}
+    assert accel.impl() == ("py" if NO_EXTENSIONS else "c")

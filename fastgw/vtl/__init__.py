@@ -6,33 +6,24 @@
 
 Templates are parsed once (parser.py, pure Python) into nodes of the renderer: the compiled
 ``fastgw.vtl._render`` (render.py built by Cython), or the same file as plain Python
-(``fastgw.vtl.render``) when FASTGW_NO_EXTENSIONS is set or the build is missing. ``IMPL`` says
-which one ("c" or "py"). The ``context`` dict is used as is, so #set($context.responseOverride...)
-is seen by the caller; top-level #set never changes the caller's ``variables``.
+(``fastgw.vtl.render``) when FASTGW_NO_EXTENSIONS is set or the build is missing: chosen by
+fastgw/_accel.py like every compiled kernel. ``IMPL`` says which one ("c" or "py"). The ``context``
+dict is used as is, so #set($context.responseOverride...) is seen by the caller; top-level #set never changes the caller's ``variables``.
 """
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Any, Protocol
 
+from .._accel import compiled
 from . import render as py_render
 from .errors import RenderError, TemplateError
 from .parser import compile_with
 from .values import UTIL, Util
 
-NO_EXTENSIONS: bool = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
-
-runtime: ModuleType = py_render
-IMPL = "py"
-if not NO_EXTENSIONS:
-    try:
-        from . import _render as runtime  # type: ignore[no-redef]
-
-        IMPL = "c"
-    except ImportError:  # not built (a source checkout without build_ext)
-        pass
+runtime: ModuleType = compiled("fastgw.vtl._render") or py_render
+IMPL = "py" if runtime is py_render else "c"
 
 Input = runtime.Input  # $input, from the chosen build (either build renders with either one)
 

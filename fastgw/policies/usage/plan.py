@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..._py.limiter import emission_interval, span
+from ..._accel import emission_interval, span
 from ...config.loader import Problem
 from ...config.model import GatewayConfig, Quota, StateConfig, Throttle
 from . import keys as keylib
