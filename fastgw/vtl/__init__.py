@@ -8,7 +8,8 @@ Templates are parsed once (parser.py, pure Python) into nodes of the renderer: t
 ``fastgw.vtl._render`` (render.py built by Cython), or the same file as plain Python
 (``fastgw.vtl.render``) when FASTGW_NO_EXTENSIONS is set or the build is missing: chosen by
 fastgw/_accel.py like every compiled kernel. ``IMPL`` says which one ("c" or "py"). The ``context``
-dict is used as is, so #set($context.responseOverride...) is seen by the caller; top-level #set never changes the caller's ``variables``.
+dict is used as is, so #set($context.responseOverride...) is seen by the caller; top-level #set never
+changes the caller's ``variables``.
 """
 
 from __future__ import annotations
