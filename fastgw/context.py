@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .accesslog import clf_time
-from .httpsyntax import header
+from .httpsyntax import header, host_name
 
 DEFAULT_ACCOUNT = "123456789012"  # $context.accountId and Lambda ARNs when no AWS::AccountId is given
 DEFAULT_REGION = "us-east-1"
@@ -29,7 +29,7 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
     """The `$context` map; `requestOverride` / `responseOverride` are written by templates."""
     now = time.time()
     api = stage.api.name
-    domain = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
+    domain = host_name(host)
     resource = route.resource_path or "/"
     stage_prefix = f"/{stage.name}" if down.path == f"/{stage.name}" or down.path.startswith(f"/{stage.name}/") else ""
     return {

@@ -107,3 +107,13 @@ def header(headers: list[tuple[str, str]], name: str) -> str | None:
     if not found:
         return None
     return found[0] if len(found) == 1 else ",".join(found)
+
+
+def host_name(host: str) -> str:
+    """A Host header's name without its port (`[v6]` hosts kept whole)."""
+    return host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
+
+
+def media_type(value: str | None) -> str:
+    """A Content-Type's media type, lower-case, without parameters ("" for none)."""
+    return value.split(";", 1)[0].strip().lower() if value else ""

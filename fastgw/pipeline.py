@@ -33,9 +33,9 @@ from .errors import (
     GatewayError,
     GatewayResponses,
 )
-from .httpsyntax import normalize_path
+from .httpsyntax import host_name, normalize_path
 from .integrations import RUNS, target_of
-from .integrations.target import IDEMPOTENT, HttpProxyPlan
+from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
 from .plan import Plan, RoutePlan, StagePlan
 from .policies.cache.stage import CacheStage
 from .policies.usage.stage import UsageStage
@@ -218,7 +218,7 @@ class Gateway:
             else:
                 # cache (fastgw/cache.py): a hit answers from this worker's memory without the
                 # integration; anything else integrates, and relay_response may store the response
-                hit = self.cache.lookup(route.cache, down, head, params)
+                hit = self.cache.check(route.cache, down, head, params)
                 if hit.__class__ is tuple:
                     status, headers, body = hit
                     pending = down.respond(status, [*headers, ("x-amzn-requestid", request_id)], body)
@@ -287,7 +287,7 @@ class Gateway:
         # that `/prod/../admin` cannot pick one stage and then address another.
         path = normalize_path(raw_path, "PASS")
         if plan.mappings:
-            hostname = host.rsplit(":", 1)[0].lower() if host and not host.endswith("]") else host.lower()
+            hostname = host_name(host).lower()
             for entries in (plan.mappings.get(hostname), plan.mappings.get(None)):
                 if not entries:
                     continue
@@ -350,7 +350,7 @@ class Gateway:
                 body = b""
             if content_length >= 0 and len(body) != content_length:
                 raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
-            framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
+            framing = length_framing(method, len(body))
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
             conn = await exchange(pool, request_head, body, method == "HEAD", method in IDEMPOTENT, integration.timeout)
         else:

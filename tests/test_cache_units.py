@@ -65,7 +65,7 @@ def stage_of(plan: Any) -> tuple[CacheStage, Any]:
 
 def miss_then_store(cache: CacheStage, rc: Any, d: Any, params: dict[str, str], body: bytes = b"x",
                     headers: list[tuple[str, str]] | None = None) -> Any:
-    found = cache.lookup(rc, d, head(d.headers), params)
+    found = cache.check(rc, d, head(d.headers), params)
     assert isinstance(found, Fill)
     keep = found.begin(200, list(headers or [("content-type", "text/plain")]))
     if keep is not None:
@@ -114,18 +114,18 @@ def test_lookup_hit_miss_and_the_counts():
     cache, rc = stage_of(plan_for({"debugHeader": True}, {"keyParameters": ["method.request.path.id"]}))
     fill = miss_then_store(cache, rc, down(), {"id": "1"})
     assert fill.headers == [("content-type", "text/plain"), ("x-cache", "Hit")]
-    hit = cache.lookup(rc, down(), head(), {"id": "1"})
+    hit = cache.check(rc, down(), head(), {"id": "1"})
     assert hit == (200, [("content-type", "text/plain"), ("x-cache", "Hit")], b"x")
-    assert isinstance(cache.lookup(rc, down(), head(), {"id": "2"}), Fill)
+    assert isinstance(cache.check(rc, down(), head(), {"id": "2"}), Fill)
     assert (rc.hits, rc.misses) == (1, 2)
-    assert cache.lookup(rc, down(method="POST"), head(), {"id": "1"}) is None  # not a cached method
+    assert cache.check(rc, down(method="POST"), head(), {"id": "1"}) is None  # not a cached method
 
 
 def test_authorization_bypasses_unless_keyed():
     cache, rc = stage_of(plan_for({}, {"keyParameters": ["method.request.path.id"]}))
     miss_then_store(cache, rc, down(), {"id": "1"})
     authed = down(headers=[("authorization", "Bearer a")])
-    found = cache.lookup(rc, authed, head(authed.headers), {"id": "1"})
+    found = cache.check(rc, authed, head(authed.headers), {"id": "1"})
     assert isinstance(found, Fill) and found.key is None  # neither read nor stored
     assert found.begin(200, []) is None
 
@@ -140,14 +140,14 @@ def test_invalidation_strategies():
         asking = down(headers=[("cache-control", "max-age=0")])
         if expected is GatewayError:
             with pytest.raises(GatewayError) as info:
-                cache.lookup(rc, asking, head(asking.headers), {"id": "1"})
+                cache.check(rc, asking, head(asking.headers), {"id": "1"})
             assert info.value.kind == "ACCESS_DENIED"
         else:
-            status, headers, _ = cache.lookup(rc, asking, head(asking.headers), {"id": "1"})
+            status, headers, _ = cache.check(rc, asking, head(asking.headers), {"id": "1"})
             assert status == 200 and any(k == "warning" for k, _ in headers) == (expected == "warning")
         # With the token: a miss that replaces; the token is taken out of what goes upstream.
         allowed = down(headers=[("cache-control", "max-age=0"), ("x-fastgw-cache-token", token), ("a", "b")])
-        fill = cache.lookup(rc, allowed, head(allowed.headers), {"id": "1"})
+        fill = cache.check(rc, allowed, head(allowed.headers), {"id": "1"})
         assert isinstance(fill, Fill) and fill.key is not None
         assert fill.head.forward == b"cache-control: max-age=0\r\na: b\r\n"
 
@@ -160,23 +160,23 @@ def test_an_invalidation_reaches_entries_another_worker_stored_earlier():
     # Another worker (same shared area) invalidates the key: worker A's copy is no longer a hit.
     key = worker_a.key(rc, "GET", down(), {"id": "1"})
     worker_a.invalidated[hash(key) & cachemod.INVAL_MASK] = cachemod._monotonic()
-    assert isinstance(worker_a.lookup(rc, down(), head(), {"id": "1"}), Fill)
+    assert isinstance(worker_a.check(rc, down(), head(), {"id": "1"}), Fill)
 
 
 def test_a_flush_generation_empties_the_stage_at_the_next_sync():
     plan = plan_for({}, {"keyParameters": ["method.request.path.id"]})
     cache, rc = stage_of(plan)
     miss_then_store(cache, rc, down(), {"id": "1"})
-    assert isinstance(cache.lookup(rc, down(), head(), {"id": "1"}), tuple)
+    assert isinstance(cache.check(rc, down(), head(), {"id": "1"}), tuple)
     cachemod.shared_area().bump(rc.stage.slot)
     cache.next_sync = 0.0
-    assert isinstance(cache.lookup(rc, down(), head(), {"id": "1"}), Fill)
+    assert isinstance(cache.check(rc, down(), head(), {"id": "1"}), Fill)
     assert len(rc.stage.lru) == 0
 
 
 def test_a_response_in_flight_during_a_flush_is_not_stored():
     cache, rc = stage_of(plan_for({}, {"keyParameters": ["method.request.path.id"]}))
-    fill = cache.lookup(rc, down(), head(), {"id": "1"})
+    fill = cache.check(rc, down(), head(), {"id": "1"})
     keep = fill.begin(200, [])
     cachemod.shared_area().bump(rc.stage.slot)
     cache.sync(cachemod._monotonic())
@@ -209,15 +209,15 @@ def test_storable_ttl(headers, ttl):
 
 def test_only_200_and_at_most_1mib():
     cache, rc = stage_of(plan_for({}, {"keyParameters": ["method.request.path.id"]}))
-    fill = cache.lookup(rc, down(), head(), {"id": "1"})
+    fill = cache.check(rc, down(), head(), {"id": "1"})
     assert fill.begin(404, []) is None
-    fill = cache.lookup(rc, down(), head(), {"id": "2"})
+    fill = cache.check(rc, down(), head(), {"id": "2"})
     keep = fill.begin(200, [])
     keep(b"x" * MAX_ENTRY_BODY)
     keep(b"x")
     fill.finish()
     assert len(rc.stage.lru) == 0
-    fill = cache.lookup(rc, down(), head(), {"id": "3"})
+    fill = cache.check(rc, down(), head(), {"id": "3"})
     fill.begin(200, [])(b"x" * MAX_ENTRY_BODY)
     fill.finish()
     assert len(rc.stage.lru) == 1
@@ -268,10 +268,10 @@ def test_lru_eviction_order_with_the_budget(impl, monkeypatch):
     lru = rc.stage.lru
     for i in range(200):
         miss_then_store(cache, rc, down(), {"id": str(i)}, bytes(10 * 1024))
-        assert isinstance(cache.lookup(rc, down(), head(), {"id": "0"}), tuple)  # kept recent
+        assert isinstance(cache.check(rc, down(), head(), {"id": "0"}), tuple)  # kept recent
         assert lru.bytes_used <= 1 << 20
-    assert isinstance(cache.lookup(rc, down(), head(), {"id": "199"}), tuple)
-    assert isinstance(cache.lookup(rc, down(), head(), {"id": "1"}), Fill)  # the least recently used went
+    assert isinstance(cache.check(rc, down(), head(), {"id": "199"}), tuple)
+    assert isinstance(cache.check(rc, down(), head(), {"id": "1"}), Fill)  # the least recently used went
 
 
 # -- config ----------------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_a_refetch_after_max_age_0_replaces_the_redis_entry_too():
                                       delete=lambda sc, key: calls.append(("delete", key)))
     cache.remote = rc.stage.remote
     asking = down(headers=[("cache-control", "max-age=0")])
-    fill = cache.lookup(rc, asking, head(asking.headers), {"id": "1"})
+    fill = cache.check(rc, asking, head(asking.headers), {"id": "1"})
     assert isinstance(fill, Fill) and not fill.remote  # not read from Redis: refetched
     fill.begin(200, [])(b"new")
     fill.finish()

@@ -10,14 +10,19 @@ from typing import Any
 log = logging.getLogger("fastgw.deployments")
 
 
+def resolve_state_dir(path: str, source: str) -> str:
+    """A state directory as the config gives it, made absolute against the config file's folder."""
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
+
+
 def state_dir_of(data: Any, source: str) -> str:
-    """The state directory of a (native) config: state.path relative to the config file."""
+    """The state directory of (native) config data: state.path (default .fastgw) relative to the config file."""
     path = ".fastgw"
     if isinstance(data, dict) and isinstance(data.get("state"), dict):
         path = str(data["state"].get("path") or path)
-    if not os.path.isabs(path):
-        path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
-    return path
+    return resolve_state_dir(path, source)
 
 
 def apply_changes(data: Any, changes: dict[tuple[str, str], dict[str, Any]]) -> Any:

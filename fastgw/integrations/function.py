@@ -36,6 +36,7 @@ from ..config.model import Api, GatewayConfig, Route, Stage
 from ..context import _clf, _extended_id
 from ..errors import GatewayError
 from ..handlers import FunctionPlan, compile_function, invoke
+from ..httpsyntax import host_name, media_type
 from .base import IntegrationType
 
 log = logging.getLogger("fastgw.functions")
@@ -61,10 +62,6 @@ def malformed(reason: str) -> GatewayError:
 
 
 # -- events ---------------------------------------------------------------------------------------
-def media_type(value: str | None) -> str:
-    return value.split(";", 1)[0].strip().lower() if value else ""
-
-
 def matches_binary(content_type: str, binary_types: tuple[str, ...]) -> bool:
     """AWS's binaryMediaTypes match: exact, `type/*`, or `*/*`."""
     if not content_type or not binary_types:
@@ -132,7 +129,7 @@ def _query_maps(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]]
 
 
 def _domain(host: str) -> tuple[str, str]:
-    name = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
+    name = host_name(host)
     return name, name.split(".", 1)[0] if name else ""
 
 

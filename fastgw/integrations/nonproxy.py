@@ -46,14 +46,13 @@ from ..config.model import Api, GatewayConfig, Route, Stage
 from ..context import build_context, json_field, lookup
 from ..errors import GatewayError
 from ..handlers import FunctionFailed, FunctionPlan, compile_function, invoke
-from ..httpsyntax import safe_field
+from ..httpsyntax import media_type, safe_field
 from ..upstream import exchange, read_whole_response
 from ..vtl import UTIL, Input, RenderError, TemplateError, compile_template
 from .base import Compile, IntegrationType
-from .target import HttpProxyPlan, compile_target
+from .target import IDEMPOTENT, HttpProxyPlan, compile_target, length_framing
 
 log = logging.getLogger("fastgw.templates")
-IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 TEMPLATE_BODY_LIMIT = 1024 * 1024  # bytes fed to a mapping template (AWS: 10 MB payloads; templates ~ 300 KB)
 REQUEST_SOURCE = re.compile(r"^method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)"
                             r"\.(.+)$")
@@ -267,10 +266,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _media_type(value: str | None) -> str:
-    return value.split(";", 1)[0].strip().lower() if value else ""
-
-
 def _render(template: Any, variables: dict[str, Any]) -> str:
     try:
         return template.render(variables)
@@ -301,7 +296,7 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
     content_type = ""
     for name, value in down.headers:
         if name == "content-type":
-            content_type = _media_type(value)
+            content_type = media_type(value)
     template = plan.templates.get(content_type or "application/json")
     if template is None:
         has_body = head.chunked or head.content_length > 0
@@ -384,7 +379,7 @@ def _pick_template(templates: dict[str, Any], headers: list[tuple[str, str]]) ->
     for name, value in headers:
         if name == "accept":
             for part in value.split(","):
-                wanted = _media_type(part)
+                wanted = media_type(part)
                 if wanted in templates:
                     return wanted, templates[wanted]
     if "application/json" in templates:
@@ -452,9 +447,9 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
         lines.append("accept: application/json")
     if payload and "content-type" not in names and content_type:
         lines.append(f"content-type: {content_type}")
-    if payload or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"content-length: {len(payload)}")
-    request_head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    # AWS sends a non-proxy HTTP integration only the mapped headers, not the client's: this head is
+    # built here, not by the proxy path's Gateway.request_head.
+    request_head = ("\r\n".join(lines) + "\r\n" + length_framing(method, len(payload))).encode("latin-1", "replace")
     conn = await exchange(proxy.pool, request_head, payload, method == "HEAD", method in IDEMPOTENT, proxy.timeout)
     status = conn.parser.status
     upstream_headers = list(conn.parser.headers)

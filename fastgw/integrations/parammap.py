@@ -29,6 +29,7 @@ from ..context import build_context, json_field, lookup
 from ..errors import GatewayError
 from ..httpsyntax import header, safe_field
 from ..upstream import exchange, read_whole_response
+from .target import IDEMPOTENT, length_framing
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
 ACTIONS = ("remove", "overwrite", "append")  # the order they apply in
@@ -44,7 +45,6 @@ RESERVED = frozenset((
     "upgrade", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "via", "host",
 ))
 RESERVED_PREFIXES = ("access-control-", "apigw-", "x-amz-", "x-amzn-")
-IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 
 
 @dataclass(slots=True)
@@ -308,7 +308,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
         query_text = f"{proxy.uri_query}&{query_text}" if query_text else proxy.uri_query
     target = quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query_text}" if query_text else "")
     method = proxy.method or down.method
-    framing = f"content-length: {len(body)}\r\n\r\n" if body or method in ("POST", "PUT", "PATCH") else "\r\n"
+    framing = length_framing(method, len(body))
     forward_bytes = "".join(f"{k}: {v}\r\n" for k, v in forward).encode("latin-1", "replace")
     request_head = gateway.request_head(down, head, method, target, proxy.host_header, framing, forward_bytes)
     conn = await exchange(proxy.pool, request_head, body, method == "HEAD", method in IDEMPOTENT, proxy.timeout)

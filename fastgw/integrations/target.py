@@ -18,6 +18,13 @@ from ..upstream import UpstreamPool
 ROUTE_PARAM = re.compile(r"\{([^{}]+?)\+?\}")
 # Methods whose request may be sent again on a fresh connection when a pooled one turns out dead.
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))  # an empty body is still framed (Content-Length: 0)
+
+
+def length_framing(method: str, length: int) -> str:
+    """The end of an upstream request head whose body is sent whole: its Content-Length (when there is
+    a body, or the method expects one) and the blank line."""
+    return f"content-length: {length}\r\n\r\n" if length or method in BODY_METHODS else "\r\n"
 
 
 @dataclass(slots=True)

@@ -345,7 +345,7 @@ class CacheStage:
                     sc.remote.flushed(sc)  # Redis is not read again before its new generation is known
 
     # -- lookup -------------------------------------------------------------------------------------
-    def lookup(self, rc: RouteCache, down: Any, head: Any, params: dict[str, str]) -> Any:
+    def check(self, rc: RouteCache, down: Any, head: Any, params: dict[str, str]) -> Any:
         """A hit: the stored (status, headers, body). Otherwise a Fill (a miss to integrate, maybe to
         store), or None (a method this route does not cache). Raises GatewayError (403) for a refused
         invalidation under FAIL_WITH_403."""

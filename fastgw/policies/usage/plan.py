@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..._accel import emission_interval, span
 from ...config.loader import Problem
 from ...config.model import GatewayConfig, Quota, StateConfig, Throttle
+from ...config.overlay import resolve_state_dir
 from . import keys as keylib
 
 if TYPE_CHECKING:
@@ -97,9 +97,7 @@ class UsageSetup:
     routes: list[RouteUsage]
 
     def resolve_dir(self, config_source: str) -> None:
-        if not os.path.isabs(self.state_dir):
-            base = os.path.dirname(os.path.abspath(config_source))
-            self.state_dir = os.path.normpath(os.path.join(base, self.state_dir))
+        self.state_dir = resolve_state_dir(self.state_dir, config_source)
 
 
 def gcra_params(rate: float, burst: int, divisor: int = 1) -> tuple[int, int]:
