@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 .venv/bin/ruff check fastgw tests benchmarks
+# The import contract in pyproject.toml: dependencies point one way (docs/DESIGN.md "Layers").
+.venv/bin/lint-imports --no-cache
 # The benchmark harness end to end, one second per contender: proves it works, judges no timing.
 if [ $# -eq 0 ]; then
   timeout 600 .venv/bin/python -m benchmarks --quick

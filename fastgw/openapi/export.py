@@ -16,8 +16,8 @@ import copy
 import re
 from typing import Any
 
-from ..config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
-from ..policies.validation import BUILTIN_VALIDATORS, PARAMETER
+from ..config.model import BUILTIN_VALIDATORS, CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
+from ..config.model import METHOD_REQUEST_PARAMETER as PARAMETER
 from .reader import ANY_METHOD, X, lambda_function
 
 TYPES_OUT = {"HTTP_PROXY": "http_proxy", "HTTP": "http", "MOCK": "mock", "FUNCTION": "aws_proxy",

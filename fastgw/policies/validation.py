@@ -30,6 +30,8 @@ import fastjsonschema
 import orjson
 
 from ..config.loader import Problem
+from ..config.model import BUILTIN_VALIDATORS
+from ..config.model import METHOD_REQUEST_PARAMETER as PARAMETER
 from ..errors import ErrorMessage, GatewayError
 
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
@@ -37,17 +39,6 @@ DRAFT4 = "http://json-schema.org/draft-04/schema#"
 # resolver below answers it from the API's models and refuses everything else.
 MODEL_BASE = "https://models.fastgw.invalid/"
 AWS_MODEL_URL = re.compile(r"^https?://apigateway\.[^/]*amazonaws\.com/restapis/[^/]+/models/([^/#]+)$")
-PARAMETER = re.compile(r"^method\.request\.(querystring|header|path)\.([^\s.][^\s]*)$")
-# (validate body, validate parameters) of fastgw's short names and of the AWS console's three validators.
-BUILTIN_VALIDATORS: dict[str, tuple[bool, bool]] = {
-    "body": (True, False),
-    "params": (False, True),
-    "all": (True, True),
-    "none": (False, False),
-    "Validate body": (True, False),
-    "Validate query string parameters and headers": (False, True),
-    "Validate body, query string parameters, and headers": (True, True),
-}
 DEFAULT_MAX_VALIDATED_BODY = 1 << 20
 
 # The JSON Schema draft-04 meta-schema (json-schema.org), which every model must satisfy.

@@ -79,9 +79,10 @@ from .usage import (
     UsagePlanStage,
     method_throttle_key,
 )
-from .validation import MEDIA_TYPE, METHOD_REQUEST_PARAMETER, ROUTE_VALIDATION
+from .validation import BUILTIN_VALIDATORS, MEDIA_TYPE, METHOD_REQUEST_PARAMETER, ROUTE_VALIDATION
 
 __all__ = [
+    "BUILTIN_VALIDATORS",
     # reader
     "ROUTE_KEY",
     # server

@@ -13,6 +13,16 @@ if TYPE_CHECKING:
 ROUTE_VALIDATION = ("requestValidator", "requestParameters", "requestModels")
 METHOD_REQUEST_PARAMETER = re.compile(r"^method\.request\.(querystring|header|path)\.([^\s.][^\s]*)$")
 MEDIA_TYPE = re.compile(r"^(\$default|[\w.+-]+/[\w.+*-]+)$")
+# (validate body, validate parameters) of fastgw's short names and of the AWS console's three validators.
+BUILTIN_VALIDATORS: dict[str, tuple[bool, bool]] = {
+    "body": (True, False),
+    "params": (False, True),
+    "all": (True, True),
+    "none": (False, False),
+    "Validate body": (True, False),
+    "Validate query string parameters and headers": (False, True),
+    "Validate body, query string parameters, and headers": (True, True),
+}
 
 
 def _read_route_validation(r: _Reader, obj: dict[str, Any], path: str, route: Route) -> None:
