@@ -49,7 +49,7 @@ HTTP_NOT_FOUND = "RESOURCE_NOT_FOUND"
 
 class ErrorMessage(str):
     """A gateway response message that also carries AWS's `$context.error.validationErrorString` (the
-    details of a failed request validation, fastgw/validation.py)."""
+    details of a failed request validation, fastgw/policies/validation.py)."""
 
     validation: str
 

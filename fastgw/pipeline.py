@@ -105,7 +105,7 @@ class Gateway:
             if plan.cache is not None else None
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.follower: Any = None  # live reloads (fastgw/deployments.py WorkerFollower), set by the server
+        self.follower: Any = None  # live reloads (fastgw/runtime.py WorkerFollower), set by the server
 
     def apply_limits(self, plan: Plan) -> None:
         limits = plan.server.limits
@@ -203,7 +203,7 @@ class Gateway:
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None and (waiter := self.usage.check(route.usage, head.api_key)) is not None:
                 await waiter
-            if route.validator is not None:  # request validation (fastgw/validation.py)
+            if route.validator is not None:  # request validation (fastgw/policies/validation.py)
                 down = await route.validator.check(self, down, head)
             if route.cache is None:
                 # integrate
@@ -216,7 +216,7 @@ class Gateway:
                                                         request_id)
                 integration_latency = time.perf_counter() - began
             else:
-                # cache (fastgw/cache.py): a hit answers from this worker's memory without the
+                # cache (fastgw/policies/cache/stage.py): a hit answers from this worker's memory without the
                 # integration; anything else integrates, and relay_response may store the response
                 hit = self.cache.check(route.cache, down, head, params)
                 if hit.__class__ is tuple:
@@ -324,7 +324,7 @@ class Gateway:
     async def http_proxy(self, down: Downstream, head: RequestFacts, integration: HttpProxyPlan,
                          params: dict[str, str], request_id: str, fill: Any = None) -> tuple[int, int]:
         """HTTP_PROXY: forward the request, stream the response back. Returns (status, bytes sent).
-        `fill`: a cache miss (fastgw/cache.py Fill) that may store the response."""
+        `fill`: a cache miss (fastgw/policies/cache/stage.py Fill) that may store the response."""
         template = integration.path_template
         target = template.render(params) if template is not None else integration.static_path
         query = down.query
@@ -520,8 +520,8 @@ class Gateway:
 
     async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str,
                              fill: Any = None, status: int = 0) -> tuple[int, int]:
-        """`status`: the one to send when a mapping changed the upstream's (fastgw/parammap.py).
-        `fill`: a cache miss (fastgw/cache.py Fill) that may store the response."""
+        """`status`: the one to send when a mapping changed the upstream's (fastgw/integrations/parammap.py).
+        `fill`: a cache miss (fastgw/policies/cache/stage.py Fill) that may store the response."""
         if conn.parser.complete:
             status, sent, pending = self.relay_whole(down, conn, request_id, status, fill)
             if pending is not None:

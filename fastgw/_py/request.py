@@ -15,7 +15,7 @@ NOT_FORWARDED = frozenset((
     "expect",
 ))
 SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
-# Fields that make the stage cache look closer at a request (fastgw/cache.py): credentials, client
+# Fields that make the stage cache look closer at a request (fastgw/policies/cache/stage.py): credentials, client
 # cache directives and the cache's own invalidation token.
 CACHE_FIELDS = frozenset(("authorization", "cache-control", "x-fastgw-cache-token"))
 PROXIED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))

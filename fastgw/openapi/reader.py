@@ -321,7 +321,7 @@ class Reader:
 
     def method_request(self, route: dict[str, Any], op: dict[str, Any], item: dict[str, Any], where: str,
                        index: int) -> None:
-        """AWS's method request of an operation, for request validation (fastgw/validation.py): the
+        """AWS's method request of an operation, for request validation (fastgw/policies/validation.py): the
         validator, the parameters (`required`; path parameters always) and the body models by media type
         (a `$ref` to a model is the model's name, as AWS's import makes it). Read only when a validator
         applies (the operation's own or the document's default)."""

@@ -61,7 +61,7 @@ class Expanded:
     files: list[str] = field(default_factory=list)  # every file read (for --watch)
     warnings: list[str] = field(default_factory=list)  # printed once per load
     origins: list[Origin] = field(default_factory=list)
-    overlaid: bool = False  # the run-time canary changes are already in `data` (fastgw/deployments.py)
+    overlaid: bool = False  # the run-time canary changes are already in `data` (fastgw/state/canary.py)
 
     def line_of(self, path: str) -> int | None:
         return self.document.line_of(path)

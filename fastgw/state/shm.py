@@ -5,7 +5,7 @@ process and by every worker, updated only with the kernels' atomic operations (n
     idents   int64[nslots]   SlotTable's hash table (ident -> slot)
     values   int64[nslots]   per slot: a GCRA TAT (GcraTable) or a packed (period, count) counter
 
-The main process creates the file before the workers start (fastgw/state/persist.py) and removes
+The main process creates the file before the workers start (fastgw/policies/usage/persist.py) and removes
 it after a graceful stop; a file found at start is what a crash left behind, and its counters are
 saved before a fresh one replaces it.
 """

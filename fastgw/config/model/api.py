@@ -57,7 +57,7 @@ class Route:
     throttle: Throttle | None = None  # the per-method stage setting
     operation: dict[str, Any] | None = None  # the OpenAPI operation it came from (kept for export)
     cache: RouteCacheConfig | None = None  # issue 5: this route's cache settings
-    # request validation (fastgw/validation.py): AWS's method request settings
+    # request validation (fastgw/policies/validation.py): AWS's method request settings
     requestValidator: str | None = None  # a name from the API's requestValidators, or body|params|all|none
     requestParameters: dict[str, bool] = field(default_factory=dict)  # method.request.querystring.X: required
     requestModels: dict[str, Any] = field(default_factory=dict)  # media type -> model name or inline schema

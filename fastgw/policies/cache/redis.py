@@ -1,6 +1,6 @@
 """The cache's Redis tier (`cache: {backend: redis}`): entries shared by every gateway node.
 
-Each worker keeps its own LRU in front (fastgw/cache.py); a local miss asks Redis with one GET
+Each worker keeps its own LRU in front (fastgw/policies/cache/stage.py); a local miss asks Redis with one GET
 before it goes to the integration, and a stored response is written to Redis (SET with PX, in
 the background: the client never waits for it). Redis is an optimisation here, never a
 dependency: a timeout (`timeoutMillis`, 50 ms), a refused connection or any other error is a

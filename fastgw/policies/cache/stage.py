@@ -18,7 +18,7 @@ the stage's budget (capacity / workers), so that a hit takes no lock and no syst
 learn about flushes through a small shared memory area inherited from the main process: one
 generation counter per stage, read at most every SYNC_SECONDS (on a request, never by a timer), and
 one "invalidated at" time per key hash, read on hits of stages where invalidation is allowed.
-With `backend: redis`, Redis is a second level shared by every node (fastgw/state/cache_redis.py):
+With `backend: redis`, Redis is a second level shared by every node (fastgw/policies/cache/redis.py):
 a local miss asks Redis before the upstream, and a Redis failure is a miss, never an error.
 """
 

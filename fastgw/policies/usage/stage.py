@@ -11,7 +11,7 @@ last check) is only counted when every throttle admitted the request.
 
 Local backend: every bucket and counter lives in the host's shared table (fastgw/state/shm.py),
 so all workers enforce one limit; a check is a few dict lookups and the kernels' atomic calls.
-Redis backend: one Lua script per check (fastgw/state/redis.py), with the local table as the
+Redis backend: one Lua script per check (fastgw/policies/usage/redis.py), with the local table as the
 fallback while Redis is unreachable (`failMode: open`) or a 503 (`failMode: closed`).
 """
 
