@@ -137,6 +137,11 @@ class UpstreamPool:
     def discard(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
         conn.abort()
+        # The error is on its way up with a traceback whose frames hold this connection: dropping it
+        # here breaks that cycle, so the request's objects (under RSGI the client's body stream, which
+        # granian must see dropped before it can close the client connection) go at once, not at the
+        # next collection of the cyclic GC.
+        conn.error = None
 
     def forget(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
