@@ -265,7 +265,8 @@ class Outcome:
 
     def cell(self) -> str:
         flags = "safe" if self.safe else "UNSAFE"
-        return f"{self.status}, {'reused' if self.reused else 'closed'}, {flags}" + (f" ({self.note})" if self.note else "")
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.status}, {'reused' if self.reused else 'closed'}, {flags}{note}"
 
 
 def run_scenario(contender: Contender, name: str, scenario: Scenario) -> Outcome:
