@@ -538,15 +538,22 @@ class Gateway:
                 send(chunk)
             while not conn.early:
                 # The next piece of the client's body, or the upstream's answer if it comes first (then
-                # the sending stops at once, however slow the client is).
-                read = asyncio.ensure_future(_next_body_chunk(rest, self.body_idle_seconds))
-                await asyncio.wait((read, waiter), return_when=asyncio.FIRST_COMPLETED)
+                # the sending stops at once, however slow the client is). The read is a bare task with
+                # no timer of its own: its error cannot hold a reference back to it (a cycle that kept
+                # the client's body stream, and so its connection, alive until the next GC).
+                read = asyncio.ensure_future(rest.__anext__())
+                await asyncio.wait((read, waiter), timeout=self.body_idle_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
                     read.cancel()
-                    if not conn.early:
+                    read = None
+                    if conn.early:
+                        break
+                    if waiter.done():
                         await waiter  # the exchange failed: raises its UpstreamError
-                    break
-                chunk = read.result()
+                    raise GatewayError("REQUEST_TIMEOUT", close=True)
+                chunk = _body_piece(read)
+                read = None
                 if chunk is None:
                     break
                 if not chunk:
@@ -664,6 +671,18 @@ def _has_body(head: RequestFacts | None) -> bool:
     of it must never be read as the next request (issue 22; granian's hyper would drain or close on
     its own, this does not depend on it)."""
     return head is not None and (head.chunked or head.content_length > 0)
+
+
+def _body_piece(read: asyncio.Future) -> bytes | None:
+    """What a finished read of a request body's iterator gave: a piece, None at the end; granian's
+    errors (bad chunked framing, a lost client) become a 400 that closes the connection, as in
+    _next_body_chunk."""
+    error = read.exception()
+    if error is None:
+        return read.result()  # type: ignore[no-any-return]
+    if isinstance(error, StopAsyncIteration):
+        return None
+    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True)
 
 
 async def _next_body_chunk(rest: Any, idle_seconds: float) -> bytes | None:
