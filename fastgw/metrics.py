@@ -38,6 +38,14 @@ UPSTREAM_ERRORS = Counter(
     "fastgw_upstream_errors", "Failed upstream exchanges by gateway response type",
     ("api", "stage", "route", "kind"),
 )
+# Upstream responses that broke HTTP/1.1 framing or the exchange's order (fastgw/upstream.py): the
+# connection is closed, never reused. `kind`: status_line, header_syntax, bare_cr_lf, obs_fold,
+# content_length, transfer_encoding, header_limits, chunk, switching_protocols, body_not_allowed,
+# after_response, unsolicited, early_response.
+UPSTREAM_FRAMING_ERRORS = Counter(
+    "fastgw_upstream_framing_errors", "Upstream framing faults that closed a connection, by kind",
+    ("upstream", "kind"),
+)
 INFLIGHT = Gauge(
     "fastgw_inflight_requests", "Requests being handled (sampled each flush)", multiprocess_mode="livesum"
 )

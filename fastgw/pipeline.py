@@ -189,6 +189,7 @@ class Gateway:
         status = 500
         sent = 0
         integration_latency = -1.0
+        head = None
         self.metrics.inflight += 1
         try:
             # receive
@@ -229,10 +230,13 @@ class Gateway:
                     status, sent, integration_latency = await self.cache.fill(self, hit, down, head, stage, route,
                                                                               route_path, params, request_id)
         except GatewayError as exc:
-            status, sent = await self.answer_error(down, exc, stage, request_id)
+            status, sent = await self.answer_error(down, exc, stage, request_id, _has_body(head))
         except GatewayAnswered as answered:
             status, sent = answered.status, 0
-            pending = down.respond(status, [*answered.headers, ("x-amzn-requestid", request_id)], b"")
+            headers = [*answered.headers, ("x-amzn-requestid", request_id)]
+            if _has_body(head):
+                headers.append(("connection", "close"))
+            pending = down.respond(status, headers, b"")
             if pending is not None:
                 await pending
         except ClientDisconnected:
@@ -240,11 +244,12 @@ class Gateway:
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
-            error = GatewayError(exc.kind, _upstream_message(exc))
+            error = GatewayError(exc.kind, _upstream_message(exc), close=_has_body(head))
             status, sent = await self.answer_error(down, error, stage, request_id)
         except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             log.exception("unexpected error handling %s %s", down.method, down.path)
-            status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX"), stage, request_id)
+            status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX", close=_has_body(head)), stage,
+                                                 request_id)
         finally:
             self.metrics.inflight -= 1
         # respond: metrics and access log
@@ -360,6 +365,10 @@ class Gateway:
                 framing = f"content-length: {content_length}\r\n\r\n"
             request_head = self.request_head(down, head, method, target, integration.host_header, framing)
             conn = await self.forward_streamed_body(head, pool, request_head, integration.timeout, first, rest)
+            if not conn.request_done:
+                # The upstream answered before the body ended: the rest of the client's body was not
+                # read, so the client connection closes after this response (never read as a request).
+                conn.parser.headers.append(("connection", "close"))
         if conn.parser.complete:  # PERF: relayed without relay_response's coroutine frame
             status, sent, pending = self.relay_whole(down, conn, request_id, 0, fill)
             if pending is not None:
@@ -460,13 +469,18 @@ class Gateway:
         """Send a large or chunked request body as it arrives; refuse it (413) past the limit.
 
         Once part of a body went upstream, a failure aborts that connection, so the upstream never
-        sees a truncated or over-limit request as a finished one.
+        sees a truncated or over-limit request as a finished one. A response that begins before the
+        body ended (`conn.early`) stops the sending: it is relayed, and the connection is not reused
+        (`conn.request_done` stays False; the caller closes the client connection).
         """
         chunked = head.chunked
         conn = await pool.acquire()
-        waiter = conn.send(request_head, False, timeout)
+        waiter = conn.send(request_head, False, timeout, 2)
+        if waiter.done():
+            await waiter  # the connection closed before anything was sent: raises
         transport = conn.transport
         received = 0
+        read: Any = None
 
         def send(chunk: bytes) -> None:
             if chunked:
@@ -478,23 +492,48 @@ class Gateway:
             for chunk in first:
                 received += len(chunk)
                 send(chunk)
-            while (chunk := await _next_body_chunk(rest, self.body_idle_seconds)) is not None:
+            while not conn.early:
+                # The next piece of the client's body, or the upstream's answer if it comes first (then
+                # the sending stops at once, however slow the client is). The read is a bare task with
+                # no timer of its own: its error cannot hold a reference back to it (a cycle that kept
+                # the client's body stream, and so its connection, alive until the next GC).
+                read = asyncio.ensure_future(rest.__anext__())
+                await asyncio.wait((read, waiter), timeout=self.body_idle_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    read = None
+                    if conn.early:
+                        break
+                    if waiter.done():
+                        await waiter  # the exchange failed: raises its UpstreamError
+                    raise GatewayError("REQUEST_TIMEOUT", close=True)
+                chunk = _body_piece(read)
+                read = None
+                if chunk is None:
+                    break
                 if not chunk:
                     continue
                 received += len(chunk)
                 if received > self.max_body:
                     raise GatewayError("REQUEST_TOO_LARGE", close=True)
+                if conn.early:
+                    break  # the upstream answered already: stop sending
                 send(chunk)
                 if conn.write_paused:
-                    await conn.drain()
+                    await conn.drain()  # also ends when the response begins
                 if conn.error is not None:
                     raise conn.error
-            if chunked:
-                transport.write(b"0\r\n\r\n")
-            elif received != head.content_length:
-                raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
+            if not conn.early:
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                elif received != head.content_length:
+                    raise GatewayError("BAD_REQUEST_BODY", "Incomplete request body", close=True)
+                conn.end_request()
             await waiter
         except BaseException:
+            if read is not None and not read.done():
+                read.cancel()
             conn.waiter = None
             pool.discard(conn)
             raise
@@ -566,12 +605,12 @@ class Gateway:
         return status, sent
 
     async def answer_error(self, down: Downstream, error: GatewayError, stage: StagePlan | None,
-                     request_id: str) -> tuple[int, int]:
+                     request_id: str, close: bool = False) -> tuple[int, int]:
         responses: GatewayResponses = stage.api.responses if stage is not None else DEFAULT_RESPONSES
         status, headers, body = responses.render(error.kind, error.message)
         headers.append(("x-amzn-requestid", request_id))
         headers.extend(error.headers)
-        if error.close:
+        if error.close or close:
             headers.append(("connection", "close"))
         try:
             pending = down.respond(status, headers, body)
@@ -580,6 +619,26 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the response had already started: the adapter aborts
             log.debug("could not send the %s response for %s", status, request_id)
         return status, len(body)
+
+
+def _has_body(head: RequestFacts | None) -> bool:
+    """Whether a request carries a body. The gateway's own answers to such requests (errors, CORS
+    preflights) close the client connection: the body may be unread or partly read, and what is left
+    of it must never be read as the next request (issue 22; granian's hyper would drain or close on
+    its own, this does not depend on it)."""
+    return head is not None and (head.chunked or head.content_length > 0)
+
+
+def _body_piece(read: asyncio.Future) -> bytes | None:
+    """What a finished read of a request body's iterator gave: a piece, None at the end; granian's
+    errors (bad chunked framing, a lost client) become a 400 that closes the connection, as in
+    _next_body_chunk."""
+    error = read.exception()
+    if error is None:
+        return read.result()  # type: ignore[no-any-return]
+    if isinstance(error, StopAsyncIteration):
+        return None
+    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True)
 
 
 async def _next_body_chunk(rest: Any, idle_seconds: float) -> bytes | None:

@@ -12,6 +12,13 @@ Failure mapping (RELIABILITY.md §c): connect refused / reset before the respons
 response → UpstreamError("INTEGRATION_FAILURE") → 502; connect timeout and integration timeout →
 UpstreamError("INTEGRATION_TIMEOUT") → 504. A connection that failed, timed out, or answered with
 bad framing is closed, never reused.
+
+Connection safety (issue 22, docs/DESIGN.md "Upstream connection safety"): a connection goes back to
+the idle list only when both sides provably ended at a message boundary: the whole request was
+written before the response began, the response was framed by Content-Length or chunked and read
+to its end, nothing came after it, the upstream did not ask to close, and it was not an error answer
+to a request with a body (the upstream may not have read that body). Anything else closes it, and
+the framing faults are counted in fastgw_upstream_framing_errors_total{upstream, kind}.
 """
 
 from __future__ import annotations
@@ -113,8 +120,12 @@ class UpstreamPool:
         """Return a connection after its exchange: back to the idle list if it is reusable."""
         self.busy.discard(conn)
         parser = conn.parser
-        if conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
-            conn.close()
+        conn.exchanging = False
+        if not conn.reusable or conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
+            if conn.request_done and not conn.early:
+                conn.close()
+            else:
+                conn.abort()  # what is left of the request must not go out
             return
         if conn.paused_reading and conn.transport is not None:
             conn.paused_reading = False
@@ -126,9 +137,20 @@ class UpstreamPool:
     def discard(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
         conn.abort()
+        # The error is on its way up with a traceback whose frames hold this connection: dropping it
+        # here breaks that cycle, so the request's objects (under RSGI the client's body stream, which
+        # granian must see dropped before it can close the client connection) go at once, not at the
+        # next collection of the cyclic GC.
+        conn.error = None
 
     def forget(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
+
+    def framing_fault(self, kind: str) -> None:
+        """A connection of this pool saw an upstream framing fault (the connection calls this)."""
+        from . import metrics
+
+        metrics.UPSTREAM_FRAMING_ERRORS.labels(f"{self.host}:{self.port}", kind).inc()
 
     def _reap(self) -> None:
         """Fire exchange deadlines and close connections idle for too long (one timer per pool)."""
@@ -173,7 +195,7 @@ async def exchange(
     while True:
         conn = (None if attempt else pool.take_idle()) or await pool.connect()
         try:
-            await conn.send(data, head_request, timeout)
+            await conn.send(data, head_request, timeout, 1 if body else 0)
             return conn
         except UpstreamError as exc:
             pool.discard(conn)

@@ -19,6 +19,8 @@ if [ "$want" = test ]; then
   command -v redis-server >/dev/null || packages+=(redis-server)
   command -v wrk >/dev/null || packages+=(wrk)
   command -v nginx >/dev/null || packages+=(nginx-light)
+  # The reference proxy of the differential upstream tests (tests/test_upstream_differential.py), with nginx.
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || packages+=(haproxy)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${packages[*]}"

@@ -15,7 +15,14 @@ cdef extern from "string.h":
 
 
 class ResponseError(Exception):
-    """The upstream's response is not valid HTTP/1.1 (or breaks a limit)."""
+    """The upstream's response is not valid HTTP/1.1 (or breaks a limit). `kind` names the fault for
+    the fastgw_upstream_framing_errors_total metric: status_line, header_syntax, bare_cr_lf, obs_fold,
+    content_length, transfer_encoding, header_limits, chunk, switching_protocols (the same in both
+    builds)."""
+
+    def __init__(self, message, kind="invalid"):
+        super().__init__(message)
+        self.kind = kind
 
 
 cdef enum:
@@ -89,6 +96,10 @@ cdef class ResponseParser:
     cdef readonly Py_ssize_t buffered
     cdef readonly bint complete
     cdef readonly long long content_length  # the response's Content-Length; -1: none (chunked, close)
+    # A fault that does not make the response invalid but rules out reusing the connection (None if
+    # none): "after_response" (bytes after the end of the message), "body_not_allowed" (a 204 that
+    # announces a body, a 304 with Transfer-Encoding). keep_alive is False then.
+    cdef readonly object fault
     cdef list chunks
     cdef bytes pending        # unparsed bytes (a partial head, chunk-size line, ...)
     cdef int state
@@ -111,6 +122,7 @@ cdef class ResponseParser:
         self.buffered = 0
         self.complete = False
         self.content_length = -1
+        self.fault = None
         self.chunks = []
         self.pending = b""
         self.state = ST_HEAD
@@ -137,7 +149,7 @@ cdef class ResponseParser:
             return MESSAGE_DONE
         if self.state == ST_DONE:
             return MESSAGE_DONE
-        raise ResponseError("upstream closed the connection before the response was complete")
+        raise ResponseError("upstream closed the connection before the response was complete", "truncated")
 
     cpdef int feed(self, bytes data) except -1:
         cdef bytes buf
@@ -149,6 +161,8 @@ cdef class ResponseParser:
             if PyBytes_GET_SIZE(data):
                 # Bytes after a complete response: never reuse this connection.
                 self.keep_alive = False
+                if self.fault is None:
+                    self.fault = "after_response"
             return MESSAGE_DONE
         if PyBytes_GET_SIZE(self.pending):
             buf = self.pending + data
@@ -167,9 +181,7 @@ cdef class ResponseParser:
                     continue  # an interim 1xx response was skipped
                 result = HEAD_DONE
                 if self.state == ST_DONE:
-                    self.complete = True
-                    if pos < n:
-                        self.keep_alive = False
+                    self._finish(pos, n)
                     return MESSAGE_DONE
             elif self.state == ST_BODY_LENGTH:
                 pos = self._take(buf, pos, n)
@@ -191,7 +203,7 @@ cdef class ResponseParser:
                     self.pending = buf[pos:]
                     return result
                 if buf[pos] != 13 or buf[pos + 1] != 10:
-                    raise ResponseError("invalid chunk: data longer than its size")
+                    raise ResponseError("invalid chunk: data longer than its size", "chunk")
                 pos += 2
                 self.state = ST_CHUNK_SIZE
             elif self.state == ST_CHUNK_SIZE:
@@ -212,6 +224,8 @@ cdef class ResponseParser:
         self.complete = True
         if pos < n:
             self.keep_alive = False
+            if self.fault is None:
+                self.fault = "after_response"
 
     cdef inline void _append(self, bytes buf, Py_ssize_t start, Py_ssize_t length):
         if start == 0 and length == PyBytes_GET_SIZE(buf):
@@ -238,11 +252,11 @@ cdef class ResponseParser:
         cdef unsigned char c
         if lf == NULL:
             if end - p > 1024:
-                raise ResponseError("invalid chunk size line")
+                raise ResponseError("invalid chunk size line", "chunk")
             self.pending = buf[pos:]
             return -1
         if lf == p or lf[-1] != 13:
-            raise ResponseError("invalid chunk size line (bare LF)")
+            raise ResponseError("invalid chunk size line (bare LF)", "chunk")
         while p < lf - 1:
             c = <unsigned char>p[0]
             if 48 <= c <= 57:
@@ -255,12 +269,12 @@ cdef class ResponseParser:
                 break
             digits += 1
             if digits > 15:
-                raise ResponseError("chunk size too large")
+                raise ResponseError("chunk size too large", "chunk")
             p += 1
         if digits == 0:
-            raise ResponseError("invalid chunk size")
+            raise ResponseError("invalid chunk size", "chunk")
         if p < lf - 1 and p[0] != 59:  # only ";extension" may follow the size
-            raise ResponseError("invalid chunk size")
+            raise ResponseError("invalid chunk size", "chunk")
         pos = (lf - base) + 1
         if size == 0:
             self.state = ST_TRAILERS
@@ -279,11 +293,11 @@ cdef class ResponseParser:
             lf = <const char*>memchr(p, 10, <size_t>(n - pos))
             if lf == NULL:
                 if n - pos > self.max_header_bytes:
-                    raise ResponseError("response trailers too large")
+                    raise ResponseError("response trailers too large", "header_limits")
                 self.pending = buf[pos:]
                 return -1
             if lf == p or lf[-1] != 13:
-                raise ResponseError("invalid trailer line (bare LF)")
+                raise ResponseError("invalid trailer line (bare LF)", "chunk")
             pos = (lf - base) + 1
             if lf - p == 1:
                 return pos
@@ -314,39 +328,39 @@ cdef class ResponseParser:
         cdef Py_ssize_t k
 
         if n - start >= 5 and memcmp(p, b"HTTP/", 5) != 0:
-            raise ResponseError("not an HTTP response")
+            raise ResponseError("not an HTTP response", "status_line")
         head_end = <const char*>memmem(p, <size_t>(n - start), b"\r\n\r\n", 4)
         if head_end == NULL:
             if n - start > self.max_header_bytes:
-                raise ResponseError("response headers too large")
+                raise ResponseError("response headers too large", "header_limits")
             return -1
         if head_end - p > self.max_header_bytes:
-            raise ResponseError("response headers too large")
+            raise ResponseError("response headers too large", "header_limits")
         end = head_end + 2  # the last header line's CRLF is part of the lines
 
         # status line: HTTP/1.x SP 3DIGIT [SP reason]
         line_end = <const char*>memchr(p, 10, <size_t>(end - p))
         if line_end - p < 13 or line_end[-1] != 13:
-            raise ResponseError("invalid status line")
+            raise ResponseError("invalid status line", "status_line")
         if memcmp(p, b"HTTP/1.1 ", 9) == 0:
             http10 = False
         elif memcmp(p, b"HTTP/1.0 ", 9) == 0:
             http10 = True
         else:
-            raise ResponseError("unsupported HTTP version in the response")
+            raise ResponseError("unsupported HTTP version in the response", "status_line")
         status = 0
         for k in range(9, 12):
             c = <unsigned char>p[k]
             if c < 48 or c > 57:
-                raise ResponseError("invalid status code")
+                raise ResponseError("invalid status code", "status_line")
             status = status * 10 + (c - 48)
         if status < 100 or (p[12] != 32 and p + 12 != line_end - 1):
-            raise ResponseError("invalid status line")
+            raise ResponseError("invalid status line", "status_line")
         q = p + 12
         while q < line_end - 1:
             c = <unsigned char>q[0]
             if c == 0 or c == 13 or c == 10 or c == 127:
-                raise ResponseError("invalid status line")
+                raise ResponseError("invalid status line", "status_line")
             q += 1
 
         headers = []
@@ -354,44 +368,50 @@ cdef class ResponseParser:
         while p < end:
             line_end = <const char*>memchr(p, 10, <size_t>(end - p))
             if line_end == NULL or line_end == p or line_end[-1] != 13:
-                raise ResponseError("invalid header line (bare LF)")
+                raise ResponseError("invalid header line (bare LF)", "bare_cr_lf")
             if p[0] == 32 or p[0] == 9:
-                raise ResponseError("obsolete line folding in the response")
+                raise ResponseError("obsolete line folding in the response", "obs_fold")
             colon = <const char*>memchr(p, 58, <size_t>(line_end - p))
             if colon == NULL or colon == p:
-                raise ResponseError("invalid header line")
+                if memchr(p, 13, <size_t>(line_end - 1 - p)) != NULL:
+                    raise ResponseError("bare CR in a header line", "bare_cr_lf")
+                raise ResponseError("invalid header line", "header_syntax")
             name_len = colon - p
             for k in range(name_len):
                 if not _TCHAR[<unsigned char>p[k]]:
-                    raise ResponseError("invalid header name")
+                    raise ResponseError("invalid header name", "header_syntax")
             value = _trim(colon + 1, line_end - 1, &value_end)
             q = value
             while q < value_end:
                 c = <unsigned char>q[0]
                 if (c < 32 and c != 9) or c == 127:
-                    raise ResponseError("invalid character in a header value")
+                    if c == 13:
+                        raise ResponseError("bare CR in a header value", "bare_cr_lf")
+                    raise ResponseError("invalid character in a header value", "header_syntax")
                 q += 1
             count += 1
             if count > self.max_header_count:
-                raise ResponseError("too many response header fields")
+                raise ResponseError("too many response header fields", "header_limits")
 
             if _name_is(p, name_len, b"content-length", 14):
                 if value == value_end or value_end - value > 18:
-                    raise ResponseError("invalid Content-Length")
+                    raise ResponseError("invalid Content-Length", "content_length")
                 length = 0
                 q = value
                 while q < value_end:
                     c = <unsigned char>q[0]
                     if c < 48 or c > 57:
-                        raise ResponseError("invalid Content-Length")
+                        raise ResponseError("invalid Content-Length", "content_length")
                     length = length * 10 + (c - 48)
                     q += 1
-                if content_length >= 0 and length != content_length:
-                    raise ResponseError("conflicting Content-Length fields")
+                if content_length >= 0:
+                    # Even two equal values: RFC 9110 §8.6 lets a recipient merge them, but a sender
+                    # that repeats the field frames its messages in a way the gateway will not guess at.
+                    raise ResponseError("duplicate Content-Length fields", "content_length")
                 content_length = length
             elif _name_is(p, name_len, b"transfer-encoding", 17):
                 if chunked or not _name_is(value, value_end - value, b"chunked", 7):
-                    raise ResponseError("unsupported Transfer-Encoding")
+                    raise ResponseError("unsupported Transfer-Encoding", "transfer_encoding")
                 chunked = True
             elif _name_is(p, name_len, b"connection", 10):
                 self._connection(value, value_end, &conn_close, &conn_keep)
@@ -403,10 +423,11 @@ cdef class ResponseParser:
         start = (head_end - base) + 4
         if 100 <= status < 200:
             if status == 101:
-                raise ResponseError("unexpected 101 Switching Protocols")
+                # Only a WebSocket route may switch protocols, and fastgw has none yet.
+                raise ResponseError("unexpected 101 Switching Protocols", "switching_protocols")
             return start  # interim response: the final one follows
         if chunked and content_length >= 0:
-            raise ResponseError("both Content-Length and Transfer-Encoding in the response")
+            raise ResponseError("both Content-Length and Transfer-Encoding in the response", "transfer_encoding")
         self.status = status
         self.content_length = content_length
         self.keep_alive = (not conn_close) if not http10 else conn_keep
@@ -415,6 +436,11 @@ cdef class ResponseParser:
         self.headers = headers
         if self.head_request or status == 204 or status == 304:
             self.state = ST_DONE
+            if (status == 204 and (chunked or content_length > 0)) or (status == 304 and chunked):
+                # The upstream announced a body a 204/304 cannot have: its bytes may follow, so this
+                # connection's next message boundary is unknown.
+                self.fault = "body_not_allowed"
+                self.keep_alive = False
         elif chunked:
             self.state = ST_CHUNK_SIZE
         elif content_length >= 0:

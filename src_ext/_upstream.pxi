@@ -35,6 +35,17 @@ cdef class UpstreamConnection:
     cdef public bint paused_reading
     cdef public bint write_paused
     cdef public bint got_bytes
+    # Connection safety (issue 22): a connection is reused only when both sides provably ended at a
+    # message boundary. `exchanging`: between send() and the pool's release (bytes outside an exchange
+    # answer nothing the gateway sent); `request_done`: the whole request was handed to the
+    # transport; `request_body`: the request has a body; `early`: the response head came before the
+    # request was all written (the upstream did not wait for it); `reusable`: nothing ruled reuse out.
+    cdef public bint exchanging
+    cdef public bint request_done
+    cdef public bint request_body
+    cdef public bint head_seen
+    cdef public bint early
+    cdef public bint reusable
     cdef public Py_ssize_t buffer_response_bytes
     cdef public Py_ssize_t body_high_water
     cdef public double body_idle_seconds
@@ -52,21 +63,39 @@ cdef class UpstreamConnection:
         self.body_waiter = None
         self.drain_waiter = None
         self.error = None
+        self.request_done = True
+        self.reusable = True
 
-    cpdef object send(self, bytes data, bint head_request, double timeout):
+    cpdef object send(self, bytes data, bint head_request, double timeout, int body=0):
         """Start an exchange on this connection: send `data` (the request, or its head when the
-        caller streams the body after it). The future resolves when the response (or its head) is
-        in, or fails with UpstreamError; the caller discards the connection when it fails or is
-        cancelled."""
+        caller streams the body after it). `body`: 0 no request body, 1 the body is in `data`, 2 the
+        body follows (the caller writes it, then calls end_request()). The future resolves when the
+        response (or its head) is in, or fails with UpstreamError; the caller discards the
+        connection when it fails or is cancelled."""
         self.parser.reset(head_request)
         self.error = None
         self.got_bytes = False
+        self.exchanging = True
+        self.request_done = body != 2
+        self.request_body = body != 0
+        self.head_seen = False
+        self.early = False
+        self.reusable = True
         loop = self.pool.loop
         self.deadline = loop.time() + timeout
         waiter = loop.create_future()
         self.waiter = waiter
+        if self.closed:
+            # Closed while idle (the upstream said something unasked, or went away): nothing was
+            # sent, so the request may go again on a new connection.
+            self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream connection closed", True))
+            return waiter
         self.transport.write(data)
         return waiter
+
+    def end_request(self):
+        """The caller wrote the last byte of a streamed request body."""
+        self.request_done = True
 
     # -- the asyncio protocol (uvloop calls these) ---------------------------------------------
     def connection_made(self, transport):
@@ -75,13 +104,22 @@ cdef class UpstreamConnection:
     def data_received(self, bytes data):
         cdef ResponseParser parser = self.parser
         cdef int state
+        if not self.exchanging or parser.complete:
+            # A response to no request (idle in the pool, or after the end of the exchange's
+            # response): never parsed, never handed to the next exchange.
+            self._fault("unsolicited" if not self.exchanging else "after_response")
+            return
         self.got_bytes = True
         try:
             state = parser.feed(data)
         except ResponseError as exc:
+            self.reusable = False
+            self.pool.framing_fault(exc.kind)
             self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
             self.close()
             return
+        if state and not self.head_seen:
+            self._head_in()
         waiter = self.waiter
         if waiter is not None:
             # The head is complete and so is the message, or its body is one to stream.
@@ -98,6 +136,37 @@ cdef class UpstreamConnection:
         if parser.buffered > self.body_high_water and not self.paused_reading and self.transport is not None:
             self.paused_reading = True
             self.transport.pause_reading()
+        if parser.fault is not None:
+            self._fault(parser.fault)
+
+    cdef _head_in(self):
+        """The final response head is in: may this connection carry another exchange?"""
+        self.head_seen = True
+        if not self.request_done or (self.transport is not None and self.transport.get_write_buffer_size()):
+            # The upstream answered before it had the whole request: what it did not read would be
+            # read as the start of the next request. Stop sending, relay the response, close.
+            self.early = True
+            self.reusable = False
+            self.pool.framing_fault("early_response")
+            waiter = self.drain_waiter
+            if waiter is not None:
+                self.drain_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif self.request_body and self.parser.status >= 400:
+            # An error answer to a request with a body: the upstream may have answered without
+            # reading the body (the bytes being on the wire proves nothing), so the next message
+            # boundary on this connection is unknown.
+            self.reusable = False
+
+    cdef _fault(self, kind):
+        """A fault that rules out reuse but leaves the response (if any) whole: counted, then the
+        connection is closed (a response read so far stays readable; connection_lost ends it)."""
+        if self.reusable or not self.closed:
+            self.pool.framing_fault(kind)
+        self.reusable = False
+        if not self.closed:
+            self.close()
 
     def eof_received(self):
         return None  # let the transport close (then connection_lost), as asyncio.Protocol does

@@ -36,7 +36,8 @@ class UpstreamConnection:
     __slots__ = (
         "pool", "transport", "parser", "closed", "waiter", "body_waiter", "drain_waiter", "error",
         "deadline", "idle_since", "paused_reading", "write_paused", "got_bytes", "buffer_response_bytes",
-        "body_high_water", "body_idle_seconds",
+        "body_high_water", "body_idle_seconds", "exchanging", "request_done", "request_body", "head_seen", "early",
+        "reusable",
     )
 
     def __init__(self, pool: Any):
@@ -56,33 +57,68 @@ class UpstreamConnection:
         self.paused_reading = False
         self.write_paused = False
         self.got_bytes = False
+        # Connection safety (issue 22): reused only when both sides provably ended at a message
+        # boundary. `exchanging`: between send() and the pool's release; `request_done`: the whole
+        # request was handed to the transport; `request_body`: the request has a body; `early`: the
+        # response head came before the request was all written; `reusable`: nothing ruled reuse out.
+        self.exchanging = False
+        self.request_done = True
+        self.request_body = False
+        self.head_seen = False
+        self.early = False
+        self.reusable = True
 
-    def send(self, data: bytes, head_request: bool, timeout: float) -> asyncio.Future:
+    def send(self, data: bytes, head_request: bool, timeout: float, body: int = 0) -> asyncio.Future:
         """Start an exchange on this connection: send `data` (the request, or its head when the
-        caller streams the body after it). The future resolves when the response (or its head) is in,
-        or fails with UpstreamError; the caller discards the connection when it fails or is cancelled."""
+        caller streams the body after it). `body`: 0 no request body, 1 the body is in `data`, 2 the
+        body follows (the caller writes it, then calls end_request()). The future resolves when the
+        response (or its head) is in, or fails with UpstreamError; the caller discards the
+        connection when it fails or is cancelled."""
         self.parser.reset(head_request)
         self.error = None
         self.got_bytes = False
+        self.exchanging = True
+        self.request_done = body != 2
+        self.request_body = body != 0
+        self.head_seen = self.early = False
+        self.reusable = True
         loop = self.pool.loop
         self.deadline = loop.time() + timeout
         waiter = self.waiter = loop.create_future()
+        if self.closed:
+            # Closed while idle (the upstream said something unasked, or went away): nothing was
+            # sent, so the request may go again on a new connection.
+            self._fail(UpstreamError("INTEGRATION_FAILURE", "upstream connection closed", True))
+            return waiter
         self.transport.write(data)  # type: ignore[union-attr]
         return waiter
+
+    def end_request(self) -> None:
+        """The caller wrote the last byte of a streamed request body."""
+        self.request_done = True
 
     # -- the asyncio protocol (uvloop calls these) ---------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
         parser = self.parser
+        if not self.exchanging or parser.complete:
+            # A response to no request (idle in the pool, or after the end of the exchange's
+            # response): never parsed, never handed to the next exchange.
+            self._fault("unsolicited" if not self.exchanging else "after_response")
+            return
+        self.got_bytes = True
         try:
             state = parser.feed(data)
         except ResponseError as exc:
+            self.reusable = False
+            self.pool.framing_fault(exc.kind)
             self._fail(UpstreamError("INTEGRATION_FAILURE", f"invalid upstream response: {exc}"))
             self.close()
             return
+        if state and not self.head_seen:
+            self._head_in()
         waiter = self.waiter
         if waiter is not None:
             # The head is complete and so is the message, or its body is one to stream.
@@ -99,6 +135,37 @@ class UpstreamConnection:
         if parser.buffered > self.body_high_water and not self.paused_reading and self.transport is not None:
             self.paused_reading = True
             self.transport.pause_reading()
+        if parser.fault is not None:
+            self._fault(parser.fault)
+
+    def _head_in(self) -> None:
+        """The final response head is in: may this connection carry another exchange?"""
+        self.head_seen = True
+        if not self.request_done or (self.transport is not None and self.transport.get_write_buffer_size()):
+            # The upstream answered before it had the whole request: what it did not read would be
+            # read as the start of the next request. Stop sending, relay the response, close.
+            self.early = True
+            self.reusable = False
+            self.pool.framing_fault("early_response")
+            waiter = self.drain_waiter
+            if waiter is not None:
+                self.drain_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif self.request_body and self.parser.status >= 400:
+            # An error answer to a request with a body: the upstream may have answered without
+            # reading the body (its bytes being on the wire proves nothing), so the next message
+            # boundary on this connection is unknown.
+            self.reusable = False
+
+    def _fault(self, kind: str) -> None:
+        """A fault that rules out reuse but leaves the response (if any) whole: counted, then the
+        connection is closed (a response read so far stays readable; connection_lost ends it)."""
+        if self.reusable or not self.closed:
+            self.pool.framing_fault(kind)
+        self.reusable = False
+        if not self.closed:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

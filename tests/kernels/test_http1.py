@@ -77,28 +77,119 @@ def test_known_responses(impl, name):
         assert run(parser_cls, data, list(range(step, len(data), step))) == expected, step
 
 
+# name -> (response, the fault kind both builds give it: fastgw_upstream_framing_errors_total{kind})
 BAD = {
-    "garbage": b"garbage, not http\r\n\r\n",
-    "CL and TE": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-    "CL not digits": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
-    "CL signed": b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
-    "TE chunked twice": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-    "TE gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-    "bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
-    "chunk longer than size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-    "differing CLs": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
-    "obs-fold": b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n",
-    "bare LF": b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 0\r\n\r\n",
-    "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
-    "space before colon": b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
-    "truncated body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    "garbage": (b"garbage, not http\r\n\r\n", "status_line"),
+    "HTTP/2 status line": (b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", "status_line"),
+    "HTTP/1.2 status line": (b"HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n", "status_line"),
+    "ICY status line": (b"ICY 200 OK\r\nContent-Length: 0\r\n\r\n", "status_line"),
+    "two-digit status": (b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", "status_line"),
+    "bare LF in the status line": (b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "status_line"),
+    "CL and TE": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                  "transfer_encoding"),
+    "CL not digits": (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "content_length"),
+    "CL signed": (b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", "content_length"),
+    "CL list": (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx", "content_length"),
+    "TE chunked twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+                         "transfer_encoding"),
+    "TE gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "transfer_encoding"),
+    "TE gzip, chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                         "transfer_encoding"),
+    "TE chunked, gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "transfer_encoding"),
+    "TE twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n", "transfer_encoding"),
+    "bad chunk size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", "chunk"),
+    "chunk longer than size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+                               "chunk"),
+    "differing CLs": (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", "content_length"),
+    "duplicate CLs": (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", "content_length"),
+    "obs-fold": (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n", "obs_fold"),
+    "obs-fold with a tab": (b"HTTP/1.1 200 OK\r\nX: a\r\n\tfolded\r\nContent-Length: 0\r\n\r\n", "obs_fold"),
+    "bare LF": (b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 0\r\n\r\n", "bare_cr_lf"),
+    "bare CR": (b"HTTP/1.1 200 OK\r\nX: a\rY: b\r\nContent-Length: 0\r\n\r\n", "bare_cr_lf"),
+    "NUL in a value": (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 0\r\n\r\n", "header_syntax"),
+    "101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "switching_protocols"),
+    "101 after a 100": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n",
+                        "switching_protocols"),
+    "space before colon": (b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n", "header_syntax"),
+    "truncated body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "truncated"),
 }
 
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_invalid_responses_are_refused(impl, name):
     parser_cls, _ = impl
-    assert run(parser_cls, BAD[name], []) == "error"
+    assert run(parser_cls, BAD[name][0], []) == "error"
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_each_fault_has_the_same_kind_in_both_builds(impl, name):
+    parser_cls, _ = impl
+    data, kind = BAD[name]
+    parser = parser_cls()
+    parser.reset(False)
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - either build's ResponseError
+        parser.feed(data)
+        parser.eof()
+    assert type(raised.value).__name__ == "ResponseError"
+    assert raised.value.kind == kind, raised.value
+
+
+# Responses that are whole but leave the connection's next message boundary unknown: relayed, with
+# keep_alive False and `fault` naming why (the connection closes; counted as a framing fault).
+NOT_REUSABLE = {
+    "bytes after the body": (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxGET /smuggled HTTP/1.1\r\n\r\n",
+                             False, (200, b"x"), "after_response"),
+    "a second response": (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n",
+                          False, (200, b"x"), "after_response"),
+    "bytes after a chunked body": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nzz",
+                                   False, (200, b"x"), "after_response"),
+    "a body on a 204": (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", False, (204, b""),
+                        "body_not_allowed"),
+    "204 announcing a body": (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", False, (204, b""),
+                              "body_not_allowed"),
+    "chunked 204": (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", False, (204, b""),
+                    "body_not_allowed"),
+    "chunked 304": (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", False,
+                    (304, b""), "body_not_allowed"),
+    "a body on a 304": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello", False, (304, b""),
+                        "after_response"),
+    "a body on a HEAD response": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True, (200, b""),
+                                  "after_response"),
+    "a body on a HEAD response after a 100": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                                              b"Content-Length: 5\r\n\r\nhello", True, (200, b""),
+                                              "after_response"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_REUSABLE))
+@pytest.mark.parametrize("split", [0, 1, 7])
+def test_whole_responses_that_rule_out_reuse(impl, name, split):
+    parser_cls, _ = impl
+    data, head, (status, body), fault = NOT_REUSABLE[name]
+    parser = parser_cls()
+    parser.reset(head)
+    cuts = list(range(split, len(data), split)) if split else []
+    got = b""
+    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        parser.feed(data[start:end])
+        got += parser.take_body()
+    assert (parser.status, got, parser.complete) == (status, body, True)
+    assert parser.keep_alive is False and parser.fault == fault
+
+
+@pytest.mark.parametrize("data", [
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",  # the length of the representation
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+])
+def test_responses_that_leave_the_connection_reusable(impl, data):
+    parser_cls, _ = impl
+    parser = parser_cls()
+    parser.reset(False)
+    assert parser.feed(data) == 2
+    assert parser.keep_alive is True and parser.fault is None and parser.complete
 
 
 def test_head_response_has_no_body(impl):

@@ -23,8 +23,8 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
 def in_loop(test: Callable[[Any], Awaitable[None]]) -> Callable[[Any], None]:
     """Run an async test in a fresh event loop (the connection needs a running loop for its futures)."""
     @functools.wraps(test)
-    def run(mod: Any) -> None:
-        asyncio.run(test(mod))  # type: ignore[arg-type]
+    def run(mod: Any, **params: Any) -> None:
+        asyncio.run(test(mod, **params))  # type: ignore[arg-type,call-arg]
 
     return run
 
@@ -33,6 +33,10 @@ class Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closed = self.aborted = self.paused = False
+        self.unsent = 0  # bytes still in the transport's write buffer
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -55,9 +59,13 @@ class Pool:
         self.loop = loop
         self.connection_settings = (60 * 1024, 100, buffer_bytes, high_water, 30.0)
         self.forgotten: list[Any] = []
+        self.faults: list[str] = []
 
     def forget(self, conn: Any) -> None:
         self.forgotten.append(conn)
+
+    def framing_fault(self, kind: str) -> None:
+        self.faults.append(kind)
 
 
 def connect(mod: Any, **settings: int) -> tuple[Any, Transport, Pool]:
@@ -115,12 +123,13 @@ async def test_a_large_body_wakes_at_the_head_then_streams_with_back_pressure(mo
 @pytest.mark.parametrize("mod", IMPLS)
 @in_loop
 async def test_an_invalid_response_fails_the_exchange_and_closes(mod: Any) -> None:
-    conn, transport, _ = connect(mod)
+    conn, transport, pool = connect(mod)
     waiter = conn.send(GET, False, 5.0)
     conn.data_received(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
     error = await failure(mod, waiter)
     assert error.kind == "INTEGRATION_FAILURE" and not error.retryable
-    assert transport.closed and conn.closed
+    assert transport.closed and conn.closed and not conn.reusable
+    assert pool.faults == ["status_line"]
 
 
 @pytest.mark.parametrize("mod", IMPLS)
@@ -176,3 +185,118 @@ async def test_drain_waits_for_resume_writing(mod: Any) -> None:
     assert not drained.done()
     conn.resume_writing()
     await drained
+
+
+# -- connection safety (issue 22): reuse only at a proven message boundary -------------------------
+POST = b"POST /p HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody"
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_plain_exchange_leaves_the_connection_reusable(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(POST, False, 5.0, 1)
+    conn.data_received(SMALL)
+    await waiter
+    assert conn.reusable and not conn.early and conn.parser.keep_alive and not transport.closed
+    assert pool.faults == []
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_bytes_on_an_idle_connection_close_it_unparsed(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    conn.data_received(SMALL)  # no exchange yet: a response to a request never sent
+    assert transport.closed and conn.closed and pool.faults == ["unsolicited"]
+    assert conn.parser.status == 0  # never parsed
+    waiter = conn.send(GET, False, 5.0)  # a closed connection fails at once, retryable, sends nothing
+    assert (await failure(mod, waiter)).retryable and transport.written == []
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_bytes_after_the_response_in_a_later_read_close_it(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(SMALL)
+    await waiter
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert transport.closed and not conn.reusable and pool.faults == ["after_response"]
+    assert conn.parser.take_body() == b"hello"  # the response itself is still whole
+    conn.exchanging = False  # the pool released it: later bytes are not counted again
+    conn.data_received(b"more")
+    assert pool.faults == ["after_response"]
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_bytes_after_the_response_in_the_same_read_close_it(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(SMALL + b"GET /smuggled HTTP/1.1\r\n\r\n")
+    await waiter
+    assert conn.parser.take_body() == b"hello"
+    assert transport.closed and not conn.reusable and pool.faults == ["after_response"]
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_response_before_the_streamed_body_ended_is_early(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(b"POST /p HTTP/1.1\r\ncontent-length: 100000\r\n\r\n", False, 5.0, 2)
+    conn.pause_writing()  # the upstream stopped reading the body
+    drained = asyncio.ensure_future(conn.drain())
+    await asyncio.sleep(0)
+    assert not drained.done()
+    conn.data_received(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+    await drained  # the sender wakes up and stops
+    await waiter
+    assert conn.early and not conn.reusable and not conn.request_done
+    assert pool.faults == ["early_response"] and not transport.closed  # closed by the pool's release
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_response_while_the_request_is_still_buffered_is_early(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(POST, False, 5.0, 1)
+    transport.unsent = 2  # the transport had not written it all yet
+    conn.data_received(SMALL)
+    await waiter
+    assert conn.early and not conn.reusable and pool.faults == ["early_response"]
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_streamed_body_ended_before_the_response_is_not_early(mod: Any) -> None:
+    conn, _, pool = connect(mod)
+    waiter = conn.send(b"POST /p HTTP/1.1\r\ncontent-length: 4\r\n\r\n", False, 5.0, 2)
+    conn.data_received(b"HTTP/1.1 100 Continue\r\n\r\n")  # interim: not the response yet
+    conn.end_request()
+    conn.data_received(SMALL)
+    await waiter
+    assert conn.reusable and not conn.early and pool.faults == []
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize(("body", "status", "reusable"), [(1, 413, False), (1, 500, False), (0, 404, True),
+                                                         (1, 201, True), (1, 302, True)])
+@in_loop
+async def test_an_error_answer_to_a_request_with_a_body_is_not_reused(mod: Any, body: int, status: int,
+                                                                      reusable: bool) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(POST if body else GET, False, 5.0, body)
+    conn.data_received(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % status)
+    await waiter
+    assert conn.reusable is reusable and not conn.early and pool.faults == [] and not transport.closed
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_a_204_announcing_a_body_closes(mod: Any) -> None:
+    conn, transport, pool = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+    await waiter
+    assert conn.parser.status == 204 and conn.parser.complete
+    assert transport.closed and not conn.reusable and pool.faults == ["body_not_allowed"]
