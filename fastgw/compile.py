@@ -14,12 +14,14 @@ from typing import Any
 from ._accel import Router
 from .config.loader import ConfigError, Document, Problem, resolve_env
 from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, Stage, read_config
+from .config.overlay import resolve_state_dir
 from .errors import GatewayResponseOverride, GatewayResponses
 from .handlers import add_search_path
 from .integrations import INTEGRATIONS
 from .integrations.target import ROUTE_PARAM
 from .openapi.source import expand
 from .plan import ApiPlan, Plan, RoutePlan, StagePlan
+from .policies.authorizers import compile_authorizers
 from .policies.cache.stage import compile_cache
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
@@ -193,10 +195,12 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     cache, cache_problems = compile_cache(config, all_stages)
     problems.extend(cache_problems)
     problems.extend(compile_validation(config, all_stages))
+    authorizers, auth_problems = compile_authorizers(config, all_stages)
+    problems.extend(auth_problems)
     if problems:
         return None, problems
     plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,
-                cache=cache)
+                cache=cache, authorizers=authorizers)
     return plan, []
 
 
@@ -224,6 +228,11 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
         raise ConfigError(document.source, [document.locate(p) for p in problems])
     if plan.usage is not None:
         plan.usage.resolve_dir(document.source)
+    state_dir = resolve_state_dir(config.state.path, document.source)
+    for authorizer in plan.authorizers:
+        attach = getattr(authorizer, "attach_state", None)
+        if attach is not None:
+            attach(state_dir)
     plan.notes = document.warnings
     if plan.server.limits.keepAliveIdleMs is not None:
         plan.notes.append("server.limits.keepAliveIdleMs is not applied: granian closes an idle keep-alive "

@@ -32,7 +32,8 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
     domain = host_name(host)
     resource = route.resource_path or "/"
     stage_prefix = f"/{stage.name}" if down.path == f"/{stage.name}" or down.path.startswith(f"/{stage.name}/") else ""
-    return {
+    auth = getattr(down, "auth", None)  # what the route's authorizer asserted (fastgw/policies/authorizers)
+    context = {
         "accountId": DEFAULT_ACCOUNT,
         "apiId": api_id(api),
         "authorizer": {"principalId": None, "claims": None},
@@ -64,6 +65,12 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
         "wafResponseCode": None,
         "webaclArn": None,
     }
+    if auth is not None:
+        # REST stringifies a Lambda authorizer's context values in $context.authorizer.KEY (AWS).
+        context["authorizer"] = {"principalId": None, "claims": None,
+                                 **auth.context_authorizer(stringify=stage.api.type == "REST")}
+        context["identity"].update(auth.identity)
+    return context
 
 
 JSONPATH_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]")

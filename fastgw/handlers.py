@@ -135,15 +135,12 @@ def find_function(uri: str, functions: dict[str, FunctionSpec]) -> FunctionSpec 
     return None
 
 
-def compile_function(api: Api, route: Route, stage: Stage, variables: dict[str, str],
-                     functions: dict[str, FunctionSpec], problems: list[Problem],
-                     parameters: dict[str, str] | None = None) -> FunctionPlan | None:
-    integration = route.integration
-    assert integration is not None
-    where = f"{integration.path}.uri"
-    uri = substitute_stage_variables(integration.uri, stage, where, problems, variables)
-    if uri is None:
-        return None
+def bind_function(uri: str, where: str, functions: dict[str, FunctionSpec], problems: list[Problem],
+                  parameters: dict[str, str] | None, timeout: float, version: str = "1.0",
+                  http_api: bool = False) -> FunctionPlan | None:
+    """The Python handler a Lambda function reference (`uri`, stage variables already substituted) is
+    bound to in `functions:` (or --function), imported; None with the problems recorded. Integrations
+    and Lambda authorizers bind their functions here."""
     spec = find_function(uri, functions)
     name, qualifier, arn = function_ref(uri)
     if spec is None:
@@ -158,20 +155,43 @@ def compile_function(api: Api, route: Route, stage: Stage, variables: dict[str, 
     except ValueError as exc:
         problems.append(Problem(f"{spec.path}.handler", str(exc)))
         return None
+    params = parameters or {}
+    if not arn:
+        region = params.get("AWS::Region", DEFAULT_REGION)
+        account = params.get("AWS::AccountId", DEFAULT_ACCOUNT)
+        arn = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+    return FunctionPlan(
+        name=name, arn=arn, handler=handler, is_async=inspect.iscoroutinefunction(handler),
+        timeout=min(spec.timeout, timeout), integration_timeout=timeout, version=version,
+        http_api=http_api, memory=spec.memorySize, uri=uri,
+    )
+
+
+def compile_function(api: Api, route: Route, stage: Stage, variables: dict[str, str],
+                     functions: dict[str, FunctionSpec], problems: list[Problem],
+                     parameters: dict[str, str] | None = None) -> FunctionPlan | None:
+    """The function of a FUNCTION or FUNCTION_CUSTOM integration, with the event fields fixed for its
+    route and stage."""
+    integration = route.integration
+    assert integration is not None
+    where = f"{integration.path}.uri"
+    uri = substitute_stage_variables(integration.uri, stage, where, problems, variables)
+    if uri is None:
+        return None
     http_api = api.type == "HTTP"
     version = integration.payloadFormatVersion or ("2.0" if http_api else "1.0")
     if version == "2.0" and not http_api:
         problems.append(Problem(f"{integration.path}.payloadFormatVersion", "payload format 2.0 exists only in "
                                 "HTTP APIs (REST APIs send 1.0)"))
         return None
-    params = parameters or {}
-    region = params.get("AWS::Region", DEFAULT_REGION)
-    account = params.get("AWS::AccountId", DEFAULT_ACCOUNT)
-    if not arn:
-        arn = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+    plan = bind_function(uri, where, functions, problems, parameters, integration.timeoutInMillis / 1000, version,
+                         http_api)
+    if plan is None:
+        return None
     resource = route.template or "$default"
-    static = {
-        "accountId": account,
+    plan.binary_types = tuple(api.aws.binaryMediaTypes)
+    plan.static = {
+        "accountId": (parameters or {}).get("AWS::AccountId", DEFAULT_ACCOUNT),
         "apiId": api_id(api.name),
         "stage": stage.name,
         "resource": resource,
@@ -180,13 +200,7 @@ def compile_function(api: Api, route: Route, stage: Stage, variables: dict[str, 
         "stageVariables": dict(variables) or None,
         "operationName": (route.operation or {}).get("operationId"),
     }
-    timeout = min(spec.timeout, integration.timeoutInMillis / 1000)
-    return FunctionPlan(
-        name=name, arn=arn, handler=handler, is_async=inspect.iscoroutinefunction(handler),
-        timeout=timeout, integration_timeout=integration.timeoutInMillis / 1000, version=version,
-        http_api=http_api, memory=spec.memorySize, uri=uri, binary_types=tuple(api.aws.binaryMediaTypes),
-        static=static,
-    )
+    return plan
 
 
 class LambdaContext:
@@ -259,9 +273,10 @@ class FunctionFailed:
     exc: BaseException
 
 
-async def invoke(plan: FunctionPlan, event: Any, capture_errors: bool = False) -> Any:
+async def invoke(plan: FunctionPlan, event: Any, capture_errors: bool = False, log_errors: bool = True) -> Any:
     """Run the handler with its timeout; GatewayError on the timeout (504) and on an exception (502),
-    or, with `capture_errors`, FunctionFailed for an exception."""
+    or, with `capture_errors`, FunctionFailed for an exception (logged unless `log_errors` is False:
+    the caller then says what it means)."""
     started = time.monotonic()
     context = LambdaContext(plan, _IDS.next(), started + plan.timeout)
     try:
@@ -287,7 +302,8 @@ async def invoke(plan: FunctionPlan, event: Any, capture_errors: bool = False) -
     except GatewayError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing function is a 502, as in AWS
-        log.error("function %s raised %s: %s", plan.name, type(exc).__name__, exc, exc_info=exc)
+        if log_errors:
+            log.error("function %s raised %s: %s", plan.name, type(exc).__name__, exc, exc_info=exc)
         if capture_errors:
             return FunctionFailed(exc)
         raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from None

@@ -75,6 +75,15 @@ CACHE_BYTES = Gauge("fastgw_cache_bytes", "Bytes held as counted against the bud
                     ("api", "stage"), multiprocess_mode="livesum")
 CACHE_CAPACITY = Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget on this host", ("api", "stage"),
                        multiprocess_mode="max")
+# Authorizers (fastgw/policies/authorizers).
+AUTHORIZER_DECISIONS = Counter(
+    "fastgw_authorizer_decisions", "Authorizer outcomes: allowed, denied, unauthorized, missing, invalid, error",
+    ("api", "stage", "authorizer", "decision"),
+)
+AUTHORIZER_CACHE_HITS = Counter("fastgw_authorizer_cache_hits", "Authorizer results answered from the cache",
+                                ("api", "stage", "authorizer"))
+AUTHORIZER_DURATION = Histogram("fastgw_authorizer_duration_seconds", "Time an authorizer function or key fetch took",
+                                ("api", "stage", "authorizer"), buckets=BUCKETS)
 
 
 def worker_started() -> None:

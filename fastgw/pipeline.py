@@ -37,6 +37,7 @@ from .httpsyntax import host_name, normalize_path
 from .integrations import RUNS, target_of
 from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
 from .plan import Plan, RoutePlan, StagePlan
+from .policies.authorizers.base import Authorization
 from .policies.cache.stage import CacheStage
 from .policies.usage.stage import UsageStage
 from .upstream import UpstreamConnection, UpstreamError, exchange
@@ -201,9 +202,17 @@ class Gateway:
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)
             route, params = self.match(stage, down.method, route_path)
+            # authorizer (fastgw/policies/authorizers): refuses, or says who the caller is
+            if route.authorizer is not None:
+                auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
+                if auth.__class__ is not Authorization:
+                    auth = await auth
+                down.auth = auth
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
-            if route.usage is not None and (waiter := self.usage.check(route.usage, head.api_key)) is not None:
-                await waiter
+            if route.usage is not None:
+                key = down.auth.usage_key if route.authorizer is not None else None
+                if (waiter := self.usage.check(route.usage, head.api_key, key)) is not None:
+                    await waiter
             if route.validator is not None:  # request validation (fastgw/policies/validation.py)
                 down = await route.validator.check(self, down, head)
             if route.cache is None:

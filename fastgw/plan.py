@@ -45,6 +45,7 @@ class RoutePlan:
     cache: RouteCache | None = None  # the stage cache (issue 5); None: not cached
     validator: Any = None  # fastgw/policies/validation.py RequestValidator; None: nothing to validate
     served: bool = True  # False: the integration is not run by fastgw (answers 501; never cached)
+    authorizer: Any = None  # fastgw/policies/authorizers: the route's compiled authorizer; None: open
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -72,6 +73,7 @@ class Plan:
     stages: list[StagePlan] = field(default_factory=list)
     usage: UsageSetup | None = None  # usage plans, API keys, throttles and their state
     cache: CacheSetup | None = None  # stage caches (issue 5)
+    authorizers: list[Any] = field(default_factory=list)  # every compiled authorizer (issue 15)
     notes: list[str] = field(default_factory=list)  # load-time warnings (unimplemented OpenAPI fields)
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file

@@ -47,7 +47,7 @@ GC_THRESHOLD = 20_000  # container allocations between young-generation collecti
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
-    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form")
+    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -66,6 +66,7 @@ class RsgiDownstream:
         # An HTTP/1 request whose target carried its own authority (GET http://host/path).
         self.absolute_form = scope.authority is not None and scope.http_version != "2"
         self.stream: Any = None
+        self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
 
     # PERF: read by few requests (forwarding headers, $context, access logs), so not on every one
     @property
@@ -150,7 +151,7 @@ def _host_port(address: str) -> tuple[str, int] | None:
 
 class AsgiDownstream:
     __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started", "absolute_form", "gone")
+                 "protocol", "started", "absolute_form", "gone", "auth")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.receive = receive
@@ -167,6 +168,7 @@ class AsgiDownstream:
         self.started = False
         # granian's ASGI scope does not say whether the target was in absolute form.
         self.absolute_form = False
+        self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
 
     @property
     def peer_address(self) -> str:

@@ -15,7 +15,9 @@ from conftest import SHARED
 from handlers.lambdas import PNG
 
 from fastgw.errors import GatewayError
-from fastgw.integrations.function import FunctionPlan, map_result_v1, map_result_v2, matches_binary
+from fastgw.events import matches_binary
+from fastgw.handlers import FunctionPlan
+from fastgw.integrations.function import map_result_v1, map_result_v2
 
 EVENTS = SHARED / "conformance" / "events"
 TESTS = Path(__file__).resolve().parent

@@ -24,19 +24,16 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 import orjson
 
 from ..config.loader import Problem
 from ..config.model import Api, GatewayConfig, Route, Stage
-from ..context import _clf, _extended_id
 from ..errors import GatewayError
+from ..events import Call, build_event_v1, build_event_v2, matches_binary
 from ..handlers import FunctionPlan, compile_function, invoke
-from ..httpsyntax import host_name, media_type
+from ..httpsyntax import media_type
 from .base import IntegrationType
 
 log = logging.getLogger("fastgw.functions")
@@ -45,9 +42,6 @@ log = logging.getLogger("fastgw.functions")
 RESPONSE_HEADERS_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive",
                                       "upgrade", "proxy-connection", "te", "trailer"))
 V1_RESULT_KEYS = frozenset(("statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"))
-TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
-              "application/x-www-form-urlencoded", "application/graphql", "application/x-yaml",
-              "application/yaml")
 
 
 def malformed(reason: str) -> GatewayError:
@@ -62,200 +56,6 @@ def malformed(reason: str) -> GatewayError:
 
 
 # -- events ---------------------------------------------------------------------------------------
-def matches_binary(content_type: str, binary_types: tuple[str, ...]) -> bool:
-    """AWS's binaryMediaTypes match: exact, `type/*`, or `*/*`."""
-    if not content_type or not binary_types:
-        return False
-    main = content_type.split("/", 1)[0]
-    for pattern in binary_types:
-        pattern = pattern.lower()
-        if pattern in ("*/*", content_type) or (pattern.endswith("/*") and pattern[:-2] == main):
-            return True
-    return False
-
-
-def is_text(content_type: str, body: bytes) -> bool:
-    if not content_type:
-        try:
-            body.decode("utf-8")
-            return True
-        except UnicodeDecodeError:
-            return False
-    return content_type.startswith(TEXT_TYPES) or content_type.endswith(("+json", "+xml"))
-
-
-def encode_body(body: bytes, base64_body: bool) -> str:
-    if base64_body:
-        return base64.b64encode(body).decode("ascii")
-    return body.decode("utf-8", errors="replace")
-
-
-@dataclass(slots=True)
-class Call:
-    """One request, as the event builders need it."""
-
-    method: str
-    path: str  # the request path as received (percent-encoded), stage prefix included
-    resource_path: str  # the path within the stage (REST: `path`)
-    query: str
-    headers: list[tuple[str, str]]  # lower-case names
-    source_ip: str
-    protocol: str
-    host: str
-    request_id: str
-    params: dict[str, str]
-    body: bytes
-    is_canary: bool = False
-
-
-def _header_maps(headers: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for name, value in headers:
-        single[name] = value
-        multi.setdefault(name, []).append(value)
-    return single, multi
-
-
-def _query_maps(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
-    if not query:
-        return None, None
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        single[name] = value
-        multi.setdefault(name, []).append(value)
-    return single or None, multi or None
-
-
-def _domain(host: str) -> tuple[str, str]:
-    name = host_name(host)
-    return name, name.split(".", 1)[0] if name else ""
-
-
-def _content_type(headers: list[tuple[str, str]]) -> str:
-    for name, value in headers:
-        if name == "content-type":
-            return media_type(value)
-    return ""
-
-
-def build_event_v1(plan: FunctionPlan, call: Call, stage_prefix: str) -> dict[str, Any]:
-    """Payload format 1.0 (reference/aws.md c.1)."""
-    static = plan.static
-    now = time.time()
-    single, multi = _header_maps(call.headers)
-    query, multi_query = _query_maps(call.query)
-    domain, prefix = _domain(call.host)
-    body: str | None = None
-    base64_body = False
-    if call.body:
-        content_type = _content_type(call.headers)
-        if plan.http_api:
-            base64_body = not is_text(content_type, call.body)
-        else:
-            base64_body = matches_binary(content_type, plan.binary_types)
-        body = encode_body(call.body, base64_body)
-    context: dict[str, Any] = {
-        "accountId": static["accountId"],
-        "apiId": static["apiId"],
-        "authorizer": {"claims": None, "scopes": None},
-        "domainName": domain,
-        "domainPrefix": prefix,
-        "extendedRequestId": _extended_id(call.request_id),
-        "httpMethod": call.method,
-        "identity": {
-            "accessKey": None, "accountId": None, "caller": None, "cognitoAuthenticationProvider": None,
-            "cognitoAuthenticationType": None, "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
-            "principalOrgId": None, "sourceIp": call.source_ip, "user": None, "userAgent": single.get("user-agent"),
-            "userArn": None, "clientCert": None,
-        },
-        "path": stage_prefix + call.resource_path,
-        "protocol": call.protocol,
-        "requestId": call.request_id,
-        "requestTime": _clf(now),
-        "requestTimeEpoch": int(now * 1000),
-        "resourceId": static["resourceId"],
-        "resourcePath": static["resource"],
-        "stage": static["stage"],
-    }
-    if static["operationName"]:
-        context["operationName"] = static["operationName"]
-    event: dict[str, Any] = {}
-    if plan.http_api:
-        event["version"] = "1.0"
-    event.update({
-        "resource": static["resource"],
-        "path": call.resource_path,
-        "httpMethod": call.method,
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "requestContext": context,
-        "pathParameters": {k: unquote(v) for k, v in call.params.items()} or None,
-        "stageVariables": static["stageVariables"],
-        "body": body,
-        "isBase64Encoded": base64_body,
-    })
-    return event
-
-
-def build_event_v2(plan: FunctionPlan, call: Call) -> dict[str, Any]:
-    """Payload format 2.0 (reference/aws.md c.2)."""
-    static = plan.static
-    now = time.time()
-    headers: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in call.headers:
-        if name == "cookie":
-            cookies.extend(c.strip() for c in value.split(";") if c.strip())
-            continue
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    domain, prefix = _domain(call.host)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": static["routeKey"],
-        "rawPath": call.path,
-        "rawQueryString": call.query,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    event["headers"] = headers
-    if call.query:
-        query: dict[str, str] = {}
-        for name, value in parse_qsl(call.query, keep_blank_values=True):
-            query[name] = f"{query[name]},{value}" if name in query else value
-        event["queryStringParameters"] = query
-    event["requestContext"] = {
-        "accountId": static["accountId"],
-        "apiId": static["apiId"],
-        "domainName": domain,
-        "domainPrefix": prefix,
-        "http": {
-            "method": call.method,
-            "path": call.path,
-            "protocol": call.protocol,
-            "sourceIp": call.source_ip,
-            "userAgent": headers.get("user-agent", ""),
-        },
-        "requestId": call.request_id,
-        "routeKey": static["routeKey"],
-        "stage": static["stage"],
-        "time": _clf(now),
-        "timeEpoch": int(now * 1000),
-    }
-    if call.body:
-        base64_body = not is_text(_content_type(call.headers), call.body)
-        event["body"] = encode_body(call.body, base64_body)
-        event["isBase64Encoded"] = base64_body
-    else:
-        event["isBase64Encoded"] = False
-    if call.params:
-        event["pathParameters"] = {k: unquote(v) for k, v in call.params.items()}
-    if static["stageVariables"]:
-        event["stageVariables"] = static["stageVariables"]
-    return event
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -401,7 +201,7 @@ async def run_function(gateway: Any, down: Any, head: Any, stage: Any, route: An
     prefix = f"/{stage.name}"
     stage_prefix = prefix if path == prefix or path.startswith(prefix + "/") else ""
     call = Call(down.method, path, route_path, down.query, down.headers, down.client, down.protocol,
-                head.host, request_id, params, body, stage.is_canary)
+                head.host, request_id, params, body, stage.is_canary, getattr(down, "auth", None))
     status, headers, payload = await run(plan, call, stage_prefix)
     return await gateway.answer(down, status, headers, payload, request_id, fill)
 

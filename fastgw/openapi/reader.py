@@ -206,19 +206,13 @@ class Reader:
         if X + "cors" in doc and api_type != "HTTP":
             self.note("x-amazon-apigateway-cors applies to HTTP APIs only (AWS ignores it on REST APIs; REST "
                       "APIs answer CORS with their OPTIONS methods)", X + "cors")
-        if api.get("apiKeySource") == "AUTHORIZER":
-            self.note("apiKeySource AUTHORIZER (needs authorizers, not implemented yet)", X + "api-key-source")
-
-        authorizers = {}
-        for name, scheme in self.schemes.items():
-            if X + "authorizer" in scheme or X + "authtype" in scheme or scheme.get("type") not in ("apiKey",) or \
-                    not _is_api_key_scheme(scheme):
-                authorizers[name] = scheme
         if self.schemes:
+            # Every scheme is kept (export writes them back); the authorizers among them are enforced on
+            # the routes that require them (config/model/auth.py; a scheme fastgw cannot enforce makes
+            # such a route a config error, never an open one).
             api["authorizers"] = dict(schemes)
-            for name in authorizers:
-                self.note("authorizer (security scheme kept; enforced when authorizers land)",
-                          f"{'securityDefinitions' if self.swagger else 'components.securitySchemes'}.{name}")
+            result.origins.append(("authorizers", "securityDefinitions" if self.swagger
+                                   else "components.securitySchemes"))
 
         models = doc.get("definitions") if self.swagger else components.get("schemas")
         if models:
@@ -308,12 +302,9 @@ class Reader:
         route["operation"] = operation
         if self.api_key_required(op):
             route["apiKeyRequired"] = True
-        if X + "auth" in op:
-            self.note("x-amazon-apigateway-auth (kept; IAM authorization is not enforced yet)", f"{where}.{X}auth")
+        self.route_auth(route, op, where, index)
         if self.api_type == "REST":
             self.method_request(route, op, item, where, index)
-        for name in self.authorizers_of(op):
-            self.note(f"authorizer '{name}' on this method (not enforced yet)", f"{where}.security")
         route["integration"] = self.integration(raw, integ_where)
         self.result.origins.append((f"routes[{index}].integration", integ_where))
         self.result.origins.append((f"routes[{index}]", where))
@@ -384,6 +375,30 @@ class Reader:
                     if _is_api_key_scheme(self.schemes.get(name) or {}):
                         return True
         return False
+
+    def route_auth(self, route: dict[str, Any], op: dict[str, Any], where: str, index: int) -> None:
+        """The method's authorization: `x-amazon-apigateway-auth` (AWS_IAM), or the one authorizer its
+        `security` requires (with its scopes). AWS runs one authorizer per method: more is an error."""
+        auth = op.get(X + "auth")
+        if isinstance(auth, dict) and str(auth.get("type", "")).upper() in ("AWS_IAM", "NONE"):
+            route["authorizationType"] = str(auth["type"]).upper()
+            self.result.origins.append((f"routes[{index}].authorizationType", f"{where}.{X}auth"))
+        elif auth is not None:
+            self.problem(f"{where}.{X}auth", "must be {type: AWS_IAM} or {type: NONE}")
+        names = self.authorizers_of(op)
+        if not names or route.get("authorizationType") == "NONE":
+            return
+        if len(names) > 1:
+            self.problem(f"{where}.security", f"requires several authorizers ({', '.join(names)}); AWS runs one "
+                         "per method")
+            return
+        name = names[0]
+        route["authorizer"] = name
+        self.result.origins.append((f"routes[{index}].authorizer", f"{where}.security"))
+        for requirement in self.security_of(op):
+            if isinstance(requirement, dict) and requirement.get(name):
+                route["authorizationScopes"] = [str(s) for s in requirement[name]]
+                self.result.origins.append((f"routes[{index}].authorizationScopes", f"{where}.security"))
 
     def authorizers_of(self, op: dict[str, Any]) -> list[str]:
         names = []

@@ -51,6 +51,7 @@ from .api import (
     Route,
     Stage,
 )
+from .auth import AUTHORIZATION_TYPES, AUTHORIZER_TYPES, JWT_ALGORITHMS, AuthorizerConfig, RouteAuth
 from .cache import (
     AWS_CACHE_SIZES,
     CACHE_BACKENDS,
@@ -82,6 +83,11 @@ from .usage import (
 from .validation import BUILTIN_VALIDATORS, MEDIA_TYPE, METHOD_REQUEST_PARAMETER, ROUTE_VALIDATION
 
 __all__ = [
+    "AUTHORIZATION_TYPES",
+    "AUTHORIZER_TYPES",
+    "AuthorizerConfig",
+    "JWT_ALGORITHMS",
+    "RouteAuth",
     "BUILTIN_VALIDATORS",
     # reader
     "ROUTE_KEY",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import RESPONSE_TYPES
+from .auth import ROUTE_AUTH_FIELDS, AuthorizerConfig, RouteAuth, read_authorizers, read_route_auth
 from .cache import RouteCacheConfig, StageCacheConfig, _read_route_cache, _read_stage_cache
 from .reader import ROUTE_KEY, _join, _read_name_list, _Reader
 from .usage import Throttle, _read_throttle
@@ -61,6 +62,7 @@ class Route:
     requestValidator: str | None = None  # a name from the API's requestValidators, or body|params|all|none
     requestParameters: dict[str, bool] = field(default_factory=dict)  # method.request.querystring.X: required
     requestModels: dict[str, Any] = field(default_factory=dict)  # media type -> model name or inline schema
+    auth: RouteAuth | None = None  # issue 15: the route's authorizer or AWS_IAM; None: open
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class Api:
     apiKeySource: str = "HEADER"  # HEADER (x-api-key) or AUTHORIZER (usageIdentifierKey)
     aws: ApiExtras = field(default_factory=lambda: ApiExtras())  # issue 6: OpenAPI-level settings
     deployments: dict[str, Deployment] = field(default_factory=dict)
+    authorizers: dict[str, AuthorizerConfig] = field(default_factory=dict)  # issue 15 (raw schemes: aws.authorizers)
 
 
 @dataclass(slots=True)
@@ -136,7 +139,7 @@ def _read_integration(r: _Reader, value: Any, path: str) -> Integration | None:
 
 def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | None:
     obj = r.mapping(value, path, ("route", "integration", "name", "apiKeyRequired", "throttle", "cache", "operation",
-                                  *ROUTE_VALIDATION))
+                                  *ROUTE_VALIDATION, *ROUTE_AUTH_FIELDS))
     if not obj:
         return None
     key = r.string(obj, "route", path, required=True)
@@ -167,6 +170,7 @@ def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | Non
         operation = None
     route = Route(key, method, template, integration, path, key_required, throttle, operation, cache=cache)
     _read_route_validation(r, obj, path, route)
+    route.auth = read_route_auth(r, obj, path)
     return route
 
 
@@ -263,6 +267,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
         apiKeySource=r.string(obj, "apiKeySource", path, "HEADER", choices=API_KEY_SOURCES) or "HEADER",
         aws=_read_api_extras(r, obj, path),
         deployments=deployments,
+        authorizers=read_authorizers(r, obj.get("authorizers"), _join(path, "authorizers"), api_type),
     )
 
 
