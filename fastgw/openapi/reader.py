@@ -210,7 +210,7 @@ class Reader:
             # Every scheme is kept (export writes them back); the authorizers among them are enforced on
             # the routes that require them (config/model/auth.py; a scheme fastgw cannot enforce makes
             # such a route a config error, never an open one).
-            api["authorizers"] = dict(schemes)
+            api["authorizers"] = {name: self.authorizer_scheme(scheme, name) for name, scheme in schemes.items()}
             result.origins.append(("authorizers", "securityDefinitions" if self.swagger
                                    else "components.securitySchemes"))
 
@@ -375,6 +375,22 @@ class Reader:
                     if _is_api_key_scheme(self.schemes.get(name) or {}):
                         return True
         return False
+
+    def authorizer_scheme(self, scheme: Any, name: str) -> Any:
+        """A security scheme as kept, with `${name}` placeholders in its Lambda function and user pools
+        filled from the parameters (as integration URIs are)."""
+        inner = scheme.get(X + "authorizer") if isinstance(scheme, dict) else None
+        if not isinstance(inner, dict):
+            return scheme
+        where = f"{'securityDefinitions' if self.swagger else 'components.securitySchemes'}.{name}.{X}authorizer"
+        inner = dict(inner)
+        if isinstance(inner.get("authorizerUri"), str):
+            inner["authorizerUri"] = self.resolver.placeholders(inner["authorizerUri"], f"{where}.authorizerUri",
+                                                                required=False)
+        if isinstance(inner.get("providerARNs"), list):
+            inner["providerARNs"] = [self.resolver.placeholders(arn, f"{where}.providerARNs", required=False)
+                                     if isinstance(arn, str) else arn for arn in inner["providerARNs"]]
+        return {**scheme, X + "authorizer": inner}
 
     def route_auth(self, route: dict[str, Any], op: dict[str, Any], where: str, index: int) -> None:
         """The method's authorization: `x-amazon-apigateway-auth` (AWS_IAM), or the one authorizer its
