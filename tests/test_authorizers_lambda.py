@@ -399,3 +399,60 @@ def test_conformance_documents_with_lambda_authorizers_load_and_enforce(start_ga
     assert get(gateway, url).status_code == 401
     denied = get(gateway, url, headers={"custom-authorization": "x"})
     assert denied.status_code == 403, denied.text  # the handler denies without x-user
+
+
+def test_export_writes_authorizers_back_and_they_import_again(tmp_path):
+    """A native API's authorizers and its routes' requirements become AWS's OpenAPI extensions, and the
+    exported document, imported again, requires the same of the same routes."""
+    from fastgw.config.loader import Document
+    from fastgw.config.model import read_config
+    from fastgw.openapi.export import export_api
+    from fastgw.openapi.reader import Reader
+
+    text = rest_config(ttl=60).replace("    type: REST\n", "    type: REST\n", 1)
+    text = text.replace("      - route: GET /open\n", "      - route: GET /iam\n        authorizationType: AWS_IAM\n"
+                        "        integration: {type: MOCK}\n      - route: GET /open\n")
+    import yaml
+
+    config, problems = read_config(yaml.safe_load(text))
+    assert problems == []
+    for version in ("oas30", "swagger"):
+        document = export_api(config.apis[0], config, version=version)
+        schemes = document["securityDefinitions"] if version == "swagger" else document["components"]["securitySchemes"]
+        assert schemes["tok"]["x-amazon-apigateway-authtype"] == "custom"
+        assert schemes["tok"]["x-amazon-apigateway-authorizer"]["type"] == "token"
+        assert schemes["tok"]["x-amazon-apigateway-authorizer"]["authorizerResultTtlInSeconds"] == 60
+        assert schemes["req"]["x-amazon-apigateway-authorizer"]["type"] == "request"
+        assert document["paths"]["/items/{id}"]["get"]["security"] == [{"tok": []}]
+        assert document["paths"]["/iam"]["get"]["x-amazon-apigateway-auth"] == {"type": "AWS_IAM"}
+        assert "security" not in document["paths"]["/open"]["get"]
+        imported = Reader(Document(document, str(tmp_path / "api.json"), {}), {}).read()
+        again, problems = read_config({"apis": [{**imported.api, "stages": {"prod": {}}}]})
+        assert problems == [], problems
+        auth = {route.key: route.auth for route in again.apis[0].routes}
+        assert auth["GET /items/{id}"].authorizer == "tok"
+        assert auth["GET /request"].authorizer == "req"
+        assert auth["GET /iam"].authorizationType == "AWS_IAM"
+        assert auth["GET /open"] is None
+        assert again.apis[0].authorizers["tok"].type == "TOKEN"
+        assert again.apis[0].authorizers["tok"].resultTtlInSeconds == 60
+
+
+def test_gateway_responses_override_authorizer_refusals(start_gateway, calls):
+    text = rest_config(ttl=0).replace("    stages:\n      prod:", """    gatewayResponses:
+      UNAUTHORIZED:
+        statusCode: 401
+        headers: {www-authenticate: 'Bearer realm="shop"'}
+        body: '{"error": "login first", "type": "$context.error.responseType"}'
+      ACCESS_DENIED:
+        body: '{"error": "$context.error.message"}'
+    stages:
+      prod:""", 1)
+    gateway = start_gateway(text, env=env(calls))
+    response = get(gateway, "/prod/items/1")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="shop"'
+    assert response.json() == {"error": "login first", "type": "UNAUTHORIZED"}
+    response = get(gateway, "/prod/items/1", "deny")
+    assert (response.status_code, response.json()) == (
+        403, {"error": "User is not authorized to access this resource with an explicit deny"})

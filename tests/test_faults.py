@@ -228,7 +228,14 @@ def test_f04_truncated_response_is_never_a_clean_response(faults: Faults, varian
     faults.script.behaviour = lambda request: Action(raw=TRUNCATED[variant], close=True)
     result = send_raw(faults.gateway.port, b"GET /prod/script/cut HTTP/1.1\r\nHost: a\r\n\r\n", wait_close=1.0,
                       timeout=3.0)
-    assert result.responses, result.describe()
+    if not result.responses:
+        # The upstream's cut arrived before the response head was flushed (RSGI: the adapter shuts the
+        # socket down, and granian may not have written the head yet): the client sees a connection
+        # closed with no response at all, which is not a clean response either.
+        assert result.closed and not result.data, result.describe()
+        assert not result.has_traceback()
+        faults.still_serving()
+        return
     first = result.responses[0]
     if first.status in (502, 504):
         assert first.complete  # the gateway noticed before answering: a clean gateway error is fine

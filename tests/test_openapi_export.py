@@ -73,10 +73,12 @@ def original(name: str) -> dict:
     options = NEEDS.get(name) or LoadOptions()
     resolver = Resolver(options.params)
     data = resolver.resolve(document.data)
-    if name == "localstack__petstore-swagger.json" or name.startswith("localstack__petstore-authorizer"):
-        text = json.dumps(data).replace("${uri}", options.params["uri"])
-        data = json.loads(text)
-    return data
+    # `${name}` placeholders given with --param are filled on import (integration URIs, authorizer URIs)
+    text = json.dumps(data)
+    for key, value in options.params.items():
+        if "::" not in key and "." not in key:
+            text = text.replace("${" + key + "}", value)
+    return json.loads(text)
 
 
 @pytest.mark.parametrize("name", DOCUMENTS)

@@ -16,7 +16,15 @@ import copy
 import re
 from typing import Any
 
-from ..config.model import BUILTIN_VALIDATORS, CURRENT_DEPLOYMENT, Api, GatewayConfig, Integration, Route
+from ..config.model import (
+    BUILTIN_VALIDATORS,
+    CURRENT_DEPLOYMENT,
+    Api,
+    AuthorizerConfig,
+    GatewayConfig,
+    Integration,
+    Route,
+)
 from ..config.model import METHOD_REQUEST_PARAMETER as PARAMETER
 from .reader import ANY_METHOD, X, lambda_function
 
@@ -225,7 +233,39 @@ def export_route(route: Route, http_api: bool, swagger: bool, params: dict[str, 
 
         kept = [{n: v for n, v in req.items() if not _is_api_key_scheme(schemes.get(n) or {})} for req in security]
         operation["security"] = [req for req in kept if req]
+    auth = route.auth
+    if route.operation is None and auth is not None:  # an imported operation kept its own
+        if auth.authorizationType == "AWS_IAM":
+            operation[X + "auth"] = {"type": "AWS_IAM"}
+        elif auth.authorizer is not None:
+            operation["security"] = [*(operation.get("security") or []),
+                                     {auth.authorizer: list(auth.authorizationScopes)}]
     return path, method, operation, path_parameters
+
+
+AUTHORIZER_FIELDS = ("type", "identitySource", "jwtConfiguration", "providerARNs", "authorizerUri",
+                     "authorizerCredentials", "authorizerResultTtlInSeconds", "identityValidationExpression",
+                     "authorizerPayloadFormatVersion", "enableSimpleResponses")
+
+
+def export_scheme(raw: Any, config: AuthorizerConfig | None) -> Any:
+    """An API's authorizer as an OpenAPI security scheme: an imported scheme as it was; a native
+    (flat) authorizer as AWS writes one (x-amazon-apigateway-authorizer / -authtype)."""
+    if not isinstance(raw, dict) or config is None or any(k.startswith(X) for k in raw) or \
+            raw.get("type") in ("apiKey", "oauth2", "openIdConnect", "http"):
+        return raw
+    if config.type == "AWS_IAM":
+        return {"type": "apiKey", "name": "Authorization", "in": "header", X + "authtype": "awsSigv4"}
+    inner = {k: v for k, v in raw.items() if k in AUTHORIZER_FIELDS}
+    inner["type"] = config.type.lower()
+    if config.type == "JWT":
+        inner["jwtConfiguration"] = {"issuer": config.issuer, "audience": list(config.audience)}
+        if config.identitySource:
+            inner["identitySource"] = ", ".join(config.identitySource)
+        return {"type": "oauth2", "flows": {}, X + "authorizer": inner}
+    header = next((s.rsplit(".", 1)[1] for s in config.identitySource if ".header." in s), "Authorization")
+    authtype = "cognito_user_pools" if config.type == "COGNITO_USER_POOLS" else "custom"
+    return {"type": "apiKey", "name": header, "in": "header", X + "authtype": authtype, X + "authorizer": inner}
 
 
 def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | None = None,
@@ -249,7 +289,8 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
     unrouted = document.pop("x-fastgw-unrouted-paths", {}) or {}
     had_components = "components" in document
     components = document.pop("components", {}) or {}
-    schemes = copy.deepcopy(api.aws.authorizers)
+    schemes = {name: export_scheme(raw, api.authorizers.get(name))
+               for name, raw in copy.deepcopy(api.aws.authorizers).items()}
     global_security = document.get("security")
 
     routes = api.routes

@@ -144,9 +144,11 @@ class CustomRoute:
         values = source_values(a.sources, down, stage, context)
         if values is None:
             metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "missing").inc()
+            log.debug("authorizer %s: an identity source is missing or empty (401)", a.name)
             raise unauthorized()
         if a.pattern is not None and a.pattern.fullmatch(values[0]) is None:
             metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "invalid").inc()
+            log.debug("authorizer %s: the token does not match identityValidationExpression (401)", a.name)
             raise unauthorized()
         method_arn = a.arn_prefix + down.method + "/" + route_path.lstrip("/")
         key = a.cache_key(values)
