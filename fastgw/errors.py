@@ -93,7 +93,7 @@ class GatewayResponseOverride:
 
     status: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    body: str | None = None  # `$context.error.message` / `$context.error.messageString` are substituted
+    body: str | None = None  # `$context.error.message` / `.messageString` / `.responseType` are substituted
 
 
 @dataclass(slots=True)
@@ -128,6 +128,7 @@ class GatewayResponses:
                 body_template.replace("$context.error.validationErrorString", validation)
                 .replace("$context.error.messageString", quoted)
                 .replace("$context.error.message", message)
+                .replace("$context.error.responseType", kind)
                 .encode()
             )
         return status, headers, body
