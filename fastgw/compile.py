@@ -217,6 +217,8 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     env_missing = bool(problems)
     config, found = read_config(data)
     problems.extend(found)
+    if config.server.iam.credentialsFile is not None:  # relative to the config file, like the state directory
+        config.server.iam.credentialsFile = resolve_state_dir(config.server.iam.credentialsFile, document.source)
     plan = None
     if config.functions:
         add_search_path(document.source)
