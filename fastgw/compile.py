@@ -186,7 +186,8 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        interface = "asgi" if raw_path_apis else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM)
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
@@ -202,6 +203,16 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,
                 cache=cache, authorizers=authorizers)
     return plan, []
+
+
+def _signs_paths(api: Api) -> bool:
+    """Whether a route of the API requires AWS_IAM (SigV4)."""
+    for route in api.routes:
+        auth = route.auth
+        if auth is not None and (auth.authorizationType == "AWS_IAM" or (
+                auth.authorizer in api.authorizers and api.authorizers[auth.authorizer].type == "AWS_IAM")):
+            return True
+    return False
 
 
 def load_plan(document: Document | Any, options: Any = None) -> Plan:
