@@ -470,6 +470,28 @@ def test_the_verifier_accepts_what_botocore_signs(url, presign):
         authorizer.verify(down, head)
 
 
+class HostlessSigner(SigV4Auth):
+    """A signer that leaves Host out of what it signs (AWS refuses that: the request could go anywhere)."""
+
+    def headers_to_sign(self, request):
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        return headers
+
+
+def test_host_must_be_signed_and_a_date_header_may_stand_for_x_amz_date():
+    authorizer = _authorizer()
+    request = AWSRequest(method="GET", url="http://h/prod/x", headers={"X-Amz-Meta": "1"})
+    HostlessSigner(ALICE, "execute-api", "us-east-1").add_auth(request)
+    assert "host" not in request.headers["Authorization"]
+    with pytest.raises(iam.Refused, match="'Host' or ':authority' must be a 'SignedHeader'"):
+        authorizer.verify(*_fake(request))
+    request = AWSRequest(method="GET", url="http://h/prod/x", headers={"Date": "Mon, 01 Jan 2024 00:00:00 GMT"})
+    SigV4Auth(ALICE, "execute-api", "us-east-1").add_auth(request)
+    assert "X-Amz-Date" not in request.headers  # botocore signed with the Date header
+    assert isinstance(authorizer.verify(*_fake(request)), Authorization)
+
+
 def test_the_verifier_waits_for_a_body_it_must_hash():
     authorizer = _authorizer()
     body = b"x" * 100
