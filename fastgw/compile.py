@@ -251,6 +251,9 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
         plan.notes.append("server.limits.keepAliveIdleMs is not applied: granian closes an idle keep-alive "
                           "connection after server.limits.headerReadTimeoutMs")
     plan.files = document.files
+    credentials = config.server.iam.credentialsFile
+    if credentials is not None and credentials not in plan.files:
+        plan.files = [*plan.files, credentials]  # --watch reloads when the trusted IAM credentials change
     plan.source = document.source
     plan.data = document.data
     return plan

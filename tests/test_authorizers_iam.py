@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -411,6 +412,35 @@ def test_openapi_routes_served_with_the_command_line_flag(tmp_path, start_gatewa
                 "MissingAuthenticationTokenException")
         assert send(sign("GET", gateway.url + path)).status_code == 200
     assert httpx.get(gateway.url + "/prod/open", timeout=10).status_code == 200
+
+
+def test_changed_credentials_are_trusted_after_a_watched_reload(tmp_path, start_gateway, upstream):
+    creds = tmp_path / "creds.ini"
+    creds.write_text(CREDENTIALS)
+    config = CONFIG.replace("UPSTREAM", upstream.address)
+    gateway = start_gateway(config, workers=2, args=("--watch",), env=ENV)
+    url = f"{gateway.url}/prod/items/w"
+
+    def until(check, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return True
+            time.sleep(0.1)
+        return False
+
+    refused(send(sign("GET", url, credentials=UNKNOWN)), iam.INVALID_TOKEN)
+    creds.write_text(CREDENTIALS + f"\n[nobody]\naws_access_key_id = {UNKNOWN.access_key}\n"
+                     f"aws_secret_access_key = {UNKNOWN.secret_key}\n")
+    # every worker (two) trusts the new key, and still the others
+    assert until(lambda: all(send(sign("GET", url, credentials=UNKNOWN)).status_code == 200 for _ in range(6)))
+    assert send(sign("GET", url)).status_code == 200
+    creds.write_text(CREDENTIALS.replace(ALICE.secret_key, "rotated-secret"))  # rotated: the old one stops working
+    assert until(lambda: all(send(sign("GET", url)).status_code == 403 for _ in range(6)))
+    creds.write_text("[broken]\n")  # a broken file is rejected; the last good one keeps serving
+    assert until(lambda: "config reload rejected" in gateway.stderr())
+    rotated = Credentials(ALICE.access_key, "rotated-secret")
+    assert send(sign("GET", url, credentials=rotated)).status_code == 200
 
 
 # -- units: the canonicalisation is botocore's -------------------------------------------------------------------
