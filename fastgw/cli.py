@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker CPU policy: normal (default) or batch, for cores given to the gateway "
                             "(env FASTGW_CPU_SCHEDULING)")
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
+    serve.add_argument("--iam-credentials", metavar="FILE",
+                       help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
     serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add_load_flags(serve)
     serve.add_argument("--watch", action="store_true",
@@ -185,11 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a config file and exit (0: valid, 2: invalid)")
     validate.add_argument("config")
+    validate.add_argument("--iam-credentials", metavar="FILE",
+                       help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
     add_load_flags(validate)
     validate.set_defaults(func=cmd_validate)
 
     routes = commands.add_parser("routes", help="print the compiled route table")
     routes.add_argument("config")
+    routes.add_argument("--iam-credentials", metavar="FILE",
+                       help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
     add_load_flags(routes)
     routes.set_defaults(func=cmd_routes)
 

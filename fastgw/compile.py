@@ -186,7 +186,8 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        interface = "asgi" if raw_path_apis else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM)
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
@@ -204,6 +205,16 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     return plan, []
 
 
+def _signs_paths(api: Api) -> bool:
+    """Whether a route of the API requires AWS_IAM (SigV4)."""
+    for route in api.routes:
+        auth = route.auth
+        if auth is not None and (auth.authorizationType == "AWS_IAM" or (
+                auth.authorizer in api.authorizers and api.authorizers[auth.authorizer].type == "AWS_IAM")):
+            return True
+    return False
+
+
 def load_plan(document: Document | Any, options: Any = None) -> Plan:
     """Validate and compile a parsed document (native, or OpenAPI: see fastgw/openapi/source.py);
     raise ConfigError with every problem found."""
@@ -217,6 +228,8 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     env_missing = bool(problems)
     config, found = read_config(data)
     problems.extend(found)
+    if config.server.iam.credentialsFile is not None:  # relative to the config file, like the state directory
+        config.server.iam.credentialsFile = resolve_state_dir(config.server.iam.credentialsFile, document.source)
     plan = None
     if config.functions:
         add_search_path(document.source)
@@ -238,6 +251,9 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
         plan.notes.append("server.limits.keepAliveIdleMs is not applied: granian closes an idle keep-alive "
                           "connection after server.limits.headerReadTimeoutMs")
     plan.files = document.files
+    credentials = config.server.iam.credentialsFile
+    if credentials is not None and credentials not in plan.files:
+        plan.files = [*plan.files, credentials]  # --watch reloads when the trusted IAM credentials change
     plan.source = document.source
     plan.data = document.data
     return plan

@@ -37,9 +37,10 @@ from .httpsyntax import host_name, normalize_path
 from .integrations import RUNS, target_of
 from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
 from .plan import Plan, RoutePlan, StagePlan
-from .policies.authorizers.base import Authorization
+from .policies.authorizers.base import Authorization, NeedsBody
 from .policies.cache.stage import CacheStage
 from .policies.usage.stage import UsageStage
+from .policies.validation import ReplayedBody
 from .upstream import UpstreamConnection, UpstreamError, exchange
 
 log = logging.getLogger("fastgw")
@@ -205,9 +206,16 @@ class Gateway:
             # authorizer (fastgw/policies/authorizers): refuses, or says who the caller is
             if route.authorizer is not None:
                 auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
+                signed_body = None
                 if auth.__class__ is not Authorization:
-                    auth = await auth
+                    if auth.__class__ is NeedsBody:  # SigV4 signs the body: read it, and replay it downstream
+                        signed_body = await self.read_whole_body(down, head)
+                        auth = auth.finish(signed_body)
+                    else:
+                        auth = await auth
                 down.auth = auth
+                if signed_body is not None:
+                    down = ReplayedBody(down, signed_body)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
             if route.usage is not None:
                 key = down.auth.usage_key if route.authorizer is not None else None

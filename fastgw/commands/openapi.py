@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         stage_variables=_pairs(getattr(args, "stage_variable", None), "--stage-variable"),
         api_type=getattr(args, "api_type", None),
         name=getattr(args, "api_name", None),
+        iam_credentials=os.path.abspath(args.iam_credentials) if getattr(args, "iam_credentials", None) else None,
     )
 
 

@@ -33,10 +33,11 @@ class LoadOptions:
     stage_variables: dict[str, str] = field(default_factory=dict)
     api_type: str | None = None
     name: str | None = None
+    iam_credentials: str | None = None  # --iam-credentials: server.iam.credentialsFile (an absolute path)
 
     def is_empty(self) -> bool:
         return not (self.params or self.upstreams or self.functions or self.stage or self.stage_variables
-                    or self.api_type or self.name)
+                    or self.api_type or self.name or self.iam_credentials)
 
 
 # The options `fastgw serve` was started with: every later load (reloads) uses them too.
@@ -252,6 +253,12 @@ def _add_options(data: dict[str, Any], options: LoadOptions) -> None:
         if extra:
             current = data.get(key)
             data[key] = {**(current if isinstance(current, dict) else {}), **extra}
+    server = data.get("server")
+    if options.iam_credentials and (server is None or isinstance(server, dict)):
+        server = dict(server or {})
+        iam = server.get("iam")
+        server["iam"] = {**(iam if isinstance(iam, dict) else {}), "credentialsFile": options.iam_credentials}
+        data["server"] = server
 
 
 def load_source(path: str | Path, options: LoadOptions | None = None) -> Expanded:

@@ -1,8 +1,10 @@
-"""The `server` section: listeners, workers, the admin API, TLS, draining and request limits."""
+"""The `server` section: listeners, workers, the admin API, TLS, draining, request limits and the IAM
+credentials the gateway trusts (AWS_IAM routes)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ from ...scheduling import POLICIES
 from .reader import _Reader
 
 INTERFACES = ("auto", "asgi", "rsgi")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")  # us-east-1, us-gov-west-1, eu-central-2
 
 
 @dataclass(slots=True)
@@ -29,6 +32,14 @@ class Limits:
 
 
 @dataclass(slots=True)
+class IamConfig:
+    """`server.iam`: who may call AWS_IAM routes (fastgw/policies/authorizers/iam.py)."""
+
+    credentialsFile: str | None = None  # AWS shared-credentials INI; relative to the config file (--iam-credentials)
+    region: str = "us-east-1"  # the region a SigV4 credential scope must name
+
+
+@dataclass(slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
@@ -44,6 +55,7 @@ class ServerConfig:
     trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
     cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
+    iam: IamConfig = field(default_factory=IamConfig)
 
 
 def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
@@ -62,6 +74,20 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
         keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, 0, 100, 3_600_000) or None,
         maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
     )
+
+
+def _read_iam(r: _Reader, value: Any, path: str) -> IamConfig:
+    obj = r.mapping(value, path, tuple(IamConfig.__dataclass_fields__))
+    d = IamConfig()
+    region = r.string(obj, "region", path, d.region) or d.region
+    if not REGION.match(region):
+        r.error(f"{path}.region", f"'{region}' is not an AWS region name (like us-east-1)")
+        region = d.region
+    credentials = r.string(obj, "credentialsFile", path)
+    if credentials is not None and not credentials.strip():
+        r.error(f"{path}.credentialsFile", "is empty")
+        credentials = None
+    return IamConfig(credentialsFile=credentials, region=region)
 
 
 def _read_server(r: _Reader, value: Any) -> ServerConfig:
@@ -84,6 +110,7 @@ def _read_server(r: _Reader, value: Any) -> ServerConfig:
         trustedHops=r.integer(obj, "trustedHops", path, d.trustedHops, 0, 32),
         cpuScheduling=r.string(obj, "cpuScheduling", path, d.cpuScheduling, choices=POLICIES) or d.cpuScheduling,
         limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
+        iam=_read_iam(r, obj.get("iam"), f"{path}.iam"),
     )
 
 

@@ -2,9 +2,12 @@
 
 A compiled authorizer (one per API authorizer and stage) has
 
-    check(down, head, stage, route, route_path, params, request_id) -> Authorization | Awaitable[Authorization]
+    check(down, head, stage, route, route_path, params, request_id)
+        -> Authorization | Awaitable[Authorization] | NeedsBody
 
-and raises GatewayError (UNAUTHORIZED, ACCESS_DENIED, AUTHORIZER_FAILURE, ...) to refuse. The pipeline
+and raises GatewayError (UNAUTHORIZED, ACCESS_DENIED, AUTHORIZER_FAILURE, ...) to refuse. NeedsBody: the
+verdict depends on the request body (SigV4 signs its hash); the pipeline reads the body within the
+gateway's limits, calls `finish(body)` and gives the integration the body again. The pipeline
 puts the Authorization on the downstream (`down.auth`), where `$context.authorizer.*`,
 `$context.identity.*`, Lambda events, usage plans (apiKeySource AUTHORIZER) and the access log read it.
 """
@@ -12,6 +15,7 @@ puts the Authorization on the downstream (`down.auth`), where `$context.authoriz
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -66,6 +70,16 @@ class Authorization:
         for key, value in (self.context or {}).items():
             out[key] = _text(value) if stringify else value
         return out
+
+
+class NeedsBody:
+    """An authorizer's answer that waits for the whole request body: `finish(body)` returns the
+    Authorization or raises GatewayError."""
+
+    __slots__ = ("finish",)
+
+    def __init__(self, finish: Callable[[bytes], Authorization]):
+        self.finish = finish
 
 
 def _text(value: Any) -> Any:
