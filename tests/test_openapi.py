@@ -49,9 +49,10 @@ def load(name: str, options: LoadOptions | None = None):
     return load_plan(load_document(OPENAPI / name), options if options is not None else NEEDS.get(name))
 
 
-# Documents whose authorizers fastgw does not enforce yet: they must be refused (fail closed), never
-# served open. Each leaves this list when its verifier lands (issue 15).
-NOT_ENFORCED_YET = {"awsdocs__s3-proxy-binary.swagger2.json": "AWS_IAM authorization is not enforced yet",
+# Documents whose authorization fastgw cannot enforce as loaded here: they must be refused (fail closed),
+# never served open. AWS_IAM needs the credentials the gateway trusts (tests/test_authorizers_iam.py
+# serves such a document with them); cognito_user_pools leaves this list when its verifier lands.
+NOT_ENFORCED_YET = {"awsdocs__s3-proxy-binary.swagger2.json": "the gateway trusts no IAM credentials",
                     "localstack__openapi.cognito-auth.json": "cognito_user_pools authorizers are not enforced yet"}
 
 
