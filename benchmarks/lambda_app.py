@@ -19,3 +19,10 @@ def hello(event: dict[str, Any], context: Any) -> dict[str, Any]:
 async def hello_async(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """An async handler: awaited on the worker's event loop."""
     return RESULT
+
+
+def authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda authorizer of the fastgw-lambda-auth scenario (HTTP API simple response): allows the
+    benchmark's token. Its result is cached, so the timed requests never call it."""
+    token = (event.get("identitySource") or [""])[0]
+    return {"isAuthorized": token == "Bearer bench-token", "context": {"user": "bench"}}

@@ -201,6 +201,23 @@ def function_async_config(upstream: str) -> dict[str, Any]:
     return function_config(upstream, "hello_async")
 
 
+def lambda_auth_config(upstream: str) -> dict[str, Any]:
+    """The plain scenario's routes behind a Lambda REQUEST authorizer whose result is cached (300 s): the
+    authorizer runs once, every timed request is a cache hit of the worker's memory."""
+    config = plain_config(upstream)
+    api = config["apis"][0]
+    config["functions"] = {"authorize": {"handler": "lambda_app:authorize", "codeUri": str(BENCH_DIR)}}
+    api["authorizers"] = {"bench": {
+        "type": "request", "authorizerUri": "authorize", "identitySource": ["$request.header.Authorization"],
+        "authorizerPayloadFormatVersion": "2.0", "enableSimpleResponses": True,
+        "authorizerResultTtlInSeconds": 300}}
+    for route in api["routes"]:
+        route["authorizer"] = "bench"
+    return config
+
+
+AUTH_HEADER = {"authorization": "Bearer bench-token"}
+
 CONTENDERS: tuple[Contender, ...] = (
     Contender("nginx", "nginx proxy", "nginx-proxy"),
     Contender("haproxy", "HAProxy", "haproxy"),
@@ -226,6 +243,10 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("fastgw-function-async", "fastgw FUNCTION (async Python handler, payload 2.0)", "fastgw",
               bodies=("13",), paths={"13": "/hello"}, config=function_async_config, upstream_share="none",
               later_issue=6, default=False),
+    Contender("fastgw-lambda-auth", "fastgw plain HTTP_PROXY behind a Lambda authorizer (cached result)", "fastgw",
+              bodies=("13",), headers=AUTH_HEADER, config=lambda_auth_config, later_issue=15,
+              checks=(Check("no token is 401", "/", 401, {"authorization": ""}),
+                      Check("a wrong token is 403", "/", 403, {"authorization": "Bearer nope"}))),
     Contender("direct", "upstream nginx served directly on core 1 (reference)", "direct",
               upstream_share="none", default=False),
 )
