@@ -35,6 +35,8 @@ NEEDS: dict[str, LoadOptions] = {
         "aws-serverless-shopping-cart-produc-GetProductFunction-28378339": ECHO,
         "aws-serverless-shopping-cart-produ-GetProductsFunction-c1359550": ECHO}),
     "awsdocs__simple-calc-lambda-api.swagger2.json": LoadOptions(functions={"Calc": "handlers.lambdas:calc"}),
+    "localstack__openapi.cognito-auth.json": LoadOptions(params={
+        "cognito_pool_arn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"}),
     "localstack__openapi.spec.stage-variables.json": LoadOptions(stage_variables={
         "TestHost": "example.com", "testPath": "api", "querystring": "a=1"}),
 }
