@@ -8,6 +8,7 @@ otherwise (a missing scope: 403 insufficient_scope; a missing token: 401 `Bearer
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import hashlib
@@ -498,3 +499,96 @@ apis:
         assert call("/default-no-scope", f"Bearer {id_token}") == 200
     finally:
         pool.stop()
+
+
+# -- in process: the key set's fetching and the remembered path --------------------------------------------------------
+def _in_process(tmp_path: Path, issuer_url: str, scopes: str = "") -> tuple:
+    from types import SimpleNamespace
+
+    from fastgw.compile import load_plan
+    from fastgw.config.loader import parse_text
+
+    text = f"""
+apis:
+  - name: web
+    type: HTTP
+    stages: {{$default: {{}}}}
+    authorizers:
+      main: {{type: jwt, jwtConfiguration: {{issuer: "{issuer_url}", audience: [api://fastgw]}}}}
+    routes:
+      - {{route: GET /x, authorizer: main, {scopes} integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:1/x"}}}}
+"""
+    plan = load_plan(parse_text(text, str(tmp_path / "gw.yaml")))
+    route = plan.stages[0].routes[0]
+
+    def down(token: str) -> SimpleNamespace:
+        return SimpleNamespace(headers=[("authorization", f"Bearer {token}")], query="", method="GET", path="/x")
+
+    return route, down
+
+
+def test_concurrent_first_requests_share_one_fetch(tmp_path):
+    from fastgw.errors import GatewayError
+    from fastgw.policies.authorizers.base import Authorization
+
+    issuer = Issuer(path="/coalesce")
+    issuer.port = 9  # never contacted: the fetcher below answers
+    issuer.add_key("k1")
+    route, down = _in_process(tmp_path, issuer.url)
+    keys = route.authorizer.authorizer.keys
+    calls: list[str] = []
+
+    def fetcher(url: str) -> bytes:
+        calls.append(url)
+        time.sleep(0.2)
+        if url.endswith("openid-configuration"):
+            return json.dumps({"jwks_uri": "http://127.0.0.1:9/jwks"}).encode()
+        return json.dumps({"keys": list(issuer.published.values())}).encode()
+
+    keys.fetcher = fetcher
+    token = issuer.token("k1")
+
+    async def many() -> list:
+        pending = [route.authorizer.check(down(token), None, None, route, "/x", {}, "id") for _ in range(50)]
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+
+    results = asyncio.run(many())
+    assert all(isinstance(r, Authorization) and r.principal_id == "user-1" for r in results), results[:3]
+    assert calls == [issuer.url + "/.well-known/openid-configuration", "http://127.0.0.1:9/jwks"]
+    # Remembered: the next check answers synchronously (an Authorization, no coroutine).
+    again = route.authorizer.check(down(token), None, None, route, "/x", {}, "id")
+    assert again.__class__ is Authorization
+    # A token of a known key, not yet seen: verified synchronously too.
+    fresh = route.authorizer.check(down(issuer.token("k1", sub="u2")), None, None, route, "/x", {}, "id")
+    assert fresh.__class__ is Authorization and fresh.principal_id == "u2"
+    # A remembered token expires with its exp (plus the leeway).
+    remembered = route.authorizer.authorizer.remembered
+    remembered[token].expires = time.time() - 1
+    remembered[token].auth = Authorization("jwt", principal_id="stale")
+    result = route.authorizer.check(down(token), None, None, route, "/x", {}, "id")
+    assert result.principal_id == "user-1"  # verified again, not the stale entry
+    expired = issuer.token("k1", exp=int(time.time()) - 120)
+    with pytest.raises(GatewayError) as caught:
+        route.authorizer.check(down(expired), None, None, route, "/x", {}, "id")
+    assert caught.value.kind == "UNAUTHORIZED"
+
+
+def test_remembered_check_cost(tmp_path):
+    """The remembered path is a dict look-up and a counter: a few µs at most (printed for the record)."""
+    import timeit
+
+    issuer = Issuer(path="/cost")
+    issuer.port = 9
+    issuer.add_key("k1")
+    route, down = _in_process(tmp_path, issuer.url, scopes="authorizationScopes: [read],")
+    keys = route.authorizer.authorizer.keys
+    keys.keys = {"k1": issuer.published["k1"]}
+    keys.fetched_at = time.monotonic()
+    request = down(issuer.token("k1"))
+    check = route.authorizer.check
+    check(request, None, None, route, "/x", {}, "id")
+    n = 20_000
+    seconds = min(timeit.repeat(lambda: check(request, None, None, route, "/x", {}, "id"), number=n, repeat=3)) / n
+    print(f"remembered JWT check: {seconds * 1e6:.2f} µs")
+    assert seconds < 50e-6

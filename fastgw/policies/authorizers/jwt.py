@@ -33,11 +33,13 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import time
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -74,6 +76,7 @@ KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", None),
 }
 _JWS = pyjwt.PyJWS()
+_now = time.time
 
 
 class Refused(Exception):
@@ -164,7 +167,7 @@ class KeySet:
             if not future.done():
                 future.set_result(None)
 
-        loop.run_in_executor(None, self.fetch).add_done_callback(done)
+        loop.run_in_executor(_executor(), self.fetch).add_done_callback(done)
         return future
 
     async def key(self, kid: str, alg: str) -> Any:
@@ -203,6 +206,17 @@ class KeySet:
         if not keys:
             raise ValueError("the JWKS has no usable key with a kid")
         return keys
+
+
+_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """This worker's key fetching threads (its own: a busy handler pool never delays a fetch)."""
+    global _EXECUTOR
+    if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
+        _EXECUTOR = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastgw-jwks"))
+    return _EXECUTOR[1]
 
 
 def fetch_url(url: str) -> bytes:
@@ -256,6 +270,7 @@ class JwtAuthorizer:
         self.audiences = frozenset(config.audience)
         self.algorithms = frozenset(config.algorithms)
         self.source = source  # the one IdentitySource
+        self.header_name = source.name if source.where == "header" else None
         self.keys = key_set(issuer, config.jwksUri)
         self.remembered: OrderedDict[str, Verified] = OrderedDict()
         self.labels = (api.name, stage_name, config.name)
@@ -265,22 +280,25 @@ class JwtAuthorizer:
         return JwtRoute(self, scopes)
 
     def token(self, down: Any) -> str | None:
-        source = self.source
-        if source.where == "header":
-            found = None
+        """The identity source's value without `Bearer `; None: none. Two values give "," (never a
+        token: a smuggled second one is never chosen)."""
+        name = self.header_name
+        found = None
+        if name is not None:
             for key, value in down.headers:
-                if key == source.name:
+                if key == name:
                     if found is not None:
-                        return ","  # two values: never a token (a smuggled second one is not chosen)
+                        return ","
                     found = value
         else:
-            values = [v for k, v in parse_qsl(down.query, keep_blank_values=True) if k == source.name]
+            values = [v for k, v in parse_qsl(down.query, keep_blank_values=True) if k == self.source.name]
             found = values[0] if len(values) == 1 else ("," if values else None)
         if found is None:
             return None
-        found = found.strip()
-        if found[:7].lower() == "bearer ":
-            found = found[7:].strip()
+        prefix = found[:7]
+        if prefix == "Bearer " or prefix.lower() == "bearer ":
+            found = found[7:]
+        found = found.strip()  # a token has no spaces: what is left is refused
         return found or None
 
     # -- verification ---------------------------------------------------------------------------------------------
@@ -368,21 +386,19 @@ class JwtAuthorizer:
 class JwtRoute:
     """A JWT authorizer as one route uses it (its authorizationScopes)."""
 
-    __slots__ = ("authorizer", "counters", "scopes", "wanted")
+    __slots__ = ("authorizer", "decisions", "hits", "scopes", "wanted")
 
     def __init__(self, authorizer: JwtAuthorizer, scopes: tuple[str, ...]):
         self.authorizer = authorizer
         self.scopes = scopes
         self.wanted = frozenset(scopes)
-        self.counters: dict[str, Any] = {}  # bound lazily: in the worker, where the values live
+        # counted as plain integers, added to the metrics at the worker's flush (once a second)
+        self.decisions = metrics.PendingCounts(metrics.AUTHORIZER_DECISIONS, authorizer.labels)
+        self.hits = metrics.PendingCounts(metrics.AUTHORIZER_CACHE_HITS, authorizer.labels)
 
     def count(self, decision: str) -> None:
-        counter = self.counters.get(decision)
-        if counter is None:
-            a = self.authorizer
-            counter = self.counters[decision] = (metrics.AUTHORIZER_CACHE_HITS.labels(*a.labels) if decision == "hit"
-                                                 else metrics.AUTHORIZER_DECISIONS.labels(*a.labels, decision))
-        counter.inc()
+        counts = self.decisions.counts
+        counts[decision] = counts.get(decision, 0) + 1
 
     def check(self, down: Any, head: Any, stage: Any, route: Any, route_path: str, params: dict[str, str],
               request_id: str) -> Any:
@@ -392,13 +408,19 @@ class JwtRoute:
             self.count("missing")
             log.debug("authorizer %s: no token", a.name)
             raise unauthorized(challenge=MISSING)
-        verified = a.remembered.get(token)
+        remembered = a.remembered
+        verified = remembered.get(token)
         if verified is not None:
-            if verified.expires > time.time():
-                a.remembered.move_to_end(token)
-                self.count("hit")
-                return self.grant(verified)
-            del a.remembered[token]
+            if verified.expires > _now():
+                remembered.move_to_end(token)
+                hits = self.hits.counts
+                hits[None] = hits.get(None, 0) + 1
+                if not self.scopes or (not verified.id_token and not self.wanted.isdisjoint(verified.scopes)):
+                    counts = self.decisions.counts
+                    counts["allowed"] = counts.get("allowed", 0) + 1
+                    return verified.auth
+                return self.grant(verified)  # refuses
+            del remembered[token]
         try:
             kid, alg = a.header_of(token)
             key = a.keys.key_now(kid, alg)
