@@ -573,6 +573,41 @@ def test_concurrent_first_requests_share_one_fetch(tmp_path):
         route.authorizer.check(down(expired), None, None, route, "/x", {}, "id")
     assert caught.value.kind == "UNAUTHORIZED"
 
+    # The issuer goes down: a refetch (an unknown kid) fails, the last good keys keep serving.
+    def down_fetcher(url: str) -> bytes:
+        calls.append(url)
+        raise OSError("connection refused")
+
+    keys.fetcher = down_fetcher
+    keys.attempted_at = -1e9  # the rate limit allows a fetch now
+    issuer.add_key("k9")
+
+    async def one(token: str):
+        result = route.authorizer.check(down(token), None, None, route, "/x", {}, "id")
+        return await result if asyncio.iscoroutine(result) else result
+
+    with pytest.raises(GatewayError):
+        asyncio.run(one(issuer.token("k9")))
+    assert calls[-1].endswith("openid-configuration") and keys.failed
+    assert asyncio.run(one(issuer.token("k1", sub="still"))).principal_id == "still"
+
+
+def test_the_algorithm_must_fit_the_key_type():
+    from fastgw.policies.authorizers.jwt import KeySet, Refused
+
+    issuer = Issuer()
+    issuer.add_key("r", alg="RS256")
+    issuer.add_key("e", alg="ES256")
+    keys = KeySet("https://unused.invalid", None)
+    for kid, alg in (("r", "ES256"), ("r", "EdDSA"), ("e", "RS256"), ("e", "ES384"), ("e", "PS256")):
+        with pytest.raises(Refused):
+            keys.prepare(kid, alg, issuer.published[kid])
+    assert keys.prepare("r", "PS256", issuer.published["r"]) is not None
+    with pytest.raises(Refused):  # the key's own alg wins
+        keys.prepare("r", "RS512", {**issuer.published["r"], "alg": "RS256"})
+    with pytest.raises(Refused):
+        keys.prepare("r", "RS256", {**issuer.published["r"], "use": "enc"})
+
 
 def test_remembered_check_cost(tmp_path):
     """The remembered path is a dict look-up and a counter: a few µs at most (printed for the record)."""
