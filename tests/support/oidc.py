@@ -134,3 +134,27 @@ class Issuer:
         self.start(self.port)
 
     stop = down
+
+
+def main() -> None:
+    """A local issuer for trying examples/jwt-api.yaml: prints a token, serves until interrupted."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--port", type=int, default=9400)
+    ap.add_argument("--audience", default="api://fastgw")
+    ap.add_argument("--scope", default="read write")
+    args = ap.parse_args()
+    issuer = Issuer()
+    issuer.add_key("k1", alg="RS256")
+    issuer.start(args.port)
+    print(f"issuer {issuer.url}; a token valid for 1 h:", flush=True)
+    print(issuer.token(aud=args.audience, scope=args.scope, exp=int(time.time()) + 3600), flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        issuer.stop()
+
+
+if __name__ == "__main__":
+    main()
