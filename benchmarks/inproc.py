@@ -9,7 +9,8 @@ fields) and a protocol object that drops the response, so what it measures is fa
 kernel work per request: not granian's Rust side, not the kernel's sockets. ``--count`` runs it
 under ``valgrind --tool=callgrind`` twice (300 and 3,300 requests) and divides the difference by
 3,000, so start-up cancels out. Scenarios: ``hit`` (the harness's cache-hit route, filled once),
-``plain`` (the same route without the cache) and ``full`` (API key, usage-plan throttle and quota).
+``plain`` (the same route without the cache), ``full`` (API key, usage-plan throttle and quota) and
+``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer).
 Without ``--upstream-port`` a small asyncio upstream runs in the same process (its own cost is then
 counted too; give the port of a real upstream such as the harness's nginx for ``plain``/``full``).
 docs/PERF.md records what it measured.
@@ -25,9 +26,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 KEY = "bench-key-0123456789abcdefghij"
+ISSUER = "https://issuer.bench.invalid"
 
 
 class _Headers:
@@ -67,6 +70,10 @@ def config(scenario: str, port: int, state_dir: str) -> dict[str, Any]:
     if scenario == "hit":
         api["stages"]["prod"]["cache"] = {"enabled": True, "capacity": "64MiB", "ttlInSeconds": 3600}
         route["cache"] = {"ttlInSeconds": 3600, "keyParameters": ["method.request.path.id"]}
+    elif scenario == "jwt":
+        api["authorizers"] = {"main": {"type": "jwt", "jwtConfiguration": {"issuer": ISSUER, "audience": ["bench"]}}}
+        route["authorizer"] = "main"
+        route["authorizationScopes"] = ["read"]
     elif scenario == "full":
         data["state"] = {"backend": "local", "path": state_dir}
         api["apiKeySource"] = "HEADER"
@@ -105,13 +112,35 @@ async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
         headers = [("host", "127.0.0.1:8080"), ("user-agent", "wrk"), ("accept", "*/*")]
         if scenario == "full":
             headers.append(("x-api-key", KEY))
+        if scenario == "jwt":
+            headers.append(("authorization", "Bearer " + _jwt_token()))
         scope, proto = _Scope(headers), _Proto()
         try:
+            started = time.perf_counter()
             for _ in range(n):
                 await app.__rsgi__(scope, proto)
+            elapsed = time.perf_counter() - started
+            if os.environ.get("FASTGW_INPROC_TIME"):
+                print(f"{scenario}: {elapsed / n * 1e6:.1f} µs per request ({n} requests)")
         finally:
             app.__rsgi_del__(loop)
             server.close()
+
+
+def _jwt_token() -> str:
+    """A token of a fresh key, whose JWKS is put in this process's key set (no issuer is contacted)."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fastgw.policies.authorizers.jwt import key_set
+
+    private = ec.generate_private_key(ec.SECP256R1())  # an RSA key's generation time varies too much for --count
+    jwk = {**json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(private.public_key())), "kid": "bench"}
+    keys = key_set(ISSUER, None)
+    keys.keys = {"bench": jwk}
+    keys.fetched_at = time.monotonic()
+    claims = {"iss": ISSUER, "aud": "bench", "sub": "bench-user", "scope": "read", "exp": int(time.time()) + 3600}
+    return pyjwt.encode(claims, private, algorithm="ES256", headers={"kid": "bench"})
 
 
 def count(scenario: str, upstream_port: int | None) -> int:
@@ -131,7 +160,7 @@ def count(scenario: str, upstream_port: int | None) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=("hit", "plain", "full"))
+    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt"))
     ap.add_argument("n", type=int, nargs="?", default=3000, help="requests (default 3000)")
     ap.add_argument("--upstream-port", type=int, help="a real upstream on 127.0.0.1 (default: one in-process)")
     ap.add_argument("--count", action="store_true", help="instructions per request under callgrind")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -102,6 +103,29 @@ def scrape() -> bytes:
     return generate_latest(registry)
 
 
+class PendingCounts:
+    """Counts of one labelled Counter kept as plain integers until the worker's next flush: the hot
+    path's +1 is a dict update, not a lock and an mmap write. `key` is the last label's value (None:
+    the counter has no further label)."""
+
+    __slots__ = ("__weakref__", "counter", "counts", "labels")
+
+    def __init__(self, counter: Counter, labels: tuple[str, ...]):
+        self.counter = counter
+        self.labels = labels
+        self.counts: dict[str | None, int] = {}
+        _PENDING.add(self)
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        for key, n in counts.items():
+            child = self.counter.labels(*self.labels) if key is None else self.counter.labels(*self.labels, key)
+            child.inc(n)
+
+
+_PENDING: weakref.WeakSet[PendingCounts] = weakref.WeakSet()
+
+
 class WorkerMetrics:
     """Per-worker tallies, written to the shared metric files once per FLUSH_SECONDS.
 
@@ -150,6 +174,8 @@ class WorkerMetrics:
                 _add_histogram(REQUEST_DURATION.labels(*labels), durations)
             if integrations is not None:
                 _add_histogram(INTEGRATION_DURATION.labels(*labels[:3]), integrations)
+        for pending in list(_PENDING):
+            pending.flush()
         INFLIGHT.set(self.inflight)
 
 

@@ -40,6 +40,8 @@ NEEDS: dict[str, LoadOptions] = {
         "aws-serverless-shopping-cart-produc-GetProductFunction-28378339": ECHO,
         "aws-serverless-shopping-cart-produ-GetProductsFunction-c1359550": ECHO}),
     "awsdocs__simple-calc-lambda-api.swagger2.json": LoadOptions(functions={"Calc": "handlers.lambdas:calc"}),
+    "localstack__openapi.cognito-auth.json": LoadOptions(params={
+        "cognito_pool_arn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"}),
     "localstack__openapi.spec.stage-variables.json": LoadOptions(stage_variables={
         "TestHost": "example.com", "testPath": "api", "querystring": "a=1"}),
 }
@@ -51,9 +53,8 @@ def load(name: str, options: LoadOptions | None = None):
 
 # Documents whose authorization fastgw cannot enforce as loaded here: they must be refused (fail closed),
 # never served open. AWS_IAM needs the credentials the gateway trusts (tests/test_authorizers_iam.py
-# serves such a document with them); cognito_user_pools leaves this list when its verifier lands.
-NOT_ENFORCED_YET = {"awsdocs__s3-proxy-binary.swagger2.json": "the gateway trusts no IAM credentials",
-                    "localstack__openapi.cognito-auth.json": "cognito_user_pools authorizers are not enforced yet"}
+# serves such a document with them).
+NOT_ENFORCED_YET = {"awsdocs__s3-proxy-binary.swagger2.json": "the gateway trusts no IAM credentials"}
 
 
 @pytest.mark.parametrize("name", DOCUMENTS)
