@@ -29,6 +29,7 @@ from support.upstream import Action
 TESTS = Path(__file__).resolve().parent
 DUMP_HEADERS = ('{#foreach($k in $input.params().header.keySet())"$k": '
                 '"$util.escapeJavaScript($input.params().header.get($k))"#if($foreach.hasNext),#end#end}')
+OVERRIDE = "#set($n = $input.path('$.name'))$context.responseOverride.header.put($n, $input.path('$.value'))ok"
 MAPPED = """
             integration.request.header.x-principal: context.authorizer.principalId
             integration.request.header.x-tier: context.authorizer.tier
@@ -47,6 +48,10 @@ def config(upstream: str, compat: bool) -> str:
                 method.response.header.Transfer-Encoding: "'gzip'"
                 method.response.header.Connection: "'close'"
                 method.response.header.Content-Length: "'1'\"""" if compat else ""
+    fuzz_mapping = """
+                method.response.header.Transfer-Encoding: integration.response.body.value
+                method.response.header.Connection: integration.response.body.value
+                method.response.header.Content-Length: integration.response.body.value""" if compat else ""
     return f"""
 functions:
   echo: handlers.lambdas:echo
@@ -108,6 +113,19 @@ apis:
           requestParameters: {{integration.request.header.x-api-version: "'v2'"}}
       - route: ANY /fn-headers
         integration: {{type: FUNCTION, uri: headers}}
+      - route: POST /proxy-fuzz
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream}/fuzz"}}
+      - route: POST /http-fuzz
+        integration:
+          type: HTTP
+          uri: "http://{upstream}/fuzz"
+          responses:
+            default:
+              statusCode: "200"
+              responseParameters:
+                method.response.header.X-From-Body: integration.response.body.value{fuzz_mapping}
+              responseTemplates:
+                application/json: "{OVERRIDE}"
 """
 
 
@@ -513,6 +531,61 @@ def test_fuzz_function_result_headers_never_break_the_response(start_gateway, up
         follow = b"GET /prod/plain/1 HTTP/1.1\r\nHost: api.test\r\n\r\n"
         try:
             assert client.send(follow).status == 200
+        except ConnectionError:
+            client.close()
+            state["client"] = Client(gateway.port)
+
+    one()
+    state["client"].close()
+
+
+# -- fuzz: no mapping, template override or backend header can break the response ----------------------
+backend_names = st.sampled_from(["X-A", "x-b", "Date", "Server", "WWW-Authenticate", "Authorization", "User-Agent",
+                                 "Via", "Content-MD5", "Max-Forwards", "Keep-Alive", "Upgrade", "Trailer",
+                                 "Set-Cookie", "Host", "Proxy-Authenticate", "Expect"])
+backend_values = st.text(alphabet=st.sampled_from("ab ,;=\t\x01\x7f\xe9:"), max_size=8)
+
+
+def fuzz_backend(request):
+    spec = json.loads(request.body or b"{}")
+    return Action(200, [(k, v) for k, v in spec.get("headers", [])],
+                  json.dumps({"name": spec.get("name", ""), "value": spec.get("value", "")}).encode())
+
+
+@pytest.mark.parametrize("compat", [True, False], ids=["awsCompat", "plain"])
+def test_fuzz_mappings_and_backend_headers_never_break_the_response(start_gateway, upstream, compat):
+    """Backend header fields (relayed by HTTP_PROXY, remapped under awsCompat), and a non-proxy route
+    whose template override sets the header the backend's body names to the value it gives, and
+    whose mappings copy that value into X-From-Body (and, awsCompat, into Transfer-Encoding,
+    Connection and Content-Length): every response is one well-formed message, complete as framed
+    (or a clean 502 for a backend response that is not valid HTTP), and the connection stays usable."""
+    upstream.behaviour = fuzz_backend
+    gateway = start_gateway(config(upstream.address, compat), env={"PYTHONPATH": str(TESTS)})
+    state = {"client": Client(gateway.port)}
+
+    framing = st.sampled_from(["Transfer-Encoding", "Content-Length", "Connection", "transfer-encoding"])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(backend_names, backend_values), max_size=4), st.one_of(framing, header_names),
+           header_values, st.sampled_from(["/prod/proxy-fuzz", "/prod/http-fuzz"]))
+    def one(backend: list[tuple[str, str]], name: str, value: str, path: str) -> None:
+        body = json.dumps({"headers": backend, "name": name, "value": value}).encode()
+        request = (b"POST %b HTTP/1.1\r\nHost: api.test\r\ncontent-type: application/json\r\n"
+                   b"content-length: %d\r\n\r\n%b" % (path.encode(), len(body), body))
+        client = state["client"]
+        try:
+            response = client.send(request)
+        except ConnectionError:  # a clean close is allowed, never a hang or a second message
+            assert client.closed_cleanly()
+            state["client"] = Client(gateway.port)
+            return
+        bad_backend = any(c in v for _, v in backend for c in "\x01\x7f")
+        assert response.status == (502 if bad_backend else 200), response
+        assert not names(response) & {"transfer-encoding", "keep-alive", "upgrade", "te", "trailer"}
+        if response.status == 200 and path.endswith("http-fuzz"):
+            assert response.body == b"ok"
+        try:
+            assert client.send(b"GET /prod/plain/1 HTTP/1.1\r\nHost: api.test\r\n\r\n").status == 200
         except ConnectionError:
             client.close()
             state["client"] = Client(gateway.port)
