@@ -47,6 +47,13 @@ UPSTREAM_FRAMING_ERRORS = Counter(
     "fastgw_upstream_framing_errors", "Upstream framing faults that closed a connection, by kind",
     ("upstream", "kind"),
 )
+# Response header fields the gateway would not send (fastgw/integrations/headers.py): `invalid` (not
+# HTTP field syntax: a control character, CR, LF or NUL from a template, a mapping or a function's
+# result) or `framing` (a framing field such as Transfer-Encoding the gateway did not compute).
+RESPONSE_HEADERS_DROPPED = Counter(
+    "fastgw_response_headers_dropped", "Response header fields dropped before the client, by reason",
+    ("api", "reason"),
+)
 INFLIGHT = Gauge(
     "fastgw_inflight_requests", "Requests being handled (sampled each flush)", multiprocess_mode="livesum"
 )

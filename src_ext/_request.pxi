@@ -38,12 +38,17 @@ cdef enum:
     F_API_KEY = 9
     F_CONTENT_TYPE = 10
     F_CACHE_CONTROL = 11  # forwarded; may be repeated; tells the stage cache to look closer
-    F_CACHE_TOKEN = 12    # x-fastgw-cache-token: the cache's invalidation token (it drops the field)
+    F_CACHE_TOKEN = 12    # x-fastgw-cache-token: the cache's invalidation token (never forwarded)
+    F_GATEWAY = 13        # any other x-fastgw-*: the gateway's own fields, never taken from a client
 
 cdef inline bint _eq(const char* a, Py_ssize_t n, const char* b, Py_ssize_t m):
     return n == m and memcmp(a, b, <size_t>n) == 0
 
 cdef int _classify(const char* n, Py_ssize_t k):
+    if k >= 9 and n[0] == 120 and memcmp(n, b"x-fastgw-", 9) == 0:
+        # What the gateway asserts to the upstream (X-Fastgw-*) is never taken from the client.
+        if k == 20 and memcmp(n + 9, b"cache-token", 11) == 0: return F_CACHE_TOKEN
+        return F_GATEWAY
     if k == 4:
         if memcmp(n, b"host", 4) == 0: return F_HOST
     elif k == 2:
@@ -78,8 +83,6 @@ cdef int _classify(const char* n, Py_ssize_t k):
         if memcmp(n, b"proxy-authenticate", 18) == 0: return F_DROP
     elif k == 19:
         if memcmp(n, b"proxy-authorization", 19) == 0: return F_DROP
-    elif k == 20:
-        if memcmp(n, b"x-fastgw-cache-token", 20) == 0: return F_CACHE_TOKEN
     return F_FORWARD
 
 
@@ -170,12 +173,14 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
             if seen & (1u << kind):
                 raise RequestRejected("BAD_REQUEST_PARAMETERS", f"Duplicate {name_str} header")
             seen |= 1u << kind
-        if kind == F_FORWARD or kind >= F_AUTHORIZATION:
+        if kind == F_FORWARD or (kind >= F_AUTHORIZATION and kind <= F_CACHE_CONTROL):
             forward_size += n_len + v_len + 4
-            if kind == F_AUTHORIZATION or kind == F_CACHE_CONTROL or kind == F_CACHE_TOKEN:
+            if kind == F_AUTHORIZATION or kind == F_CACHE_CONTROL:
                 facts.cache_fields = True
             elif kind == F_API_KEY:
                 facts.api_key = value_str
+        elif kind == F_CACHE_TOKEN:
+            facts.cache_fields = True
         elif kind == F_HOST:
             facts.host = value_str
         elif kind == F_CONTENT_LENGTH:
@@ -218,7 +223,7 @@ cpdef RequestFacts scan_request_headers(list headers, Py_ssize_t max_count, Py_s
         name_str = <str>PyTuple_GET_ITEM(pair, 0)
         name = _latin1(name_str, &n_len)
         kind = _classify(name, n_len)
-        if kind != F_FORWARD and kind < F_AUTHORIZATION:
+        if kind != F_FORWARD and (kind < F_AUTHORIZATION or kind > F_CACHE_CONTROL):
             continue
         if nominated is not None and name_str in nominated:
             # A field the client named in Connection is hop-by-hop too (rare).

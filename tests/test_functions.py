@@ -18,6 +18,7 @@ from fastgw.errors import GatewayError
 from fastgw.events import matches_binary
 from fastgw.handlers import FunctionPlan
 from fastgw.integrations.function import map_result_v1, map_result_v2
+from fastgw.integrations.headers import AWS_PROXY_RULES, PLAIN_RULES
 
 EVENTS = SHARED / "conformance" / "events"
 TESTS = Path(__file__).resolve().parent
@@ -321,7 +322,10 @@ def test_map_result_v1_units():
     status, headers, body = map_result_v1(_plan(), {"statusCode": "204"}, "")
     assert (status, body, headers) == (204, b"", [("content-type", "application/json")])
     _, headers, _ = map_result_v1(_plan(), {"statusCode": 200, "headers": {"Content-Length": "99", "X": True}}, "")
-    assert headers == [("X", "true"), ("content-type", "application/json")]  # Content-Length is computed
+    assert headers == [("Content-Length", "99"), ("X", "true"), ("content-type", "application/json")]
+    # the gateway computes Content-Length itself: the header rules drop (or, awsCompat, remap) it
+    assert PLAIN_RULES.finish(headers, "api") == [("X", "true"), ("content-type", "application/json")]
+    assert AWS_PROXY_RULES.finish(headers, "api")[0] == ("x-amzn-Remapped-Content-Length", "99")
     _, _, body = map_result_v1(_plan(binary=("*/*",)), {"statusCode": 200, "isBase64Encoded": True,
                                                         "body": base64.b64encode(b"\x00").decode()}, "*/*")
     assert body == b"\x00"

@@ -14,6 +14,7 @@ NOT_FORWARDED = frozenset((
     # The server layer answered any 100-continue with the client; the body goes upstream at once.
     "expect",
 ))
+GATEWAY_PREFIX = "x-fastgw-"  # the gateway's own fields (the cache token included): never forwarded
 SINGLETON = frozenset(("host", "authorization", "x-api-key", "content-length", "content-type"))
 # Fields that make the stage cache look closer at a request (fastgw/policies/cache/stage.py): credentials, client
 # cache directives and the cache's own invalidation token.
@@ -98,8 +99,10 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
         raise RequestRejected("BAD_REQUEST_PARAMETERS", "Both Content-Length and Transfer-Encoding")
     if facts.content_length > max_body:
         raise RequestRejected("REQUEST_TOO_LARGE")
+    # What the gateway asserts to the upstream (X-Fastgw-*) is never taken from the client.
     block = "".join(
-        f"{name}: {value}\r\n" for name, value in headers if name not in NOT_FORWARDED and name not in nominated
+        f"{name}: {value}\r\n" for name, value in headers
+        if name not in NOT_FORWARDED and name not in nominated and not name.startswith(GATEWAY_PREFIX)
     )
     try:
         facts.forward = block.encode("latin-1")

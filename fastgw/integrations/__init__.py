@@ -3,9 +3,10 @@
 One module per integration type, each with its plan, its compile step and its run step, registered
 in INTEGRATIONS below (the one table the compiler and the pipeline read). A new integration type is a
 new module here and one line in that table. Siblings never import each other (an import-linter
-independence contract); what several types share lives in `target.py` (an HTTP upstream target) and
-`parammap.py` (HTTP API parameter mapping), and below this package in fastgw/handlers.py (Python
-Lambda handlers), fastgw/context.py ($context) and fastgw/upstream.py (the connection pool).
+independence contract); what several types share lives in `target.py` (an HTTP upstream target),
+`parammap.py` (parameter mapping) and `headers.py` (AWS's header rules), and below this package in
+fastgw/handlers.py (Python Lambda handlers), fastgw/context.py ($context) and fastgw/upstream.py (the
+connection pool).
 """
 
 from __future__ import annotations

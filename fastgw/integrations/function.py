@@ -14,6 +14,12 @@ NAME=module:function`) maps that name to a Python handler `handler(event, contex
     result    mapped per c.3 (map_result_v1 / map_result_v2); an exception or a malformed result is
               502 {"message": "Internal server error"}; the function's timeout (default 3 s, Lambda's)
               is 504
+    headers   the event carries the client's headers as AWS's engine sees them, and the result's
+              headers go through AWS's rules (fastgw/integrations/headers.py): framing fields never,
+              invalid fields dropped, REST awsCompat remaps (x-amzn-Remapped-Date, ...). A REST
+              `requestParameters` header mapping is not applied to the event (AWS sends those to
+              Lambda's Invoke call, not in the event) but one AWS refuses fails as on AWS: 500
+              (awsCompat) or a config error
 
 Handlers are imported when the config is compiled (in the main process, so a missing module is a
 config error with its location); a handler module whose file changed is re-imported on reload.
@@ -35,12 +41,10 @@ from ..events import Call, build_event_v1, build_event_v2, matches_binary
 from ..handlers import FunctionPlan, compile_function, invoke
 from ..httpsyntax import media_type
 from .base import IntegrationType
+from .headers import FAIL, client_headers, request_rule, response_rules
 
 log = logging.getLogger("fastgw.functions")
 
-# Fields fastgw computes itself; a function's values for them are dropped.
-RESPONSE_HEADERS_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive",
-                                      "upgrade", "proxy-connection", "te", "trailer"))
 V1_RESULT_KEYS = frozenset(("statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"))
 
 
@@ -95,10 +99,6 @@ def _body(result: dict[str, Any], decode: bool) -> bytes:
     return body.encode("utf-8")
 
 
-def _clean(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers if k.lower() not in RESPONSE_HEADERS_DROPPED]
-
-
 def map_result_v1(plan: FunctionPlan, result: Any, accept: str) -> tuple[int, list[tuple[str, str]], bytes]:
     """Payload 1.0 result: {statusCode, headers, multiValueHeaders, body, isBase64Encoded}; anything
     else is a malformed result (502)."""
@@ -137,7 +137,7 @@ def map_result_v1(plan: FunctionPlan, result: Any, accept: str) -> tuple[int, li
     body = _body(result, decode)
     if not content_type:
         headers.append(("content-type", "application/json"))
-    return status, _clean(headers), body
+    return status, headers, body
 
 
 def map_result_v2(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -159,7 +159,7 @@ def map_result_v2(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
         body = _body(result, True)
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("content-type", "application/json"))
-        return status, _clean(headers), body
+        return status, headers, body
     if isinstance(result, str):
         body = result.encode("utf-8")
     else:
@@ -187,22 +187,47 @@ async def run(plan: FunctionPlan, call: Call, stage_prefix: str) -> tuple[int, l
     return map_result_v1(plan, result, accept)
 
 
+# FunctionPlan.static key: the route has a request header mapping AWS refuses (each call is a 500)
+REFUSED_MAPPING = "refusedHeaderMapping"
+
+
 def compile_proxy_function(api: Api, route: Route, stage: Stage, variables: dict[str, str], pools: dict,
                            problems: list[Problem], config: GatewayConfig | None) -> FunctionPlan | None:
-    return compile_function(api, route, stage, variables, config.functions if config is not None else {},
+    plan = compile_function(api, route, stage, variables, config.functions if config is not None else {},
                             problems, config.parameters if config is not None else {})
+    integration = route.integration
+    if plan is None or integration is None or api.type != "REST":
+        return plan
+    refused = False
+    for target in integration.requestParameters:
+        if not target.startswith("integration.request.header."):
+            continue  # not applied to a Lambda proxy event (AWS)
+        verdict, message = request_rule(target[len("integration.request.header."):].lower(), "FUNCTION",
+                                        api.awsCompat)
+        if message is not None:
+            problems.append(Problem(f"{integration.path}.requestParameters.{target}", message))
+        refused = refused or verdict == FAIL
+    if refused:
+        plan.static[REFUSED_MAPPING] = True
+    return plan
 
 
 async def run_function(gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str,
                        plan: FunctionPlan, params: dict[str, str], request_id: str,
                        fill: Any = None) -> tuple[int, int]:
+    api = stage.api
+    if REFUSED_MAPPING in plan.static:
+        log.error("a request header mapping of %s is refused (AWS reserves the header): 500", route.key)
+        raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error")
     body = await gateway.read_whole_body(down, head)
     path = down.path
     prefix = f"/{stage.name}"
     stage_prefix = prefix if path == prefix or path.startswith(prefix + "/") else ""
-    call = Call(down.method, path, route_path, down.query, down.headers, down.client, down.protocol,
-                head.host, request_id, params, body, stage.is_canary, getattr(down, "auth", None))
+    rest_compat = api.type == "REST" and api.aws_compat
+    call = Call(down.method, path, route_path, down.query, client_headers(down.headers, rest_compat), down.client,
+                down.protocol, head.host, request_id, params, body, stage.is_canary, getattr(down, "auth", None))
     status, headers, payload = await run(plan, call, stage_prefix)
+    headers = response_rules(api.type, api.aws_compat, "FUNCTION").finish(headers, api.name)
     return await gateway.answer(down, status, headers, payload, request_id, fill)
 
 

@@ -2,8 +2,10 @@
 
 The forwarding itself (request head, body streaming, the pooled exchange, the relay) is the
 pipeline's own path (Gateway.http_proxy in fastgw/pipeline.py): it is the hot path, and the pipeline
-calls it without this module's indirection. HTTP APIs may map parameters (fastgw/integrations/
-parammap.py): such a route compiles to a MappedProxyPlan instead.
+calls it without this module's indirection. A route that maps parameters (HTTP APIs' parameter
+mapping, REST APIs' `requestParameters` headers and query strings) or belongs to an awsCompat REST
+API (AWS's reserved and remapped headers: fastgw/integrations/headers.py) compiles to a
+MappedProxyPlan instead (fastgw/integrations/parammap.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from ..config.loader import Problem
 from ..config.model import Api, GatewayConfig, Route, Stage
 from .base import IntegrationType
-from .parammap import MappedProxyPlan, compile_mapping, run_mapped_proxy
+from .parammap import MappedProxyPlan, compile_mapping, compile_rest_mapping, run_mapped_proxy
 from .target import HttpProxyPlan, compile_target
 
 
@@ -22,13 +24,16 @@ def compile_http_proxy(api: Api, route: Route, stage: Stage, variables: dict[str
     integration = route.integration
     assert integration is not None
     proxy = compile_target(route, stage, pools, problems, config.upstreams if config is not None else {}, variables)
-    if proxy is not None and api.type == "HTTP" and (integration.requestParameters or
-                                                     integration.responseParameters):
+    if proxy is None:
+        return None
+    if api.type == "HTTP":
+        if not (integration.requestParameters or integration.responseParameters):
+            return proxy
         mapping = compile_mapping(integration.requestParameters, integration.responseParameters,
                                   integration.path, problems)
-        if mapping is not None:
-            return MappedProxyPlan(proxy, mapping, proxy.uri)
-    return proxy
+    else:
+        mapping = compile_rest_mapping(integration.requestParameters, integration.path, api.awsCompat, problems)
+    return MappedProxyPlan(proxy, mapping, proxy.uri) if mapping is not None else proxy
 
 
 async def run_http_proxy(gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str,

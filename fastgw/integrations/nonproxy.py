@@ -26,6 +26,11 @@ integration responses (reference/aws.md c.7, c.8).
 Templates are compiled once with the config (a template that does not parse is a config error
 with its line and column); rendering runs no parser. A render error is a 500
 (API_CONFIGURATION_ERROR), as in AWS. Bodies fed to templates are capped (TEMPLATE_BODY_LIMIT, 413).
+
+Headers follow AWS's rules (fastgw/integrations/headers.py): templates and mappings see the client's
+headers without the ones AWS drops; a header mapping AWS refuses answers 500 (awsCompat) or is a
+config error (without it); response headers are remapped to x-amzn-Remapped-<Name> or dropped as AWS
+does (awsCompat), framing fields are never sent from a mapping, and invalid values are dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from ..httpsyntax import media_type, safe_field
 from ..upstream import exchange, read_whole_response
 from ..vtl import UTIL, Input, RenderError, TemplateError, compile_template
 from .base import Compile, IntegrationType
+from .headers import FAIL, FRAMING, OK, client_headers, request_rule, response_rules
+from .parammap import rest_source_ok
 from .target import IDEMPOTENT, HttpProxyPlan, compile_target, length_framing
 
 log = logging.getLogger("fastgw.templates")
@@ -75,6 +82,8 @@ class NonProxyPlan:
     method: str | None  # HTTP: the integration's method (None: the client's)
     query: tuple[tuple[str, str], ...]  # integration.request.querystring.X <- source
     headers: tuple[tuple[str, str], ...]  # integration.request.header.X <- source
+    failing: tuple[tuple[str, str], ...]  # header mappings AWS refuses when they have a value (500)
+    aws_compat: bool
     templates: dict[str, Any]  # request templates by content type
     passthrough: str  # WHEN_NO_MATCH | WHEN_NO_TEMPLATES | NEVER
     content_handling: str | None
@@ -83,12 +92,6 @@ class NonProxyPlan:
 
 
 # -- compile time ----------------------------------------------------------------------------------------
-def _request_source_ok(source: str) -> bool:
-    return bool(REQUEST_SOURCE.match(source)) or _static(source) or source.startswith(
-        ("stageVariables.", "context.")) or source == "method.request.body" or source.startswith(
-        ("method.request.body.", "method.request.body["))
-
-
 def _static(source: str) -> bool:
     return len(source) >= 2 and source[0] == source[-1] == "'"
 
@@ -116,17 +119,18 @@ def _selection(spec: dict[str, Any], pattern: str, where: str,
 
 
 def compile_nonproxy(route: Route, kind: str, proxy: HttpProxyPlan | None, function: FunctionPlan | None,
-                     problems: list[Problem]) -> NonProxyPlan | None:
+                     problems: list[Problem], aws_compat: bool = False) -> NonProxyPlan | None:
     integration = route.integration
     assert integration is not None
     start = len(problems)
     query: list[tuple[str, str]] = []
     headers: list[tuple[str, str]] = []
+    failing: list[tuple[str, str]] = []
     for target, source in integration.requestParameters.items():
         where = f"{integration.path}.requestParameters.{target}"
         if target.startswith("integration.request.path."):
             continue  # applied to the URI template when it was compiled
-        if not _request_source_ok(source):
+        if not rest_source_ok(source):
             problems.append(Problem(where, f"unsupported source '{source}' (method.request.path|querystring|"
                                     "header.NAME, method.request.body[.PATH], 'static', stageVariables.NAME "
                                     "or context.NAME)"))
@@ -134,7 +138,14 @@ def compile_nonproxy(route: Route, kind: str, proxy: HttpProxyPlan | None, funct
         if target.startswith("integration.request.querystring."):
             query.append((target[len("integration.request.querystring."):], source))
         elif target.startswith("integration.request.header."):
-            headers.append((target[len("integration.request.header."):].lower(), source))
+            name = target[len("integration.request.header."):].lower()
+            verdict, message = request_rule(name, kind, aws_compat)
+            if message is not None:
+                problems.append(Problem(where, message))
+            elif verdict == FAIL:
+                failing.append((name, source))
+            elif verdict == OK:
+                headers.append((name, source))  # DROP: AWS drops or overwrites it after mapping
         else:
             problems.append(Problem(where, "must be integration.request.path|querystring|header.NAME"))
     templates = _compile_templates(integration.requestTemplates, f"{integration.path}.requestTemplates", problems)
@@ -156,6 +167,11 @@ def compile_nonproxy(route: Route, kind: str, proxy: HttpProxyPlan | None, funct
             source = str(source)
             if not target.startswith("method.response.header."):
                 problems.append(Problem(at, "must be method.response.header.NAME"))
+                continue
+            if not aws_compat and target[len("method.response.header."):].lower() in FRAMING:
+                problems.append(Problem(at, f"the header '{target[len('method.response.header.'):]}' frames the "
+                                        "response and is computed by the gateway: it cannot be mapped (with "
+                                        "awsCompat: true it is renamed x-amzn-Remapped-<Name> or dropped, as by AWS)"))
                 continue
             if not (_static(source) or source.startswith(("integration.response.header.",
                                                           "integration.response.multivalueheader.",
@@ -185,7 +201,8 @@ def compile_nonproxy(route: Route, kind: str, proxy: HttpProxyPlan | None, funct
     if len(problems) > start:
         return None
     method = integration.httpMethod if integration.httpMethod not in (None, "ANY") else None
-    return NonProxyPlan(kind, proxy, function, method, tuple(query), tuple(headers), templates,
+    return NonProxyPlan(kind, proxy, function, method, tuple(query), tuple(headers), tuple(failing), aws_compat,
+                        templates,
                         integration.passthroughBehavior or "WHEN_NO_MATCH", integration.contentHandling,
                         tuple(rules), proxy.uri if proxy is not None else (function.uri if function else "mock"))
 
@@ -196,8 +213,9 @@ class Call:
     string and `$context` are made when first read (a route without templates may need neither)."""
 
     def __init__(self, down: Any, host: str, stage: Any, route: Any, route_path: str, params: dict[str, str],
-                 body: bytes, request_id: str):
+                 body: bytes, request_id: str, aws_compat: bool = False):
         self.down = down
+        self.headers = client_headers(down.headers, aws_compat)  # what AWS's engine sees of them
         self.host = host
         self.stage = stage
         self.route = route
@@ -228,7 +246,7 @@ class Call:
 
     def variables(self, body: bytes) -> dict[str, Any]:
         query = dict(self.query_pairs)  # the last value of a repeated name, as AWS's $input.params()
-        header = dict(self.down.headers)
+        header = dict(self.headers)  # without the reserved fields AWS hides
         return {
             "input": Input(body.decode("utf-8", "replace"), self.params, query, header),
             "context": self.context,
@@ -256,7 +274,7 @@ class Call:
         if kind in ("querystring", "multivaluequerystring"):
             values = [v for k, v in self.query_pairs if k == name]
             return values if kind.startswith("multi") else values[-1:]
-        values = [v for k, v in self.down.headers if k == name.lower()]
+        values = [v for k, v in self.headers if k == name.lower()]
         return values if kind.startswith("multi") else values[-1:]
 
 
@@ -305,7 +323,12 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
         if plan.passthrough == "WHEN_NO_TEMPLATES" and plan.templates:
             raise GatewayError("UNSUPPORTED_MEDIA_TYPE")
     body = await gateway.read_whole_body(down, head, TEMPLATE_BODY_LIMIT if template is not None else 0)
-    call = Call(down, head.host, stage, route, route_path, params, body, request_id)
+    call = Call(down, head.host, stage, route, route_path, params, body, request_id, plan.aws_compat)
+    for name, source in plan.failing:
+        if call.request_values(source):
+            # AWS: "Execution failed due to configuration error: <name> header already present"
+            log.error("the mapping of the request header %s is refused (AWS reserves it): 500", name)
+            raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error")
     sent_type = content_type
     if template is None:
         payload = _convert(body, plan.content_handling)
@@ -361,11 +384,8 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
             continue
         headers = [(k, v) for k, v in headers if k.lower() != str(name).lower()]
         headers.append((str(name), _text(value)))
-    unsafe = [name for name, value in headers if not safe_field(name, value)]
-    if unsafe:
-        log.error("response header(s) %s dropped: a mapping or template produced an invalid name or value",
-                  ", ".join(sorted(set(unsafe))))
-        headers = [(name, value) for name, value in headers if safe_field(name, value)]
+    # AWS's remapped and dropped headers (awsCompat), never a framing field, never an invalid one
+    headers = response_rules(stage.api.type, stage.api.aws_compat, plan.kind).finish(headers, stage.api.name)
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", chosen_type))
     return await gateway.answer(down, status, headers, out, request_id, fill)
@@ -438,11 +458,24 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
     for name, value in (overrides.get("header") or {}).items():
         if value is not None:
             lowered = str(name).lower()
+            verdict, message = request_rule(lowered, "HTTP", True)
+            if verdict == FAIL:
+                log.error("the template's request override of the header %s is refused (AWS reserves it): 500",
+                          lowered)
+                raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error")
+            if verdict != OK:
+                log.warning("the template's request override of the header %s is not sent: the gateway sets it",
+                            lowered)
+                continue
             headers = [(k, v) for k, v in headers if k != lowered]
             headers.append((lowered, _text(value)))
     names = {name for name, _ in headers}
     lines = [f"{method} {target} HTTP/1.1", f"host: {proxy.host_header}"]
-    lines.extend(f"{name}: {value}" for name, value in headers if safe_field(name, value))
+    for name, value in headers:
+        if safe_field(name, value):
+            lines.append(f"{name}: {value}")
+        else:
+            log.error("the request header %r is not sent: a mapping or template produced an invalid value", name)
     if "accept" not in names:
         lines.append("accept: application/json")
     if payload and "content-type" not in names and content_type:
@@ -508,7 +541,7 @@ def _compile(kind: str) -> Compile:
                                         else {}, problems, config.parameters if config is not None else {})
             if function is None:
                 return None
-        return compile_nonproxy(route, kind, proxy, function, problems)
+        return compile_nonproxy(route, kind, proxy, function, problems, api.type == "REST" and api.awsCompat)
 
     return compile_kind
 

@@ -15,6 +15,13 @@ Every value is computed from the request as it arrived; then removes apply, then
 appends, so the result does not depend on the order of the keys. A value whose only variable is
 missing is not applied (AWS sends no empty header for an absent one). Headers AWS reserves cannot
 be mapped (a config error).
+
+REST APIs' HTTP_PROXY integrations map too (`compile_rest_mapping`), as AWS does: `integration.request.
+header.X` overwrites the client's header X, `integration.request.querystring.X` is added to the
+client's query string, from `method.request.{path,querystring,multivaluequerystring,header,
+multivalueheader}.Y`, `method.request.body[.JSONPATH]`, `context.Y` (authorizer values included),
+`stageVariables.Y` or `'static'`; the header rules of fastgw/integrations/headers.py apply (a mapping
+AWS refuses at call time answers 500 under awsCompat, and is a config error without it).
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from ..config.loader import Problem
 from ..context import build_context, json_field, lookup
 from ..errors import GatewayError
 from ..httpsyntax import header, safe_field
 from ..upstream import exchange, read_whole_response
+from .headers import FAIL, OK, PLAIN_RULES, ResponseRules, client_headers, forwardable, request_rule, response_rules
 from .target import IDEMPOTENT, length_framing
 
 BODY_PREFIX_BYTES = 100 * 1024  # AWS applies body JSONPaths to the first 100 KB
@@ -69,9 +77,12 @@ class Value:
         return "".join(out)
 
 
+REST_SOURCE = re.compile(r"^method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)\.(.+)$")
+
+
 @dataclass(slots=True)
 class Op:
-    action: str  # remove | overwrite | append
+    action: str  # remove | overwrite | append | fail (a REST mapping AWS refuses when it has a value: 500)
     where: str  # header | querystring | path | statuscode
     name: str  # lower-case for headers
     value: Value
@@ -83,11 +94,14 @@ class ParamMapping:
     responses: dict[int, tuple[Op, ...]]  # status -> ops
     needs_context: bool
     needs_response_body: frozenset[int]  # statuses whose mapping reads the response body
+    rest_compat: bool = False  # an awsCompat REST API: AWS's request header rules (fastgw/integrations/headers.py)
+    rules: ResponseRules = PLAIN_RULES  # what response headers may reach the client
 
 
 @dataclass(slots=True)
 class MappedProxyPlan:
-    """An HTTP API HTTP_PROXY integration with parameter mapping."""
+    """An HTTP_PROXY integration with parameter mapping (HTTP APIs), or of an awsCompat REST API or with
+    REST request parameters."""
 
     proxy: Any  # HttpProxyPlan
     mapping: ParamMapping
@@ -194,13 +208,71 @@ def compile_mapping(request_parameters: dict[str, str], response_parameters: dic
     )
 
 
+def rest_source_ok(source: str) -> bool:
+    """A REST request parameter mapping's source (AWS's method request, context, stage variables, static)."""
+    return bool(REST_SOURCE.match(source)) or _static(source) or source.startswith(
+        ("stageVariables.", "context.")) or source == "method.request.body" or source.startswith(
+        ("method.request.body.", "method.request.body["))
+
+
+def _static(source: str) -> bool:
+    return len(source) >= 2 and source[0] == source[-1] == "'"
+
+
+def compile_rest_mapping(request_parameters: dict[str, str], where: str, aws_compat: bool,
+                         problems: list[Problem]) -> ParamMapping | None:
+    """A REST API HTTP_PROXY integration's `requestParameters` (headers and query strings; path
+    mappings are applied to the URI template when it is compiled) as mapping ops. None when there is
+    nothing to do: no mapping, and no AWS header rule to apply (not awsCompat)."""
+    ops: list[Op] = []
+    for target, source in request_parameters.items():
+        at = f"{where}.requestParameters.{target}"
+        source = str(source)
+        if target.startswith("integration.request.path."):
+            continue
+        if target.startswith("integration.request.header."):
+            kind, name = "header", target[len("integration.request.header."):].lower()
+        elif target.startswith("integration.request.querystring."):
+            kind, name = "querystring", target[len("integration.request.querystring."):]
+        else:
+            problems.append(Problem(at, "must be integration.request.path|querystring|header.NAME"))
+            continue
+        if not rest_source_ok(source):
+            problems.append(Problem(at, f"unsupported source '{source}' (method.request.path|querystring|header."
+                                    "NAME, method.request.body[.PATH], 'static', stageVariables.NAME or context.NAME)"))
+            continue
+        value = Value(((False, source[1:-1]),)) if _static(source) else Value(((True, source),))
+        if kind == "querystring":
+            ops.append(Op("append", kind, name, value))  # added to the client's query string (AWS)
+            continue
+        verdict, message = request_rule(name, "HTTP_PROXY", aws_compat)
+        if message is not None:
+            problems.append(Problem(at, message))
+        elif verdict == FAIL:
+            ops.append(Op("fail", kind, name, value))
+        elif verdict == OK:
+            ops.append(Op("overwrite", kind, name, value))  # DROP: AWS drops or overwrites it after mapping
+    if not ops and not aws_compat:
+        return None
+    return ParamMapping(
+        request=_sorted([op for op in ops if op.action != "fail"]) + tuple(op for op in ops if op.action == "fail"),
+        responses={},
+        needs_context=any(name.startswith("context.") for op in ops for is_variable, name in op.value.parts
+                          if is_variable),
+        needs_response_body=frozenset(),
+        rest_compat=aws_compat,
+        rules=response_rules("REST", aws_compat, "HTTP_PROXY"),
+    )
+
+
 # -- run time ------------------------------------------------------------------------------------------
 class _Request:
     """The variables of one request, computed on demand."""
 
     def __init__(self, down: Any, head: Any, stage: Any, route: Any, route_path: str,
-                 params: dict[str, str], body: bytes, request_id: str, needs_context: bool):
+                 params: dict[str, str], body: bytes, request_id: str, needs_context: bool, rest_compat: bool = False):
         self.down = down
+        self.headers = client_headers(down.headers, rest_compat)  # as AWS's engine sees them
         self.stage = stage
         self.route_path = route_path
         self.params = params
@@ -219,10 +291,12 @@ class _Request:
 
     def __call__(self, name: str) -> str | None:
         kind, _, rest = name.partition(".")
+        if kind == "method":
+            return self.method_request(name)
         if kind == "request":
             where, _, key = rest.partition(".")
             if where == "header":
-                return header(self.down.headers, key.lower())
+                return header(self.headers, key.lower())
             if where == "querystring":
                 values = [v for k, v in self.query if k == key]
                 return ",".join(values) if values else None
@@ -252,8 +326,31 @@ class _Request:
             return self.stage.variables.get(rest)
         return None
 
+    def method_request(self, source: str) -> str | None:
+        """A REST source `method.request.*`: the last value of a repeated header or query string
+        parameter (the multivalue forms: all of them, comma-joined), a path parameter, the body."""
+        if source.startswith("method.request.body"):
+            return json_field(self.body, source[len("method.request.body"):])
+        match = REST_SOURCE.match(source)
+        if match is None:
+            return None
+        where, name = match.groups()
+        if where == "path":
+            value = self.params.get(name)
+            return None if value is None else unquote(value)
+        if where.endswith("querystring"):
+            values = [v for k, v in self.query if k == name]
+        else:
+            lowered = name.lower()
+            values = [v for k, v in self.headers if k == lowered]
+        if not values:
+            return None
+        return ",".join(values) if where.startswith("multi") else values[-1]
+
 
 def _apply_headers(ops: tuple[Op, ...], lines: list[tuple[str, str]], variables: _Request) -> list[tuple[str, str]]:
+    """The header ops applied to `lines`; the values are checked by the caller (safe_field for a
+    request, ResponseRules.finish for a response, which counts what it drops)."""
     for op in ops:
         if op.where != "header":
             continue
@@ -261,8 +358,11 @@ def _apply_headers(ops: tuple[Op, ...], lines: list[tuple[str, str]], variables:
             lines = [(k, v) for k, v in lines if k.lower() != op.name]
             continue
         value = op.value.render(variables)
-        if value is None or not safe_field(op.name, value):
-            continue  # missing, or a value that would split the message (CR/LF from a body field)
+        if value is None:
+            continue  # missing
+        if op.action == "fail":
+            # AWS: "Execution failed due to configuration error: <name> header already present"
+            raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error")
         if op.action == "overwrite":
             lines = [(k, v) for k, v in lines if k.lower() != op.name]
         lines.append((op.name, value))
@@ -275,7 +375,8 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     proxy = plan.proxy
     mapping = plan.mapping
     body = await gateway.read_whole_body(down, head)
-    variables = _Request(down, head, stage, route, route_path, params, body, request_id, mapping.needs_context)
+    variables = _Request(down, head, stage, route, route_path, params, body, request_id, mapping.needs_context,
+                         mapping.rest_compat)
     # request: path, query string, headers
     path = proxy.path_template.render(params) if proxy.path_template is not None else proxy.static_path
     forward: list[tuple[str, str]] = []
@@ -283,6 +384,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
         if line:
             name, _, value = line.partition(": ")
             forward.append((name, value))
+    forward = forwardable(forward, mapping.rest_compat)
     query: list[tuple[str, str]] | None = None  # the query string when a mapping changes it
     for op in mapping.request:
         if op.where == "path":
@@ -301,7 +403,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
             if op.action == "overwrite":
                 query = [(k, v) for k, v in query if k != op.name]
             query.append((op.name, value))
-    forward = _apply_headers(mapping.request, forward, variables)
+    forward = [(k, v) for k, v in _apply_headers(mapping.request, forward, variables) if safe_field(k, v)]
     query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query) if query is not None \
         else down.query
     if proxy.uri_query:
@@ -315,16 +417,24 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     # response
     status = conn.parser.status
     ops = mapping.responses.get(status)
+    rules = mapping.rules
     if ops is None:
+        if rules is not PLAIN_RULES:  # (the parser already dropped framing fields and refused bad syntax)
+            conn.parser.headers[:] = rules.finish(conn.parser.headers, stage.api.name)
         return await gateway.relay_response(down, conn, request_id, fill)
     headers = list(conn.parser.headers)
     variables.response_headers = headers
     if status in mapping.needs_response_body:
         variables.response_body = await read_whole_response(conn)
         status, headers = _mapped_head(ops, status, headers, variables)
-        return await gateway.answer(down, status, headers, variables.response_body, request_id, fill)
-    new_status, new_headers = _mapped_head(ops, status, headers, variables)
-    conn.parser.headers[:] = new_headers
+        return await gateway.answer(down, status, rules.finish(headers, stage.api.name), variables.response_body,
+                                    request_id, fill)
+    try:
+        new_status, new_headers = _mapped_head(ops, status, headers, variables)
+    except BaseException:
+        conn.pool.discard(conn)  # the response is not read: the connection cannot be reused
+        raise
+    conn.parser.headers[:] = rules.finish(new_headers, stage.api.name)
     return await gateway.relay_response(down, conn, request_id, fill, new_status)
 
 

@@ -479,14 +479,12 @@ class Reader:
             self.note("AWS service integration (not run locally; answers 501)", where)
         if kind in ("HTTP", "HTTP_PROXY", "FUNCTION"):
             for name in native.get("requestParameters") or {}:
-                if kind == "FUNCTION":
-                    self.note("request parameter mapping on a Lambda proxy integration (ignored, as by AWS)",
+                if kind == "FUNCTION" and not name.startswith("integration.request.path."):
+                    self.note("request parameter mapping on a Lambda proxy integration (not in the event, as by "
+                              "AWS; the event has the headers, requestContext.authorizer and stageVariables)",
                               f"{where}.requestParameters.{name}")
                 elif self.api_type == "HTTP" and kind != "HTTP_PROXY":
                     self.note("HTTP API parameter mapping on a non-HTTP_PROXY integration (ignored)",
-                              f"{where}.requestParameters.{name}")
-                elif kind == "HTTP_PROXY" and not name.startswith("integration.request.path."):
-                    self.note("request parameter mapping on HTTP_PROXY (only path mappings are applied)",
                               f"{where}.requestParameters.{name}")
             if kind == "HTTP_PROXY" and native.get("responses"):
                 pass  # AWS ignores integration responses of proxy integrations; so does fastgw

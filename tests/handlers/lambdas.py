@@ -110,3 +110,25 @@ def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Counts its invocations (per worker): a cached route calls it once."""
     CALLS["n"] = CALLS.get("n", 0) + 1
     return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": f"call {CALLS['n']}"}
+
+
+HEADER_CASES: dict[str, dict[str, str]] = {
+    # fields that frame the response or name the server: AWS remaps or drops them (REST, awsCompat)
+    "framing": {"Transfer-Encoding": "chunked", "Content-Length": "5", "Connection": "close", "Keep-Alive": "timeout=1",
+                "Upgrade": "h2c", "Trailer": "x-t", "TE": "trailers", "Date": "Mon, 01 Jan 2001 00:00:00 GMT",
+                "Server": "lambda", "WWW-Authenticate": "Basic realm=x", "Authorization": "Bearer y",
+                "User-Agent": "fn", "X-Ok": "1"},
+    # fields that are not valid HTTP: never sent
+    "invalid": {"X-Ctl": "a\x01b", "X-Crlf": "a\r\nX-Injected: 1", "X-Nul": "a\x00b", "X-Del": "a\x7fb",
+                "X-Wide": "snow \u2603", "Bad Name": "v", "X-Lf": "a\nb", "X-Ok": "1", "X-Latin": "caf\xe9"},
+}
+
+
+def header_result(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A result with the response headers the test asks for: a named case (`?case=`), or the request's
+    JSON body as the headers object (the fuzz test)."""
+    import json
+
+    case = (event.get("queryStringParameters") or {}).get("case")
+    headers = HEADER_CASES[case] if case else json.loads(event.get("body") or "{}")
+    return {"statusCode": 200, "headers": headers, "body": "hello"}

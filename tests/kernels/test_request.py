@@ -60,7 +60,8 @@ def test_rejections(mod, headers, kind):
 
 names = st.sampled_from(["host", "content-length", "transfer-encoding", "connection", "expect", "te", "upgrade",
                          "x-forwarded-for", "x-forwarded-host", "authorization", "x-api-key", "content-type",
-                         "accept", "x-custom", "x_under", "keep-alive", "forwarded", "cookie"])
+                         "accept", "x-custom", "x_under", "keep-alive", "forwarded", "cookie", "x-fastgw-user",
+                         "x-fastgw-cache-token", "x-fastgw-", "x-fastgwx", "x-fastgw"])
 values = st.one_of(st.sampled_from(["chunked", "gzip, chunked", "5", "007", "", "close, x-custom", "100-continue",
                                     "keep-alive"]), st.text(alphabet=st.characters(max_codepoint=255), max_size=20))
 
@@ -123,7 +124,25 @@ def test_request_line(mod, line, expected):
 def test_cache_fields(mod, headers, cache_fields):
     facts = mod.scan_request_headers(headers, *LIMITS)
     assert facts.cache_fields is cache_fields
-    assert facts.forward == "".join(f"{k}: {v}\r\n" for k, v in headers).encode()
+    sent = [(k, v) for k, v in headers if not k.startswith("x-fastgw-")]  # the token is the gateway's
+    assert facts.forward == "".join(f"{k}: {v}\r\n" for k, v in sent).encode()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_gateway_fields_are_never_taken_from_the_client(mod):
+    """X-Fastgw-* fields are what the gateway asserts to the upstream (issue 23): a client's are
+    dropped from the forwarded block, whatever their case or length; look-alikes are forwarded."""
+    headers = [("host", "h"), ("x-fastgw-user", "admin"), ("x-fastgw-", "x"), ("x-fastgw-cache-token", "t"),
+               ("x-fastgw-authorized", "true"), ("x-fastgwx", "kept"), ("x-fastg", "kept"), ("a-fastgw-b", "kept"),
+               ("y-fastgw-user", "kept"), ("accept", "*/*")]
+    facts = mod.scan_request_headers(headers, *LIMITS)
+    assert facts.forward == b"x-fastgwx: kept\r\nx-fastg: kept\r\na-fastgw-b: kept\r\ny-fastgw-user: kept\r\n" \
+                            b"accept: */*\r\n"
+    assert facts.cache_fields is True  # the cache token still tells the stage cache to look closer
+    # nominated by Connection or not, in any position, several of them
+    facts = mod.scan_request_headers([("x-fastgw-a", "1"), ("connection", "x-other"), ("x-other", "2"),
+                                      ("x-fastgw-b", "3"), ("x-keep", "4")], *LIMITS)
+    assert facts.forward == b"x-keep: 4\r\n"
 
 
 @pytest.mark.parametrize("mod", IMPLS)
