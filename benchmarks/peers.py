@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hello_app
+from . import hello_app, jwt_bench
 from .tools import BENCH_DIR
 
 STUB_STATUS_PATH = "/__stub_status"
@@ -32,6 +32,7 @@ def write_static_files(www: Path) -> None:
     www.mkdir(parents=True, exist_ok=True)
     (www / "1k.json").write_bytes(hello_app.BODY_1K)
     (www / "64k.bin").write_bytes(hello_app.BODY_64K)
+    (www / "jwks.json").write_text(jwt_bench.jwks_json())
 
 
 # ---------------------------------------------------------------------------------------- nginx
@@ -74,6 +75,7 @@ def nginx_upstream(nginx: str, work: Path, name: str, port: int) -> Launch:
         location = /json {{ default_type application/json; alias {www}/1k.json; }}
         location = /big  {{ default_type application/octet-stream; alias {www}/64k.bin; }}
         location = {STUB_STATUS_PATH} {{ stub_status; }}
+        location = {jwt_bench.JWKS_PATH} {{ default_type application/json; alias {www}/jwks.json; }}
     }}"""
     return _nginx_launch(nginx, work, name, block)
 

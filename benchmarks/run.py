@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import measure, peers, report, tools
+from . import jwt_bench, measure, peers, report, tools
 
 BENCH_DIR, REPO_ROOT = tools.BENCH_DIR, tools.REPO_ROOT
 
@@ -218,6 +218,37 @@ def lambda_auth_config(upstream: str) -> dict[str, Any]:
 
 AUTH_HEADER = {"authorization": "Bearer bench-token"}
 
+
+class JwtHeader(Mapping[str, str]):
+    """The JWT scenario's Authorization header, made when first read (the key is made per run)."""
+
+    def _value(self) -> dict[str, str]:
+        return {"authorization": "Bearer " + jwt_bench.token()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._value()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._value())
+
+    def __len__(self) -> int:
+        return 1
+
+
+def jwt_auth_config(upstream: str) -> dict[str, Any]:
+    """The plain scenario's routes behind a JWT authorizer (RS256; keys from the upstream's JWKS): the
+    token's signature is checked once per worker, then every request is a remembered token."""
+    config = plain_config(upstream)
+    api = config["apis"][0]
+    api["authorizers"] = {"bench": {
+        "type": "jwt", "identitySource": ["$request.header.Authorization"],
+        "jwtConfiguration": {"issuer": jwt_bench.ISSUER, "audience": [jwt_bench.AUDIENCE]},
+        "jwksUri": upstream + jwt_bench.JWKS_PATH}}
+    for route in api["routes"]:
+        route["authorizer"] = "bench"
+        route["authorizationScopes"] = ["read"]
+    return config
+
 CONTENDERS: tuple[Contender, ...] = (
     Contender("nginx", "nginx proxy", "nginx-proxy"),
     Contender("haproxy", "HAProxy", "haproxy"),
@@ -247,6 +278,10 @@ CONTENDERS: tuple[Contender, ...] = (
               bodies=("13",), headers=AUTH_HEADER, config=lambda_auth_config, later_issue=15,
               checks=(Check("no token is 401", "/", 401, {"authorization": ""}),
                       Check("a wrong token is 403", "/", 403, {"authorization": "Bearer nope"}))),
+    Contender("fastgw-jwt-auth", "fastgw plain HTTP_PROXY behind a JWT authorizer (RS256, remembered token)",
+              "fastgw", bodies=("13",), headers=JwtHeader(), config=jwt_auth_config, later_issue=15,
+              checks=(Check("no token is 401", "/", 401, {"authorization": ""}),
+                      Check("a forged token is 401", "/", 401, {"authorization": "Bearer a.b.c"}))),
     Contender("direct", "upstream nginx served directly on core 1 (reference)", "direct",
               upstream_share="none", default=False),
 )

@@ -514,7 +514,13 @@ class Gateway:
                 # the sending stops at once, however slow the client is). The read is a bare task with
                 # no timer of its own: its error cannot hold a reference back to it (a cycle that kept
                 # the client's body stream, and so its connection, alive until the next GC).
-                read = asyncio.ensure_future(rest.__anext__())
+                try:
+                    step = rest.__anext__()
+                except StopAsyncIteration:  # granian's RSGI stream may say so at once, not when awaited
+                    break
+                except Exception:  # noqa: BLE001 - its other errors, as _body_piece maps them
+                    raise GatewayError("BAD_REQUEST_BODY", "Invalid request body", close=True) from None
+                read = asyncio.ensure_future(step)
                 await asyncio.wait((read, waiter), timeout=self.body_idle_seconds,
                                    return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
