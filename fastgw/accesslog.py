@@ -58,6 +58,9 @@ class AccessLog:
             "responseLatency": round(elapsed * 1000, 3),
             "integrationLatency": round(integration_latency * 1000, 3) if integration_latency >= 0 else None,
         }
+        if route is not None and route.authorizer is not None:
+            auth = getattr(down, "auth", None)  # $context.authorizer.principalId (None: refused)
+            record["authorizerPrincipalId"] = auth.principal_id if auth is not None else None
         self.lines.append(orjson.dumps(record) + b"\n")
         if not self.scheduled:
             self.scheduled = True

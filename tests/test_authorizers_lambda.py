@@ -456,3 +456,16 @@ def test_gateway_responses_override_authorizer_refusals(start_gateway, calls):
     response = get(gateway, "/prod/items/1", "deny")
     assert (response.status_code, response.json()) == (
         403, {"error": "User is not authorized to access this resource with an explicit deny"})
+
+
+def test_the_access_log_names_the_principal(start_gateway, calls):
+    gateway = start_gateway(rest_config(ttl=0), env=env(calls))
+    assert get(gateway, "/prod/items/1", "allow-get").status_code == 200
+    assert get(gateway, "/prod/items/1").status_code == 401
+    assert get(gateway, "/prod/open").status_code == 200
+    deadline = time.monotonic() + 10
+    records: list[dict] = []
+    while time.monotonic() < deadline and len(records) < 3:
+        records = [json.loads(line) for line in gateway.stdout().splitlines() if line.startswith("{")]
+        time.sleep(0.05)
+    assert [r.get("authorizerPrincipalId", "-") for r in records[:3]] == ["user-get", None, "-"], records
