@@ -29,6 +29,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import orjson
+
 from ... import metrics
 from ...config.loader import Problem
 from ...config.model import Api, AuthorizerConfig, GatewayConfig
@@ -61,6 +63,7 @@ class CustomAuthorizer:
         self.variables = variables
         self.function = function
         self.sources = sources
+        self.needs_context = any(source.where == "context" for source in sources)
         self.pattern = re.compile(config.identityValidationExpression) \
             if config.identityValidationExpression is not None else None
         self.ttl = float(config.resultTtlInSeconds)
@@ -69,7 +72,7 @@ class CustomAuthorizer:
         self.arn_prefix = f"arn:aws:execute-api:{region}:{account}:{api_id(api.name)}/{stage_name}/"
         self.cache_tag = f"{api.name}\x1f{stage_name}\x1f{config.name}\x1f"
         self.account = account
-        self.recent: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # this worker's outputs
+        self.recent: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()  # this worker's outputs
         self.store: ResultStore | None = None  # the node's (set when the state directory is known)
 
     def attach_state(self, state_dir: str) -> None:
@@ -88,10 +91,12 @@ class CustomAuthorizer:
         return CustomRoute(self, plan)
 
     # -- the result cache ---------------------------------------------------------------------------------
-    def cache_key(self, values: list[str]) -> str:
-        return hashlib.sha256((self.cache_tag + "\x1f".join(values)).encode("utf-8", "replace")).hexdigest()
+    def stored_key(self, key: tuple[str, ...]) -> str:
+        """The node store's key of an identity (the worker's memory uses the identity values themselves;
+        JSON keeps values that contain the separator apart)."""
+        return hashlib.sha256(self.cache_tag.encode() + orjson.dumps(key)).hexdigest()
 
-    def cached(self, key: str) -> Any:
+    def cached(self, key: tuple[str, ...]) -> Any:
         """The output remembered for `key` (checked and compiled), or None."""
         if self.ttl <= 0:
             return None
@@ -102,7 +107,7 @@ class CustomAuthorizer:
                 return found[1]
             del self.recent[key]
         if self.store is not None:
-            stored = self.store.get(key, now)  # another worker of this node called the function
+            stored = self.store.get(self.stored_key(key), now)  # another worker of this node called it
             if stored is not None:
                 expires, raw = stored
                 try:
@@ -113,15 +118,15 @@ class CustomAuthorizer:
                 return output
         return None
 
-    def remember(self, key: str, raw: Any, output: Any) -> None:
+    def remember(self, key: tuple[str, ...], raw: Any, output: Any) -> None:
         if self.ttl <= 0:
             return
         expires = time.time() + self.ttl
         self._keep(key, (expires, output))
         if self.store is not None:
-            self.store.put(key, expires, raw)
+            self.store.put(self.stored_key(key), expires, raw)
 
-    def _keep(self, key: str, entry: tuple[float, Any]) -> None:
+    def _keep(self, key: tuple[str, ...], entry: tuple[float, Any]) -> None:
         self.recent[key] = entry
         if len(self.recent) > WORKER_CACHE_ENTRIES:
             self.recent.popitem(last=False)
@@ -134,56 +139,64 @@ class CustomRoute:
         self.authorizer = authorizer
         self.plan = plan
         self.labels = (authorizer.api_name, authorizer.stage_name, authorizer.name)
+        # plain integers until the worker's next metrics flush (a cached decision must stay cheap)
+        self.decisions = metrics.PendingCounts(metrics.AUTHORIZER_DECISIONS, self.labels)
+        self.hits = metrics.PendingCounts(metrics.AUTHORIZER_CACHE_HITS, self.labels)
+
+    def count(self, decision: str) -> None:
+        counts = self.decisions.counts
+        counts[decision] = counts.get(decision, 0) + 1
 
     def check(self, down: Any, head: Any, stage: Any, route: Any, route_path: str, params: dict[str, str],
               request_id: str) -> Any:
         a = self.authorizer
         context = None
-        if any(source.where == "context" for source in a.sources):
+        if a.needs_context:
             context = build_context(down, head.host, stage, route, route_path, request_id)
         values = source_values(a.sources, down, stage, context)
         if values is None:
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "missing").inc()
+            self.count("missing")
             log.debug("authorizer %s: an identity source is missing or empty (401)", a.name)
             raise unauthorized()
         if a.pattern is not None and a.pattern.fullmatch(values[0]) is None:
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "invalid").inc()
+            self.count("invalid")
             log.debug("authorizer %s: the token does not match identityValidationExpression (401)", a.name)
             raise unauthorized()
         method_arn = a.arn_prefix + down.method + "/" + route_path.lstrip("/")
-        key = a.cache_key(values)
+        key = tuple(values)
         output = a.cached(key)
         if output is not None:
-            metrics.AUTHORIZER_CACHE_HITS.labels(*self.labels).inc()
+            hits = self.hits.counts
+            hits[None] = hits.get(None, 0) + 1
             return self.decide(output, method_arn)
         return self.call(down, head, stage, route_path, params, request_id, values, method_arn, key)
 
     async def call(self, down: Any, head: Any, stage: Any, route_path: str, params: dict[str, str], request_id: str,
-                   values: list[str], method_arn: str, key: str) -> Authorization:
+                   values: list[str], method_arn: str, key: tuple[str, ...]) -> Authorization:
         a = self.authorizer
         event = self.event(down, head, stage, route_path, params, request_id, values, method_arn)
         started = time.perf_counter()
         try:
             output = await invoke(self.plan, event, capture_errors=True, log_errors=False)
         except GatewayError as exc:  # the function's timeout
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "error").inc()
+            self.count("error")
             log.warning("authorizer %s failed: %s", a.name, exc.kind)
             raise GatewayError("AUTHORIZER_FAILURE") from None
         finally:
             metrics.AUTHORIZER_DURATION.labels(*self.labels).observe(time.perf_counter() - started)
         if isinstance(output, FunctionFailed):
             if str(output.exc) == "Unauthorized":
-                metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "unauthorized").inc()
+                self.count("unauthorized")
                 log.debug("authorizer %s: Unauthorized", a.name)
                 raise unauthorized()
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "error").inc()
+            self.count("error")
             log.error("authorizer %s raised %s: %s", a.name, type(output.exc).__name__, output.exc,
                       exc_info=output.exc)
             raise GatewayError("AUTHORIZER_FAILURE")
         try:
             prepared = prepare(output, a.simple)
         except ValueError as exc:
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "error").inc()
+            self.count("error")
             log.warning("authorizer %s returned an output AWS would refuse: %s", a.name, exc)
             raise GatewayError("AUTHORIZER_CONFIGURATION_ERROR") from None
         a.remember(key, output, prepared)
@@ -222,22 +235,22 @@ class CustomRoute:
     def decide(self, output: Any, method_arn: str) -> Authorization:
         if self.authorizer.simple:
             if not output["isAuthorized"]:
-                metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "denied").inc()
+                self.count("denied")
                 raise GatewayError("ACCESS_DENIED")
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "allowed").inc()
+            self.count("allowed")
             return Authorization("lambda", context=output.get("context") or {})
         allowed = False
         for effect, actions, resources in output["policyDocument"]["Statement"]:
             if any(p.fullmatch("execute-api:Invoke") for p in actions) and \
                     any(p.fullmatch(method_arn) for p in resources):
                 if effect == "deny":
-                    metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "denied").inc()
+                    self.count("denied")
                     raise GatewayError("ACCESS_DENIED", EXPLICIT_DENY)
                 allowed = True
         if not allowed:
-            metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "denied").inc()
+            self.count("denied")
             raise GatewayError("ACCESS_DENIED", NO_ALLOW)
-        metrics.AUTHORIZER_DECISIONS.labels(*self.labels, "allowed").inc()
+        self.count("allowed")
         principal = output.get("principalId")
         return Authorization("lambda", principal_id=None if principal is None else str(principal),
                              context=output.get("context") or {}, usage_key=output.get("usageIdentifierKey"))
