@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -45,6 +46,7 @@ from .base import Authorization, IdentitySource, compile_sources, source_values,
 log = logging.getLogger("fastgw.authorizers")
 
 WORKER_CACHE_ENTRIES = 10_000
+Statement = tuple[str, tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...]]  # effect, actions, resources
 EXPLICIT_DENY = "User is not authorized to access this resource with an explicit deny"
 NO_ALLOW = "User is not authorized to access this resource"
 
@@ -162,7 +164,7 @@ class CustomRoute:
             self.count("invalid")
             log.debug("authorizer %s: the token does not match identityValidationExpression (401)", a.name)
             raise unauthorized()
-        method_arn = a.arn_prefix + down.method + "/" + route_path.lstrip("/")
+        method_arn = "" if a.simple else a.arn_prefix + down.method + "/" + route_path.lstrip("/")
         key = tuple(values)
         output = a.cached(key)
         if output is not None:
@@ -174,6 +176,7 @@ class CustomRoute:
     async def call(self, down: Any, head: Any, stage: Any, route_path: str, params: dict[str, str], request_id: str,
                    values: list[str], method_arn: str, key: tuple[str, ...]) -> Authorization:
         a = self.authorizer
+        method_arn = method_arn or a.arn_prefix + down.method + "/" + route_path.lstrip("/")
         event = self.event(down, head, stage, route_path, params, request_id, values, method_arn)
         started = time.perf_counter()
         try:
@@ -232,15 +235,15 @@ class CustomRoute:
         return out
 
     # -- the output -------------------------------------------------------------------------------------------
-    def decide(self, output: Any, method_arn: str) -> Authorization:
-        if self.authorizer.simple:
-            if not output["isAuthorized"]:
+    def decide(self, output: Prepared, method_arn: str) -> Authorization:
+        if output.statements is None:  # a simple response
+            if output.authorization is None:
                 self.count("denied")
                 raise GatewayError("ACCESS_DENIED")
             self.count("allowed")
-            return Authorization("lambda", context=output.get("context") or {})
+            return output.authorization
         allowed = False
-        for effect, actions, resources in output["policyDocument"]["Statement"]:
+        for effect, actions, resources in output.statements:
             if any(p.fullmatch("execute-api:Invoke") for p in actions) and \
                     any(p.fullmatch(method_arn) for p in resources):
                 if effect == "deny":
@@ -251,9 +254,18 @@ class CustomRoute:
             self.count("denied")
             raise GatewayError("ACCESS_DENIED", NO_ALLOW)
         self.count("allowed")
-        principal = output.get("principalId")
-        return Authorization("lambda", principal_id=None if principal is None else str(principal),
-                             context=output.get("context") or {}, usage_key=output.get("usageIdentifierKey"))
+        assert output.authorization is not None
+        return output.authorization
+
+
+@dataclass(slots=True, frozen=True)
+class Prepared:
+    """A checked output, ready for `decide`: the compiled statements of an IAM policy (None: a simple
+    response) and the Authorization it gives when it allows (None: a simple response that denies).
+    Kept in the cache and shared by the requests it answers, so nothing downstream changes it."""
+
+    statements: tuple[Statement, ...] | None
+    authorization: Authorization | None
 
 
 def prepare(output: Any, simple: bool) -> Any:
@@ -264,7 +276,8 @@ def prepare(output: Any, simple: bool) -> Any:
             raise ValueError("a simple response needs isAuthorized: true or false")
         if output.get("context") is not None and not isinstance(output["context"], dict):
             raise ValueError("context must be a map")
-        return output
+        allowed = Authorization("lambda", context=output.get("context") or {}) if output["isAuthorized"] else None
+        return Prepared(None, allowed)
     if not isinstance(output, dict):
         raise ValueError(f"the output is a {type(output).__name__}, not an object")
     document = output.get("policyDocument")
@@ -285,7 +298,10 @@ def prepare(output: Any, simple: bool) -> Any:
         raise ValueError("context values must be strings, numbers or booleans")
     if output.get("usageIdentifierKey") is not None and not isinstance(output["usageIdentifierKey"], str):
         raise ValueError("usageIdentifierKey must be a string")
-    return {**output, "policyDocument": {**document, "Statement": [_compile_statement(s) for s in statements]}}
+    principal = output.get("principalId")
+    authorization = Authorization("lambda", principal_id=None if principal is None else str(principal),
+                                  context=output.get("context") or {}, usage_key=output.get("usageIdentifierKey"))
+    return Prepared(tuple(_compile_statement(s) for s in statements), authorization)
 
 
 def _wildcard(text: str, ignore_case: bool = False) -> re.Pattern[str]:
@@ -293,8 +309,6 @@ def _wildcard(text: str, ignore_case: bool = False) -> re.Pattern[str]:
     pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text)
     return re.compile(pattern, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
 
-
-Statement = tuple[str, tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...]]  # effect, actions, resources
 
 
 def _compile_statement(statement: dict[str, Any]) -> Statement:
