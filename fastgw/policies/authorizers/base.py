@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ... import metrics
 from ...config.loader import Problem
 from ...errors import GatewayError
 from ...httpsyntax import header
@@ -146,3 +147,19 @@ def source_values(sources: tuple[IdentitySource, ...], down: Any, stage: Any, co
 def unauthorized(message: str = "Unauthorized", challenge: str | None = None) -> GatewayError:
     headers = (("www-authenticate", challenge),) if challenge else ()
     return GatewayError("UNAUTHORIZED", message if message != "Unauthorized" else None, headers=headers)
+
+
+class Counted:
+    """An authorizer as a route uses it: its decisions and cache hits, counted as plain integers until
+    the worker's metrics flush (once a second), so that a remembered decision stays cheap."""
+
+    __slots__ = ("labels", "decisions", "hits")
+
+    def __init__(self, labels: tuple[str, str, str]):
+        self.labels = labels
+        self.decisions = metrics.PendingCounts(metrics.AUTHORIZER_DECISIONS, labels)
+        self.hits = metrics.PendingCounts(metrics.AUTHORIZER_CACHE_HITS, labels)
+
+    def count(self, decision: str) -> None:
+        counts = self.decisions.counts
+        counts[decision] = counts.get(decision, 0) + 1

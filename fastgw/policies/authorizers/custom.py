@@ -41,7 +41,7 @@ from ...errors import GatewayError
 from ...events import Call, build_event_v1, build_event_v2
 from ...handlers import FunctionFailed, FunctionPlan, bind_function, invoke
 from ...state.results import ResultStore
-from .base import Authorization, IdentitySource, compile_sources, source_values, unauthorized
+from .base import Authorization, Counted, IdentitySource, compile_sources, source_values, unauthorized
 
 log = logging.getLogger("fastgw.authorizers")
 
@@ -134,20 +134,13 @@ class CustomAuthorizer:
             self.recent.popitem(last=False)
 
 
-class CustomRoute:
+class CustomRoute(Counted):
     """A Lambda authorizer as one route uses it."""
 
     def __init__(self, authorizer: CustomAuthorizer, plan: FunctionPlan):
+        super().__init__((authorizer.api_name, authorizer.stage_name, authorizer.name))
         self.authorizer = authorizer
         self.plan = plan
-        self.labels = (authorizer.api_name, authorizer.stage_name, authorizer.name)
-        # plain integers until the worker's next metrics flush (a cached decision must stay cheap)
-        self.decisions = metrics.PendingCounts(metrics.AUTHORIZER_DECISIONS, self.labels)
-        self.hits = metrics.PendingCounts(metrics.AUTHORIZER_CACHE_HITS, self.labels)
-
-    def count(self, decision: str) -> None:
-        counts = self.decisions.counts
-        counts[decision] = counts.get(decision, 0) + 1
 
     def check(self, down: Any, head: Any, stage: Any, route: Any, route_path: str, params: dict[str, str],
               request_id: str) -> Any:

@@ -51,7 +51,7 @@ from ...config.loader import Problem
 from ...config.model import Api, AuthorizerConfig, GatewayConfig
 from ...context import DEFAULT_ACCOUNT, DEFAULT_REGION
 from ...errors import GatewayError
-from .base import Authorization, compile_sources, unauthorized
+from .base import Authorization, Counted, compile_sources, unauthorized
 
 log = logging.getLogger("fastgw.authorizers")
 
@@ -383,22 +383,16 @@ class JwtAuthorizer:
             self.remembered.popitem(last=False)
 
 
-class JwtRoute:
+class JwtRoute(Counted):
     """A JWT authorizer as one route uses it (its authorizationScopes)."""
 
-    __slots__ = ("authorizer", "decisions", "hits", "scopes", "wanted")
+    __slots__ = ("authorizer", "scopes", "wanted")
 
     def __init__(self, authorizer: JwtAuthorizer, scopes: tuple[str, ...]):
+        super().__init__(authorizer.labels)
         self.authorizer = authorizer
         self.scopes = scopes
         self.wanted = frozenset(scopes)
-        # counted as plain integers, added to the metrics at the worker's flush (once a second)
-        self.decisions = metrics.PendingCounts(metrics.AUTHORIZER_DECISIONS, authorizer.labels)
-        self.hits = metrics.PendingCounts(metrics.AUTHORIZER_CACHE_HITS, authorizer.labels)
-
-    def count(self, decision: str) -> None:
-        counts = self.decisions.counts
-        counts[decision] = counts.get(decision, 0) + 1
 
     def check(self, down: Any, head: Any, stage: Any, route: Any, route_path: str, params: dict[str, str],
               request_id: str) -> Any:
