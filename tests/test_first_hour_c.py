@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from support.gateway import free_port
 
@@ -214,3 +215,165 @@ def test_gateway_client_connections_set_tcp_nodelay(start_gateway, example_upstr
         pids = [gateway.proc.pid, *gateway.worker_pids()]
         assert _peer_socket_nodelay(pids, gateway.port, sock.getsockname()[1]) != 0
 
+
+# --- admin API errors --------------------------------------------------------------------------------
+
+ALICE = "alice-key-0123456789abcdefghij"
+
+
+def admin_config(upstream: str) -> str:
+    return f"""
+state: {{backend: local, path: state}}
+apis:
+  - name: shop
+    type: REST
+    apiKeySource: HEADER
+    deployments:
+      v1:
+        routes:
+          - route: GET /orders/{{id}}
+            apiKeyRequired: true
+            integration: {{type: HTTP_PROXY, uri: "http://{upstream}/v1/{{id}}"}}
+      v2:
+        routes:
+          - route: GET /orders/{{id}}
+            apiKeyRequired: true
+            integration: {{type: HTTP_PROXY, uri: "http://{upstream}/v2/{{id}}"}}
+    stages:
+      prod: {{deployment: v1}}
+usagePlans:
+  - name: basic
+    apiStages: [{{api: shop, stage: prod}}]
+    quota: {{limit: 100, period: DAY}}
+apiKeys:
+  - {{name: alice, value: "{ALICE}", usagePlans: [basic]}}
+"""
+
+
+def bad(response: httpx.Response, *phrases: str, field: str | None = None) -> dict:
+    """A 400 with a JSON body whose message has every phrase (and `field`, when given)."""
+    assert response.status_code == 400, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json"
+    payload = response.json()
+    message = payload["message"]
+    for phrase in phrases:
+        assert phrase in message, (phrase, message)
+    assert not message.startswith("bad request:"), message  # not the raw exception text
+    if field is not None:
+        assert payload.get("field") == field, payload
+    return payload
+
+
+@pytest.fixture
+def admin_gateway(start_gateway, upstream):
+    return start_gateway(admin_config(upstream.address))
+
+
+def test_patch_usage_errors_name_the_field(admin_gateway):
+    admin = admin_gateway.admin
+    takes = "PATCH /usage takes a JSON body {keyId, usagePlanId, remaining}"
+    # The issue's case: the fields in the query string instead of the body.
+    response = httpx.patch(f"{admin}/usage", params={"keyId": "alice", "usagePlanId": "basic", "remaining": 5})
+    payload = bad(response, "missing field 'keyId' in the JSON body (it was given in the query string", takes,
+                  field="keyId")
+    assert payload["body"] == "{keyId, usagePlanId, remaining}"
+    # Not JSON at all.
+    bad(httpx.patch(f"{admin}/usage", content=b"nul"), "the body is not valid JSON", takes)
+    bad(httpx.patch(f"{admin}/usage", content=b"{keyId: alice}"), "the body is not valid JSON", takes)
+    # JSON, not an object.
+    bad(httpx.patch(f"{admin}/usage", json=["alice", "basic", 5]), "the body must be a JSON object, not a list",
+        takes)
+    bad(httpx.patch(f"{admin}/usage", json="alice"), "the body must be a JSON object, not a string")
+    # A missing field (no body at all: the first one).
+    bad(httpx.patch(f"{admin}/usage"), "missing field 'keyId'", takes, field="keyId")
+    bad(httpx.patch(f"{admin}/usage", json={"keyId": "alice", "remaining": 5}), "missing field 'usagePlanId'",
+        field="usagePlanId")
+    # Wrong types, named.
+    bad(httpx.patch(f"{admin}/usage", json={"keyId": "alice", "usagePlanId": "basic", "remaining": "5"}),
+        "field 'remaining' must be an integer, not a string", field="remaining")
+    bad(httpx.patch(f"{admin}/usage", json={"keyId": "alice", "usagePlanId": "basic", "remaining": True}),
+        "field 'remaining' must be an integer, not a boolean", field="remaining")
+    bad(httpx.patch(f"{admin}/usage", json={"keyId": 7, "usagePlanId": "basic", "remaining": 5}),
+        "field 'keyId' must be a string, not a number", field="keyId")
+    # Unknown fields, named.
+    bad(httpx.patch(f"{admin}/usage", json={"keyId": "alice", "usagePlanId": "basic", "remaining": 5,
+                                             "remainder": 1}),
+        "unknown field 'remainder'", "known fields: keyId, usagePlanId, remaining", field="remainder")
+    # POST /usage is the same call.
+    bad(httpx.post(f"{admin}/usage", json={}), "missing field 'keyId'", "POST /usage takes a JSON body")
+    # The good call still works.
+    ok = httpx.patch(f"{admin}/usage", json={"keyId": "alice", "usagePlanId": "basic", "remaining": 5})
+    assert ok.status_code == 200, ok.text
+
+
+def test_get_usage_errors_name_the_query_parameters(admin_gateway):
+    admin = admin_gateway.admin
+    payload = bad(httpx.get(f"{admin}/usage", params={"keyId": "alice"}),
+                  "missing query parameters 'startDate', 'endDate'",
+                  "GET /usage takes ?keyId=&startDate=&endDate=[&usagePlanId=]")
+    assert "field" not in payload
+    bad(httpx.get(f"{admin}/usage", params={"startDate": "2026-01-01", "endDate": "2026-01-02"}),
+        "missing query parameter 'keyId'", field="keyId")
+    ok = httpx.get(f"{admin}/usage", params={"keyId": "alice", "startDate": "2026-01-01", "endDate": "2026-01-02"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_post_keys_errors_name_the_field(admin_gateway):
+    admin = admin_gateway.admin
+    takes = "POST /keys takes a JSON body {name, usagePlans?, value?, enabled?}"
+    bad(httpx.post(f"{admin}/keys", params={"name": "erin"}),
+        "missing field 'name' in the JSON body (it was given in the query string", takes, field="name")
+    bad(httpx.post(f"{admin}/keys", content=b'{"name": "erin",}'), "the body is not valid JSON", takes)
+    bad(httpx.post(f"{admin}/keys", json=None), "missing field 'name'", field="name")  # `null`: no fields
+    bad(httpx.post(f"{admin}/keys", json=5), "the body must be a JSON object, not a number", takes)
+    bad(httpx.post(f"{admin}/keys", json={"name": "erin", "usagePlans": "basic"}),
+        "field 'usagePlans' must be a list of strings, not a string", field="usagePlans")
+    bad(httpx.post(f"{admin}/keys", json={"name": "erin", "enabled": "yes"}),
+        "field 'enabled' must be true or false, not a string", field="enabled")
+    bad(httpx.post(f"{admin}/keys", json={"name": "erin", "plans": ["basic"]}), "unknown field 'plans'",
+        field="plans")
+    made = httpx.post(f"{admin}/keys", json={"name": "erin", "usagePlans": ["basic"]})
+    assert made.status_code == 201, made.text
+    # The endpoints that take no body answer as before.
+    assert httpx.post(f"{admin}/keys/erin/disable").json()["enabled"] is False
+    assert httpx.get(f"{admin}/keys/nobody").status_code == 404
+    assert httpx.delete(f"{admin}/keys/erin").status_code == 200
+
+
+def test_canary_errors_name_the_field(admin_gateway):
+    admin = admin_gateway.admin
+    url = f"{admin}/canary/shop/prod/set"
+    takes = ("POST /canary/shop/prod/set takes a JSON body "
+             "{percentTraffic?, deployment?, stageVariableOverrides?, useStageCache?, copyVariables?}")
+    bad(httpx.post(url, content=b"percentTraffic=10"), "the body is not valid JSON", takes)
+    bad(httpx.post(url, json=[10]), "the body must be a JSON object, not a list", takes)
+    bad(httpx.post(url, json={"percentTraffic": "10"}), "field 'percentTraffic' must be a number, not a string",
+        field="percentTraffic")
+    bad(httpx.post(url, json={"percentTraffic": 150}), "'percentTraffic' must be between 0.0 and 100.0",
+        field="percentTraffic")
+    bad(httpx.post(url, json={"stageVariableOverrides": {"flavour": 1}}),
+        "field 'stageVariableOverrides' must be an object of string values", field="stageVariableOverrides")
+    bad(httpx.post(url, json={"copyVariables": "no"}), "field 'copyVariables' must be true or false",
+        field="copyVariables")
+    bad(httpx.post(url, json={"percent": 10}), "unknown field 'percent'", takes, field="percent")
+    bad(httpx.post(f"{admin}/canary/shop/prod/promote", json={"percentTraffic": 10}),
+        "unknown field 'percentTraffic'", "POST /canary/shop/prod/promote takes a JSON body {copyVariables?}")
+    assert httpx.post(f"{admin}/canary/shop/prod/grow", json={}).status_code == 404
+    # Good calls still work; a change that does not compile keeps its own answer.
+    ok = httpx.post(url, json={"deployment": "v2", "percentTraffic": 10}, timeout=30)
+    assert ok.status_code == 200, ok.text
+    refused = httpx.post(url, json={"deployment": "v9"}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["problems"]
+    assert httpx.post(f"{admin}/canary/shop/prod/rollback", timeout=30).status_code == 200
+
+
+def test_admin_body_limits_are_json_errors(admin_gateway):
+    admin = admin_gateway.admin
+    with socket.create_connection(("127.0.0.1", admin_gateway.admin_port), timeout=10) as sock:
+        sock.sendall(b"PATCH /usage HTTP/1.1\r\nhost: a\r\ncontent-length: ten\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        assert data.startswith(b"HTTP/1.0 400") or data.startswith(b"HTTP/1.1 400"), data
+    too_big = httpx.patch(f"{admin}/usage", content=b" " * ((1 << 20) + 1))
+    assert too_big.status_code == 413 and "larger than" in too_big.json()["message"]
