@@ -1,8 +1,13 @@
 """The admin API's canary endpoints (fastgw/canary.py makes the change; every worker follows it).
 
     GET  /canary                                 every stage's deployment and canary
-    POST /canary/{api}/{stage}/set|promote|rollback
-         {percentTraffic, deployment, stageVariableOverrides, useStageCache, copyVariables}
+    POST /canary/{api}/{stage}/set       {percentTraffic?, deployment?, stageVariableOverrides?,
+                                          useStageCache?, copyVariables?}
+    POST /canary/{api}/{stage}/promote   {copyVariables?}   (or no body)
+    POST /canary/{api}/{stage}/rollback  {copyVariables?}   (or no body)
+
+A body that is not a JSON object, or has a mistyped or unknown field, is a 400 naming it
+(fastgw/admin/http.py's body reader).
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import orjson
 from .. import runtime
 from ..canary import CanaryError, change_canary, describe
 from ..openapi import source
-from .http import Endpoint, Request
+from .http import BOOLEAN, NUMBER, STRING, STRING_MAP, BadRequest, Endpoint, Request
 
 log = logging.getLogger("fastgw.deployments")
+
+
+SET_FIELDS = {"percentTraffic": NUMBER, "deployment": STRING, "stageVariableOverrides": STRING_MAP,
+              "useStageCache": BOOLEAN, "copyVariables": BOOLEAN}
 
 
 def show(request: Request) -> tuple[int, Any]:
@@ -29,13 +38,14 @@ def change(request: Request) -> tuple[int, Any]:
     current = runtime.RUNTIME
     assert current is not None
     _, api, stage, op = request.parts
-    try:
-        spec = orjson.loads(request.body or b"{}")
-        if not isinstance(spec, dict):
-            raise ValueError("the body is a JSON object")
-    except ValueError as exc:
-        return 400, {"message": f"bad request: {exc}"}
-    copy_variables = bool(spec.pop("copyVariables", True))
+    if op not in ("set", "promote", "rollback"):
+        return 404, {"message": f"unknown canary operation '{op}' (set, promote, rollback)"}
+    fields = SET_FIELDS if op == "set" else {"copyVariables": BOOLEAN}
+    spec = request.json_body(optional=fields)
+    percent = spec.get("percentTraffic")
+    if percent is not None and not 0.0 <= percent <= 100.0:
+        raise BadRequest(f"field 'percentTraffic' must be between 0.0 and 100.0, not {percent}", "percentTraffic")
+    copy_variables = spec.pop("copyVariables", True)
     try:
         plan = change_canary(current.config_path, source.DEFAULT_OPTIONS, api, stage, op, spec, copy_variables)
     except CanaryError as exc:
