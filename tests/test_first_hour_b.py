@@ -159,4 +159,139 @@ def test_payload_format_version_keeps_its_type_through_the_cli(tmp_path):
         assert versions and all(v == expected and type(v) is type(expected) for v in versions), (name, versions)
 
 
-_ = httpx  # used below
+
+
+# -- 3. stored canary state: visible, and resettable --------------------------------------------------
+def _canary_config(upstream: str, flavour: str = "stable", canary: bool = True) -> str:
+    from test_canary import config
+
+    return config(upstream, percent=10.0, canary=canary).replace("flavour: stable", f"flavour: {flavour}")
+
+
+def _targets(gateway, n: int = 40) -> set[str]:
+    return {httpx.get(f"{gateway.url}/prod/items/7", timeout=10).json()["target"] for _ in range(n)}
+
+
+def _until(check, timeout: float = 20.0, what: str = "") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_stored_state_is_named_on_reload_shown_and_reset_through_the_admin_api(start_gateway, upstream):
+    gateway = start_gateway(_canary_config(upstream.address))
+    admin = ("-c", str(gateway.config_path), "--admin-port", str(gateway.admin_port))
+    run = _fastgw("canary", "promote", "--api", "shop", "--stage", "prod", *admin)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["running"] is True
+    assert _targets(gateway) == {"/v2/canary/7"}
+    # The file is edited (the stage's variables): the stored promote still wins, and the reload says so.
+    gateway.config_path.write_text(_canary_config(upstream.address, flavour="edited"))
+    assert httpx.post(f"{gateway.admin}/reload", timeout=30).status_code == 202
+    _until(lambda: "stage shop/prod: the stored canary state" in gateway.stderr(), what="the warning")
+    warning = next(line for line in gateway.stderr().splitlines() if "stage shop/prod: the stored" in line)
+    assert "deployment 'v1' -> 'v2'" in warning and "variables" in warning
+    assert "fastgw canary reset --api shop --stage prod" in warning
+    assert _targets(gateway) == {"/v2/canary/7"}
+    # `canary show` marks the stage, and says the gateway answered.
+    run = _fastgw("canary", "show", *admin)
+    shown = json.loads(run.stdout)
+    assert shown["running"] is True
+    assert shown["items"][0]["storedState"] == ["canary", "deployment", "variables"]
+    # reset: through the admin API; the file's stage applies at once, in every worker.
+    run = _fastgw("canary", "reset", "--api", "shop", "--stage", "prod", *admin)
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["running"] is True and answer["reset"] == ["shop/prod"]
+    assert answer["stage"]["deployment"] == "v1" and "storedState" not in answer["stage"]
+    assert _targets(gateway) <= {"/v1/edited/7", "/v2/canary/7"}
+    assert "/v1/edited/7" in _targets(gateway, 60)
+    # Nothing left to reset: a clear refusal, exit 1.
+    again = httpx.post(f"{gateway.admin}/canary/shop/prod/reset", timeout=30)
+    assert again.status_code == 404 and "no stored canary state for shop/prod" in again.json()["message"]
+    run = _fastgw("canary", "reset", "--api", "shop", "--stage", "prod", *admin)
+    assert run.returncode == 1 and "no stored canary state" in run.stderr
+
+
+def test_reset_while_stopped_works_on_the_stored_file(tmp_path, upstream):
+    path = tmp_path / "gw.yaml"
+    path.write_text(_canary_config(upstream.address))
+    offline = ("-c", str(path), "--admin-port", "1")
+    assert _fastgw("canary", "promote", "--api", "shop", "--stage", "prod", *offline).returncode == 0
+    path.write_text(_canary_config(upstream.address, flavour="edited"))
+    # validate warns on load; show (offline) marks the stage and says running: false.
+    run = _fastgw("validate", str(path))
+    assert run.returncode == 0 and "stage shop/prod: the stored canary state" in run.stderr
+    shown = json.loads(_fastgw("canary", "show", *offline).stdout)
+    assert shown["running"] is False and shown["items"][0]["storedState"] == ["canary", "deployment", "variables"]
+    assert shown["items"][0]["variables"] == {"flavour": "canary"}
+    run = _fastgw("canary", "reset", *offline)
+    assert run.returncode == 2 and "--api and --stage, or --all" in run.stderr
+    run = _fastgw("canary", "reset", "--all", *offline)
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["reset"] == ["shop/prod"] and answer["running"] is False
+    assert answer["items"][0]["deployment"] == "v1" and answer["items"][0]["variables"] == {"flavour": "edited"}
+    run = _fastgw("validate", str(path))
+    assert run.returncode == 0 and "stored canary state" not in run.stderr
+
+
+# -- 4. the smaller points -----------------------------------------------------------------------------
+def test_validate_reports_stages_and_canaries_apart(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(_canary_config("127.0.0.1:9"))
+    run = _fastgw("validate", str(path))
+    assert run.returncode == 0, run.stderr
+    assert "OK (1 stage(s), 1 canary, 1 route(s)" in run.stdout
+    path.write_text(_canary_config("127.0.0.1:9", canary=False))
+    assert "OK (1 stage(s), 0 canaries, 1 route(s)" in _fastgw("validate", str(path)).stdout
+
+
+USAGE_CONFIG = """
+apis:
+  - name: shop
+    routes:
+      - route: GET /a
+        apiKeyRequired: true
+        integration: {type: MOCK}
+    stages: {prod: {}}
+usagePlans:
+  - name: basic
+    apiStages: [{api: shop, stage: prod}]
+    quota: {limit: 100, period: DAY}
+"""
+
+
+def test_usage_and_keys_exit_codes(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(USAGE_CONFIG)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(USAGE_CONFIG.split("usagePlans:")[0].replace("        apiKeyRequired: true\n", ""))
+    c = ("-c", str(path))
+    # 2: usage or config errors
+    assert _fastgw("usage", "bob").returncode == 2  # no config file
+    assert _fastgw("usage", "bob", "-c", str(plain)).returncode == 2  # no usage plans
+    assert _fastgw("usage", "bob", "--remaining", "5", *c).returncode == 2  # --remaining without --plan
+    assert _fastgw("keys", "create", *c, "--name", "bob", "--value", "short").returncode == 2  # bad value
+    assert _fastgw("keys", "create", *c, "--name", "bob", "--plan", "basic").returncode == 0
+    assert _fastgw("usage", "bob", *c, "--from", "yesterday").returncode == 2  # bad date
+    # 1: operational failures
+    assert _fastgw("usage", "nobody", *c).returncode == 1  # unknown key
+    assert _fastgw("keys", "disable", "nobody", *c).returncode == 1
+    assert _fastgw("keys", "create", *c, "--name", "bob").returncode == 1  # exists
+    assert _fastgw("usage", "bob", *c).returncode == 0
+
+
+def test_import_names_the_bindings_its_output_needs(tmp_path):
+    run = _fastgw("import", str(OPENAPI / "awsdocs__simple-calc-lambda-api.swagger2.json"), "-o",
+                  str(tmp_path / "calc.yaml"))
+    assert run.returncode == 0, run.stderr
+    assert "to serve it, bind (serve, validate, routes): --function Calc=module:function" in run.stderr
+    run = _fastgw("import", str(OPENAPI / "localstack__petstore-swagger.json"), "-o", str(tmp_path / "p.yaml"))
+    assert "--param uri=VALUE" in run.stderr and "--function" not in run.stderr
+    run = _fastgw("import", str(OPENAPI / "awsdocs__simple-calc-lambda-api.swagger2.json"), "-o",
+                  str(tmp_path / "bound.yaml"), "--function", "Calc=handlers.lambdas:calc")
+    assert run.returncode == 0 and "to serve it" not in run.stderr

@@ -3,6 +3,8 @@
     GET  /canary                                 every stage's deployment and canary
     POST /canary/{api}/{stage}/set|promote|rollback
          {percentTraffic, deployment, stageVariableOverrides, useStageCache, copyVariables}
+    POST /canary/{api}/{stage}/reset             drop the stage's stored change: the config file's stage applies
+    POST /canary/reset                           the same for every stage with a stored change
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import orjson
 
 from .. import runtime
-from ..canary import CanaryError, change_canary, describe
+from ..canary import CanaryError, change_canary, describe, reset_canary, stored_changes
 from ..openapi import source
 from .http import Endpoint, Request
 
@@ -22,7 +24,8 @@ log = logging.getLogger("fastgw.deployments")
 
 def show(request: Request) -> tuple[int, Any]:
     assert runtime.RUNTIME is not None
-    return 200, {"items": describe(runtime.RUNTIME.plan)}
+    changes = stored_changes(runtime.RUNTIME.config_path, source.DEFAULT_OPTIONS)
+    return 200, {"items": describe(runtime.RUNTIME.plan, changes)}
 
 
 def change(request: Request) -> tuple[int, Any]:
@@ -46,7 +49,25 @@ def change(request: Request) -> tuple[int, Any]:
     return 200, {"stage": entry, "generation": generation, "workers": workers}
 
 
+def reset(request: Request) -> tuple[int, Any]:
+    """POST /canary/{api}/{stage}/reset or POST /canary/reset (every stage)."""
+    current = runtime.RUNTIME
+    assert current is not None
+    api, stage = (request.parts[1], request.parts[2]) if len(request.parts) == 4 else (None, None)
+    try:
+        plan, stages = reset_canary(current.config_path, source.DEFAULT_OPTIONS, api, stage)
+    except CanaryError as exc:
+        return exc.status, {"message": str(exc), "problems": exc.problems}
+    generation, workers = runtime.install(plan)
+    changes = stored_changes(current.config_path, source.DEFAULT_OPTIONS)
+    items = describe(plan, changes)
+    entry = next((e for e in items if (e["api"], e["stage"]) == (api, stage)), None)
+    return 200, {"reset": stages, "stage": entry, "items": items, "generation": generation, "workers": workers}
+
+
 ENDPOINTS = (
     Endpoint("GET", "/canary", show),
+    Endpoint("POST", "/canary/reset", reset),
+    Endpoint("POST", "/canary/*/*/reset", reset),
     Endpoint("POST", "/canary/*/*/*", change),
 )
