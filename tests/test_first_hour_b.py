@@ -26,8 +26,13 @@ def _fastgw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _route_keys(config) -> set[str]:
-    return {f"{r.method} {r.template}" for r in config.apis[0].routes}
+def _method_requests(config) -> list[tuple]:
+    """What a route asks of a request, as the import of either version reads it."""
+    api = config.apis[0]
+    routes = sorted((f"{r.method} {r.template}", json.dumps(r.requestModels, sort_keys=True),
+                     json.dumps(r.requestParameters, sort_keys=True), str(r.requestValidator), r.apiKeyRequired,
+                     str(r.auth)) for r in api.routes)
+    return [api.type, sorted(api.authorizers), sorted(api.aws.models or {}), *routes]
 
 
 # -- 1. export --format converts between Swagger 2.0 and OpenAPI 3.0 --------------------------------
@@ -71,7 +76,8 @@ def test_export_in_either_format_imports_back_and_exports_the_same(tmp_path, nam
     else:
         assert load_plan(load_document(path), options).stages  # the import of the export loads
     again = imported(path, options)
-    assert _route_keys(again) == _route_keys(config)
+    # the same API: type, authorizers, models, and every route's validation, parameters, body models, auth
+    assert _method_requests(again) == _method_requests(config)
     second = export_api(again.apis[0], again, None, version)
     assert normalize(second) == normalize(first)
 

@@ -35,7 +35,7 @@ def _admin_call(base: str, token: str | None, method: str, path: str, body: dict
 def cmd_canary(args: Any) -> int:
     # Imported here: building the command line must not import prometheus-client (fastgw serve sets
     # its multi-process directory first) nor the gateway's modules.
-    from ..canary import CanaryError, change_canary, describe, reset_canary, stored_changes
+    from ..canary import CanaryError, change_canary, describe, stored_changes
     from ..compile import load_plan
     from ..config.loader import ConfigError, load_document
 
@@ -62,7 +62,7 @@ def cmd_canary(args: Any) -> int:
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0 if status == 200 else 1
     if args.op == "reset":
-        return _reset(args, base, token, path, options, describe, reset_canary, stored_changes, CanaryError)
+        return _reset(args, base, token, path, options)
     if not (args.api and args.stage):
         raise SystemExit("fastgw: --api and --stage name the stage")
     fields: dict[str, Any] = {}
@@ -98,9 +98,10 @@ def cmd_canary(args: Any) -> int:
     return 0
 
 
-def _reset(args: Any, base: str, token: str | None, path: str, options: Any, describe: Any, reset_canary: Any,
-           stored_changes: Any, error: Any) -> int:
+def _reset(args: Any, base: str, token: str | None, path: str, options: Any) -> int:
     """`fastgw canary reset --api A --stage S | --all`: drop stored canary state (the file's stage applies)."""
+    from ..canary import CanaryError, describe, reset_canary, stored_changes
+
     if args.all == bool(args.api or args.stage) or (not args.all and not (args.api and args.stage)):
         print("fastgw: canary reset takes --api and --stage, or --all", file=sys.stderr)
         return 2
@@ -112,7 +113,7 @@ def _reset(args: Any, base: str, token: str | None, path: str, options: Any, des
         try:
             plan, stages = reset_canary(path, options, None if args.all else args.api,
                                         None if args.all else args.stage)
-        except error as exc:
+        except CanaryError as exc:
             print(f"fastgw: {exc}", file=sys.stderr)
             for problem in exc.problems:
                 print(f"  {problem}", file=sys.stderr)
