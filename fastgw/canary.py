@@ -6,6 +6,11 @@
               are copied into the stage's variables (unless --keep-variables); percentTraffic 0.
               The canary settings stay, as in AWS (disable them with rollback)
     rollback  the canary is removed: every request goes to the stage's own deployment
+    reset     the stored change is dropped: the stage is again what the config file says
+
+Stored changes win over the config file (an edit of the stage's deployment, variables or canary in
+the file does not apply while one is stored): loading warns about each, `describe` marks such stages
+(`storedState`: the fields that come from the store), and `reset` gives the file back its say.
 
 A change is validated by compiling the whole config with it, and refused with the problems when
 it does not compile; it is stored (fastgw/state/canary.py) and made live in every worker
@@ -73,8 +78,9 @@ def next_change(current: dict[str, Any], spec: dict[str, Any], op: str, fields: 
     return change
 
 
-def describe(plan: Any) -> list[dict[str, Any]]:
-    """Every stage's deployment and canary, as `GET /canary` and `fastgw canary show` print them."""
+def describe(plan: Any, changes: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every stage's deployment and canary, as `GET /canary` and `fastgw canary show` print them;
+    `changes`: the stored ones (a stage they change gets `storedState`: the fields they set)."""
     out = []
     for stage in plan.stages:
         if stage.is_canary:
@@ -84,6 +90,9 @@ def describe(plan: Any) -> list[dict[str, Any]]:
         if stage.canary is not None:
             entry["canary"] = {"deployment": stage.canary.deployment, "percentTraffic": stage.canary_percent,
                                "variables": stage.canary.variables}
+        change = (changes or {}).get((stage.api.name, stage.name))
+        if change:
+            entry["storedState"] = sorted(change)
         out.append(entry)
     return out
 
@@ -116,3 +125,51 @@ def change_canary(config_path: str, options: Any, api: str, stage: str, op: str,
         store.close()
 
 
+
+
+def stored_changes(config_path: str, options: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The canary changes stored for a config (none when it has no state yet)."""
+    from .config.loader import load_document
+    expanded = expand(load_document(config_path), options)
+    store = CanaryStore.open_existing(state_dir_of(expanded.data, expanded.source))
+    if store is None:
+        return {}
+    try:
+        return store.changes()
+    finally:
+        store.close()
+
+
+def reset_canary(config_path: str, options: Any, api: str | None, stage: str | None) -> tuple[Any, list[str]]:
+    """Drop the stored change of one API stage (api and stage None: every one), after checking that the
+    config compiles without it; returns (the plan compiled from the file and what is left stored, the
+    stages reset as "API/STAGE")."""
+    from .config.loader import ConfigError, load_document
+    expanded = expand(load_document(config_path), options)
+    data = expanded.data
+    store = CanaryStore.open_existing(state_dir_of(data, expanded.source)) if isinstance(data, dict) else None
+    changes = store.changes() if store is not None else {}
+    try:
+        if api is None:
+            targets = list(changes)
+        elif (api, stage) in changes:
+            targets = [(api, stage)]
+        else:
+            stored = ", ".join(f"{a}/{s}" for a, s in changes) or "none"
+            raise CanaryError(f"no stored canary state for {api}/{stage} (stored: {stored})", 404)
+        left = {key: change for key, change in changes.items() if key not in targets}
+        expanded.data = apply_changes(data, left)
+        expanded.overlaid = True
+        try:
+            plan = load_plan(expanded)
+        except ConfigError as exc:
+            raise CanaryError("the config does not compile without the stored state", 400,
+                              [str(p) for p in exc.problems]) from None
+        if store is not None:
+            store.drop(targets)
+        for a, s in targets:
+            log.warning("canary reset on %s/%s: the stored state is dropped; the config file's stage applies", a, s)
+        return plan, [f"{a}/{s}" for a, s in targets]
+    finally:
+        if store is not None:
+            store.close()

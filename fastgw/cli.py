@@ -70,8 +70,12 @@ def _load(path: str, overrides: dict[str, Any], args: argparse.Namespace | None 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = _load(args.config, _overrides(args), args)
-    routes = sum(len(stage.routes) for stage in plan.stages)
-    print(f"{args.config}: OK ({len(plan.stages)} stage(s), {routes} route(s), interface {plan.interface})")
+    # A canary is compiled as a plan of its own; it is reported apart, not as a stage.
+    stages = [stage for stage in plan.stages if not stage.is_canary]
+    canaries = len(plan.stages) - len(stages)
+    routes = sum(len(stage.routes) for stage in stages)
+    print(f"{args.config}: OK ({len(stages)} stage(s), {canaries} canar{'y' if canaries == 1 else 'ies'}, "
+          f"{routes} route(s), interface {plan.interface})")
     return 0
 
 

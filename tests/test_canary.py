@@ -149,7 +149,9 @@ def test_set_live_through_the_admin_api_and_refused_changes(start_gateway, upstr
     assert httpx.post(f"{gateway.admin}/canary/shop/prod/rollback", timeout=30).status_code == 200
     assert _all_go_to(gateway, "/v1/stable/")
     listing = httpx.get(f"{gateway.admin}/canary").json()["items"]
-    assert listing == [{"api": "shop", "stage": "prod", "deployment": "v1", "variables": {"flavour": "stable"}}]
+    # The rollback is stored (it wins over a canary added to the file later): `storedState` says so.
+    assert listing == [{"api": "shop", "stage": "prod", "deployment": "v1", "variables": {"flavour": "stable"},
+                        "storedState": ["canary"]}]
 
 
 def test_canary_set_while_stopped_applies_at_the_next_start(tmp_path, start_gateway, upstream):

@@ -317,7 +317,7 @@ def test_validate_command_prints_the_warning_and_exits_zero(tmp_path):
                              str(OPENAPI / "localstack__petstore-swagger.json"),
                              "--param", "uri=http://x.example/petstore/pets"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "OK (1 stage(s), 6 route(s)" in result.stdout
+    assert "OK (1 stage(s), 0 canaries, 6 route(s)" in result.stdout
     assert result.stderr.count("fastgw: warning:") == 1 and "documentation parts" in result.stderr
     missing = subprocess.run([sys.executable, "-m", "fastgw", "validate",
                               str(OPENAPI / "aws-samples__reminders-api.cfn-include.yaml")],

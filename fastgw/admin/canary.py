@@ -5,6 +5,8 @@
                                           useStageCache?, copyVariables?}
     POST /canary/{api}/{stage}/promote   {copyVariables?}   (or no body)
     POST /canary/{api}/{stage}/rollback  {copyVariables?}   (or no body)
+    POST /canary/{api}/{stage}/reset     drop the stage's stored change: the config file's stage applies
+    POST /canary/reset                   the same for every stage with a stored change
 
 A body that is not a JSON object, or has a mistyped or unknown field, is a 400 naming it
 (fastgw/admin/http.py's body reader).
@@ -18,7 +20,7 @@ from typing import Any
 import orjson
 
 from .. import runtime
-from ..canary import CanaryError, change_canary, describe
+from ..canary import CanaryError, change_canary, describe, reset_canary, stored_changes
 from ..openapi import source
 from .http import BOOLEAN, NUMBER, STRING, STRING_MAP, BadRequest, Endpoint, Request
 
@@ -31,7 +33,8 @@ SET_FIELDS = {"percentTraffic": NUMBER, "deployment": STRING, "stageVariableOver
 
 def show(request: Request) -> tuple[int, Any]:
     assert runtime.RUNTIME is not None
-    return 200, {"items": describe(runtime.RUNTIME.plan)}
+    changes = stored_changes(runtime.RUNTIME.config_path, source.DEFAULT_OPTIONS)
+    return 200, {"items": describe(runtime.RUNTIME.plan, changes)}
 
 
 def change(request: Request) -> tuple[int, Any]:
@@ -56,7 +59,25 @@ def change(request: Request) -> tuple[int, Any]:
     return 200, {"stage": entry, "generation": generation, "workers": workers}
 
 
+def reset(request: Request) -> tuple[int, Any]:
+    """POST /canary/{api}/{stage}/reset or POST /canary/reset (every stage)."""
+    current = runtime.RUNTIME
+    assert current is not None
+    api, stage = (request.parts[1], request.parts[2]) if len(request.parts) == 4 else (None, None)
+    try:
+        plan, stages = reset_canary(current.config_path, source.DEFAULT_OPTIONS, api, stage)
+    except CanaryError as exc:
+        return exc.status, {"message": str(exc), "problems": exc.problems}
+    generation, workers = runtime.install(plan)
+    changes = stored_changes(current.config_path, source.DEFAULT_OPTIONS)
+    items = describe(plan, changes)
+    entry = next((e for e in items if (e["api"], e["stage"]) == (api, stage)), None)
+    return 200, {"reset": stages, "stage": entry, "items": items, "generation": generation, "workers": workers}
+
+
 ENDPOINTS = (
     Endpoint("GET", "/canary", show),
+    Endpoint("POST", "/canary/reset", reset),
+    Endpoint("POST", "/canary/*/*/reset", reset),
     Endpoint("POST", "/canary/*/*/*", change),
 )

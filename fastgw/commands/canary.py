@@ -1,5 +1,6 @@
-"""`fastgw canary show|set|promote|rollback`: through the running gateway's admin API, or, when none
-answers, stored for the next start (fastgw/canary.py)."""
+"""`fastgw canary show|set|promote|rollback|reset`: through the running gateway's admin API, or, when
+none answers, stored for the next start (fastgw/canary.py). `running` in the output says which:
+true when the admin API answered, false when the stored state was read or changed."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _admin_call(base: str, token: str | None, method: str, path: str, body: dict
 def cmd_canary(args: Any) -> int:
     # Imported here: building the command line must not import prometheus-client (fastgw serve sets
     # its multi-process directory first) nor the gateway's modules.
-    from ..canary import CanaryError, change_canary, describe
+    from ..canary import CanaryError, change_canary, describe, stored_changes
     from ..compile import load_plan
     from ..config.loader import ConfigError, load_document
 
@@ -55,10 +56,13 @@ def cmd_canary(args: Any) -> int:
     if args.op == "show":
         try:
             status, payload = _admin_call(base, token, "GET", "/canary", None)
+            payload["running"] = True  # the admin API answered
         except OSError:
-            status, payload = 200, {"items": describe(plan), "running": False}
+            status, payload = 200, {"items": describe(plan, stored_changes(path, options)), "running": False}
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0 if status == 200 else 1
+    if args.op == "reset":
+        return _reset(args, base, token, path, options)
     if not (args.api and args.stage):
         raise SystemExit("fastgw: --api and --stage name the stage")
     fields: dict[str, Any] = {}
@@ -75,6 +79,7 @@ def cmd_canary(args: Any) -> int:
     route = f"/canary/{quote(args.api, safe='')}/{quote(args.stage, safe='')}/{args.op}"
     try:
         status, payload = _admin_call(base, token, "POST", route, {**fields, "copyVariables": copy_variables})
+        payload["running"] = True
     except OSError:
         # No gateway answers: store the change; the next `fastgw serve` starts with it.
         try:
@@ -93,6 +98,35 @@ def cmd_canary(args: Any) -> int:
     return 0
 
 
+def _reset(args: Any, base: str, token: str | None, path: str, options: Any) -> int:
+    """`fastgw canary reset --api A --stage S | --all`: drop stored canary state (the file's stage applies)."""
+    from ..canary import CanaryError, describe, reset_canary, stored_changes
+
+    if args.all == bool(args.api or args.stage) or (not args.all and not (args.api and args.stage)):
+        print("fastgw: canary reset takes --api and --stage, or --all", file=sys.stderr)
+        return 2
+    route = "/canary/reset" if args.all else f"/canary/{quote(args.api, safe='')}/{quote(args.stage, safe='')}/reset"
+    try:
+        status, payload = _admin_call(base, token, "POST", route, {})
+        payload["running"] = True
+    except OSError:
+        try:
+            plan, stages = reset_canary(path, options, None if args.all else args.api,
+                                        None if args.all else args.stage)
+        except CanaryError as exc:
+            print(f"fastgw: {exc}", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        status, payload = 200, {"reset": stages, "items": describe(plan, stored_changes(path, options)),
+                                "running": False}
+    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if status != 200:
+        print(f"fastgw: {payload.get('message', status)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_parsers(commands: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", help="the gateway's config file (env FASTGW_CONFIG)")
@@ -102,7 +136,7 @@ def add_parsers(commands: Any) -> None:
     stage = argparse.ArgumentParser(add_help=False)
     stage.add_argument("--api", help="the API")
     stage.add_argument("--stage", dest="stage", help="the stage")
-    canary = commands.add_parser("canary", help="canary releases: show, set, promote, rollback (live in every "
+    canary = commands.add_parser("canary", help="canary releases: show, set, promote, rollback, reset (live in every "
                                                 "worker; kept across restarts)")
     ops = canary.add_subparsers(dest="op", required=True)
     ops.add_parser("show", parents=[common], help="every stage's deployment and canary")
@@ -117,6 +151,9 @@ def add_parsers(commands: Any) -> None:
     promote.add_argument("--keep-variables", action="store_true",
                          help="do not copy the canary's stage variable overrides into the stage")
     ops.add_parser("rollback", parents=[common, stage], help="remove the canary: all traffic to the stage's deployment")
+    reset = ops.add_parser("reset", parents=[common, stage],
+                           help="drop the stored canary state of a stage: the config file's stage applies again")
+    reset.add_argument("--all", action="store_true", help="every stage with stored state")
     for parser in ops.choices.values():
         parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="as for serve")
         parser.add_argument("--function", action="append", metavar="NAME=module:function", help="as for serve")

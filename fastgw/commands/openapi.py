@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,57 @@ def cmd_import(args: argparse.Namespace) -> int:
             native[key] = expanded.data[key]
     as_yaml = not (args.output or "").endswith(".json")
     _dump(native, args.output, as_yaml)
+    functions, params = bindings_needed(native)
+    if functions or params:
+        flags = [f"--function {name}=module:function" for name in functions]
+        flags += [f"--param {name}=VALUE" for name in params]
+        print("fastgw: to serve it, bind (serve, validate, routes): " + " ".join(flags), file=sys.stderr)
     return 0
 
 
+PLACEHOLDER = re.compile(r"\$\{([^{}]+)\}")
+BOUND_URIS = ("uri", "authorizerUri", "authorizerCredentials", "credentials")
+
+
+def bindings_needed(native: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(the Lambda functions with no handler, the `${name}` placeholders with no value) of an imported
+    config: what `--function NAME=module:function` and `--param NAME=VALUE` must give to serve it."""
+    from ..openapi.reader import lambda_function
+
+    bound = set((native.get("functions") or {}) if isinstance(native.get("functions"), dict) else ())
+    functions: list[str] = []
+    params: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in BOUND_URIS and isinstance(value, str):
+                    found(value)
+                else:
+                    walk(value)
+
+    def found(uri: str) -> None:
+        for name in PLACEHOLDER.findall(uri):
+            if not name.startswith(("stageVariables.", "env:")) and name not in params:
+                params.append(name)
+        arn = lambda_function(uri)
+        if arn is not None and not PLACEHOLDER.search(uri):
+            name = arn.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in arn else arn
+            if name not in bound and arn not in bound and name not in functions:
+                functions.append(name)
+
+    walk(native.get("apis"))
+    return functions, params
+
+
+FORMATS = {"oas30": "OpenAPI 3.0", "swagger": "Swagger 2.0"}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..openapi.convert import ConversionError
     from ..openapi.export import export_api
 
     options = load_options(args)
@@ -144,7 +192,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     api = apis[0]
     if args.deployment and args.deployment not in api.deployments and args.deployment != "current":
         raise SystemExit(f"fastgw: API '{api.name}' has no deployment '{args.deployment}'")
-    document = export_api(api, config, args.deployment, args.format)
+    try:
+        document = export_api(api, config, args.deployment, args.format)
+    except ConversionError as exc:
+        print(f"fastgw: cannot export API '{api.name}' as {FORMATS[args.format]}: {exc}", file=sys.stderr)
+        return 2
     as_yaml = (args.output or "").endswith((".yaml", ".yml"))
     _dump(document, args.output, as_yaml)
     return 0

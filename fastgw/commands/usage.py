@@ -3,6 +3,12 @@
 Both read the config file (for the usage plans and where the state lives: `-c FILE` or
 FASTGW_CONFIG) and work whether the gateway runs or not; a running gateway picks up key changes
 within a second. Output is JSON, like the AWS CLI's.
+
+Exit codes, the same for every `keys` and `usage` command: 0 done; 2 a usage or config error (a bad
+flag or value (a date that is not YYYY-MM-DD, a key value of the wrong length), no config file given, an
+invalid config, a config with no usage plans, keys or throttles, --remaining without --plan); 1 an
+operational failure (an unknown key, a key not in the plan, a name that exists, a key the config file
+declares).
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ from typing import Any
 
 import orjson
 
+USAGE_ERROR, FAILURE = 2, 1
+
+
+def _usage_error(message: str) -> SystemExit:
+    print(f"fastgw: {message}", file=sys.stderr)
+    return SystemExit(USAGE_ERROR)
+
 
 def _service(args: argparse.Namespace) -> Any:
     from ..compile import load_plan
@@ -23,14 +36,14 @@ def _service(args: argparse.Namespace) -> Any:
 
     path = args.config or os.environ.get("FASTGW_CONFIG")
     if not path:
-        raise SystemExit("fastgw: give the gateway's config file with -c FILE (or FASTGW_CONFIG)")
+        raise _usage_error("give the gateway's config file with -c FILE (or FASTGW_CONFIG)")
     try:
         plan = load_plan(load_document(path))
     except ConfigError as exc:
         print(f"fastgw: invalid config {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USAGE_ERROR) from None
     if plan.usage is None:
-        raise SystemExit(f"fastgw: {path} declares no usage plans, API keys or throttles")
+        raise _usage_error(f"{path} declares no usage plans, API keys or throttles")
     return UsageService.open(plan.usage)
 
 
@@ -46,7 +59,8 @@ def _run(args: argparse.Namespace, action: Any) -> int:
         _print(action(service))
     except UsageError as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
-        return 1
+        # 400: the command's own values are wrong (a bad date, name or value): a usage error.
+        return USAGE_ERROR if exc.status == 400 else FAILURE
     finally:
         service.close()
     return 0
@@ -70,7 +84,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     if args.remaining is not None:
         if not args.plan:
-            raise SystemExit("fastgw: --remaining needs --plan")
+            raise _usage_error("--remaining needs --plan")
         return _run(args, lambda s: s.update_usage(args.key, args.plan, args.remaining))
     today = dt.datetime.now(dt.UTC).date()
     start = args.start or (today - dt.timedelta(days=6)).isoformat()

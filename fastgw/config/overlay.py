@@ -56,3 +56,34 @@ def apply_changes(data: Any, changes: dict[tuple[str, str], dict[str, Any]]) -> 
         else:
             log.warning("a canary change for %s/%s is kept but the config has no such API", api_name, stage_name)
     return data
+
+
+def overridden(data: Any, changes: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """What each stored change overrides of the config file's stages: for every API stage, the fields
+    (deployment, variables, canary) whose stored value differs from the file's, described
+    ("deployment 'v1' -> 'v2'")."""
+    out: dict[tuple[str, str], list[str]] = {}
+    if not changes or not isinstance(data, dict) or not isinstance(data.get("apis"), list):
+        return out
+    for (api_name, stage_name), change in changes.items():
+        api = next((a for a in data["apis"] if isinstance(a, dict) and a.get("name") == api_name), None)
+        stages = api.get("stages") if isinstance(api, dict) else None
+        if not isinstance(stages, dict) or stage_name not in stages:
+            continue
+        spec = stages[stage_name] or {}
+        found = []
+        for key in ("deployment", "variables", "canary"):
+            if key not in change:
+                continue
+            mine, stored = spec.get(key), change[key]
+            if mine == stored:
+                continue
+            if key == "deployment":
+                found.append(f"deployment '{mine}' -> '{stored}'")
+            elif key == "canary" and stored is None:
+                found.append("canary (removed by a rollback)")
+            else:
+                found.append(key)
+        if found:
+            out[(api_name, stage_name)] = found
+    return out

@@ -5,5 +5,6 @@
     reader.py    a document -> one native API entry (same model as the native format)
     source.py    config sources: an OpenAPI file served directly, or included by a native config
     export.py    the model -> OpenAPI with the extensions
+    convert.py   Swagger 2.0 <-> OpenAPI 3.0 (export --format of an import in the other version)
     commands.py  `fastgw import`, `fastgw export` and the load flags of serve/validate/routes
 """

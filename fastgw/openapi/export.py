@@ -7,7 +7,8 @@ method requests written as AWS's GetExport writes them (`extensions=integrations
 (x-amazon-apigateway-request-validator(s); fastgw's built-in names a route uses are defined in the
 map), `requestParameters` as operation parameters, `requestModels` as the request body (OAS 3.0) or
 the `in: body` parameter and `consumes` (Swagger 2.0), models as components.schemas / definitions.
-Importing that document gives routes that validate the same way.
+Importing that document gives routes that validate the same way. An imported document asked for in
+the other version is converted (fastgw/openapi/convert.py), or refused with a ConversionError.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..config.model import (
     Route,
 )
 from ..config.model import METHOD_REQUEST_PARAMETER as PARAMETER
+from .convert import convert
 from .reader import ANY_METHOD, X, lambda_function
 
 TYPES_OUT = {"HTTP_PROXY": "http_proxy", "HTTP": "http", "MOCK": "mock", "FUNCTION": "aws_proxy",
@@ -66,7 +68,11 @@ def export_integration(integration: Integration, http_api: bool, params: dict[st
     elif integration.type in ("FUNCTION", "FUNCTION_CUSTOM"):
         out["httpMethod"] = "POST"
     if integration.payloadFormatVersion:
-        out["payloadFormatVersion"] = integration.payloadFormatVersion
+        # The document's own type: `payloadFormatVersion: 1.0` stays a number, "1.0" a string.
+        spelled = integration.payloadFormatVersionSpelled
+        number = isinstance(spelled, int | float) and not isinstance(spelled, bool)
+        same = number and f"{float(spelled):.1f}" == integration.payloadFormatVersion
+        out["payloadFormatVersion"] = spelled if same else integration.payloadFormatVersion
     if integration.requestParameters:
         out["requestParameters"] = dict(integration.requestParameters)
     if integration.requestTemplates:
@@ -275,6 +281,10 @@ def export_api(api: Api, config: GatewayConfig | None = None, deployment: str | 
     params = config.parameters if config is not None else {}
     document = copy.deepcopy(api.aws.document)
     original_swagger = "swagger" in document
+    imported = "swagger" in document or "openapi" in document
+    if imported and version and (version == "swagger") != original_swagger:
+        # Written in its own version, then converted (ConversionError: what the other cannot say).
+        return convert(export_api(api, config, deployment), version)
     swagger = (version == "swagger") if version else original_swagger
     http_api = api.type == "HTTP"
     out: dict[str, Any] = {}

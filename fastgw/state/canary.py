@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..config.overlay import apply_changes, state_dir_of
+from ..config.overlay import apply_changes, overridden, state_dir_of
 
 log = logging.getLogger("fastgw.deployments")
 
@@ -48,6 +48,10 @@ class CanaryStore:
         rows = self.db.execute("SELECT api, stage, change FROM canary_changes").fetchall()
         return {(api, stage): orjson.loads(change) for api, stage, change in rows}
 
+    def drop(self, keys: list[tuple[str, str]]) -> None:
+        for api, stage in keys:
+            self.put(api, stage, None)
+
     def put(self, api: str, stage: str, change: dict[str, Any] | None) -> None:
         if change is None:
             self.db.execute("DELETE FROM canary_changes WHERE api = ? AND stage = ?", (api, stage))
@@ -67,6 +71,13 @@ def overlay(data: Any, source: str) -> Any:
     if store is None:
         return data
     try:
-        return apply_changes(data, store.changes())
+        changes = store.changes()
     finally:
         store.close()
+    # The stored changes win over the file: say so, so that an edit of the file that changes nothing
+    # is explained (and how to drop them).
+    for (api, stage), fields in overridden(data, changes).items():
+        log.warning("stage %s/%s: the stored canary state (%s) overrides the config file's %s; edits of "
+                    "these in the file do not apply until `fastgw canary reset --api %s --stage %s`",
+                    api, stage, store.path, ", ".join(fields), api, stage)
+    return apply_changes(data, changes)

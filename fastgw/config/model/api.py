@@ -37,6 +37,7 @@ class Integration:
     # x-amazon-apigateway-integration fields (issue 6); see IntegrationExtras below
     httpMethod: str | None = None  # the method sent to the backend (None: the client's)
     payloadFormatVersion: str | None = None  # FUNCTION: "1.0" or "2.0" (default: REST 1.0, HTTP 2.0)
+    payloadFormatVersionSpelled: Any = None  # as the document wrote it (1.0 or "1.0"), for export
     requestParameters: dict[str, str] = field(default_factory=dict)
     requestTemplates: dict[str, str] = field(default_factory=dict)
     responses: dict[str, Any] = field(default_factory=dict)  # integration responses by selection pattern
@@ -374,6 +375,7 @@ def _read_integration_extras(r: _Reader, obj: dict[str, Any], path: str, integra
             r.error(_join(path, "payloadFormatVersion"), f"must be 1.0 or 2.0; got '{version}'")
         else:
             integration.payloadFormatVersion = text
+            integration.payloadFormatVersionSpelled = version
     integration.requestParameters = r.string_map(obj, "requestParameters", path)
     integration.requestTemplates = r.string_map(obj, "requestTemplates", path)
     responses = obj.get("responses")
