@@ -341,7 +341,7 @@ def reload_rejected(exc: ConfigError, trigger: str) -> None:
     RUNTIME.reloads_failed += 1
     problems = "; ".join(str(p) for p in exc.problems) or str(exc)
     generation = LIVE.generation if LIVE is not None else 0
-    log.error("reload (%s) rejected, still serving generation %d: %s: %s", trigger, generation, exc.source, problems)
+    log.error("config reload rejected (%s), still serving generation %d: %s: %s", trigger, generation, exc.source, problems)
 
 
 def reload_config(trigger: str = "reload") -> bool:
@@ -357,7 +357,7 @@ def reload_config(trigger: str = "reload") -> bool:
     RUNTIME.plan = plan
     RUNTIME.reloads_ok += 1
     generation = published(plan)
-    log.info("reload (%s) accepted: %s is generation %d", trigger, RUNTIME.config_path, generation)
+    log.info("config reload accepted (%s): %s is generation %d", trigger, RUNTIME.config_path, generation)
     return True
 
 

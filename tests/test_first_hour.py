@@ -217,18 +217,18 @@ def test_the_log_tells_startup_reloads_and_stop(start_gateway, upstream):
 
     gateway.config_path.write_text(_config(upstream, "second"))
     gateway.signal(signal.SIGHUP)
-    assert _wait(lambda: "reload (SIGHUP) accepted" in gateway.stderr()), gateway.stderr()
-    accepted = next(line for line in gateway.stderr().splitlines() if "reload (SIGHUP) accepted" in line)
+    assert _wait(lambda: "config reload accepted (SIGHUP)" in gateway.stderr()), gateway.stderr()
+    accepted = next(line for line in gateway.stderr().splitlines() if "config reload accepted (SIGHUP)" in line)
     assert "[INFO]" in accepted and "generation 1" in accepted
 
     gateway.config_path.write_text(_config(upstream, "third").replace("HTTP_PROXY", "NOPE"))
     gateway.signal(signal.SIGHUP)
-    assert _wait(lambda: "reload (SIGHUP) rejected" in gateway.stderr()), gateway.stderr()
-    rejected = next(line for line in gateway.stderr().splitlines() if "reload (SIGHUP) rejected" in line)
+    assert _wait(lambda: "config reload rejected (SIGHUP)" in gateway.stderr()), gateway.stderr()
+    rejected = next(line for line in gateway.stderr().splitlines() if "config reload rejected (SIGHUP)" in line)
     assert "[ERROR]" in rejected and "integration.type" in rejected and "still serving generation 1" in rejected
 
     assert httpx.post(f"{gateway.admin}/reload").status_code == 400
-    assert _wait(lambda: "reload (POST /reload) rejected" in gateway.stderr())
+    assert _wait(lambda: "config reload rejected (POST /reload)" in gateway.stderr())
     assert httpx.get(f"{gateway.url}/v1/hello/x").status_code == 200
     assert upstream.requests[-1].target == "/second/x"
 
