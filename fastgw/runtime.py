@@ -341,7 +341,8 @@ def reload_rejected(exc: ConfigError, trigger: str) -> None:
     RUNTIME.reloads_failed += 1
     problems = "; ".join(str(p) for p in exc.problems) or str(exc)
     generation = LIVE.generation if LIVE is not None else 0
-    log.error("config reload rejected (%s), still serving generation %d: %s: %s", trigger, generation, exc.source, problems)
+    log.error("config reload rejected (%s), still serving generation %d: %s: %s", trigger, generation,
+              exc.source, problems)
 
 
 def reload_config(trigger: str = "reload") -> bool:
