@@ -3,6 +3,7 @@ served, start-up failures are one line, and the gateway says what it does in its
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -160,11 +161,37 @@ def test_readyz_follows_reloads_and_worker_respawns(start_gateway, upstream):
             assert httpx.get(f"{gateway.url}/v1/hello/x", headers={"connection": "close"}).status_code == 200
             assert upstream.requests[-1].target == f"/gen{n}/x"
 
-    # A worker dies: granian respawns it; ready again once the new one serves.
+    # SIGHUP answers nothing: once the main process published the new config, /readyz is 200 only
+    # when every worker runs it.
+    gateway.config_path.write_text(_config(upstream, "hup"))
+    gateway.signal(signal.SIGHUP)
+    assert _wait(lambda: "config reload accepted (SIGHUP)" in gateway.stderr(), 20)
+    assert _wait(lambda: httpx.get(f"{gateway.admin}/readyz").status_code == 200)
+    for _ in range(4):
+        assert httpx.get(f"{gateway.url}/v1/hello/x", headers={"connection": "close"}).status_code == 200
+        assert upstream.requests[-1].target == "/hup/x"
+
+    # A worker that cannot take the new config (stopped here): not ready until it runs it.
+    workers = gateway.worker_pids()
+    try:
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        gateway.config_path.write_text(_config(upstream, "late"))
+        gateway.signal(signal.SIGHUP)
+        assert _wait(lambda: gateway.stderr().count("config reload accepted (SIGHUP)") == 2, 20)
+        for _ in range(5):
+            answer = httpx.get(f"{gateway.admin}/readyz")
+            assert (answer.status_code, answer.json()) == (503, {"status": "reloading"})
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    assert _wait(lambda: httpx.get(f"{gateway.admin}/readyz").status_code == 200)
+    assert httpx.get(f"{gateway.url}/v1/hello/x").status_code == 200
+    assert upstream.requests[-1].target == "/late/x"
+
+    # A worker dies: granian respawns it, and the gateway is ready again.
     victim = gateway.worker_pids()[0]
     gateway_pid = gateway.proc.pid
-    import os
-
     os.kill(victim, signal.SIGKILL)
     assert _wait(lambda: "respawned" in gateway.stderr())
     assert _wait(lambda: httpx.get(f"{gateway.admin}/readyz").status_code == 200)
@@ -196,8 +223,6 @@ def test_tls_files_that_do_not_load_are_one_line(tmp_path, upstream):
 
 
 def test_a_privileged_port_is_one_line(tmp_path, upstream):
-    import os
-
     if os.geteuid() == 0:
         pytest.skip("root may listen on any port")
     config = tmp_path / "gw.yaml"
