@@ -270,3 +270,27 @@ def test_log_level_debug_reaches_fastgw_loggers(start_gateway, upstream):
     assert _wait(lambda: "[DEBUG] fastgw.deployments: ready: generation 0" in gateway.stderr()), gateway.stderr()
     quiet = start_gateway(_config(upstream), args=("--log-level", "warning"), name="quiet")
     assert "listening on" not in quiet.stderr()
+
+
+def test_a_state_directory_that_cannot_be_used_is_one_line(tmp_path, upstream):
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"""
+state: {{backend: local, path: "{tmp_path / 'a-file' / 'state'}"}}
+apis:
+  - name: shop
+    apiKeySource: HEADER
+    stages: {{prod: {{}}}}
+    routes:
+      - route: GET /orders/{{id}}
+        apiKeyRequired: true
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream.address}/orders/{{id}}"}}
+usagePlans:
+  - name: basic
+    apiStages: [{{api: shop, stage: prod}}]
+    quota: {{limit: 1000, period: DAY}}
+apiKeys:
+  - {{name: alice, value: "alice-key-0123456789", usagePlans: [basic]}}
+""")
+    run = _serve(config, "--host", "127.0.0.1", "--port", str(free_port()), "--admin-port", str(free_port()))
+    _assert_one_line_refusal(run, "state directory", "a-file")
