@@ -43,8 +43,17 @@ def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 def _serve(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastgw", "serve", str(config), "--workers", "1", *args],
-                          capture_output=True, text=True, timeout=60)
+    """A `fastgw serve` expected to refuse to start; one that starts anyway is stopped (its workers too)."""
+    command = [sys.executable, "-m", "fastgw", "serve", str(config), "--workers", "1", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"fastgw serve did not refuse to start:\n{err}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _assert_one_line_refusal(run: subprocess.CompletedProcess, *words: str) -> str:
