@@ -48,6 +48,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             result[field] = value
     if getattr(args, "no_access_log", False) or os.environ.get("FASTGW_NO_ACCESS_LOG"):
         result["accessLog"] = False
+    if getattr(args, "reuse_port", False) or os.environ.get("FASTGW_REUSE_PORT"):
+        result["reusePort"] = True
     return result
 
 
@@ -117,7 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime.WATCH = bool(getattr(args, "watch", False))
         from .server import serve
 
-        serve(args.config, plan, overrides, log_level=args.log_level)
+        try:
+            serve(args.config, plan, overrides, log_level=args.log_level)
+        except OSError as exc:  # a start-up failure no check foresaw: still one line, no traceback
+            print(f"fastgw: cannot start: {exc}", file=sys.stderr)
+            return 1
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
@@ -183,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--iam-credentials", metavar="FILE",
                        help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
-    serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="start even if another process listens on the port, and share it with it "
+                            "(zero-downtime handover; server.reusePort, env FASTGW_REUSE_PORT)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="fastgw's log level (default info; granian's own default: warning)")
     add_load_flags(serve)
     serve.add_argument("--watch", action="store_true",
                        help="reload when the config, an included OpenAPI document or a handler module changes")

@@ -19,6 +19,7 @@ import mmap
 import os
 import pickle
 import shutil
+import socket
 import struct
 import sys
 import tempfile
@@ -291,7 +292,7 @@ def start_watch(interval: float = 0.3) -> threading.Thread:
             seen = now
             log.warning("changed: %s; reloading", ", ".join(p for p in files if now.get(p) != -2))
             try:
-                reload_config()
+                reload_config("--watch")
             except Exception:  # noqa: BLE001 - the watcher keeps watching
                 log.exception("reload failed")
             seen = _mtimes(_watched_files(runtime.plan))
@@ -315,6 +316,7 @@ class Runtime:
     draining: bool = False
     reloads_ok: int = 0
     reloads_failed: int = 0
+    confirmed: Any = None  # (generation, worker pids) a connection to the data port was accepted for
 
 
 RUNTIME: Runtime | None = None
@@ -333,19 +335,73 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> None:
             setattr(plan.server, name, value)
 
 
-def reload_config() -> bool:
+def reload_rejected(exc: ConfigError, trigger: str) -> None:
+    """Count and log a reload whose config did not compile (the old one keeps serving)."""
+    assert RUNTIME is not None
+    RUNTIME.reloads_failed += 1
+    problems = "; ".join(str(p) for p in exc.problems) or str(exc)
+    generation = LIVE.generation if LIVE is not None else 0
+    log.error("config reload rejected (%s), still serving generation %d: %s: %s", trigger, generation,
+              exc.source, problems)
+
+
+def reload_config(trigger: str = "reload") -> bool:
     """Compile the config file again; install it only when it is valid."""
     assert RUNTIME is not None
     try:
         plan = compile_file(RUNTIME.config_path, RUNTIME.overrides)
     except ConfigError as exc:
-        RUNTIME.reloads_failed += 1
-        log.error("config reload rejected, still serving the previous config:\n%s", exc)
+        reload_rejected(exc, trigger)
         return False
     if keep_restart_only(plan, RUNTIME.plan):
         log.warning("listener, worker or interface settings changed: they take effect on restart only")
     RUNTIME.plan = plan
     RUNTIME.reloads_ok += 1
     generation = published(plan)
-    log.info("config reloaded from %s (generation %d)", RUNTIME.config_path, generation)
+    log.info("config reload accepted (%s): %s is generation %d", trigger, RUNTIME.config_path, generation)
     return True
+
+
+# -- readiness ---------------------------------------------------------------------------------------
+def connect_address(host: str, port: int) -> tuple[str, int]:
+    """Where the main process connects to reach a listener on host:port (a wildcard: loopback)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1", port
+    if host == "::":
+        return "::1", port
+    return host, port
+
+
+def accepts_connections(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(connect_address(host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def readiness() -> tuple[bool, str]:
+    """(ready, status). Ready: not draining, every expected worker acknowledged the current generation
+    (it started its app with that plan), and a connection to the data port was accepted (confirmed
+    once per generation and set of workers)."""
+    current = RUNTIME
+    assert current is not None
+    if current.draining:
+        return False, "draining"
+    if not current.ready:
+        return False, "starting"
+    if LIVE is None:
+        return True, "ready"
+    generation = LIVE.generation
+    running = tuple(sorted(pid for pid, g in LIVE.acks().items() if g >= generation))
+    if len(running) < worker_count(current.plan):
+        return False, "starting" if generation == 0 else "reloading"
+    key = (generation, running)
+    if current.confirmed != key:
+        server = current.plan.server
+        if not accepts_connections(server.host, server.port):
+            return False, "starting"
+        current.confirmed = key
+        log.debug("ready: generation %d runs in worker(s) %s, and %s:%d accepts connections", generation,
+                  ", ".join(map(str, running)), server.host, server.port)
+    return True, "ready"

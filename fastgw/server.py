@@ -11,11 +11,14 @@ and no connection drops. An invalid file is reported and the workers keep servin
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import socket
+import ssl
 import stat
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -296,10 +299,12 @@ def load_app() -> Any:
 
 
 class FastgwGranian(GranianServer):
-    """granian's multi-process server with fastgw's readiness and validated reloads."""
+    """granian's multi-process server with fastgw's readiness, validated reloads and logs."""
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
         if runtime.RUNTIME is not None:
+            if not runtime.RUNTIME.draining:
+                log.info("stopping: /readyz fails, in-flight requests get up to %ss", self.workers_kill_timeout)
             runtime.RUNTIME.draining = True
         super().signal_handler_interrupt(*args, **kwargs)
 
@@ -308,20 +313,120 @@ class FastgwGranian(GranianServer):
         # is restarted, so no connection is dropped.
         self.reload_signal = False
         self.main_loop_interrupt.clear()
-        runtime.reload_config()
+        log.info("SIGHUP: reloading the config")
+        runtime.reload_config("SIGHUP")
         return None
+
+    def _respawn_workers(self, workers: Any, spawn_target: Any, target_loader: Any, delay: float = 0) -> None:
+        for idx in workers:
+            inner = getattr(self.wrks[idx], "inner", None)
+            log.warning("worker-%d (pid %s) died (exit code %s): respawning it", idx + 1,
+                        getattr(inner, "pid", "?"), getattr(inner, "exitcode", "?"))
+        super()._respawn_workers(workers, spawn_target, target_loader, delay)
+        for idx in workers:
+            inner = getattr(self.wrks[idx], "inner", None)
+            log.info("worker-%d respawned (pid %s)", idx + 1, getattr(inner, "pid", "?"))
 
     def startup(self, spawn_target: Any, target_loader: Any) -> None:
         super().startup(spawn_target, target_loader)
-        if runtime.RUNTIME is not None:
-            runtime.RUNTIME.ready = True
+        current = runtime.RUNTIME
+        if current is not None:
+            current.ready = True  # /readyz still waits for every worker (runtime.readiness)
+            log_startup(current, self.workers)
 
 
-def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: str = "warning") -> None:
+def url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def log_startup(current: runtime.Runtime, workers: int) -> None:
+    plan = current.plan
+    server = plan.server
+    usage = plan.usage
+    state = getattr(usage, "state_dir", None) if usage is not None else None
+    log.info("listening on %s (interface %s, %d worker(s)); admin API on %s; config %s; state %s",
+             url("https" if server.tlsCert else "http", server.host, server.port), plan.interface, workers,
+             url("http", server.adminHost, server.adminPort), os.path.abspath(current.config_path),
+             state or "none (in memory)")
+
+
+# -- start-up checks: each failure is one line and a non-zero exit -------------------------------------
+def fail(message: str) -> SystemExit:
+    return SystemExit(f"fastgw: {message}")
+
+
+def check_port(host: str, port: int, what: str) -> None:
+    """Refuse a port another process listens on. granian's workers listen with SO_REUSEPORT, so
+    without this check a second gateway would silently share the port. A plain bind (SO_REUSEADDR
+    only, so connections in TIME_WAIT do not count) fails when any socket listens there."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise fail(f"cannot use the {what} address {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = url("tcp", host, port).removeprefix("tcp://")
+                if exc.errno == errno.EADDRINUSE:
+                    hint = " (choose another port, or stop the other process)"
+                    if what == "data":
+                        hint = " (choose another --port, stop the other process, or pass --reuse-port to share it)"
+                    raise fail(f"the {what} port {where} is already in use by another process{hint}") from None
+                if exc.errno == errno.EACCES:
+                    raise fail(f"no permission to listen on the {what} port {where} "
+                               "(ports below 1024 need root or CAP_NET_BIND_SERVICE)") from None
+                raise fail(f"cannot listen on the {what} port {where}: {exc.strerror}") from None
+
+
+def check_tls(cert: str | None, key: str | None) -> None:
+    if not cert and not key:
+        return
+    if not cert or not key:
+        raise fail("TLS needs both a certificate (--tls-cert, server.tlsCert) and a key (--tls-key, server.tlsKey)")
+    for name, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise fail(f"cannot read the TLS {name} {path}: {exc.strerror}") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise fail(f"cannot load the TLS certificate {cert} with the key {key}: {exc}") from None
+
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(level: str) -> None:
+    """fastgw's own loggers: one line each on stderr (the access log has stdout)."""
+    logger = logging.getLogger("fastgw")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(LOG_LEVELS.get(level, logging.INFO))
+    logger.propagate = False
+
+
+def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: str | None = None) -> None:
+    configure_logging(log_level or "info")
     current = runtime.RUNTIME = runtime.Runtime(config_path, plan, overrides)
     server = plan.server
     limits = server.limits
     workers = server.workers or default_workers()
+    if server.reusePort:
+        log.warning("reusePort: sharing %s with any process already listening there",
+                    url("http", server.host, server.port))
+    else:
+        check_port(server.host, server.port, "data")
+    check_tls(server.tlsCert, server.tlsKey)
     granian = FastgwGranian(
         target="fastgw",
         address=server.host,
@@ -345,7 +450,7 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
             max_headers_size=limits.maxHeaderBytes,
         ),
         log_enabled=True,
-        log_level=log_level,
+        log_level=log_level or "warning",
         log_access=False,
         ssl_cert=Path(server.tlsCert) if server.tlsCert else None,
         ssl_key=Path(server.tlsKey) if server.tlsKey else None,
@@ -353,16 +458,29 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         respawn_failed_workers=True,
     )
     # The usage state (shared table, persistence) exists before granian forks the workers.
-    usage_state = start_main_state(lambda: current.plan.usage)
-    shared_area()  # likewise the caches' flush generations, inherited by every worker
-    runtime.start_live()  # likewise the live-reload channel
-    admin = start_admin(server.adminHost, server.adminPort, server.adminToken, ENDPOINTS)
-    if runtime.WATCH:
-        runtime.start_watch()
     try:
+        usage_state = start_main_state(lambda: current.plan.usage)
+    except OSError as exc:
+        raise fail(f"cannot use the state directory: {exc}") from None
+    admin = None
+    try:
+        shared_area()  # likewise the caches' flush generations, inherited by every worker
+        runtime.start_live()  # likewise the live-reload channel
+        try:
+            admin = start_admin(server.adminHost, server.adminPort, server.adminToken, ENDPOINTS)
+        except OSError as exc:
+            where = url("tcp", server.adminHost, server.adminPort).removeprefix("tcp://")
+            if exc.errno == errno.EADDRINUSE:
+                raise fail(f"the admin port {where} is already in use by another process "
+                           "(choose another --admin-port, or stop the other process)") from None
+            raise fail(f"cannot listen on the admin port {where}: {exc.strerror or exc}") from None
+        if runtime.WATCH:
+            runtime.start_watch()
         granian.serve(target_loader=load_app, wrap_loader=False)
     finally:
-        admin.shutdown()
-        admin.server_close()
+        if admin is not None:
+            admin.shutdown()
+            admin.server_close()
         runtime.stop_live()
         stop_main_state(usage_state)  # after the workers: the last counts are saved
+    log.info("stopped")

@@ -1,7 +1,7 @@
 """The admin API's endpoint table: every (method, path) the admin port answers, and its handler.
 
     GET  /healthz, /livez          the main process answers (public)
-    GET  /readyz                   200 once the workers serve, 503 while starting or draining (public)
+    GET  /readyz                   200 once every worker serves the current config, else 503 (public)
     GET  /metrics                  Prometheus exposition of every worker
     POST /reload                   compile the config file again; 202 once every worker runs it
     POST /cache/flush?api=&stage=  AWS FlushStageCache (either may be left out: every one)
@@ -25,11 +25,8 @@ def health(request: Request) -> tuple[int, Any]:
 
 
 def ready(request: Request) -> tuple[int, Any]:
-    current = runtime.RUNTIME
-    assert current is not None
-    if current.ready and not current.draining:
-        return 200, {"status": "ready"}
-    return 503, {"status": "draining" if current.draining else "starting"}
+    ok, status = runtime.readiness()
+    return (200 if ok else 503), {"status": status}
 
 
 def scrape(request: Request) -> tuple[int, Any]:
@@ -42,8 +39,9 @@ def reload(request: Request) -> tuple[int, Any]:
     try:
         runtime.compile_file(current.config_path, current.overrides)
     except ConfigError as exc:
+        runtime.reload_rejected(exc, "POST /reload")
         return 400, {"message": "config rejected", "problems": [str(p) for p in exc.problems]}
-    if not runtime.reload_config():
+    if not runtime.reload_config("POST /reload"):
         return 400, {"message": "config rejected (see the log)"}
     # Answered once every worker runs the new plan (at most 10 s).
     generation = runtime.LIVE.generation if runtime.LIVE is not None else 0

@@ -52,6 +52,7 @@ class ServerConfig:
     tlsCert: str | None = None
     tlsKey: str | None = None
     drainSeconds: float = 25.0
+    reusePort: bool = False  # start even if another process listens on host:port, and share it (handover)
     trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
     cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
@@ -107,6 +108,7 @@ def _read_server(r: _Reader, value: Any) -> ServerConfig:
         tlsCert=r.string(obj, "tlsCert", path),
         tlsKey=r.string(obj, "tlsKey", path),
         drainSeconds=r.number(obj, "drainSeconds", path, d.drainSeconds),
+        reusePort=r.boolean(obj, "reusePort", path, d.reusePort),
         trustedHops=r.integer(obj, "trustedHops", path, d.trustedHops, 0, 32),
         cpuScheduling=r.string(obj, "cpuScheduling", path, d.cpuScheduling, choices=POLICIES) or d.cpuScheduling,
         limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
