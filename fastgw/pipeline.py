@@ -247,6 +247,7 @@ class Gateway:
                     status, sent, integration_latency = await self.cache.fill(self, hit, down, head, stage, route,
                                                                               route_path, params, request_id)
         except GatewayError as exc:
+            exc.__traceback__ = None  # as for UpstreamError below: the failed frames hold the body stream
             status, sent = await self.answer_error(down, exc, stage, request_id, _has_body(head))
         except GatewayAnswered as answered:
             status, sent = answered.status, 0
@@ -262,6 +263,10 @@ class Gateway:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
             error = GatewayError(exc.kind, _upstream_message(exc), close=_has_body(head))
+            # The traceback holds the failed frames and, through them, the client's body stream (the
+            # exchange's future holds the error too: a cycle): dropped now, or the client connection
+            # stays open until the worker's next garbage collection.
+            exc.__traceback__ = None
             status, sent = await self.answer_error(down, error, stage, request_id)
         except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             log.exception("unexpected error handling %s %s", down.method, down.path)
