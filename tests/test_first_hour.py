@@ -15,22 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.gateway import GatewayProcess, free_port
-
-CONFIG = """
-server: {{workers: 1}}
-apis:
-  - name: api
-    type: REST
-    stages:
-      v1: {{variables: {{backend: "{backend}"}}}}
-    routes:
-      - route: GET /hello/{{name}}
-        integration: {{type: HTTP_PROXY, uri: "http://${{stageVariables.backend}}/{prefix}/{{name}}"}}
-"""
-
-
-def _config(upstream, prefix: str = "greet") -> str:
-    return CONFIG.format(backend=upstream.address, prefix=prefix)
+from test_server import _config  # the same one-route REST API
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
