@@ -250,6 +250,8 @@ def test_the_log_tells_startup_reloads_and_stop(start_gateway, upstream):
 
     assert httpx.post(f"{gateway.admin}/reload").status_code == 400
     assert _wait(lambda: "config reload rejected (POST /reload)" in gateway.stderr())
+    # the accepted reload is served once every worker runs it: /readyz says so
+    assert _wait(lambda: httpx.get(f"{gateway.admin}/readyz").status_code == 200)
     assert httpx.get(f"{gateway.url}/v1/hello/x").status_code == 200
     assert upstream.requests[-1].target == "/second/x"
 
