@@ -69,6 +69,32 @@ class AccessLog:
             except RuntimeError:
                 self.flush()
 
+    def write_ws(self, request_id: str, connection_id: str, ip: str, stage: StagePlan, event_type: str,
+                 route_key: str, status: int, elapsed: float, close_code: int | None = None) -> None:
+        """One line per WebSocket event (CONNECT, MESSAGE, DISCONNECT), as AWS's WebSocket access logs."""
+        now = time.time()
+        record = {
+            "requestId": request_id,
+            "ip": ip,
+            "requestTimeEpoch": int(now * 1000),
+            "eventType": event_type,
+            "routeKey": route_key,
+            "connectionId": connection_id,
+            "apiName": stage.api.name,
+            "stage": stage.name,
+            "status": status,
+            "responseLatency": round(elapsed * 1000, 3),
+        }
+        if close_code is not None:
+            record["disconnectStatusCode"] = close_code
+        self.lines.append(orjson.dumps(record) + b"\n")
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
     def flush(self) -> None:
         self.scheduled = False
         if not self.lines:

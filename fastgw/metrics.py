@@ -93,6 +93,18 @@ AUTHORIZER_CACHE_HITS = Counter("fastgw_authorizer_cache_hits", "Authorizer resu
 AUTHORIZER_DURATION = Histogram("fastgw_authorizer_duration_seconds", "Time an authorizer function or key fetch took",
                                 ("api", "stage", "authorizer"), buckets=BUCKETS)
 
+# WebSocket APIs (fastgw/websocket/api.py): AWS's ConnectCount, MessageCount, IntegrationError,
+# ClientError, ExecutionError, and the connections open now.
+WS_CONNECTS = Counter("fastgw_websocket_connects", "WebSocket connections accepted (AWS ConnectCount)",
+                      ("api", "stage"))
+WS_MESSAGES = Counter("fastgw_websocket_messages", "WebSocket messages routed (AWS MessageCount)",
+                      ("api", "stage", "route"))
+WS_ERRORS = Counter("fastgw_websocket_errors", "WebSocket failures by kind: integration (AWS IntegrationError), "
+                    "client (ClientError: refused handshakes, limits, unmatched routes, slow consumers), "
+                    "execution (ExecutionError)", ("api", "stage", "kind"))
+WS_CONNECTIONS = Gauge("fastgw_websocket_connections", "WebSocket connections open, summed over workers",
+                       ("api", "stage"), multiprocess_mode="livesum")
+
 
 def worker_started() -> None:
     BUILD_INFO.labels(__version__, _accel.impl()).set(1)

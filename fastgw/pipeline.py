@@ -108,6 +108,7 @@ class Gateway:
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.follower: Any = None  # live reloads (fastgw/runtime.py WorkerFollower), set by the server
+        self.websockets: Any = None  # WebSocket APIs' connections (fastgw/websocket/api.py Hub), set by the server
 
     def apply_limits(self, plan: Plan) -> None:
         limits = plan.server.limits
@@ -126,6 +127,8 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.bind(loop)
         self.metrics.start(loop)
+        if self.websockets is not None:
+            self.websockets.start(loop)
         if self.usage is not None:
             self.usage.start(loop)
         if self.cache is not None:
@@ -176,6 +179,8 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.flush()
         self.metrics.stop()
+        if self.websockets is not None:
+            self.websockets.stop()
         if self.usage is not None:
             self.usage.stop()
         if self.cache is not None:

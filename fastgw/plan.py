@@ -59,6 +59,50 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    websocket: WsStagePlan | None = None  # a WebSocket API's stage (its routes; `router` has @connections)
+
+
+# -- WebSocket APIs (issue 16; run by fastgw/websocket/api.py) ------------------------------------------
+# A selection expression: literal text and ("body" | "header" | "context", dotted path) variables.
+Selection = list[Any]
+
+
+@dataclass(slots=True, eq=False)
+class WsRoutePlan:
+    """One route of a WebSocket API in one stage."""
+
+    key: str  # "$connect", "$default", "sendmessage", ...
+    route: RoutePlan  # its authorizer and usage ($connect), metrics labels
+    kind: str  # FUNCTION | HTTP_PROXY | HTTP | MOCK
+    uri: str  # for display
+    function: Any = None  # FUNCTION: its FunctionPlan
+    proxy: Any = None  # HTTP_PROXY, HTTP: the HttpProxyPlan (the name `integrations.target_of` reads)
+    two_way: bool = False  # routeResponseSelectionExpression: the integration's answer goes to the client
+    request_templates: dict[str, Any] = field(default_factory=dict)  # selection key -> compiled VTL
+    template_selection: Selection | None = None  # None: the `$default` template
+    response_templates: dict[str, Any] = field(default_factory=dict)  # selection key -> compiled VTL
+    passthrough: str = "WHEN_NO_MATCH"
+    method: str = "POST"  # HTTP_PROXY / HTTP: the integration's httpMethod
+
+    @property
+    def handler(self) -> Any:  # the FUNCTION's handler (--watch follows its module)
+        return self.function.handler if self.function is not None else None
+
+
+@dataclass(slots=True)
+class WsStagePlan:
+    selection: Selection  # the API's routeSelectionExpression
+    routes: dict[str, WsRoutePlan]  # custom route keys
+    connect: WsRoutePlan | None
+    disconnect: WsRoutePlan | None
+    default: WsRoutePlan | None
+    max_message_bytes: int
+    idle_seconds: float
+    lifetime_seconds: float
+    send_queue_bytes: int
+    send_timeout_seconds: float
+    allowed_origins: frozenset[str]  # empty: any
+    api_id: str
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from granian._granian import RSGIProtocolClosed
+from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
@@ -40,6 +40,7 @@ from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
+from .websocket.api import NO_STATUS, Closed, Hub
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
@@ -232,6 +233,92 @@ class AsgiDownstream:
         self.gone.cancel()
 
 
+# -- WebSocket adapters: one object per connection, the `WsDownstream` of fastgw/websocket/api.py ----------
+class RsgiWebSocket(RsgiDownstream):
+    """granian's RSGI WebSocket protocol. Its close() sends a close frame without a status code (granian
+    2.8): clients see 1005 whatever code fastgw meant; the ASGI adapter sends the code."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, scope: Any, proto: Any):
+        super().__init__(scope, proto)
+        self.method = "GET"
+        self.transport: Any = None
+
+    async def refuse(self, status: int) -> None:
+        self.proto.close(status)
+
+    async def accept(self) -> None:
+        self.transport = await self.proto.accept()
+
+    async def next_message(self) -> str | bytes | Closed:
+        try:
+            message = await self.transport.receive()
+        except (RSGIProtocolClosed, RSGIProtocolError):
+            return Closed(1006)
+        if message.kind == 0:
+            return Closed(NO_STATUS)
+        return message.data  # type: ignore[no-any-return]
+
+    async def send(self, data: str | bytes) -> None:
+        if data.__class__ is str:
+            await self.transport.send_str(data)
+        else:
+            await self.transport.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.proto.close(code)
+
+    def abort(self) -> None:
+        shut_down_connection(self.scope.client or "", self.scope.server or "")
+
+
+class AsgiWebSocket(AsgiDownstream):
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
+        scope.setdefault("method", "GET")
+        super().__init__(scope, receive, send)
+        self.scope = scope
+        self.protocol = "HTTP/1.1"
+        self.scheme = "https" if scope.get("scheme") == "wss" else "http"
+
+    async def refuse(self, status: int) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        await self.send_message({"type": "websocket.http.response.start", "status": status,
+                                 "headers": [(b"content-length", b"0")]})
+        await self.send_message({"type": "websocket.http.response.body", "body": b""})
+
+    async def accept(self) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            raise RuntimeError("the client went away before the handshake")
+        await self.send_message({"type": "websocket.accept"})
+
+    async def next_message(self) -> str | bytes | Closed:
+        message = await self.receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        return Closed(message.get("code") or NO_STATUS, message.get("reason") or "")
+
+    async def send(self, data: str | bytes) -> None:
+        if data.__class__ is str:
+            await self.send_message({"type": "websocket.send", "text": data})
+        else:
+            await self.send_message({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.send_message({"type": "websocket.close", "code": code, "reason": reason})
+
+    def abort(self) -> None:
+        client = self.scope.get("client")
+        server = self.scope.get("server")
+        if client and server:
+            shut_down_connection(f"{client[0]}:{client[1]}", f"{server[0]}:{server[1]}")
+
+
 # -- the apps granian calls in each worker --------------------------------------------------------
 class RsgiApp:
     def __init__(self, gateway: Gateway):
@@ -246,12 +333,8 @@ class RsgiApp:
     def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
-            return _nothing()  # WebSocket APIs are not served yet
+            return self.gateway.websockets.serve(RsgiWebSocket(scope, proto))
         return self.gateway.handle(RsgiDownstream(scope, proto))
-
-
-async def _nothing() -> None:
-    pass
 
 
 class AsgiApp:
@@ -262,6 +345,8 @@ class AsgiApp:
         kind = scope["type"]
         if kind == "http":
             await self.gateway.handle(AsgiDownstream(scope, receive, send))
+        elif kind == "websocket":
+            await self.gateway.websockets.serve(AsgiWebSocket(scope, receive, send))
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -285,6 +370,7 @@ def load_app() -> Any:
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
     runtime.attach(gateway)  # live reloads: follow the main process's plan generations
+    gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
     app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
     # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
     # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
@@ -435,7 +521,8 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        websockets=False,
+        # granian answers WebSocket handshakes only when an API has WebSocket routes
+        websockets=any(stage.websocket is not None for stage in plan.stages),
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,

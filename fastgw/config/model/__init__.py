@@ -50,6 +50,8 @@ from .api import (
     Integration,
     Route,
     Stage,
+    WebSocketSettings,
+    read_selection,
 )
 from .auth import AUTHORIZATION_TYPES, AUTHORIZER_TYPES, JWT_ALGORITHMS, AuthorizerConfig, RouteAuth
 from .cache import (
@@ -83,6 +85,8 @@ from .usage import (
 from .validation import BUILTIN_VALIDATORS, MEDIA_TYPE, METHOD_REQUEST_PARAMETER, ROUTE_VALIDATION
 
 __all__ = [
+    "WebSocketSettings",
+    "read_selection",
     "AUTHORIZATION_TYPES",
     "AUTHORIZER_TYPES",
     "AuthorizerConfig",
