@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import os
 import socket
@@ -44,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from .. import metrics
-from ..context import _extended_id
 from ..errors import DEFAULT_RESPONSES, GatewayError
 from ..events import WsCall, build_ws_event
 from ..handlers import invoke
@@ -118,7 +118,13 @@ def owner_of(connection_id: str) -> int | None:
 
 
 def _aws_id() -> str:
+    """A messageId: AWS's form (16 base64 characters, the last '=')."""
     return base64.b64encode(os.urandom(11)).decode("ascii")
+
+
+def _aws_request_id(request_id: str) -> str:
+    """The event's requestId / extendedRequestId in AWS's form, derived from the gateway's request id."""
+    return base64.b64encode(hashlib.blake2b(request_id.encode(), digest_size=11).digest()).decode("ascii")
 
 
 def _iso(epoch_ms: int) -> str:
@@ -148,6 +154,8 @@ class Connection:
         self.space = asyncio.Event()  # the queue has room again
         self.closing: tuple[int, str] | None = None  # set when the gateway closes it
         self.reader: asyncio.Task[Any] | None = None
+        self.receiving: asyncio.Task[Any] | None = None  # the pending receive (cancelled to close: see shut)
+        self.closer: asyncio.Task[Any] | None = None  # sends the gateway's close frame
         self.writer: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
@@ -157,10 +165,10 @@ class Connection:
         self.last_active_ms = int(time.time() * 1000)
 
     def describe(self) -> dict[str, Any]:
-        """GetConnection's answer."""
-        return {"ConnectedAt": _iso(self.connected_at),
-                "Identity": {"SourceIp": self.source_ip, "UserAgent": self.user_agent},
-                "LastActiveAt": _iso(self.last_active_ms)}
+        """GetConnection's answer (its wire names: apigatewaymanagementapi's locationName)."""
+        return {"connectedAt": _iso(self.connected_at),
+                "identity": {"sourceIp": self.source_ip, "userAgent": self.user_agent},
+                "lastActiveAt": _iso(self.last_active_ms)}
 
     async def post(self, data: str | bytes) -> bool:
         """Queue a message for the client; False when the connection is gone. A client that does not
@@ -194,8 +202,12 @@ class Connection:
         self.closing = (code, reason)
         self.space.set()
         self.wake.set()
+        # granian's ASGI close waits for the receive lock: a pending receive would hold the close frame
+        # back until the client sends something. Cancelling it releases the lock (granian drops the future).
+        if self.receiving is not None and not self.receiving.done():
+            self.receiving.cancel()
         loop = asyncio.get_running_loop()
-        loop.create_task(self._close(code, reason))
+        self.closer = loop.create_task(self._close(code, reason))
         loop.call_later(CLOSE_GRACE_SECONDS, self._force)
 
     async def _close(self, code: int, reason: str) -> None:
@@ -203,7 +215,7 @@ class Connection:
             async with asyncio.timeout(CLOSE_GRACE_SECONDS):
                 await self.down.close(code, reason)
         except Exception:  # noqa: BLE001 - the grace timer shuts the socket anyway
-            log.debug("close frame for %s not sent", self.id)
+            log.warning("close frame for %s not sent", self.id, exc_info=True)
 
     def _force(self) -> None:
         """The client did not answer the close frame (or does not read at all): shut its socket and stop
@@ -389,7 +401,14 @@ class Hub:
         code, reason = NO_STATUS, ""
         try:
             while True:
-                message = await connection.down.next_message()
+                receiving = connection.receiving = loop.create_task(connection.down.next_message())
+                try:
+                    message = await receiving
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if connection.closing is None or (task is not None and task.cancelling()):
+                        raise
+                    break  # the gateway closes the connection (shut)
                 if message.__class__ is Closed:
                     code, reason = message.code, message.reason  # type: ignore[union-attr]
                     break
@@ -420,6 +439,9 @@ class Hub:
             metrics.WS_CONNECTIONS.labels(*labels).set(self.live[labels])
         if connection.closing is not None:
             code, reason = connection.closing
+            if connection.closer is not None:
+                # before returning to granian, which would otherwise close the connection without a code
+                await asyncio.wait((connection.closer,), timeout=CLOSE_GRACE_SECONDS)
         await self.disconnect(connection, code, reason)
         if connection.writer is not None:
             connection.writer.cancel()
@@ -504,7 +526,7 @@ class Hub:
     def error_message(self, connection: Connection, text: str, request_id: str) -> str:
         """What AWS sends a client whose message failed."""
         return orjson.dumps({"message": text, "connectionId": connection.id,
-                             "requestId": _extended_id(request_id)}).decode()
+                             "requestId": _aws_request_id(request_id)}).decode()
 
     async def disconnect(self, connection: Connection, code: int, reason: str) -> None:
         started = time.perf_counter()
@@ -527,7 +549,7 @@ class Hub:
              message: str | bytes | None = None, code: int | None = None, reason: str = "") -> WsCall:
         stage = connection.stage
         return WsCall(
-            route.key, event_type, connection.id, connection.connected_at, _extended_id(request_id), stage.name,
+            route.key, event_type, connection.id, connection.connected_at, _aws_request_id(request_id), stage.name,
             connection.ws.api_id, _domain(connection.host), connection.source_ip, connection.user_agent,
             connection.headers if event_type != "MESSAGE" else None,
             connection.down.query if event_type == "CONNECT" else "",

@@ -234,6 +234,7 @@ def _read_ws_route(r: _Reader, value: Any, path: str) -> Route | None:
     if key != "$connect":
         if route.auth is not None and route.auth.authorizationType != "NONE":
             r.error(_join(path, "authorizationType"), "authorizers run on $connect only (AWS)")
+            route.auth = None
         if key_required:
             r.error(_join(path, "apiKeyRequired"), "API keys are checked on $connect only (AWS)")
     return route
