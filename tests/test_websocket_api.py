@@ -721,3 +721,37 @@ apis:
                             timeout=60)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# -- the example chat room (examples/chat.yaml) runs as documented -----------------------------------------------
+def test_example_chat_room(tmp_path: Path, start_gateway: Any) -> None:
+    examples = TESTS.parent / "examples"
+    (tmp_path / "handlers").mkdir()
+    (tmp_path / "handlers" / "chat.py").write_text((examples / "handlers" / "chat.py").read_text())
+    gateway = start_gateway((examples / "chat.yaml").read_text(), workers=2,
+                            env={"CHAT_DB": str(tmp_path / "chat.sqlite3")})
+    url = f"{gateway.url.replace('http', 'ws')}/chat"
+
+    async def scenario() -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url)
+        assert refused.value.response.status_code == 400
+        async with websockets.connect(url + "?name=ada") as ada, websockets.connect(url + "?name=bob") as bob:
+            await ada.send(json.dumps({"action": "members"}))
+            assert json.loads(await ada.recv()) == {"members": ["ada", "bob"]}
+            await ada.send(json.dumps({"action": "sendmessage", "text": "hello"}))
+            assert json.loads(await ada.recv()) == {"from": "ada", "text": "hello"}
+            assert json.loads(await bob.recv()) == {"from": "ada", "text": "hello"}
+            await bob.send("hi")
+            assert "sendmessage" in json.loads(await bob.recv())["error"]
+        async with websockets.connect(url + "?name=cy") as cy:
+            deadline = time.monotonic() + 10
+            while True:  # $disconnect removed ada and bob
+                await cy.send(json.dumps({"action": "members"}))
+                members = json.loads(await cy.recv())["members"]
+                if members == ["cy"] or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert members == ["cy"]
+
+    run(scenario())
