@@ -69,7 +69,7 @@ class AccessLog:
             except RuntimeError:
                 self.flush()
 
-    def write_ws(self, request_id: str, connection_id: str, ip: str, stage: StagePlan, event_type: str,
+    def write_ws(self, request_id: str, connection_id: str, ip: str, stage: StagePlan | None, event_type: str,
                  route_key: str, status: int, elapsed: float, close_code: int | None = None) -> None:
         """One line per WebSocket event (CONNECT, MESSAGE, DISCONNECT), as AWS's WebSocket access logs."""
         now = time.time()
@@ -80,8 +80,8 @@ class AccessLog:
             "eventType": event_type,
             "routeKey": route_key,
             "connectionId": connection_id,
-            "apiName": stage.api.name,
-            "stage": stage.name,
+            "apiName": stage.api.name if stage is not None else None,
+            "stage": stage.name if stage is not None else None,
             "status": status,
             "responseLatency": round(elapsed * 1000, 3),
         }

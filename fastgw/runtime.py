@@ -195,6 +195,9 @@ def keep_restart_only(plan: Plan, running: Plan) -> bool:
     old, new = running.server, plan.server
     changed = any(getattr(new, name) != getattr(old, name) for name in RESTART_ONLY) or \
         plan.interface != running.interface
+    if any(stage.websocket is not None for stage in plan.stages) and \
+            not any(stage.websocket is not None for stage in running.stages):
+        log.warning("a WebSocket API was added: granian answers WebSocket handshakes after a restart only")
     if changed:
         plan.server = old
         plan.interface = running.interface

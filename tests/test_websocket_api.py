@@ -124,6 +124,28 @@ apis:
         integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
       - route: $default
         integration: {type: FUNCTION, uri: ws}
+  - name: keyed
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {managementAuthorization: NONE}
+    stages:
+      keyed: {}
+    routes:
+      - route: $connect
+        apiKeyRequired: true
+        integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
+      - route: $default
+        routeResponseSelectionExpression: $default
+        integration:
+          type: MOCK
+          responses: {$default: {responseTemplates: {$default: 'keyed in'}}}
+usagePlans:
+  - name: sockets
+    apiStages: [{api: keyed, stage: keyed}]
+apiKeys:
+  - name: k
+    value: wskey-0123456789abcdefghij
+    usagePlans: [sockets]
 """
 
 
@@ -375,6 +397,22 @@ def test_connect_authorizer(gateway: GatewayProcess, events: Events) -> None:
     request = events.wait(lambda e: "authorizer" in e and (e["authorizer"].get("queryStringParameters") or {})
                           .get("token") == "letmein")["authorizer"]
     assert request["type"] == "REQUEST" and request["methodArn"].startswith("arn:aws:execute-api:")
+
+
+def test_connect_requires_an_api_key(gateway: GatewayProcess) -> None:
+    base = f"{gateway.url.replace('http', 'ws')}/keyed"
+
+    async def attempt(key: str | None) -> Any:
+        try:
+            async with websockets.connect(base, additional_headers={"x-api-key": key} if key else {}) as ws:
+                await ws.send("hi")
+                return await ws.recv()
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run(attempt(None)) == 403
+    assert run(attempt("wskey-wrong-0123456789abcd")) == 403
+    assert run(attempt("wskey-0123456789abcdefghij")) == "keyed in"
 
 
 # -- @connections across 2 workers ----------------------------------------------------------------------------

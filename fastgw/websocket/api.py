@@ -271,6 +271,10 @@ class Hub:
                     os.unlink(path)
                 except OSError:
                     pass
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop left: granian drops the connections itself
         for connection in list(self.connections.values()):
             connection.shut(GOING_AWAY, "Server shutting down")
 
@@ -378,13 +382,28 @@ class Hub:
                     return
         except GatewayError as exc:
             status = (stage.api.responses if stage is not None else DEFAULT_RESPONSES).render(exc.kind, exc.message)[0]
-            if stage is not None:
-                metrics.WS_ERRORS.labels(stage.api.name, stage.name, "client" if status < 500 else "execution").inc()
             log.debug("WebSocket handshake refused: %s %s", status, exc.kind)
-            await down.refuse(status)
+            await self.refuse(down, stage, status, started, request_id)
+            return
+        except Exception:  # noqa: BLE001 - never a traceback to granian, never a half-open handshake
+            log.exception("WebSocket handshake failed: %s", down.path)
+            await self.refuse(down, stage, 500, started, request_id)
             return
         await down.accept()
         await self.run(connection, started, request_id)
+
+    async def refuse(self, down: WsDownstream, stage: StagePlan | None, status: int, started: float,
+                     request_id: str) -> None:
+        if stage is not None:
+            metrics.WS_ERRORS.labels(stage.api.name, stage.name, "client" if status < 500 else "execution").inc()
+        access_log = self.gateway.access_log
+        if access_log is not None:
+            access_log.write_ws(request_id, "-", down.client, stage, "CONNECT", "$connect", status,
+                                time.perf_counter() - started)
+        try:
+            await down.refuse(status)
+        except Exception:  # noqa: BLE001 - the client went away first
+            log.debug("could not refuse the handshake of %s", down.path)
 
     async def run(self, connection: Connection, started: float, request_id: str) -> None:
         ws, stage = connection.ws, connection.stage
