@@ -502,6 +502,16 @@ apis:
       - route: $default
         routeResponseSelectionExpression: $default
         integration: {type: FUNCTION, uri: ws}
+  - name: brief
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {maxLifetimeSeconds: 1, managementAuthorization: NONE}
+    stages:
+      brief: {}
+    routes:
+      - route: $default
+        routeResponseSelectionExpression: $default
+        integration: {type: FUNCTION, uri: ws}
 """
 
 
@@ -571,6 +581,32 @@ def test_idle_timeout_closes_1001_and_runs_disconnect(tight: GatewayProcess) -> 
     assert code == 1001 and 1.0 < waited < 5
     disconnect = event_of(tight.events, connection_id, "$disconnect")  # type: ignore[attr-defined]
     assert context_of(disconnect)["disconnectStatusCode"] == 1001
+
+
+def test_connection_lifetime_closes_1001_however_busy(tight: GatewayProcess) -> None:
+    async def scenario() -> tuple[int | None, float, int]:
+        async with websockets.connect(f"{tight.url.replace('http', 'ws')}/brief") as ws:
+            began = time.monotonic()
+            answered = 0
+            with pytest.raises(ConnectionClosed):
+                while time.monotonic() - began < 10:
+                    await ws.send("busy")
+                    await ws.recv()
+                    answered += 1
+                    await asyncio.sleep(0.1)
+            return ws.close_code, time.monotonic() - began, answered
+
+    code, lasted, answered = run(scenario())
+    assert code == 1001 and 0.8 < lasted < 4 and answered >= 5
+
+
+def test_connection_ids_name_their_worker() -> None:
+    for pid in (1, 4242, 2**31 - 1):
+        connection_id = new_connection_id(pid)
+        assert AWS_ID.match(connection_id) and owner_of(connection_id) == pid
+    assert len({new_connection_id(7) for _ in range(1000)}) == 1000
+    for bad in ("", "AAAA", "not-an-id-at-all=", "AAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAA==", "AAAAAAAAAAAAA!A="):
+        assert owner_of(bad) is None, bad
 
 
 def _raw_handshake(gateway: GatewayProcess, path: str = "/t", version: bytes = b"13", key: bool = True,
