@@ -210,6 +210,7 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
         return None, problems
     plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,
                 cache=cache, authorizers=authorizers)
+    plan.state = config.state
     return plan, []
 
 

@@ -122,3 +122,4 @@ class Plan:
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file
     data: Any = None  # the native config data it was compiled from (what live reloads publish)
+    state: Any = None  # the config's StateConfig (WebSocket APIs: Redis for node-to-node @connections calls)

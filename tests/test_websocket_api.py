@@ -420,7 +420,7 @@ def test_management_api_across_workers_with_boto3(gateway: GatewayProcess, event
     client = management(gateway)
     url = f"{gateway.url.replace('http', 'ws')}/prod"
 
-    async def scenario() -> None:
+    async def scenario() -> list[str]:
         # connections until both workers own some (the id says which worker owns it)
         connections: list[tuple[Any, str]] = []
         while len({owner_of(c) for _, c in connections}) < 2:
@@ -445,10 +445,13 @@ def test_management_api_across_workers_with_boto3(gateway: GatewayProcess, event
                     ConnectionId=c, Data=b"too late"))
         for _, connection_id in connections:  # $disconnect ran for each, on its own worker
             assert context_of(event_of(events, connection_id, "$disconnect"))["disconnectStatusCode"] == 1000
+        return [connection_id for _, connection_id in connections]
 
-    run(scenario())
+    node = owner_of(run(scenario())[0])[0]  # type: ignore[index]
     with pytest.raises(client.exceptions.GoneException):  # an id of a worker that does not exist
-        client.get_connection(ConnectionId=new_connection_id(os.getpid()))
+        client.get_connection(ConnectionId=new_connection_id(node, 4_000_000))
+    with pytest.raises(client.exceptions.GoneException):  # another node's, and no Redis to reach it
+        client.get_connection(ConnectionId=new_connection_id(node ^ 1, os.getpid()))
     with pytest.raises(client.exceptions.GoneException):
         client.delete_connection(ConnectionId="not-an-id")
 
@@ -601,10 +604,10 @@ def test_connection_lifetime_closes_1001_however_busy(tight: GatewayProcess) -> 
 
 
 def test_connection_ids_name_their_worker() -> None:
-    for pid in (1, 4242, 2**31 - 1):
-        connection_id = new_connection_id(pid)
-        assert AWS_ID.match(connection_id) and owner_of(connection_id) == pid
-    assert len({new_connection_id(7) for _ in range(1000)}) == 1000
+    for node, pid in ((0, 1), (0xABCDEF, 4242), (2**24 - 1, 2**22)):
+        connection_id = new_connection_id(node, pid)
+        assert AWS_ID.match(connection_id) and owner_of(connection_id) == (node, pid)
+    assert len({new_connection_id(1, 7) for _ in range(1000)}) == 1000
     for bad in ("", "AAAA", "not-an-id-at-all=", "AAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAA==", "AAAAAAAAAAAAA!A="):
         assert owner_of(bad) is None, bad
 

@@ -21,10 +21,12 @@
                 frames, UTF-8, masking) is in docs/DESIGN.md "WebSocket APIs"
 
 The hub (`Hub`, one per worker) holds this worker's connections. A connection id (AWS's form: 16
-base64 characters ending in '=') carries the pid of the worker that owns it, so a management call
-(`POST|GET|DELETE /{stage}/@connections/{id}`, fastgw/integrations/connections.py) that reaches another
-worker is forwarded straight to the owner over its Unix socket in the live channel's directory
-(`ws-PID.sock`): no broker, no extra server. An id whose worker is gone is 410 GoneException.
+base64 characters ending in '=') carries the node and the pid of the worker that owns it, so a
+management call (`POST|GET|DELETE /{stage}/@connections/{id}`, fastgw/integrations/connections.py) that
+reaches another worker is forwarded straight to the owner: over its Unix socket in the live channel's
+directory (`ws-PID.sock`) on the same node (no broker, no extra server), through Redis pub/sub to
+another node (fastgw/websocket/relay.py, with `state: {backend: redis}`). An id whose worker is gone is
+410 GoneException.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from ..plan import StagePlan, WsRoutePlan, WsStagePlan
 from ..policies.authorizers.base import Authorization, NeedsBody
 from ..upstream import UpstreamError, exchange, read_whole_response
 from ..vtl import UTIL, Input, RenderError
+from .relay import RedisRelay
 
 if TYPE_CHECKING:
     from ..pipeline import Gateway
@@ -101,20 +104,31 @@ class WsDownstream(Protocol):
 
 
 # -- connection ids: AWS's form, with the owning worker inside -----------------------------------------
-def new_connection_id(pid: int) -> str:
-    """16 characters, the last '=' (11 bytes, base64): the owner's pid, then 7 random bytes. URL-safe
-    alphabet, so the id is one path segment of `@connections/{id}` however a client encodes it."""
-    return base64.urlsafe_b64encode(struct.pack(">I", pid) + os.urandom(7)).decode("ascii")
+def new_connection_id(node: int, pid: int) -> str:
+    """16 characters, the last '=' (11 bytes, base64): the owner's node (3 bytes) and pid (3 bytes: Linux
+    pids are below 2**22), then 5 random bytes. URL-safe alphabet, so the id is one path segment of
+    `@connections/{id}` however a client encodes it."""
+    return base64.urlsafe_b64encode(node.to_bytes(3, "big") + pid.to_bytes(3, "big") + os.urandom(5)).decode()
 
 
-def owner_of(connection_id: str) -> int | None:
+def owner_of(connection_id: str) -> tuple[int, int] | None:
+    """(node, pid) of the worker that owns a connection id, or None for a malformed id."""
     if len(connection_id) != 16 or not connection_id.endswith("="):
         return None
     try:
         raw = base64.urlsafe_b64decode(connection_id)
     except (binascii.Error, ValueError):
         return None
-    return struct.unpack(">I", raw[:4])[0] if len(raw) == 11 else None
+    return (int.from_bytes(raw[:3], "big"), int.from_bytes(raw[3:6], "big")) if len(raw) == 11 else None
+
+
+def node_id(directory: str | None) -> int:
+    """This node's id (3 bytes), the same in every worker: from the host name and the main process's
+    private live-channel directory (a fresh random name per start)."""
+    if directory is None:
+        return int.from_bytes(os.urandom(3), "big")
+    seed = f"{socket.gethostname()}\0{directory}".encode()
+    return int.from_bytes(hashlib.blake2b(seed, digest_size=3).digest(), "big")
 
 
 def _aws_id() -> str:
@@ -234,6 +248,8 @@ class Hub:
         self.gateway = gateway
         self.directory = directory
         self.pid = os.getpid()
+        self.node = node_id(directory)
+        self.relay: RedisRelay | None = None  # node to node (state backend redis)
         self.connections: dict[str, Connection] = {}
         self.server: asyncio.AbstractServer | None = None
         self.live: dict[tuple[str, str], int] = {}  # (api, stage) -> connections, for the gauge
@@ -243,8 +259,14 @@ class Hub:
         return os.path.join(self.directory, f"ws-{pid}.sock") if self.directory else None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Listen for the other workers (bound now, so a call never finds the socket missing)."""
+        """Listen for the other workers (bound now, so a call never finds the socket missing), and for
+        the other nodes through Redis when the state backend is Redis."""
         self.pid = os.getpid()
+        state = getattr(self.gateway.plan, "state", None)
+        if state is not None and state.backend == "redis" and state.url and \
+                any(stage.websocket is not None for stage in self.gateway.plan.stages):
+            self.relay = RedisRelay(state.url, self.node, self.pid, self.local)
+            self.relay.start(loop)
         path = self.socket_path(self.pid)
         if path is None:
             return
@@ -262,6 +284,8 @@ class Hub:
         self.server = await asyncio.start_unix_server(self._peer, sock=sock)
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -285,9 +309,12 @@ class Hub:
         owner = owner_of(connection_id)
         if owner is None:
             return None
-        if owner == self.pid:
+        node, pid = owner
+        if node != self.node:
+            return await self.relay.call(node, pid, method, connection_id, body) if self.relay is not None else None
+        if pid == self.pid:
             return await self.local(method, connection_id, body)
-        return await self.remote(owner, method, connection_id, body)
+        return await self.remote(pid, method, connection_id, body)
 
     async def local(self, method: str, connection_id: str, body: bytes) -> Any:
         connection = self.connections.get(connection_id)
@@ -361,7 +388,7 @@ class Hub:
                 origin = header(down.headers, "origin")
                 if origin is None or origin.lower().rstrip("/") not in ws.allowed_origins:
                     raise GatewayError("ACCESS_DENIED", "Forbidden")
-            connection = Connection(new_connection_id(self.pid), down, stage, head.host)
+            connection = Connection(new_connection_id(self.node, self.pid), down, stage, head.host)
             connect = ws.connect
             if connect is not None:
                 route = connect.route
