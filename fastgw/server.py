@@ -248,7 +248,9 @@ class RsgiWebSocket(RsgiDownstream):
     async def refuse(self, status: int) -> None:
         self.proto.close(status)
 
-    async def accept(self) -> None:
+    async def accept(self, subprotocol: str | None) -> None:
+        if subprotocol is not None:  # RSGI's accept() sets no header
+            log.warning("interface rsgi cannot answer Sec-WebSocket-Protocol (%s): use asgi", subprotocol)
         self.transport = await self.proto.accept()
 
     async def next_message(self) -> str | bytes | Closed:
@@ -290,10 +292,13 @@ class AsgiWebSocket(AsgiDownstream):
                                  "headers": [(b"content-length", b"0")]})
         await self.send_message({"type": "websocket.http.response.body", "body": b""})
 
-    async def accept(self) -> None:
+    async def accept(self, subprotocol: str | None) -> None:
         if (await self.receive())["type"] != "websocket.connect":
             raise RuntimeError("the client went away before the handshake")
-        await self.send_message({"type": "websocket.accept"})
+        message: dict[str, Any] = {"type": "websocket.accept"}
+        if subprotocol is not None:
+            message["subprotocol"] = subprotocol
+        await self.send_message(message)
 
     async def next_message(self) -> str | bytes | Closed:
         message = await self.receive()

@@ -139,6 +139,16 @@ apis:
         integration:
           type: MOCK
           responses: {$default: {responseTemplates: {$default: 'keyed in'}}}
+  - name: limited
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {managementAuthorization: NONE}
+    stages:
+      limited: {}
+    routes:
+      - route: $connect
+        throttle: {rateLimit: 0.5, burstLimit: 2}
+        integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
 usagePlans:
   - name: sockets
     apiStages: [{api: keyed, stage: keyed}]
@@ -371,6 +381,15 @@ def test_connect_refused_by_its_integration_with_its_status(gateway: GatewayProc
     assert run(scenario(204)) == 101  # any 2xx accepts
 
 
+def test_connect_picks_a_subprotocol(gateway: GatewayProcess) -> None:
+    async def scenario() -> str | None:
+        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod",
+                                      subprotocols=["chat.v2", "chat.v1"]) as ws:  # type: ignore[list-item]
+            return ws.subprotocol
+
+    assert run(scenario()) == "chat.v2"
+
+
 def test_connect_authorizer(gateway: GatewayProcess, events: Events) -> None:
     base = f"{gateway.url.replace('http', 'ws')}/guarded"
 
@@ -413,6 +432,21 @@ def test_connect_requires_an_api_key(gateway: GatewayProcess) -> None:
     assert run(attempt(None)) == 403
     assert run(attempt("wskey-wrong-0123456789abcd")) == 403
     assert run(attempt("wskey-0123456789abcdefghij")) == "keyed in"
+
+
+def test_connect_throttle_caps_new_connections(gateway: GatewayProcess) -> None:
+    """AWS caps new connections per second; here a throttle on $connect does (shared by the workers)."""
+    async def statuses() -> list[int]:
+        out = []
+        for _ in range(4):
+            try:
+                async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/limited"):
+                    out.append(101)
+            except InvalidStatus as exc:
+                out.append(exc.response.status_code)
+        return out
+
+    assert run(statuses()) == [101, 101, 429, 429]
 
 
 # -- @connections across 2 workers ----------------------------------------------------------------------------

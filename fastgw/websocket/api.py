@@ -96,7 +96,7 @@ class WsDownstream(Protocol):
     protocol: str
 
     async def refuse(self, status: int) -> None: ...
-    async def accept(self) -> None: ...
+    async def accept(self, subprotocol: str | None) -> None: ...
     async def next_message(self) -> str | bytes | Closed: ...
     async def send(self, data: str | bytes) -> None: ...
     async def close(self, code: int, reason: str) -> None: ...
@@ -170,6 +170,7 @@ class Connection:
         self.reader: asyncio.Task[Any] | None = None
         self.receiving: asyncio.Task[Any] | None = None  # the pending receive (cancelled to close: see shut)
         self.closer: asyncio.Task[Any] | None = None  # sends the gateway's close frame
+        self.subprotocol: str | None = None  # what $connect chose of the client's Sec-WebSocket-Protocol
         self.writer: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
@@ -416,7 +417,7 @@ class Hub:
             log.exception("WebSocket handshake failed: %s", down.path)
             await self.refuse(down, stage, 500, started, request_id)
             return
-        await down.accept()
+        await down.accept(connection.subprotocol)
         await self.run(connection, started, request_id)
 
     async def refuse(self, down: WsDownstream, stage: StagePlan | None, status: int, started: float,
@@ -609,7 +610,13 @@ class Hub:
         call = self.call(connection, route, event_type, request_id, message, code, reason)
         kind = route.kind
         if kind == "FUNCTION":
-            return function_answer(await invoke(route.function, build_ws_event(call)))
+            result = await invoke(route.function, build_ws_event(call))
+            if event_type == "CONNECT" and isinstance(result, dict) and isinstance(result.get("headers"), dict):
+                # AWS: $connect's function picks one of the client's subprotocols with this header
+                for name, value in result["headers"].items():
+                    if str(name).lower() == "sec-websocket-protocol" and isinstance(value, str):
+                        connection.subprotocol = value
+            return function_answer(result)
         body: bytes = b"" if message is None else message if message.__class__ is bytes else \
             message.encode("utf-8")  # type: ignore[union-attr]
         if kind in ("HTTP", "MOCK"):

@@ -21,6 +21,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     route = ctx["routeKey"]
     if route == "$connect":
         query = event.get("queryStringParameters") or {}
+        offered = (event.get("headers") or {}).get("sec-websocket-protocol")
+        if offered:  # pick the client's first subprotocol, as an AWS $connect function does
+            return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": offered.split(",")[0].strip()}}
         return {"statusCode": int(query.get("status", "200"))}
     if route == "fail":
         raise RuntimeError("the function failed")
