@@ -230,7 +230,7 @@ class Connection:
             async with asyncio.timeout(CLOSE_GRACE_SECONDS):
                 await self.down.close(code, reason)
         except Exception:  # noqa: BLE001 - the grace timer shuts the socket anyway
-            log.warning("close frame for %s not sent", self.id, exc_info=True)
+            log.debug("close frame for %s not sent", self.id)
 
     def _force(self) -> None:
         """The client did not answer the close frame (or does not read at all): shut its socket and stop
