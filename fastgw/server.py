@@ -375,7 +375,8 @@ def load_app() -> Any:
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
     runtime.attach(gateway)  # live reloads: follow the main process's plan generations
-    gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
+    if has_websockets(plan):  # granian serves WebSocket handshakes only then (serve)
+        gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
     app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
     # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
     # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
@@ -387,6 +388,10 @@ def load_app() -> Any:
     allocator.tune_for_proxy()
     scheduling.apply(plan.server.cpuScheduling)
     return app
+
+
+def has_websockets(plan: Plan) -> bool:
+    return any(stage.websocket is not None for stage in plan.stages)
 
 
 class FastgwGranian(GranianServer):
@@ -526,8 +531,8 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        # granian answers WebSocket handshakes only when an API has WebSocket routes
-        websockets=any(stage.websocket is not None for stage in plan.stages),
+        # granian answers WebSocket handshakes only when there is a WebSocket API
+        websockets=has_websockets(plan),
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,

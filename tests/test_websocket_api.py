@@ -873,3 +873,12 @@ def test_example_chat_room(tmp_path: Path, start_gateway: Any) -> None:
             assert members == ["cy"]
 
     run(scenario())
+
+
+def test_openapi_export_refuses_websocket_apis() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "fastgw", "export", str(TESTS.parent / "examples" / "chat.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "is a WebSocket API: it has no OpenAPI form" in result.stderr

@@ -164,14 +164,13 @@ class Connection:
         self.auth: Authorization | None = None
         self.queue: deque[str | bytes] = deque()
         self.queued = 0  # bytes waiting in `queue`
-        self.wake = asyncio.Event()  # the writer has something to send
         self.space = asyncio.Event()  # the queue has room again
         self.closing: tuple[int, str] | None = None  # set when the gateway closes it
         self.reader: asyncio.Task[Any] | None = None
         self.receiving: asyncio.Task[Any] | None = None  # the pending receive (cancelled to close: see shut)
         self.closer: asyncio.Task[Any] | None = None  # sends the gateway's close frame
         self.subprotocol: str | None = None  # what $connect chose of the client's Sec-WebSocket-Protocol
-        self.writer: asyncio.Task[Any] | None = None
+        self.writer: asyncio.Task[Any] | None = None  # runs while the queue holds something
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
 
@@ -207,8 +206,34 @@ class Connection:
                 return False
         self.queue.append(data)
         self.queued += size
-        self.wake.set()
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
         return True
+
+    async def _write(self) -> None:
+        """The connection's one writer, while something is queued: sends it in order. An idle connection
+        has none (memory)."""
+        queue, ws = self.queue, self.ws
+        try:
+            while queue and not self.gone and self.closing is None:
+                data = queue[0]
+                try:
+                    async with asyncio.timeout(ws.send_timeout_seconds):
+                        await self.down.send(data)
+                except TimeoutError:
+                    log.info("connection %s took nothing for %ss: closing it (1011)", self.id, ws.send_timeout_seconds)
+                    metrics.WS_ERRORS.labels(self.stage.api.name, self.stage.name, "client").inc()
+                    self.shut(INTERNAL, "Send timeout")
+                    self._force()
+                    return
+                except Exception:  # noqa: BLE001 - the client is gone; the reader sees it too
+                    return
+                queue.popleft()
+                self.queued -= len(data)
+                self.touch()
+                self.space.set()
+        finally:
+            self.writer = None
 
     def shut(self, code: int, reason: str) -> None:
         """Close the connection from the gateway's side: a close frame now, the socket after the grace."""
@@ -216,7 +241,6 @@ class Connection:
             return
         self.closing = (code, reason)
         self.space.set()
-        self.wake.set()
         # granian's ASGI close waits for the receive lock: a pending receive would hold the close frame
         # back until the client sends something. Cancelling it releases the lock (granian drops the future).
         if self.receiving is not None and not self.receiving.done():
@@ -443,7 +467,6 @@ class Hub:
         self.log_event(connection, "CONNECT", "$connect", 200, started, request_id)
         loop = asyncio.get_running_loop()
         connection.reader = asyncio.current_task()
-        connection.writer = loop.create_task(self.write(connection))
         connection.timer = loop.call_later(min(ws.idle_seconds, ws.lifetime_seconds), self.watch, connection)
         code, reason = NO_STATUS, ""
         try:
@@ -478,7 +501,6 @@ class Hub:
         finally:
             connection.gone = True
             connection.space.set()
-            connection.wake.set()
             if connection.timer is not None:
                 connection.timer.cancel()
             self.connections.pop(connection.id, None)
@@ -503,35 +525,6 @@ class Hub:
             return
         next_check = min(connection.last_active + ws.idle_seconds, connection.started + ws.lifetime_seconds) - now
         connection.timer = asyncio.get_running_loop().call_later(max(0.01, next_check), self.watch, connection)
-
-    async def write(self, connection: Connection) -> None:
-        """The connection's one writer: sends what is queued, in order."""
-        queue, ws = connection.queue, connection.ws
-        down = connection.down
-        while not connection.gone:
-            if not queue:
-                connection.wake.clear()
-                await connection.wake.wait()
-                continue
-            if connection.closing is not None:
-                return
-            data = queue[0]
-            try:
-                async with asyncio.timeout(ws.send_timeout_seconds):
-                    await down.send(data)
-            except TimeoutError:
-                log.info("connection %s took nothing for %ss: closing it (1011)", connection.id,
-                         ws.send_timeout_seconds)
-                metrics.WS_ERRORS.labels(connection.stage.api.name, connection.stage.name, "client").inc()
-                connection.shut(INTERNAL, "Send timeout")
-                connection._force()
-                return
-            except Exception:  # noqa: BLE001 - the client is gone; the reader sees it too
-                return
-            queue.popleft()
-            connection.queued -= len(data)
-            connection.touch()
-            connection.space.set()
 
     # -- messages -------------------------------------------------------------------------------------------
     def select(self, ws: WsStagePlan, message: str | bytes) -> WsRoutePlan | None:
