@@ -275,6 +275,8 @@ def ws_request_context(call: WsCall, now: float | None = None) -> dict[str, Any]
     })
     if call.auth is not None:
         context["authorizer"] = call.auth.event_v1()
+        if call.auth.identity:  # AWS_IAM on $connect: the signer, as in REST events
+            context["identity"].update(call.auth.identity)
     return context
 
 

@@ -139,6 +139,17 @@ apis:
         integration:
           type: MOCK
           responses: {$default: {responseTemplates: {$default: 'keyed in'}}}
+  - name: signed
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    stages:
+      signed: {}
+    routes:
+      - route: $connect
+        authorizationType: AWS_IAM
+        integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
+      - route: $default
+        integration: {type: FUNCTION, uri: ws}
   - name: limited
     type: WEBSOCKET
     routeSelectionExpression: $request.body.action
@@ -432,6 +443,31 @@ def test_connect_requires_an_api_key(gateway: GatewayProcess) -> None:
     assert run(attempt(None)) == 403
     assert run(attempt("wskey-wrong-0123456789abcd")) == 403
     assert run(attempt("wskey-0123456789abcdefghij")) == "keyed in"
+
+
+def test_connect_with_aws_iam_presigned_url(gateway: GatewayProcess, events: Events) -> None:
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest("GET", f"{gateway.url}/signed")
+    SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "execute-api", "us-east-1", expires=60).add_auth(request)
+    signed = request.url.replace("http://", "ws://")
+
+    async def attempt(url: str) -> Any:
+        try:
+            async with websockets.connect(url) as ws:
+                await ws.send("signed hello")
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run(attempt(f"{gateway.url.replace('http', 'ws')}/signed")) == 403  # not signed
+    assert run(attempt(signed.replace("X-Amz-Signature=", "X-Amz-Signature=0"))) == 403
+    assert run(attempt(signed)) == 101
+    message = events.wait(lambda e: context_of(e).get("stage") == "signed")
+    identity = context_of(message)["identity"]
+    assert identity["userArn"] == "arn:aws:iam::111122223333:user/poster" and identity["accessKey"] == ACCESS_KEY
 
 
 def test_connect_throttle_caps_new_connections(gateway: GatewayProcess) -> None:
