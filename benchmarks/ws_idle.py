@@ -24,9 +24,11 @@ from pathlib import Path
 import httpx
 
 CONFIG = """
+server: {interface: INTERFACE}
 apis:
   - name: idle
     type: WEBSOCKET
+    encodedSlashes: DECODE
     routeSelectionExpression: $request.body.action
     webSocket: {managementAuthorization: NONE}
     stages:
@@ -76,10 +78,10 @@ def main() -> None:
     args = ap.parse_args()
     directory = tempfile.mkdtemp(prefix="fastgw-ws-idle-")
     config = Path(directory, "gateway.yaml")
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("INTERFACE", args.interface))
     port, admin = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve", str(config), "--port", str(port),
-                             "--admin-port", str(admin), "--workers", "1", "--interface", args.interface],
+                             "--admin-port", str(admin), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

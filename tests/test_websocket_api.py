@@ -593,7 +593,6 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     directory = tmp_path_factory.mktemp("wstight")
     events = directory / "events.jsonl"
     process = GatewayProcess(LIMITS.replace("IDLE", "1.5"), directory, workers=1,
-                             args=("--interface", "asgi"),
                              env={"PYTHONPATH": str(TESTS), "WS_EVENTS": str(events)})
     process.start()
     process.events = Events(events)  # type: ignore[attr-defined]
@@ -826,8 +825,10 @@ def test_ws08_slow_consumer_is_closed_and_memory_stays_bounded(tight: GatewayPro
 # -- RSGI -----------------------------------------------------------------------------------------------------
 def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any) -> None:
     events = tmp_path / "events.jsonl"
-    gateway = start_gateway(LIMITS.replace("IDLE", "600"), args=("--interface", "rsgi"),
-                            env={"PYTHONPATH": str(TESTS), "WS_EVENTS": str(events)})
+    config = "server: {interface: rsgi}\n" + LIMITS.replace("IDLE", "600").replace(
+        "    type: WEBSOCKET\n", "    type: WEBSOCKET\n    encodedSlashes: DECODE\n")
+    gateway = start_gateway(config, env={"PYTHONPATH": str(TESTS), "WS_EVENTS": str(events)})
+    assert "interface rsgi" in gateway.stderr()
 
     async def scenario() -> tuple[Any, str]:
         async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
@@ -841,6 +842,24 @@ def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any
     answer, connection_id = run(scenario())
     assert answer["route"] == "$default"
     assert context_of(event_of(Events(events), connection_id, "$disconnect"))["eventType"] == "DISCONNECT"
+
+    async def refused() -> int:
+        with pytest.raises(InvalidStatus) as caught:
+            await websockets.connect(f"{gateway.url.replace('http', 'ws')}/t",
+                                     additional_headers={"Origin": "https://evil.example"})
+        return caught.value.response.status_code  # type: ignore[no-any-return]
+
+    async def deleted() -> int | None:
+        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
+            await ws.send("x")
+            connection_id = json.loads(await ws.recv())["connectionId"]
+            assert httpx.delete(f"{gateway.url}/t/@connections/{connection_id}").status_code == 204
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(refused()) == 403
+    assert run(deleted()) == 1005  # RSGI's close frame carries no code (docs/DESIGN.md)
 
 
 # -- configuration errors ---------------------------------------------------------------------------------------
