@@ -160,6 +160,8 @@ apis:
       - route: $connect
         throttle: {rateLimit: 0.5, burstLimit: 2}
         integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
+apiMappings:
+  - {domainName: ws.example.com, basePath: "", api: pair, stage: pairs}
 usagePlans:
   - name: sockets
     apiStages: [{api: keyed, stage: keyed}]
@@ -354,6 +356,19 @@ def test_compound_selection_expressions(gateway: GatewayProcess) -> None:
     assert evaluate(selection, {"a": "x", "b": {"c": True}, "n": 2}, None, None) == "x/true-2"
     assert evaluate(selection, {}, None, None) == "/-"  # a missing field is "" (AWS)
     assert read_selection(reader, "$request.querystring.x", "here", ("body",)) is None and reader.problems
+
+
+def test_api_mapping_custom_domain(gateway: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        rest = _upgraded(sock)
+        sock.sendall(_frame(1, b'{"a": "x", "b": "y"}'))
+        data = rest
+        while b"matched" not in data:
+            data += sock.recv(4096)
+    assert b"matched x/y" in data
 
 
 def test_http_proxy_http_with_templates_and_mock_integrations(gateway: GatewayProcess,
