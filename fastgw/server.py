@@ -242,7 +242,6 @@ class RsgiWebSocket(RsgiDownstream):
 
     def __init__(self, scope: Any, proto: Any):
         super().__init__(scope, proto)
-        self.method = "GET"
         self.transport: Any = None
 
     async def refuse(self, status: int) -> None:
@@ -279,7 +278,7 @@ class AsgiWebSocket(AsgiDownstream):
     __slots__ = ("scope",)
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
-        scope.setdefault("method", "GET")
+        scope.setdefault("method", "GET")  # an ASGI websocket scope has no method: a POST upgrade looks the same
         super().__init__(scope, receive, send)
         self.scope = scope
         self.protocol = "HTTP/1.1"

@@ -697,9 +697,9 @@ def test_connection_ids_name_their_worker() -> None:
 
 
 def _raw_handshake(gateway: GatewayProcess, path: str = "/t", version: bytes = b"13", key: bool = True,
-                   extra: bytes = b"") -> socket.socket:
+                   extra: bytes = b"", method: bytes = b"GET") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
-    request = (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    request = (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                b"Connection: Upgrade\r\nOrigin: https://good.example\r\n")
     if key:
         request += b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
@@ -874,6 +874,8 @@ def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any
             return ws.close_code
 
     assert run(refused()) == 403
+    with _raw_handshake(gateway, method=b"POST") as sock:  # RSGI says which method asked to upgrade
+        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 405")
     assert run(deleted()) == 1005  # RSGI's close frame carries no code (docs/DESIGN.md)
 
 

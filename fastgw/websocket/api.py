@@ -407,7 +407,9 @@ class Hub:
             ws = stage.websocket
             if ws is None or route_path not in ("", "/"):
                 raise GatewayError("RESOURCE_NOT_FOUND")
-            if head.chunked or head.content_length > 0:  # RFC 6455 4.1: a handshake is a GET without a body
+            if down.method != "GET":  # RFC 6455 4.1: a handshake is a GET without a body
+                raise GatewayError("METHOD_NOT_ALLOWED", headers=(("allow", "GET"),))
+            if head.chunked or head.content_length > 0:
                 raise GatewayError("BAD_REQUEST_BODY", "A WebSocket handshake has no body")
             if ws.allowed_origins:  # cross-site WebSocket hijacking (RFC 6455 10.2)
                 origin = header(down.headers, "origin")
