@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.websocket")
 
 CLOSE_GRACE_SECONDS = 2.0  # after a close frame, how long the client has to answer before its socket is shut
-PEER_TIMEOUT_SECONDS = 15.0  # a management call forwarded to another worker
+PEER_TIMEOUT_SECONDS = 5.0  # a forwarded management call: the owner's own wait (sendTimeoutSeconds) plus this
 GOING_AWAY, POLICY, TOO_BIG, INTERNAL, NORMAL, NO_STATUS, ABNORMAL = 1001, 1008, 1009, 1011, 1000, 1005, 1006
 OPS = {"POST": 1, "GET": 2, "DELETE": 3}
 OP_NAMES = {v: k for k, v in OPS.items()}
@@ -336,10 +336,17 @@ class Hub:
             return None
         node, pid = owner
         if node != self.node:
-            return await self.relay.call(node, pid, method, connection_id, body) if self.relay is not None else None
+            if self.relay is None:
+                return None
+            return await self.relay.call(node, pid, method, connection_id, body, self.peer_timeout())
         if pid == self.pid:
             return await self.local(method, connection_id, body)
         return await self.remote(pid, method, connection_id, body)
+
+    def peer_timeout(self) -> float:
+        """How long a forwarded call may take: a POST may wait sendTimeoutSeconds for a full queue."""
+        waits = [s.websocket.send_timeout_seconds for s in self.gateway.plan.stages if s.websocket is not None]
+        return max(waits, default=0.0) + PEER_TIMEOUT_SECONDS
 
     async def local(self, method: str, connection_id: str, body: bytes) -> Any:
         connection = self.connections.get(connection_id)
@@ -362,7 +369,7 @@ class Hub:
             return None
         ident = connection_id.encode("ascii")
         try:
-            async with asyncio.timeout(PEER_TIMEOUT_SECONDS):
+            async with asyncio.timeout(self.peer_timeout()):
                 reader, writer = await asyncio.open_unix_connection(path)
                 try:
                     writer.write(struct.pack(">IBH", 3 + len(ident) + len(body), OPS[method], len(ident)) + ident

@@ -10,7 +10,7 @@ alive (SET EX, refreshed every REFRESH_SECONDS). A call for another node's conne
     otherwise                  -> the owner runs the call (Hub.local) and publishes the answer on the
                                   caller's reply channel, matched by a per-worker call number
 
-Redis unreachable: 503 (a 410 would make backends forget connections that are alive).
+Redis unreachable, or no answer in time: 503 (a 410 would make backends forget connections that are alive).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ log = logging.getLogger("fastgw.websocket")
 
 TTL_SECONDS = 10  # a worker that stops refreshing its registry key is forgotten after this long
 REFRESH_SECONDS = 3
-CALL_TIMEOUT_SECONDS = 15.0
 
 
 def worker_key(node: int, pid: int) -> str:
@@ -132,7 +131,7 @@ class RedisRelay:
         if waiter is not None and not waiter.done():
             waiter.set_result(answer["found"])
 
-    async def call(self, node: int, pid: int, method: str, connection_id: str, body: bytes) -> Any:
+    async def call(self, node: int, pid: int, method: str, connection_id: str, body: bytes, timeout: float) -> Any:
         """The owner's answer, or None when it is gone (410)."""
         client = self._client()
         number = next(self.numbers)
@@ -141,7 +140,7 @@ class RedisRelay:
         head = orjson.dumps({"op": method, "id": connection_id, "n": number,
                              "reply": reply_channel(self.node, self.pid)})
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+            async with asyncio.timeout(timeout):
                 await self.ready.wait()
                 if not await client.exists(worker_key(node, pid)):
                     return None
