@@ -558,9 +558,15 @@ def test_metrics_count_connections_messages_and_errors(gateway: GatewayProcess) 
             assert live is not None and float(live.group(1)) >= 1
 
     run(scenario())
-    text = httpx.get(f"{gateway.admin}/metrics").text
+    deadline = time.monotonic() + 5  # workers flush their counts every second
+    while True:
+        text = httpx.get(f"{gateway.admin}/metrics").text
+        found = re.search(r'fastgw_websocket_messages_total\{api="chat",route="echo",stage="prod"\} [1-9]', text)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert found
     assert re.search(r'fastgw_websocket_connects_total\{api="chat",stage="prod"\} [1-9]', text)
-    assert re.search(r'fastgw_websocket_messages_total\{api="chat",route="echo",stage="prod"\} [1-9]', text)
     assert re.search(r'fastgw_websocket_errors_total\{api="chat",kind="integration",stage="prod"\} [1-9]', text) \
         or "fail" not in text  # the failing route of another test may not have run first
     log = gateway.log_path.read_text()

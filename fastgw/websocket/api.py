@@ -278,6 +278,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.server: asyncio.AbstractServer | None = None
         self.live: dict[tuple[str, str], int] = {}  # (api, stage) -> connections, for the gauge
+        # MessageCount per stage plan, flushed with the worker's other metrics (a dict update per message)
+        self.message_counts: dict[tuple[str, str], metrics.PendingCounts] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def socket_path(self, pid: int) -> str | None:
@@ -492,7 +494,9 @@ class Hub:
                     code, reason = message.code, message.reason  # type: ignore[union-attr]
                     break
                 connection.touch()
-                size = len(message) if message.__class__ is bytes else len(message.encode("utf-8"))  # type: ignore[union-attr]
+                size = len(message)  # type: ignore[arg-type]
+                if message.__class__ is str and size * 4 > ws.max_message_bytes:  # UTF-8: 1 to 4 bytes a character
+                    size = len(message.encode("utf-8"))  # type: ignore[union-attr]
                 if size > ws.max_message_bytes:
                     metrics.WS_ERRORS.labels(*labels, "client").inc()
                     connection.shut(TOO_BIG, "Message too big")
@@ -559,7 +563,11 @@ class Hub:
             await connection.post(self.error_message(connection, "Forbidden", request_id))
             self.log_event(connection, "MESSAGE", "-", 403, started, request_id)
             return
-        metrics.WS_MESSAGES.labels(stage.api.name, stage.name, route.key).inc()
+        labels = (stage.api.name, stage.name)
+        counts = self.message_counts.get(labels)
+        if counts is None:
+            counts = self.message_counts[labels] = metrics.PendingCounts(metrics.WS_MESSAGES, labels)
+        counts.counts[route.key] = counts.counts.get(route.key, 0) + 1
         try:
             status, reply = await self.integrate(connection, route, "MESSAGE", request_id, message)
         except GatewayError as exc:
