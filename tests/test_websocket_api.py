@@ -160,6 +160,19 @@ apis:
       - route: $connect
         throttle: {rateLimit: 0.5, burstLimit: 2}
         integration: {type: MOCK, requestTemplates: {$default: '{"statusCode": 200}'}}
+  - name: metered
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {managementAuthorization: NONE}
+    stages:
+      metered: {}
+    routes:
+      - route: $default
+        routeResponseSelectionExpression: $default
+        throttle: {rateLimit: 0.2, burstLimit: 2}
+        integration:
+          type: MOCK
+          responses: {$default: {responseTemplates: {$default: 'served'}}}
 apiMappings:
   - {domainName: ws.example.com, basePath: "", api: pair, stage: pairs}
 usagePlans:
@@ -498,6 +511,22 @@ def test_connect_throttle_caps_new_connections(gateway: GatewayProcess) -> None:
         return out
 
     assert run(statuses()) == [101, 101, 429, 429]
+
+
+def test_message_routes_are_throttled(gateway: GatewayProcess) -> None:
+    async def scenario() -> list[str]:
+        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/metered") as ws:
+            answers = []
+            for _ in range(4):
+                await ws.send("m")
+                answers.append(await ws.recv())
+            return answers
+
+    answers = run(scenario())
+    assert answers[:2] == ["served", "served"]
+    for answer in answers[2:]:
+        refused = json.loads(answer)
+        assert refused["message"] == "Too Many Requests" and AWS_ID.match(refused["connectionId"])
 
 
 # -- @connections across 2 workers ----------------------------------------------------------------------------

@@ -568,6 +568,17 @@ class Hub:
         if counts is None:
             counts = self.message_counts[labels] = metrics.PendingCounts(metrics.WS_MESSAGES, labels)
         counts.counts[route.key] = counts.counts.get(route.key, 0) + 1
+        usage = route.route.usage  # stage and route throttles (AWS throttles message routes too)
+        if usage is not None and self.gateway.usage is not None:
+            try:
+                if (waiter := self.gateway.usage.check(usage, "", None)) is not None:
+                    await waiter
+            except GatewayError as exc:
+                status, _, _ = stage.api.responses.render(exc.kind, exc.message)
+                metrics.WS_ERRORS.labels(stage.api.name, stage.name, "client").inc()
+                await connection.post(self.error_message(connection, str(exc), request_id))
+                self.log_event(connection, "MESSAGE", route.key, status, started, request_id)
+                return
         try:
             status, reply = await self.integrate(connection, route, "MESSAGE", request_id, message)
         except GatewayError as exc:
