@@ -989,3 +989,36 @@ def test_openapi_export_refuses_websocket_apis() -> None:
     result = subprocess.run([sys.executable, "-m", "fastgw", "export", str(TESTS.parent / "examples" / "chat.yaml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "is a WebSocket API: it has no OpenAPI form" in result.stderr
+
+
+def test_a_live_reload_reaches_open_connections(tmp_path: Path, start_gateway: Any) -> None:
+    def config(answer: str) -> str:
+        return f"""
+apis:
+  - name: live
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {{managementAuthorization: NONE}}
+    stages:
+      live: {{}}
+    routes:
+      - route: $default
+        routeResponseSelectionExpression: $default
+        integration: {{type: MOCK, responses: {{$default: {{responseTemplates: {{$default: '{answer}'}}}}}}}}
+"""
+
+    gateway = start_gateway(config("before"), workers=2)
+
+    async def scenario() -> list[str]:
+        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/live") as ws:
+            await ws.send("x")
+            answers = [await ws.recv()]
+            gateway.config_path.write_text(config("after"))
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(None, lambda: httpx.post(f"{gateway.admin}/reload", timeout=30))
+            assert response.status_code == 202, response.text
+            await ws.send("x")
+            answers.append(await ws.recv())
+            return answers
+
+    assert run(scenario()) == ["before", "after"]

@@ -153,6 +153,7 @@ class Connection:
         self.down = down
         self.stage = stage
         self.ws: WsStagePlan = stage.websocket  # type: ignore[assignment]
+        self.plan: Any = None  # the gateway's plan when `stage` was looked up (a reload changes it)
         self.host = host
         self.connected_at = int(time.time() * 1000)
         self.started = time.monotonic()
@@ -425,6 +426,7 @@ class Hub:
                 if origin is None or origin.lower().rstrip("/") not in ws.allowed_origins:
                     raise GatewayError("ACCESS_DENIED", "Forbidden")
             connection = Connection(new_connection_id(self.node, self.pid), down, stage, head.host)
+            connection.plan = gateway.plan
             connect = ws.connect
             if connect is not None:
                 route = connect.route
@@ -494,10 +496,11 @@ class Hub:
                     code, reason = message.code, message.reason  # type: ignore[union-attr]
                     break
                 connection.touch()
+                limit = connection.ws.max_message_bytes  # the current plan's (a reload may change it)
                 size = len(message)  # type: ignore[arg-type]
-                if message.__class__ is str and size * 4 > ws.max_message_bytes:  # UTF-8: 1 to 4 bytes a character
+                if message.__class__ is str and size * 4 > limit:  # UTF-8: 1 to 4 bytes a character
                     size = len(message.encode("utf-8"))  # type: ignore[union-attr]
-                if size > ws.max_message_bytes:
+                if size > limit:
                     metrics.WS_ERRORS.labels(*labels, "client").inc()
                     connection.shut(TOO_BIG, "Message too big")
                     break
@@ -519,6 +522,8 @@ class Hub:
             self.connections.pop(connection.id, None)
             self.live[labels] = self.live.get(labels, 1) - 1
             metrics.WS_CONNECTIONS.labels(*labels).set(self.live[labels])
+        if connection.plan is not self.gateway.plan:
+            self.follow_reload(connection)
         if connection.closing is not None:
             code, reason = connection.closing
             if connection.closer is not None:
@@ -553,8 +558,21 @@ class Hub:
                     return route
         return ws.default
 
+    def follow_reload(self, connection: Connection) -> None:
+        """A live reload swapped the plan: the connection's next messages use its stage's new routes (a
+        stage that is gone keeps the old ones until the client leaves)."""
+        plan = self.gateway.plan
+        connection.plan = plan
+        old = connection.stage
+        for stage in plan.stages:
+            if stage.websocket is not None and stage.name == old.name and stage.api.name == old.api.name:
+                connection.stage, connection.ws = stage, stage.websocket
+                return
+
     async def message(self, connection: Connection, message: str | bytes) -> None:
         started = time.perf_counter()
+        if connection.plan is not self.gateway.plan:
+            self.follow_reload(connection)
         stage = connection.stage
         request_id = self.gateway.ids.next()
         route = self.select(connection.ws, message)
