@@ -418,6 +418,7 @@ def test_connect_refused_by_its_integration_with_its_status(gateway: GatewayProc
     assert run(scenario(403)) == 403
     assert run(scenario(500)) == 500
     assert run(scenario(204)) == 101  # any 2xx accepts
+    assert run(scenario(999)) == 502  # not an HTTP status: the integration failed
 
 
 def test_connect_picks_a_subprotocol(gateway: GatewayProcess) -> None:

@@ -454,7 +454,12 @@ class Hub:
             log.exception("WebSocket handshake failed: %s", down.path)
             await self.refuse(down, stage, 500, started, request_id)
             return
-        await down.accept(connection.subprotocol)
+        try:
+            await down.accept(connection.subprotocol)
+        except Exception:  # noqa: BLE001 - the client left during $connect: $disconnect pairs with it
+            log.debug("WebSocket client %s left before the handshake completed", down.client)
+            await self.disconnect(connection, ABNORMAL, "")
+            return
         await self.run(connection, started, request_id)
 
     async def refuse(self, down: WsDownstream, stage: StagePlan | None, status: int, started: float,
@@ -746,7 +751,9 @@ def function_answer(result: Any) -> tuple[int, str | bytes | None]:
         try:
             status = int(status)
         except (TypeError, ValueError):
-            log.error("WebSocket function result: statusCode %r is not a number", status)
+            status = 0
+        if not 200 <= status <= 599:  # $connect refuses with it: an HTTP status, and not 1xx
+            log.error("WebSocket function result: statusCode %r is not an HTTP status", result.get("statusCode"))
             raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from None
         body = result.get("body")
         if body is not None and not isinstance(body, str):
@@ -803,13 +810,13 @@ def render(template: Any, variables: dict[str, Any]) -> str:
 
 
 def mock_status(rendered: bytes) -> int:
-    """MOCK: the request template's `statusCode` (200 when there is none)."""
+    """MOCK: the request template's `statusCode` (200 when there is none or it is not an HTTP status)."""
     try:
         document = orjson.loads(rendered) if rendered.strip() else {}
     except orjson.JSONDecodeError:
         return 200
     status = document.get("statusCode", 200) if isinstance(document, dict) else 200
-    return status if isinstance(status, int) and not isinstance(status, bool) else 200
+    return status if isinstance(status, int) and not isinstance(status, bool) and 200 <= status <= 599 else 200
 
 
 def respond_template(route: WsRoutePlan, body: str, variables: dict[str, Any]) -> str | None:
