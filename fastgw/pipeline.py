@@ -171,6 +171,14 @@ class Gateway:
         if gone:
             loop.call_later(plan.server.drainSeconds + 5, lambda: [pool.close() for pool in gone])
 
+    def drain(self, done: Any) -> None:
+        """The gateway is stopping: close the WebSocket connections now (granian would drop them); `done()`
+        once none is left."""
+        if self.websockets is not None:
+            self.websockets.drain(done)
+        else:
+            done()
+
     def stop(self) -> None:
         if self.follower is not None:
             self.follower.stop()

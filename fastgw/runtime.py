@@ -91,6 +91,27 @@ class LiveChannel:
     def current(self) -> int:
         return HEADER.unpack_from(self.page, 0)[0]
 
+    # WebSocket connections at shutdown: the main process asks, each worker closes its own (1001, then
+    # $disconnect) and says when it has none left, before granian stops the workers.
+    def drain(self) -> None:
+        HEADER.pack_into(self.page, HEADER.size, 1)
+
+    def draining(self) -> bool:
+        return HEADER.unpack_from(self.page, HEADER.size)[0] == 1
+
+    def drained(self) -> None:
+        Path(self.directory, f"drained-{os.getpid()}").touch()
+
+    def wait_drained(self, timeout: float) -> int:
+        """Wait until every live worker has closed its WebSocket connections; returns how many have."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.acks()
+            done = sum(1 for pid in pids if os.path.exists(os.path.join(self.directory, f"drained-{pid}")))
+            if done >= len(pids) or time.monotonic() > deadline:
+                return done
+            time.sleep(0.02)
+
     def acks(self) -> dict[int, int]:
         """pid -> generation, for the workers that are alive."""
         out = {}
@@ -150,6 +171,7 @@ class WorkerFollower:
         self.generation = generation
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.drained = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -163,6 +185,11 @@ class WorkerFollower:
 
     def _tick(self) -> None:
         assert self._loop is not None
+        if not self.drained and self.channel.draining():
+            self.drained = True
+            drain = getattr(self.gateway, "drain", None)
+            if drain is not None:
+                drain(self.channel.drained)
         try:
             generation = self.channel.current()
             if generation > self.generation:

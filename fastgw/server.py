@@ -46,6 +46,7 @@ log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
 ENCODED_PATHS: dict[str, str] = {}
 ENCODED_PATHS_MAX = 4096
+DRAIN_WEBSOCKETS_SECONDS = 5.0  # at shutdown, how long the workers get to close their WebSocket connections
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
 
 
@@ -401,6 +402,12 @@ class FastgwGranian(GranianServer):
             if not runtime.RUNTIME.draining:
                 log.info("stopping: /readyz fails, in-flight requests get up to %ss", self.workers_kill_timeout)
             runtime.RUNTIME.draining = True
+            live = runtime.LIVE
+            if live is not None and has_websockets(runtime.RUNTIME.plan) and not live.draining():
+                # granian drops WebSocket connections when it stops a worker: each hub closes its own first
+                live.drain()
+                done = live.wait_drained(DRAIN_WEBSOCKETS_SECONDS)
+                log.info("WebSocket connections closed in %d worker(s)", done)
         super().signal_handler_interrupt(*args, **kwargs)
 
     def _reload(self, spawn_target: Any, target_loader: Any) -> Any:

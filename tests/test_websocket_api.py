@@ -1023,3 +1023,30 @@ apis:
             return answers
 
     assert run(scenario()) == ["before", "after"]
+
+
+def test_shutdown_closes_connections_1001_and_runs_disconnect(tmp_path: Path, start_gateway: Any) -> None:
+    import signal
+
+    events = tmp_path / "events.jsonl"
+    gateway = start_gateway(LIMITS.replace("IDLE", "600"), workers=2,
+                            env={"PYTHONPATH": str(TESTS), "WS_EVENTS": str(events)})
+
+    async def scenario() -> list[tuple[int | None, str]]:
+        connections = []
+        for _ in range(4):
+            ws, connection_id = await connect_and_id(f"{gateway.url.replace('http', 'ws')}/t",
+                                                     additional_headers=GOOD)
+            connections.append((ws, connection_id))
+        gateway.signal(signal.SIGTERM)
+        closed = []
+        for ws, connection_id in connections:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            closed.append((ws.close_code, connection_id))
+        return closed
+
+    for code, connection_id in run(scenario()):
+        assert code == 1001
+        assert context_of(event_of(Events(events), connection_id, "$disconnect"))["disconnectStatusCode"] == 1001
+    assert gateway.proc.wait(30) == 0

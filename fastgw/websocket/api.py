@@ -278,6 +278,7 @@ class Hub:
         self.relay: RedisRelay | None = None  # node to node (state backend redis)
         self.connections: dict[str, Connection] = {}
         self.server: asyncio.AbstractServer | None = None
+        self.drained: Any = None  # shutdown: called once the last connection is gone (drain)
         self.live: dict[tuple[str, str], int] = {}  # (api, stage) -> connections, for the gauge
         # MessageCount per stage plan, flushed with the worker's other metrics (a dict update per message)
         self.message_counts: dict[tuple[str, str], metrics.PendingCounts] = {}
@@ -327,6 +328,14 @@ class Hub:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop left: granian drops the connections itself
+        for connection in list(self.connections.values()):
+            connection.shut(GOING_AWAY, "Server shutting down")
+
+    def drain(self, done: Any) -> None:
+        """Shutdown: close every connection (1001; each runs its $disconnect), then `done()`."""
+        self.drained = done
+        if not self.connections:
+            done()
         for connection in list(self.connections.values()):
             connection.shut(GOING_AWAY, "Server shutting down")
 
@@ -537,6 +546,8 @@ class Hub:
         await self.disconnect(connection, code, reason)
         if connection.writer is not None:
             connection.writer.cancel()
+        if self.drained is not None and not self.connections:
+            self.drained()
 
     def watch(self, connection: Connection) -> None:
         """The idle and lifetime limits (AWS: 10 min, 2 h), checked by one timer per connection."""
