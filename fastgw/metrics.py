@@ -104,10 +104,20 @@ def worker_stopped() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-def scrape() -> bytes:
+def _registry() -> CollectorRegistry:
     registry = CollectorRegistry(support_collectors_without_names=True)
     multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry)
+    return registry
+
+
+def scrape() -> bytes:
+    return generate_latest(_registry())
+
+
+def samples() -> list[tuple[str, dict[str, str], float]]:
+    """Every worker's samples summed, as (name, labels, value): what the dashboard reads instead of
+    parsing the exposition text."""
+    return [(s.name, s.labels, s.value) for family in _registry().collect() for s in family.samples]
 
 
 class PendingCounts:
