@@ -259,3 +259,23 @@ apis:
     assert result.returncode != 0
     assert re.search(message, result.stderr), result.stderr
     assert "1 problem(s)" in result.stderr, result.stderr
+
+
+def test_the_dashboard_shows_each_target_and_its_state(start_gateway, two_targets):
+    a, b = two_targets
+    gateway = start_gateway(config([a.address, b.address],
+                                   outlier="outlierDetection: {consecutiveErrors: 1, baseEjectionMs: 60000}"))
+    b.stop()
+    for i in range(4):
+        httpx.get(f"{gateway.url}/items/{i}", timeout=10)
+
+    def rows() -> dict:
+        data = httpx.get(f"{gateway.admin}/dashboard/data", timeout=10).json()
+        found = {t["target"]: t for t in data["targets"] if t["group"] == "orders"}
+        # Ejections are counted at once, requests and failures at the workers' next flush (1 s).
+        done = found.get(b.address, {}).get("failures") and found.get(a.address, {}).get("requests", 0) >= 3
+        return found if done else {}
+
+    targets = wait_for(rows, "the targets on the dashboard")
+    assert targets[a.address]["available"] is True
+    assert targets[b.address]["available"] is False and targets[b.address]["ejections"] == 1
