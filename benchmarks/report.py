@@ -153,6 +153,12 @@ def markdown(data: dict[str, Any]) -> str:
         if reps else ""
     )
     out.append("")
+    runs = data.get("runs", [])
+    dropped = [r for r in runs if r.get("discarded")]
+    out.append(f"Runs dropped for noise (and run again): {len(dropped)} of {len(runs)}"
+               + (": " + "; ".join(f"{r['contender']} {r['body']} ({r['discarded']})" for r in dropped[:10])
+                  + (" ..." if len(dropped) > 10 else "") if dropped else "") + ".")
+    out.append("")
     out += ["## Machine", "", "| | |", "|---|---|"]
     out.append(f"| CPU | {machine.get('cpus')} × {machine.get('cpu_model')} |")
     out.append(f"| memory | {machine.get('mem_gib')} GiB |")

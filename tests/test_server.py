@@ -72,6 +72,26 @@ def test_tls_and_http2_clients(start_gateway, upstream, tmp_path):
     assert upstream.requests[-1].header("x-forwarded-proto") == "https"
 
 
+@pytest.mark.parametrize("interface", ["asgi", "rsgi"])
+def test_h2c_http2_without_tls_with_prior_knowledge(start_gateway, upstream, interface):
+    """h2c: a client that speaks HTTP/2 from the first byte (prior knowledge, as gRPC clients and
+    `curl --http2-prior-knowledge` do) is served over HTTP/2 on the plain port. The HTTP/1.1
+    `Upgrade: h2c` dance is not offered: such a request is answered over HTTP/1.1 (README)."""
+    config = _config(upstream)
+    if interface == "rsgi":
+        config = config.replace("    type: REST\n", "    type: REST\n    encodedSlashes: DECODE\n")
+    gateway = start_gateway(config, args=("--interface", interface))
+    with httpx.Client(http1=False, http2=True) as client:
+        response = client.get(f"{gateway.url}/v1/hello/h2c")
+    assert (response.status_code, response.http_version) == (200, "HTTP/2")
+    assert upstream.requests[-1].target == "/greet/h2c"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"GET /v1/hello/up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert upstream.requests[-1].target == "/greet/up"
+
+
 def test_slow_header_client_is_cut_off(start_gateway, upstream):
     limits = "server: {workers: 1, limits: {headerReadTimeoutMs: 500}}"
     config = _config(upstream).replace("server: {workers: 1}", limits)
