@@ -12,7 +12,6 @@ import threading
 import time
 
 import httpx
-import pytest
 from support.waiting import wait_for
 
 
@@ -37,8 +36,8 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
     return requests, int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
+    assert shutil.which("wrk"), "wrk is missing: scripts/bootstrap.sh test installs it"
     gateway = start_gateway(config(upstream.address, "v0"), workers=2, args=("--no-access-log",))
     wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d25s", "--timeout", "5s", f"{gateway.url}/items/1"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
