@@ -346,7 +346,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--no-install", action="store_true", help="never apt-get install missing programs")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a contender fails its checks or a run has errors")
+                        help="exit 1 when a fastgw contender (or the floor) fails its checks or a run of it has "
+                             "non-2xx answers or connection errors; never on a timing or a peer's problem")
     parser.add_argument("--list", action="store_true", help="list the contenders and exit")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="only write DIR/results.md and chart.png again from DIR/results.json")
@@ -827,10 +828,37 @@ class Harness:
         say(paths["markdown_text"])
         say(f"results: {paths['json']}\n         {paths['markdown']}"
             + (f"\n         {paths['chart']}" if paths.get("chart") else ""))
-        if opts.strict and (any(s.state == "failed" or s.failed_bodies for s in self.status.values())
-                            or any(r["flags"] for r in self.runs if not r.get("discarded"))):
-            return 1
+        if opts.strict:
+            problems = self.strict_problems()
+            for problem in problems:
+                say(f"strict: {problem}")
+            if problems:
+                return 1
         return 0
+
+    def strict_problems(self) -> list[str]:
+        """What makes `--strict` fail: a fastgw contender (or the floor, built from fastgw's kernels)
+        that did not validate, start or pass its checks, or a run of one that had a non-2xx answer, a
+        connection error or no completed request, or whose requests did not reach the upstream as they
+        should. Never a timing (wrk's socket timeouts on a loaded machine included), never a peer's
+        problem (nginx, HAProxy, Caddy are not under test)."""
+        ours = {c.name for c in self.opts.contenders if c.kind in ("fastgw", "granian-floor")}
+        problems = []
+        for name in sorted(ours):
+            status = self.status[name]
+            if status.state in ("failed", "unavailable"):
+                problems.append(f"{name}: {status.state}: {status.reason}")
+            problems += [f"{name} {body}: {reason}" for body, reason in status.failed_bodies.items()]
+        for run in self.runs:
+            if run["contender"] not in ours or run.get("discarded"):
+                continue
+            errors = {k: v for k, v in (run.get("socket_errors") or {}).items() if v and k != "timeout"}
+            if run.get("non2xx") or errors or not run.get("requests"):
+                problems.append(f"{run['contender']} {run['body']} round {run['rep']}: {run.get('non2xx') or 0} "
+                                f"non-2xx, socket errors {errors or 'none'}, {run.get('requests')} requests")
+            problems += [f"{run['contender']} {run['body']}: {flag}" for flag in run["flags"]
+                         if "reached the upstream" in flag]
+        return problems
 
     def _write_outputs(self, error: str | None = None, started_at: str | None = None,
                        machine: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -176,8 +176,10 @@ class RecordingUpstream:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        """Stop listening and close every connection; a second call does nothing (a test may stop a
+        target before its fixture does)."""
         if not self._thread.is_alive():
-            return  # stopped already (a test may stop a target before its fixture does)
+            return
 
         async def _stop() -> None:
             if self._server is not None:
