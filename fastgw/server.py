@@ -17,7 +17,6 @@ import logging
 import os
 import socket
 import ssl
-import stat
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -33,6 +32,7 @@ from . import allocator, runtime, scheduling
 from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
+from .backpressure import FREE_BYTES, ClientGone, ConnectionMeter, close_meter, open_meter, shut_down_connection
 from .config.model import default_workers
 from .errors import ClientDisconnected
 from .httpsyntax import encode_decoded_path
@@ -50,7 +50,8 @@ GC_THRESHOLD = 20_000  # container allocations between young-generation collecti
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
-    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth")
+    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth",
+                 "handed", "meter")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -99,57 +100,54 @@ class RsgiDownstream:
 
     async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.stream = self.proto.response_stream(status, headers)
+        self.handed = 0
+        self.meter: ConnectionMeter | None = None
 
     async def send(self, chunk: bytes) -> None:
+        # granian's RSGI stream never waits for the client: past FREE_BYTES a stream waits while
+        # the connection's socket has not taken what it was handed (fastgw/backpressure.py).
+        meter = self.meter
+        if meter is None:
+            self.handed += len(chunk)
+            if self.handed > FREE_BYTES:
+                meter = self.meter = open_meter(self.scope.client or "", self.scope.server or "")
+                if meter is None:  # the connection's socket is gone
+                    raise ClientDisconnected()
+        if meter is not None:
+            try:
+                await meter.wait_for_room()
+            except ClientGone:
+                self._close_meter()
+                raise ClientDisconnected() from None
+            meter.handed += len(chunk)
         try:
             await self.stream.send_bytes(chunk)
         except RSGIProtocolClosed:
+            self._close_meter()
             raise ClientDisconnected() from None
 
     async def finish(self) -> None:
-        pass
+        self._close_meter()
 
     def abort(self) -> None:
         """A started response failed: the client must see it fail, never finish. granian's RSGI has no
         abort, and a dropped chunked stream is ended cleanly (a truncated body that looks whole), so
         the connection's socket is shut down instead."""
         if self.stream is not None:
-            shut_down_connection(self.scope.client or "", self.scope.server or "")
+            meter = self.meter
+            if meter is not None:
+                try:
+                    meter.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._close_meter()
+            else:
+                shut_down_connection(self.scope.client or "", self.scope.server or "")
 
-
-INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
-def shut_down_connection(client: str, server: str) -> None:
-    """Shut down this worker's socket of the client connection from `client` to `server` (host:port
-    as RSGI gives them), found among the process's descriptors by its two addresses. Costs a few
-    system calls per open descriptor: for the rare failed stream only."""
-    peer, local = _host_port(client), _host_port(server)
-    if peer is None or local is None:
-        return
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = int(name)
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            sock = socket.socket(fileno=os.dup(fd))
-        except (OSError, ValueError):
-            continue
-        try:
-            if sock.family in INET_FAMILIES and sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == local[1]:
-                host, port = sock.getpeername()[:2]
-                if port == peer[1] and host.removeprefix("::ffff:") == peer[0]:
-                    sock.shutdown(socket.SHUT_RDWR)
-                    return
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    host, _, port = address.rpartition(":")
-    return (host.strip("[]").removeprefix("::ffff:"), int(port)) if port.isdigit() else None
+    def _close_meter(self) -> None:
+        if self.meter is not None:
+            close_meter(self.meter)
+            self.meter = None
 
 
 class AsgiDownstream:
