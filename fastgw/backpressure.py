@@ -77,6 +77,56 @@ class ConnectionMeter:
             pause = min(pause * 2, POLL_MAX)
 
 
+class StreamPacer:
+    """One streamed response's side of the meter: the adapter calls `handed(n)` after each chunk it
+    handed to the server, and `close()` when the stream ends, however it ends."""
+
+    __slots__ = ("client", "server", "free", "meter")
+
+    def __init__(self, client: str, server: str, free: int):
+        self.client = client
+        self.server = server
+        self.free = free
+        self.meter: ConnectionMeter | None = None
+
+    async def handed(self, size: int) -> None:
+        """Count `size` more bytes handed; wait while the connection has too many pending. Raises
+        ClientGone when the connection's socket is closed or cannot be found."""
+        meter = self.meter
+        if meter is None:
+            self.free -= size
+            if self.free >= 0:
+                return
+            meter = self.meter = open_meter(self.client, self.server)
+            if meter is None:
+                raise ClientGone()
+        meter.handed += size
+        await meter.wait_for_room()
+
+    def close(self) -> None:
+        if self.meter is not None:
+            close_meter(self.meter)
+            self.meter = None
+
+    def shut_down(self) -> None:
+        """Shut the client connection down (a failed stream must fail at the client)."""
+        meter = self.meter
+        if meter is None:
+            shut_down_connection(self.client, self.server)
+            return
+        try:
+            meter.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close()
+
+
+def free_bytes(protocol: str) -> int:
+    """What a stream hands before it is metered. HTTP/2 streams are metered from their first byte:
+    a connection carries up to 100 of them at once."""
+    return 0 if protocol == "HTTP/2" else FREE_BYTES
+
+
 # Meters of the connections with a metered stream, by (client address, server address).
 METERS: dict[tuple[str, str], ConnectionMeter] = {}
 
