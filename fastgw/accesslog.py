@@ -1,9 +1,9 @@
 """JSON access log: one line per request on stdout, fields named after AWS's `$context` variables.
 
 PERF: the request path only keeps each request's facts (`write`: one tuple, one list append). They are
-formatted and written together once per event-loop iteration (`flush`, after the responses of that
-iteration went out), with a single write(2), so a busy worker does not pay a system call per request
-and a line is never split between workers. Each (stage, route) gets a formatter made once
+formatted and written together every FLUSH_SECONDS, or once FLUSH_RECORDS are waiting (`flush`), with a
+single write(2), so a busy worker does not pay a system call per request or per loop iteration, and a
+line is never split between workers. Each (stage, route) gets a formatter made once
 (`LineFormat`, remembered in `formats`), which holds the fields that depend on the route only, already
 serialised. A configurable format (AWS's `accessLogSettings.format`) is another such formatter,
 chosen in `formatter`.
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+FLUSH_SECONDS = 0.05
+FLUSH_RECORDS = 512
 FORMATS_MAX = 4096  # (stage, route) formatters a worker remembers (plans swapped by reloads leave some)
 MAX_PENDING_BYTES = 8 * 1024 * 1024  # log output waiting for a full pipe, at most
 FINAL_FLUSH_SECONDS = 5.0  # how long the last flush waits for a full pipe at shutdown
@@ -95,14 +97,16 @@ class AccessLog:
 
     def write(self, request_id: str, down: Any, stage: StagePlan | None, route: RoutePlan | None, status: int,
               length: int, elapsed: float, integration_latency: float) -> None:
-        self.records.append((request_id, down, stage, route, status, length, elapsed, integration_latency,
-                             time.time()))
+        records = self.records
+        records.append((request_id, down, stage, route, status, length, elapsed, integration_latency, time.time()))
         if not self.scheduled:
             self.scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
             except RuntimeError:
                 self.flush()
+        elif len(records) >= FLUSH_RECORDS:
+            self.write_out()  # the timer stays set, for what comes next
 
     def formatter(self, stage: StagePlan | None, route: RoutePlan | None) -> LineFormat:
         """The line format of a (stage, route): where a stage's own format (issue 17) will be chosen."""
@@ -130,7 +134,11 @@ class AccessLog:
         return "".join(lines).encode()
 
     def flush(self, final: bool = False) -> None:
+        """The timer's call, and the worker's last one (`final`: waits for a full pipe, a bounded time)."""
         self.scheduled = False
+        self.write_out(final)
+
+    def write_out(self, final: bool = False) -> None:
         data = self.pending + self.format() if self.records else self.pending
         self.pending = b""
         deadline = time.monotonic() + FINAL_FLUSH_SECONDS
@@ -158,6 +166,6 @@ class AccessLog:
         if data and not self.scheduled:
             self.scheduled = True
             try:
-                asyncio.get_running_loop().call_later(0.05, self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
             except RuntimeError:
                 self.scheduled = False
