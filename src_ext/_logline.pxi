@@ -6,9 +6,6 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t len)
 
-cdef extern from "stdio.h":
-    int snprintf(char* buf, size_t size, const char* fmt, ...)
-
 from libc.stdlib cimport free, malloc, realloc
 
 cdef struct _LineBuf:
@@ -92,15 +89,40 @@ cdef int _lb_json(_LineBuf* b, str value) except -1:
 
 
 cdef int _lb_int(_LineBuf* b, long long value) except -1:
+    """Decimal digits (snprintf cost ~1.5k instructions a number)."""
+    cdef char digits[24]
+    cdef int n = 0
+    cdef unsigned long long v
     _lb_room(b, 24)
-    b.size += snprintf(b.data + b.size, 24, "%lld", value)
+    if value < 0:
+        b.data[b.size] = 45  # -
+        b.size += 1
+        v = <unsigned long long>(-(value + 1)) + 1
+    else:
+        v = <unsigned long long>value
+    while True:
+        digits[n] = 48 + <char>(v % 10)
+        n += 1
+        v //= 10
+        if v == 0:
+            break
+    while n > 0:
+        n -= 1
+        b.data[b.size] = digits[n]
+        b.size += 1
     return 0
 
 
 cdef int _lb_millis(_LineBuf* b, double seconds) except -1:
     cdef long long micros = <long long>(seconds * 1e6 + 0.5)
-    _lb_room(b, 32)
-    b.size += snprintf(b.data + b.size, 32, "%lld.%03lld", micros // 1000, micros % 1000)
+    cdef long long frac = micros % 1000
+    _lb_int(b, micros // 1000)
+    _lb_room(b, 4)
+    b.data[b.size] = 46  # .
+    b.data[b.size + 1] = 48 + <char>(frac // 100)
+    b.data[b.size + 2] = 48 + <char>(frac // 10 % 10)
+    b.data[b.size + 3] = 48 + <char>(frac % 10)
+    b.size += 4
     return 0
 
 
