@@ -11,8 +11,9 @@ under ``valgrind --tool=callgrind`` twice (300 and 3,300 requests) and divides t
 3,000, so start-up cancels out. Scenarios: ``hit`` (the harness's cache-hit route, filled once),
 ``plain`` (the same route without the cache), ``full`` (API key, usage-plan throttle and quota) and
 ``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer)
-and ``default`` (README.md's first configuration example as written, on whichever interface it compiles
-to, with its access log written to /dev/null; benchmarks/readme.py).
+``default`` (README.md's first configuration example as written, on whichever interface it compiles
+to, with its access log written to /dev/null; benchmarks/readme.py) and ``default-tuned`` (the same
+without the access log, as the harness's fastgw-default-tuned; CPU policy does not apply in-process).
 Without ``--upstream-port`` a small asyncio upstream runs in the same process (its own cost is then
 counted too; give the port of a real upstream such as the harness's nginx for ``plain``/``full``).
 docs/PERF.md records what it measured.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -119,14 +121,14 @@ async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
     from fastgw.accesslog import AccessLog
     from fastgw.pipeline import Gateway
     from fastgw.runtime import compile_file
-    from fastgw.server import AsgiApp, RsgiApp
+    from fastgw.server import GC_THRESHOLD, AsgiApp, RsgiApp
 
     from .readme import ENV, default_config
 
     server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
     port = upstream_port or server.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="fastgw-inproc-") as work:
-        if scenario == "default":
+        if scenario.startswith("default"):
             os.environ.update(ENV)
             path = os.path.join(work, "gateway.yaml")
             with open(path, "w") as f:
@@ -136,7 +138,8 @@ async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
             with open(path, "w") as f:
                 json.dump(config(scenario, port, os.path.join(work, "state")), f)
         plan = compile_file(path, {})
-        access_log = AccessLog(os.open(os.devnull, os.O_WRONLY)) if plan.server.accessLog else None
+        logged = plan.server.accessLog and scenario != "default-tuned"
+        access_log = AccessLog(os.open(os.devnull, os.O_WRONLY)) if logged else None
         gateway = Gateway(plan, access_log)
         loop = asyncio.get_running_loop()
         headers = [("host", "127.0.0.1:8080"), ("user-agent", "wrk"), ("accept", "*/*")]
@@ -159,6 +162,10 @@ async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
 
             def one() -> Any:
                 return asgi(asgi_scope, receive, _asgi_send)
+        # as the worker does at start (fastgw/server.py load_app)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         try:
             started = time.perf_counter()
             for _ in range(n):
@@ -204,7 +211,7 @@ def count(scenario: str, upstream_port: int | None) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt", "default"))
+    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt", "default", "default-tuned"))
     ap.add_argument("n", type=int, nargs="?", default=3000, help="requests (default 3000)")
     ap.add_argument("--upstream-port", type=int, help="a real upstream on 127.0.0.1 (default: one in-process)")
     ap.add_argument("--count", action="store_true", help="instructions per request under callgrind")
