@@ -147,7 +147,8 @@ def markdown(data: dict[str, Any]) -> str:
     reps, duration = settings.get("reps"), settings.get("duration_s")
     out.append(
         f"{reps} interleaved repetition(s) of {duration:g} s after a {settings.get('warmup_s', 0):g} s warm-up; "
-        f"`wrk -t1 -c{settings.get('connections')} --latency` and the upstream nginx on core "
+        f"`wrk -t{settings.get('wrk_threads', 1)} -c{settings.get('connections')} --latency` and the upstream nginx "
+        "on core "
         f"{settings.get('load_cpus')}, the contender alone on core {settings.get('contender_cpus')}. "
         "Medians over the repetitions; ratios are to the nginx proxy in the same run."
         if reps else ""

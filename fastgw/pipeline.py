@@ -174,7 +174,7 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         if self.access_log is not None:
-            self.access_log.flush()
+            self.access_log.flush(final=True)
         self.metrics.stop()
         if self.usage is not None:
             self.usage.stop()

@@ -98,15 +98,30 @@ def test_integration_timeout_is_504_after_timeout_in_millis(start_gateway):
     assert 0.45 <= elapsed < 3.0  # not before the 500 ms timeout; the upper bound only proves it ended
 
 
-def test_encoded_slash_rejected_by_default_and_spaces_forwarded_encoded(example):
+def test_encoded_slash_decoded_by_default_and_spaces_forwarded_encoded(example):
+    """The default (nginx's): %2F is a separator, and the path is normalised after decoding, so an
+    encoded dot-dot cannot leave the route the gateway matched. interface: auto serves it over RSGI."""
     gateway, upstream = example
     response = httpx.get(f"{gateway.url}/prod/files/a%2Fb")
-    assert response.status_code == 400
-    assert "message" in response.json()
-    assert not upstream.requests
+    assert response.status_code == 200
+    assert upstream.requests[-1].target == "/static/a/b"
+    response = httpx.get(f"{gateway.url}/prod/files/a%2F..%2F..%2Fitems%2F7")
+    assert response.status_code == 200
+    assert upstream.requests[-1].target == "/items/7"  # what GET /prod/items/7 reaches, nothing else
     response = httpx.get(f"{gateway.url}/prod/files/x%20y")
     assert response.status_code == 200
     assert upstream.requests[-1].target == "/static/x%20y"
+    assert "interface rsgi" in gateway.stderr()
+
+
+def test_encoded_slash_rejected_when_configured(start_gateway, upstream):
+    config = EXAMPLE.replace("    type: REST\n", "    type: REST\n    encodedSlashes: REJECT\n")
+    gateway = start_gateway(config, env={"BACKEND": upstream.address})
+    response = httpx.get(f"{gateway.url}/prod/files/a%2Fb")
+    assert response.status_code == 400
+    assert response.json() == {"message": "Encoded slash in the request path"}
+    assert not upstream.requests
+    assert "interface asgi" in gateway.stderr()
 
 
 def test_encoded_slash_passed_when_configured(start_gateway, upstream):

@@ -33,6 +33,7 @@ server: {{workers: 1, accessLog: false}}
 apis:
   - name: rel
     type: REST
+    encodedSlashes: REJECT  # a path the gateway answers itself (400), and the raw path: ASGI
     stages:
       prod: {{}}
     routes:

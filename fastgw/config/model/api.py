@@ -208,7 +208,11 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
         r.error(_join(path, "type"), f"must be one of {', '.join(API_TYPES)}; got '{api_type}'")
     elif api_type not in SUPPORTED_API_TYPES:
         r.error(_join(path, "type"), f"{api_type} APIs are not implemented yet in this version")
-    encoded = r.string(obj, "encodedSlashes", path, "REJECT", choices=ENCODED_SLASHES) or "REJECT"
+    # The default is nginx's (an encoded slash is a separator: decoded, then the path normalised), which
+    # granian's RSGI can serve; an awsCompat API keeps REJECT. Why that is safe: docs/DESIGN.md
+    # "Server interface: ASGI or RSGI".
+    default_encoded = "REJECT" if obj.get("awsCompat") is True else "DECODE"
+    encoded = r.string(obj, "encodedSlashes", path, default_encoded, choices=ENCODED_SLASHES) or default_encoded
 
     stages: list[Stage] = []
     stages_path = _join(path, "stages")
