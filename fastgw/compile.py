@@ -23,6 +23,7 @@ from .openapi.source import expand
 from .plan import ApiPlan, Plan, RoutePlan, StagePlan
 from .policies.authorizers import compile_authorizers
 from .policies.cache.stage import compile_cache
+from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
@@ -136,7 +137,7 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
             continue
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
-                           compile_cors(api.aws.cors))
+                           compile_cors(api.aws.cors), compile_compression(api.aws.minimumCompressionSize))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:

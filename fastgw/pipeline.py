@@ -202,6 +202,8 @@ class Gateway:
                 stage = stage.canary  # the canary deployment serves this request
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)
+            if stage.api.compression is not None:  # minimumCompressionSize (fastgw/policies/compression.py)
+                down = stage.api.compression.check(down)
             route, params = self.match(stage, down.method, route_path)
             # authorizer (fastgw/policies/authorizers): refuses, or says who the caller is
             if route.authorizer is not None:

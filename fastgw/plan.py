@@ -17,6 +17,7 @@ from .errors import GatewayResponses
 
 if TYPE_CHECKING:
     from .policies.cache.stage import CacheSetup, RouteCache
+    from .policies.compression import CompressionPlan
     from .policies.cors import CorsPlan
     from .policies.usage.plan import RouteUsage, UsageSetup
     from .upstream import UpstreamPool
@@ -30,6 +31,7 @@ class ApiPlan:
     encoded_slashes: str
     responses: GatewayResponses
     cors: CorsPlan | None = None  # preflights answered by the gateway (HTTP APIs, native cors:)
+    compression: CompressionPlan | None = None  # minimumCompressionSize (fastgw/policies/compression.py)
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it

@@ -323,7 +323,7 @@ class ApiExtras:
 
     binaryMediaTypes: list[str] = field(default_factory=list)
     cors: Cors | None = None
-    minimumCompressionSize: int | None = None  # kept; compression is not implemented
+    minimumCompressionSize: int | None = None  # bytes; None: no response compression (policies/compression.py)
     requestValidators: dict[str, Any] = field(default_factory=dict)  # kept; validation arrives later
     requestValidator: str | None = None
     authorizers: dict[str, Any] = field(default_factory=dict)  # security schemes; enforced when authorizers land
