@@ -28,6 +28,7 @@ from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
 from .state.canary import overlay
+from .tracing import compile_tracing
 from .upstream import UpstreamPool
 
 
@@ -148,6 +149,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
                 if str(p) not in known:
                     known.add(str(p))
                     problems.append(p)
+            stage_plan.tracing = compile_tracing(stage.tracingEnabled, config.server.tracing)
+            if canary_plan is not None:
+                canary_plan.tracing = stage_plan.tracing
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
             if canary_plan is not None:

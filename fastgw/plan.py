@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .policies.compression import CompressionPlan
     from .policies.cors import CorsPlan
     from .policies.usage.plan import RouteUsage, UsageSetup
+    from .tracing import TracePlan
     from .upstream import UpstreamPool
 
 
@@ -61,6 +62,7 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    tracing: TracePlan | None = None  # X-Ray header / OTLP export (fastgw/tracing.py); None: not traced
 
 
 @dataclass(slots=True)

@@ -481,6 +481,8 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
             lines.append(f"{name}: {value}")
         else:
             log.error("the request header %r is not sent: a mapping or template produced an invalid value", name)
+    if (trace := getattr(down, "trace", None)) is not None:  # traced stage (fastgw/tracing.py)
+        lines.extend(f"{name}: {value}" for name, value in trace.upstream_fields())
     if "accept" not in names:
         lines.append("accept: application/json")
     if payload and "content-type" not in names and content_type:
