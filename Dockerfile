@@ -39,12 +39,13 @@ ENV PATH=/opt/fastgw/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FASTGW_CONFIG=/etc/fastgw/gateway.yaml \
-    FASTGW_HOST=0.0.0.0 \
-    FASTGW_PORT=8080 \
-    FASTGW_ADMIN_HOST=0.0.0.0 \
-    FASTGW_ADMIN_PORT=9901
+    FASTGW_ADMIN_HOST=0.0.0.0
 WORKDIR /var/lib/fastgw
 USER 10001:10001
+# The data port (server.port, default 8080) and the admin port (9901; the probes' and HEALTHCHECK's):
+# set them with FASTGW_PORT / FASTGW_ADMIN_PORT (variables beat the file; the HEALTHCHECK reads
+# FASTGW_ADMIN_PORT). The admin API listens on every address of the container (FASTGW_ADMIN_HOST),
+# so that probes from outside reach /readyz; /metrics and /reload need FASTGW_ADMIN_TOKEN.
 EXPOSE 8080 9901
 # SIGTERM: /readyz fails at once, in-flight requests get up to drainSeconds, then exit 0.
 STOPSIGNAL SIGTERM
