@@ -76,6 +76,7 @@ class Downstream(Protocol):
     scheme: str
     protocol: str
     absolute_form: bool
+    trace: Any  # a traced stage's trace context (fastgw/tracing.py Trace), else None
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -497,7 +498,7 @@ class Gateway:
         (one kernel call: src_ext/_request.pxi upstream_request_head)."""
         if forward is None:
             forward = head.forward
-        if self.traced and (trace := getattr(down, "trace", None)) is not None:
+        if self.traced and (trace := down.trace) is not None:
             forward = trace.forward(forward)  # traceparent, X-Amzn-Trace-Id: the gateway's span as parent
         return upstream_request_head(method, target, host, forward, down.peer_address,
                                      head.forwarded_for if self.trusted_hops else "",
