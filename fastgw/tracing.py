@@ -43,6 +43,7 @@ log = logging.getLogger("fastgw.tracing")
 
 TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 XRAY_ROOT = re.compile(r"^1-([0-9a-f]{8})-([0-9a-f]{24})$")
+SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
 ZERO_TRACE = "0" * 32
 ZERO_SPAN = "0" * 16
 OWN_FIELDS = (b"traceparent:", b"x-amzn-trace-id:")  # replaced in the upstream request, never duplicated
@@ -97,7 +98,8 @@ class Trace:
                 root = fields["Root"]
                 if trace_id is None:
                     trace_id = found.group(1) + found.group(2)
-                    parent_id = fields.get("Parent") or None
+                    parent = fields.get("Parent", "")
+                    parent_id = parent if SPAN_ID.match(parent) and parent != ZERO_SPAN else None
                     flag = fields.get("Sampled")
                     sampled = True if flag == "1" else False if flag == "0" else None
         if trace_id is None:
@@ -255,7 +257,10 @@ class Exporter:
         while not self.stopping:
             self.wake.wait(self.interval)
             self.wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the exporter must outlive any one bad batch
+                log.exception("span export failed; the batch is dropped")
 
     def flush(self) -> None:
         while self.queue:

@@ -280,3 +280,14 @@ def test_a_collector_that_is_down_costs_no_request(start_gateway, upstream):
     gateway = start_gateway(config, env={"PYTHONPATH": str(TESTS)})
     for i in range(20):
         assert httpx.get(f"{gateway.url}/prod/items/{i}", timeout=10).status_code == 200
+
+
+def test_an_xray_parent_that_is_not_a_span_id_is_ignored(traced, collector):
+    gateway, upstream = traced
+    root = "1-5759e988-bd862e3fe1be46a994272799"
+    response = httpx.get(f"{gateway.url}/prod/items/badparent-7", timeout=10,
+                         headers={"X-Amzn-Trace-Id": f"Root={root};Parent=not-a-span!;Sampled=1"})
+    assert response.status_code == 200
+    spans = collector.wait_for(lambda s: any(x.trace_id.hex() == "5759e988bd862e3fe1be46a994272799" for x in s))
+    span = next(x for x in spans if x.trace_id.hex() == "5759e988bd862e3fe1be46a994272799")
+    assert span.parent_span_id == b""
