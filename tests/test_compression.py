@@ -43,6 +43,17 @@ apis:
           uri: "http://UPSTREAM/mapped"
           requestTemplates:
             application/json: '{"count": $input.path(''$.items'').size()}'
+  - name: cached
+    type: REST
+    encodedSlashes: DECODE
+    minimumCompressionSize: 1000
+    stages:
+      cache:
+        cache: {enabled: true, capacity: 4MiB, ttlInSeconds: 300, debugHeader: true}
+    routes:
+      - route: GET /cached/{id}
+        cache: {keyParameters: [method.request.path.id]}
+        integration: {type: HTTP_PROXY, uri: "http://UPSTREAM/cached/{id}"}
   - name: plain
     type: REST
     encodedSlashes: DECODE
@@ -56,7 +67,7 @@ apis:
 
 def behaviour(request):
     path = request.target.split("?")[0]
-    if path.endswith("/big"):
+    if path.endswith("/big") or "/cached/" in path:
         return Action(body=BIG, headers=[("etag", '"v1"')])
     if path.endswith("/small"):
         return Action(body=SMALL)
@@ -115,6 +126,13 @@ def test_a_large_response_is_gzip_encoded_when_the_client_accepts_it(gateway):
     assert headers["etag"] == 'W/"v1"'  # the bytes differ from the identity response's
     assert gzip.decompress(body) == BIG and len(body) < len(BIG) // 2
     assert int(headers["content-length"]) == len(body)
+
+
+def test_the_cache_keeps_the_identity_body_and_encodes_each_hit(gateway):
+    answers = [fetch(gateway, "/cache/cached/1", accept) for accept in ("gzip", "identity", "deflate", "gzip")]
+    assert [h.get("x-cache") for _, h, _ in answers] == ["Miss", "Hit", "Hit", "Hit"]
+    assert [h.get("content-encoding") for _, h, _ in answers] == ["gzip", None, "deflate", "gzip"]
+    assert gzip.decompress(answers[0][2]) == answers[1][2] == zlib.decompress(answers[2][2]) == BIG
 
 
 def test_deflate_is_the_zlib_format(gateway):
