@@ -37,8 +37,9 @@ ENGINE_OPTIONS = [  # global options, run options: tried in order until a contai
     (["--runtime", "runc", "--cgroup-manager", "cgroupfs"], LIMITS),
 ]
 
-pytestmark = pytest.mark.skipif(not os.environ.get("FASTGW_CONTAINER_TEST"),
-                                reason="slow (debootstrap + image build, minutes): set FASTGW_CONTAINER_TEST=1")
+pytestmark = [pytest.mark.skipif(not os.environ.get("FASTGW_CONTAINER_TEST"),
+                                 reason="slow (debootstrap + image build, minutes): set FASTGW_CONTAINER_TEST=1"),
+              pytest.mark.timeout(3000)]  # the first build: debootstrap and the Cython core
 
 CONFIG = """
 server: {{drainSeconds: 20}}
