@@ -205,8 +205,7 @@ class Gateway:
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
             if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py)
-                down = stage.tracing.start(down, started)
-                trace = down.trace
+                trace = down.trace = stage.tracing.start(down.headers, started)
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)
             if stage.api.compression is not None:  # minimumCompressionSize (fastgw/policies/compression.py)
