@@ -204,7 +204,7 @@ class Gateway:
             stage, route_path = self.select_stage(head.host, down.path)
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
-            if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py)
+            if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py); None: not sampled
                 trace = down.trace = stage.tracing.start(down.headers, started)
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)

@@ -5,7 +5,8 @@ A stage is traced when it sets `tracingEnabled: true` (X-Ray: the upstream reque
 incoming Root is kept, `$context.xrayTraceId` is the Root) or when `server.tracing.otlpEndpoint` is
 set (every stage: spans are exported). A traced request's upstream also gets a `traceparent` with the
 request's trace id and the gateway's span as parent (`tracestate` goes on as the client sent it).
-Stages that are not traced cost nothing: the pipeline checks one attribute (`StagePlan.tracing`).
+Stages that are not traced cost nothing: the pipeline checks one attribute (`StagePlan.tracing`). On a
+stage that only exports, a request that is not sampled is not traced either (`TracePlan.start`).
 
 The trace id is one 128-bit number in both formats (as OpenTelemetry's X-Ray propagator maps them):
 an incoming `traceparent` gives it, else an incoming X-Ray Root, else a new one whose first 32 bits are
@@ -57,9 +58,20 @@ class TracePlan:
     sample_rate: float
     exporter: Exporter | None
 
-    def start(self, headers: list[tuple[str, str]], started: float) -> Trace:
-        """The trace of one request (`started`: its perf_counter start), from the client's headers."""
-        return Trace(self, headers, started)
+    def start(self, headers: list[tuple[str, str]], started: float) -> Trace | None:
+        """The trace of one request (`started`: its perf_counter start), from the client's headers; None
+        for a request of an export-only stage that is not sampled: it is not traced at all (its client's
+        trace headers go on untouched, so the upstream's parent is the client's span, the last one
+        recorded), which keeps the unsampled 99 % at the cost of a header scan and a random()."""
+        if self.xray:  # AWS adds the header to every request, sampled or not
+            return Trace(self, headers, started)
+        for name, _ in headers:
+            if name == "traceparent" or name == "x-amzn-trace-id":
+                trace = Trace(self, headers, started)
+                return trace if trace.sampled else None
+        if random() < self.sample_rate:
+            return Trace(self, headers, started, True)
+        return None
 
 
 class Trace:
@@ -68,7 +80,8 @@ class Trace:
     __slots__ = ("plan", "trace_id", "parent_id", "span_id", "sampled", "xray_root", "started", "authorizer",
                  "_forward")
 
-    def __init__(self, plan: TracePlan, headers: list[tuple[str, str]], started: float):
+    def __init__(self, plan: TracePlan, headers: list[tuple[str, str]], started: float,
+                 sampled: bool | None = None):
         self.plan = plan
         self.started = started
         self.authorizer: tuple[float, float] | None = None  # perf_counter (began, ended)
@@ -80,7 +93,6 @@ class Trace:
             elif name == "x-amzn-trace-id":
                 amzn = value
         trace_id = parent_id = None
-        sampled: bool | None = None
         if traceparent is not None:
             found = TRACEPARENT.match(traceparent.strip())
             if found is not None:

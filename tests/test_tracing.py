@@ -290,3 +290,13 @@ def test_an_xray_parent_that_is_not_a_span_id_is_ignored(traced, collector):
     spans = collector.wait_for(lambda s: any(x.trace_id.hex() == "5759e988bd862e3fe1be46a994272799" for x in s))
     span = next(x for x in spans if x.trace_id.hex() == "5759e988bd862e3fe1be46a994272799")
     assert span.parent_span_id == b""
+
+
+def test_an_unsampled_request_of_an_export_only_stage_is_not_touched(traced, collector):
+    gateway, upstream = traced
+    unsampled = "00-2af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    httpx.get(f"{gateway.url}/dev/items/dev-unsampled-8", timeout=10,
+              headers={"traceparent": unsampled, "tracestate": "congo=t61rcWkgMzE"})
+    request, traceparents, xrays = sent_upstream(upstream, "dev-unsampled-8")
+    assert traceparents == [unsampled] and xrays == []  # the client's, as it sent it
+    assert request.header("tracestate") == "congo=t61rcWkgMzE"
