@@ -10,10 +10,12 @@ kernel work per request: not granian's Rust side, not the kernel's sockets. ``--
 under ``valgrind --tool=callgrind`` twice (300 and 3,300 requests) and divides the difference by
 3,000, so start-up cancels out. Scenarios: ``hit`` (the harness's cache-hit route, filled once),
 ``plain`` (the same route without the cache), ``full`` (API key, usage-plan throttle and quota) and
-``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer)
+``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer),
 ``default`` (README.md's first configuration example as written, on whichever interface it compiles
 to, with its access log written to /dev/null; benchmarks/readme.py) and ``default-tuned`` (the same
-without the access log, as the harness's fastgw-default-tuned; CPU policy does not apply in-process).
+without the access log, as the harness's fastgw-default-tuned; CPU policy does not apply in-process),
+``traced`` (``plain`` with OTLP span export at 1 % sampling; the exporter thread is counted too) and
+``xray`` (``plain`` on a stage with ``tracingEnabled``: X-Ray and traceparent headers on every request).
 Without ``--upstream-port`` a small asyncio upstream runs in the same process (its own cost is then
 counted too; give the port of a real upstream such as the harness's nginx for ``plain``/``full``).
 docs/PERF.md records what it measured.
@@ -96,6 +98,10 @@ def config(scenario: str, port: int, state_dir: str) -> dict[str, Any]:
         api["authorizers"] = {"main": {"type": "jwt", "jwtConfiguration": {"issuer": ISSUER, "audience": ["bench"]}}}
         route["authorizer"] = "main"
         route["authorizationScopes"] = ["read"]
+    elif scenario == "traced":  # `plain` with OTLP export at 1 % sampling (to a port nobody listens on)
+        data["server"]["tracing"] = {"otlpEndpoint": "http://127.0.0.1:9/v1/traces", "sampleRate": 0.01}
+    elif scenario == "xray":  # `plain` on a stage with tracingEnabled: trace headers on every request
+        api["stages"]["prod"]["tracingEnabled"] = True
     elif scenario == "full":
         data["state"] = {"backend": "local", "path": state_dir}
         api["apiKeySource"] = "HEADER"
@@ -211,7 +217,7 @@ def count(scenario: str, upstream_port: int | None) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt", "default", "default-tuned"))
+    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt", "default", "default-tuned", "traced", "xray"))
     ap.add_argument("n", type=int, nargs="?", default=3000, help="requests (default 3000)")
     ap.add_argument("--upstream-port", type=int, help="a real upstream on 127.0.0.1 (default: one in-process)")
     ap.add_argument("--count", action="store_true", help="instructions per request under callgrind")

@@ -23,10 +23,12 @@ from .openapi.source import expand
 from .plan import ApiPlan, Plan, RoutePlan, StagePlan
 from .policies.authorizers import compile_authorizers
 from .policies.cache.stage import compile_cache
+from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
 from .state.canary import overlay
+from .tracing import compile_tracing
 from .upstream import UpstreamPool
 
 
@@ -136,7 +138,7 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
             continue
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
-                           compile_cors(api.aws.cors))
+                           compile_cors(api.aws.cors), compile_compression(api.aws.minimumCompressionSize))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:
@@ -147,6 +149,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
                 if str(p) not in known:
                     known.add(str(p))
                     problems.append(p)
+            stage_plan.tracing = compile_tracing(stage.tracingEnabled, config.server.tracing)
+            if canary_plan is not None:
+                canary_plan.tracing = stage_plan.tracing
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
             if canary_plan is not None:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 from random import random
 from typing import Any, Protocol
 
-from . import metrics
+from . import metrics, tracing
 from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request, upstream_request_head
 from .accesslog import AccessLog
 from .config.model import default_workers
@@ -76,6 +76,7 @@ class Downstream(Protocol):
     scheme: str
     protocol: str
     absolute_form: bool
+    trace: Any  # a traced stage's trace context (fastgw/tracing.py Trace), else None
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -118,6 +119,7 @@ class Gateway:
         self.body_idle_seconds = limits.bodyIdleTimeoutMs / 1000
         self.send_idle_seconds = limits.sendIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
+        self.traced = any(stage.tracing is not None for stage in plan.stages)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -175,6 +177,7 @@ class Gateway:
             pool.close()
         if self.access_log is not None:
             self.access_log.flush(final=True)
+        tracing.shutdown()  # spans still queued go to the collector
         self.metrics.stop()
         if self.usage is not None:
             self.usage.stop()
@@ -192,6 +195,7 @@ class Gateway:
         sent = 0
         integration_latency = -1.0
         head = None
+        trace = None
         self.metrics.inflight += 1
         try:
             # receive
@@ -200,11 +204,16 @@ class Gateway:
             stage, route_path = self.select_stage(head.host, down.path)
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
+            if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py); None: not sampled
+                trace = down.trace = stage.tracing.start(down.headers, started)
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)
+            if stage.api.compression is not None:  # minimumCompressionSize (fastgw/policies/compression.py)
+                down = stage.api.compression.check(down)
             route, params = self.match(stage, down.method, route_path)
             # authorizer (fastgw/policies/authorizers): refuses, or says who the caller is
             if route.authorizer is not None:
+                auth_began = time.perf_counter()
                 auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
                 signed_body = None
                 if auth.__class__ is not Authorization:
@@ -214,6 +223,8 @@ class Gateway:
                     else:
                         auth = await auth
                 down.auth = auth
+                if trace is not None:
+                    trace.authorizer = (auth_began, time.perf_counter())
                 if signed_body is not None:
                     down = ReplayedBody(down, signed_body)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
@@ -285,6 +296,8 @@ class Gateway:
         tally.record(status, elapsed, integration_latency)
         if self.access_log is not None:
             self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
+        if trace is not None:
+            trace.finish(stage, route, down.method, down.path, status, elapsed, integration_latency, request_id)
 
     def receive(self, down: Downstream) -> RequestFacts:
         """Limits and syntax of the request line and head (one kernel call: the method, the URI's
@@ -483,8 +496,12 @@ class Gateway:
         """The upstream request head: request line, Host, the forwardable client fields (already
         serialised by the header scan), the forwarding fields set from the real peer, framing
         (one kernel call: src_ext/_request.pxi upstream_request_head)."""
-        return upstream_request_head(method, target, host, head.forward if forward is None else forward,
-                                     down.peer_address, head.forwarded_for if self.trusted_hops else "",
+        if forward is None:
+            forward = head.forward
+        if self.traced and (trace := down.trace) is not None:
+            forward = trace.forward(forward)  # traceparent, X-Amzn-Trace-Id: the gateway's span as parent
+        return upstream_request_head(method, target, host, forward, down.peer_address,
+                                     head.forwarded_for if self.trusted_hops else "",
                                      down.scheme, head.host, framing)
 
     async def forward_streamed_body(self, head: RequestFacts, pool: Any, request_head: bytes, timeout: float,

@@ -17,8 +17,10 @@ from .errors import GatewayResponses
 
 if TYPE_CHECKING:
     from .policies.cache.stage import CacheSetup, RouteCache
+    from .policies.compression import CompressionPlan
     from .policies.cors import CorsPlan
     from .policies.usage.plan import RouteUsage, UsageSetup
+    from .tracing import TracePlan
     from .upstream import UpstreamPool
 
 
@@ -30,6 +32,7 @@ class ApiPlan:
     encoded_slashes: str
     responses: GatewayResponses
     cors: CorsPlan | None = None  # preflights answered by the gateway (HTTP APIs, native cors:)
+    compression: CompressionPlan | None = None  # minimumCompressionSize (fastgw/policies/compression.py)
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -59,6 +62,7 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    tracing: TracePlan | None = None  # X-Ray header / OTLP export (fastgw/tracing.py); None: not traced
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ GC_THRESHOLD = 20_000  # container allocations between young-generation collecti
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
     __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth",
-                 "pacer")
+                 "pacer", "trace")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -72,6 +72,7 @@ class RsgiDownstream:
         self.absolute_form = scope.authority is not None and scope.http_version != "2"
         self.stream: Any = None
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
+        self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
 
     # PERF: read by few requests (forwarding headers, $context, access logs), so not on every one
     @property
@@ -126,7 +127,7 @@ class RsgiDownstream:
 
 class AsgiDownstream:
     __slots__ = ("scope", "receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started", "absolute_form", "gone", "auth", "pacer")
+                 "protocol", "started", "absolute_form", "gone", "auth", "pacer", "trace")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.scope = scope
@@ -145,6 +146,7 @@ class AsgiDownstream:
         # granian's ASGI scope does not say whether the target was in absolute form.
         self.absolute_form = False
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
+        self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
 
     @property
     def peer_address(self) -> str:

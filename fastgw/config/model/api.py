@@ -75,6 +75,7 @@ class Stage:
     deployment: str | None = None  # None: the API's own `routes` (deployment CURRENT_DEPLOYMENT)
     canary: Canary | None = None
     cache: StageCacheConfig | None = None  # issue 5: the stage cache
+    tracingEnabled: bool = False  # AWS X-Ray: the X-Amzn-Trace-Id header upstream (fastgw/tracing.py)
 
 
 @dataclass(slots=True)
@@ -231,7 +232,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
                 r.error(where, "the $default stage exists only in HTTP APIs")
                 continue
             spec = r.mapping(stage_value, where, ("variables", "description", "throttle", "cache", "deployment",
-                                                  "canary"))
+                                                  "canary", "tracingEnabled"))
             variables = r.string_map(spec, "variables", where)
             for var in variables:
                 if not re.match(r"^[A-Za-z0-9_]{1,64}$", var):
@@ -241,6 +242,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
             stages.append(Stage(stage_name, variables, where, stage_throttle, r.string(spec, "deployment", where),
                                 _read_canary(r, spec.get("canary"), _join(where, "canary"))))
             stages[-1].cache = _read_stage_cache(r, spec.get("cache"), _join(where, "cache"))
+            stages[-1].tracingEnabled = r.boolean(spec, "tracingEnabled", where, False)
 
     routes: list[Route] = []
     routes_path = _join(path, "routes")
@@ -327,7 +329,7 @@ class ApiExtras:
 
     binaryMediaTypes: list[str] = field(default_factory=list)
     cors: Cors | None = None
-    minimumCompressionSize: int | None = None  # kept; compression is not implemented
+    minimumCompressionSize: int | None = None  # bytes; None: no response compression (policies/compression.py)
     requestValidators: dict[str, Any] = field(default_factory=dict)  # kept; validation arrives later
     requestValidator: str | None = None
     authorizers: dict[str, Any] = field(default_factory=dict)  # security schemes; enforced when authorizers land
