@@ -26,10 +26,12 @@ from .openapi.source import expand
 from .plan import ApiPlan, Plan, RoutePlan, StagePlan, WsRoutePlan, WsStagePlan
 from .policies.authorizers import compile_authorizers
 from .policies.cache.stage import compile_cache
+from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
 from .state.canary import overlay
+from .tracing import compile_tracing
 from .upstream import UpstreamPool
 from .vtl import TemplateError, compile_template
 
@@ -140,7 +142,7 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
             continue
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
-                           compile_cors(api.aws.cors))
+                           compile_cors(api.aws.cors), compile_compression(api.aws.minimumCompressionSize))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:
@@ -155,6 +157,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
                 if str(p) not in known:
                     known.add(str(p))
                     problems.append(p)
+            stage_plan.tracing = compile_tracing(stage.tracingEnabled, config.server.tracing)
+            if canary_plan is not None:
+                canary_plan.tracing = stage_plan.tracing
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
             if canary_plan is not None:
@@ -194,8 +199,10 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM)
-        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM). WebSocket
+        # APIs: only ASGI sends close codes (1001, 1008, 1009...) and answers Sec-WebSocket-Protocol.
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) or a.type == "WEBSOCKET" for a in config.apis) \
+            else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))

@@ -17,8 +17,10 @@ from .errors import GatewayResponses
 
 if TYPE_CHECKING:
     from .policies.cache.stage import CacheSetup, RouteCache
+    from .policies.compression import CompressionPlan
     from .policies.cors import CorsPlan
     from .policies.usage.plan import RouteUsage, UsageSetup
+    from .tracing import TracePlan
     from .upstream import UpstreamPool
 
 
@@ -30,6 +32,7 @@ class ApiPlan:
     encoded_slashes: str
     responses: GatewayResponses
     cors: CorsPlan | None = None  # preflights answered by the gateway (HTTP APIs, native cors:)
+    compression: CompressionPlan | None = None  # minimumCompressionSize (fastgw/policies/compression.py)
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -59,6 +62,7 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    tracing: TracePlan | None = None  # X-Ray header / OTLP export (fastgw/tracing.py); None: not traced
     websocket: WsStagePlan | None = None  # a WebSocket API's stage (its routes; `router` has @connections)
 
 
@@ -123,3 +127,21 @@ class Plan:
     source: str = ""  # the config file
     data: Any = None  # the native config data it was compiled from (what live reloads publish)
     state: Any = None  # the config's StateConfig (WebSocket APIs: Redis for node-to-node @connections calls)
+
+
+def route_table(plan: Plan) -> list[dict[str, str]]:
+    """Every served route, as `fastgw routes` prints them and the dashboard lists them."""
+    rows = []
+    for stage in plan.stages:
+        name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name
+        for route in stage.routes:
+            integration = route.integration
+            kind = route.model.integration.type if route.model is not None and route.model.integration else "-"
+            rows.append({
+                "api": stage.api.name, "stage": name,
+                "prefix": "/" if stage.name == "$default" else f"/{stage.name}",
+                "route": route.key,
+                "integration": f"{kind} {integration.uri}" if integration is not None else "-",
+                "authorizer": "yes" if route.authorizer is not None else "",
+            })
+    return rows

@@ -77,6 +77,7 @@ class Stage:
     deployment: str | None = None  # None: the API's own `routes` (deployment CURRENT_DEPLOYMENT)
     canary: Canary | None = None
     cache: StageCacheConfig | None = None  # issue 5: the stage cache
+    tracingEnabled: bool = False  # AWS X-Ray: the X-Amzn-Trace-Id header upstream (fastgw/tracing.py)
 
 
 @dataclass(slots=True)
@@ -330,7 +331,11 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
         r.error(_join(path, "type"), f"must be one of {', '.join(API_TYPES)}; got '{api_type}'")
     elif api_type not in SUPPORTED_API_TYPES:
         r.error(_join(path, "type"), f"{api_type} APIs are not implemented yet in this version")
-    encoded = r.string(obj, "encodedSlashes", path, "REJECT", choices=ENCODED_SLASHES) or "REJECT"
+    # The default is nginx's (an encoded slash is a separator: decoded, then the path normalised), which
+    # granian's RSGI can serve; an awsCompat API keeps REJECT. Why that is safe: docs/DESIGN.md
+    # "Server interface: ASGI or RSGI".
+    default_encoded = "REJECT" if obj.get("awsCompat") is True else "DECODE"
+    encoded = r.string(obj, "encodedSlashes", path, default_encoded, choices=ENCODED_SLASHES) or default_encoded
 
     stages: list[Stage] = []
     stages_path = _join(path, "stages")
@@ -349,7 +354,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
                 r.error(where, "the $default stage exists only in HTTP APIs")
                 continue
             spec = r.mapping(stage_value, where, ("variables", "description", "throttle", "cache", "deployment",
-                                                  "canary"))
+                                                  "canary", "tracingEnabled"))
             variables = r.string_map(spec, "variables", where)
             for var in variables:
                 if not re.match(r"^[A-Za-z0-9_]{1,64}$", var):
@@ -359,6 +364,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
             stages.append(Stage(stage_name, variables, where, stage_throttle, r.string(spec, "deployment", where),
                                 _read_canary(r, spec.get("canary"), _join(where, "canary"))))
             stages[-1].cache = _read_stage_cache(r, spec.get("cache"), _join(where, "cache"))
+            stages[-1].tracingEnabled = r.boolean(spec, "tracingEnabled", where, False)
 
     routes: list[Route] = []
     routes_path = _join(path, "routes")
@@ -478,7 +484,7 @@ class ApiExtras:
 
     binaryMediaTypes: list[str] = field(default_factory=list)
     cors: Cors | None = None
-    minimumCompressionSize: int | None = None  # kept; compression is not implemented
+    minimumCompressionSize: int | None = None  # bytes; None: no response compression (policies/compression.py)
     requestValidators: dict[str, Any] = field(default_factory=dict)  # kept; validation arrives later
     requestValidator: str | None = None
     authorizers: dict[str, Any] = field(default_factory=dict)  # security schemes; enforced when authorizers land
