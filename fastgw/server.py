@@ -34,12 +34,14 @@ from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
 from .config.model import default_workers
-from .errors import ClientDisconnected
+from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
+from .websocket import passthrough
+from .websocket.channel import AsgiChannel, RsgiChannel
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
@@ -246,12 +248,30 @@ class RsgiApp:
     def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
-            return _nothing()  # WebSocket APIs are not served yet
+            if scope.proto == "ws":
+                return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
+            return _nothing()
         return self.gateway.handle(RsgiDownstream(scope, proto))
 
 
 async def _nothing() -> None:
     pass
+
+
+async def serve_websocket(gateway: Gateway, down: Any, channel: Any) -> None:
+    """A WebSocket upgrade (either interface). Its stage decides: on a REST or HTTP API the matched
+    route's HTTP_PROXY integration relays it to a WebSocket upstream (fastgw/websocket/passthrough.py,
+    which refuses any other route); errors before a stage is found are the default gateway responses."""
+    try:
+        if not gateway.plan.server.webSocketPassThrough.enabled:
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "WebSocket connections are not accepted here")
+        head = gateway.receive(down)
+        stage, route_path = gateway.select_stage(head.host, down.path)
+    except GatewayError as exc:
+        await passthrough.refuse_error(channel, DEFAULT_RESPONSES, exc, gateway.ids.next())
+        return
+    # (WebSocket APIs, issue 16: a stage of a WEBSOCKET API goes to its own session here.)
+    await passthrough.serve(gateway, down, channel, head, stage, route_path)
 
 
 class AsgiApp:
@@ -262,6 +282,11 @@ class AsgiApp:
         kind = scope["type"]
         if kind == "http":
             await self.gateway.handle(AsgiDownstream(scope, receive, send))
+        elif kind == "websocket":
+            # An upgrade is a GET; ASGI names its scheme ws/wss, the forwarded fields say http/https.
+            request = {**scope, "method": "GET", "scheme": "https" if scope.get("scheme") == "wss" else "http"}
+            channel = AsgiChannel(scope, receive, send)
+            await serve_websocket(self.gateway, AsgiDownstream(request, receive, send), channel)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -435,7 +460,7 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        websockets=False,
+        websockets=server.webSocketPassThrough.enabled,  # off: granian's plain HTTP path has no upgrade check
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,
