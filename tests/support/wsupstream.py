@@ -8,6 +8,7 @@ Paths choose the behaviour:
     /big/N          sends one binary message of N bytes after the first message
     /flood          sends 64 KiB binary messages as fast as the connection takes them
     /sink           reads nothing: the client's messages pile up until the socket is full
+    /quiet...       reads every message, answers none
 Every close frame received from the gateway is recorded (`closes`, path -> [(code, reason)]) and so is
 every handshake (`handshakes`).
 """
@@ -89,6 +90,9 @@ class WsUpstream:
         try:
             if key == "/sink":
                 await ws.wait_closed()
+            elif key.startswith("/quiet"):
+                async for _ in ws:
+                    pass
             elif key == "/flood":
                 chunk = b"x" * 65536
                 while True:

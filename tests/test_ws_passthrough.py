@@ -1,0 +1,307 @@
+"""WebSocket pass-through on HTTP_PROXY routes (issue 16), against a real `fastgw serve` over ASGI and
+RSGI, a real WebSocket upstream (tests/support/wsupstream.py) and the `websockets` client.
+
+What granian's RSGI cannot carry (fastgw/websocket/channel.py): close codes to and from the client
+(1005), the refusal's headers and body, a subprotocol. The tests say which interface sees what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from support.gateway import GatewayProcess
+from support.wsupstream import WsUpstream
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+IDLE_SECONDS = 3.0
+
+CONFIG = """\
+server:
+  workers: 1
+  accessLog: false
+  interface: {interface}
+  webSocketPassThrough: {{idleTimeoutSeconds: {idle}}}
+state: {{backend: local, path: {state}}}
+apis:
+  - name: ws
+    type: REST
+    encodedSlashes: DECODE  # what the RSGI interface can serve
+    apiKeySource: HEADER
+    stages: {{prod: {{}}}}
+    routes:
+      - route: ANY /{{p+}}
+        integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{port}/{{p}}?via=gw"}}
+      - route: GET /keyed/{{p+}}
+        apiKeyRequired: true
+        integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{port}/{{p}}"}}
+      - route: GET /mock
+        integration:
+          type: MOCK
+          requestTemplates: {{application/json: '{{"statusCode": 200}}'}}
+          responses: {{default: {{statusCode: "200"}}}}
+usagePlans:
+  - name: basic
+    apiStages: [{{api: ws, stage: prod}}]
+apiKeys:
+  - {{name: alice, value: "alice-key-0123456789abcdef", usagePlans: [basic]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = WsUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["asgi", "rsgi"])
+def gateway(request, upstream, tmp_path_factory):
+    interface = request.param
+    directory = tmp_path_factory.mktemp(f"ws-{interface}")
+    config = CONFIG.format(interface=interface, idle=IDLE_SECONDS, port=upstream.port, state=directory / "state")
+    process = GatewayProcess(config, Path(directory), workers=1).start()
+    process.interface = interface
+    yield process
+    process.stop()
+
+
+def ws_url(gateway: GatewayProcess, path: str) -> str:
+    return gateway.url.replace("http://", "ws://") + path
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def test_messages_relay_both_ways_text_and_binary(gateway, upstream):
+    async def scenario():
+        async with connect(ws_url(gateway, "/prod/echo/room?x=1"), subprotocols=["chat"],
+                           additional_headers={"x-trace": "t-1"}) as ws:
+            await ws.send("whoami")
+            seen = json.loads(await ws.recv())
+            await ws.send("héllo")
+            text = await ws.recv()
+            await ws.send(b"\x00\xff" * 1000)
+            binary = await ws.recv()
+            return seen, text, binary, ws.subprotocol
+
+    seen, text, binary, subprotocol = run(scenario())
+    assert text == "héllo" and isinstance(text, str)
+    assert binary == b"\x00\xff" * 1000 and isinstance(binary, bytes)
+    # the route's rules: the path parameter, the URI's own query then the client's, forwarded fields
+    assert seen["path"] == "/echo/room?via=gw&x=1"
+    headers = {name.lower(): value for name, value in seen["headers"]}
+    assert headers["x-trace"] == "t-1"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["host"] == f"127.0.0.1:{upstream.port}"
+    if gateway.interface == "asgi":
+        assert subprotocol == seen["subprotocol"] == "chat"
+    else:  # RSGI cannot answer with a subprotocol, so none is asked of the upstream
+        assert subprotocol is None and seen["subprotocol"] is None
+
+
+def test_an_upstream_refusal_is_answered_over_http(gateway):
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(gateway, "/prod/refuse")):
+                pass
+        return refused.value.response
+
+    response = run(scenario())
+    assert response.status_code == 403
+    if gateway.interface == "asgi":
+        assert response.headers["x-refused"] == "yes"
+        assert json.loads(bytes(response.body)) == {"refused": True}
+
+
+@pytest.mark.parametrize(("path", "status"), [("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403)])
+def test_routes_that_cannot_relay_and_policies_refuse_the_upgrade(gateway, path, status):
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(gateway, path)):
+                pass
+        return refused.value.response
+
+    response = run(scenario())
+    assert response.status_code == status
+    if gateway.interface == "asgi":
+        assert "message" in json.loads(bytes(response.body))
+
+
+def test_the_api_key_of_a_keyed_route_admits_the_upgrade(gateway):
+    async def scenario():
+        async with connect(ws_url(gateway, "/prod/keyed/echo"),
+                           additional_headers={"x-api-key": "alice-key-0123456789abcdef"}) as ws:
+            await ws.send("ok")
+            return await ws.recv()
+
+    assert run(scenario()) == "ok"
+
+
+def test_close_codes_propagate_both_ways(gateway, upstream):
+    async def upstream_closes():
+        async with connect(ws_url(gateway, "/prod/close/4321")) as ws:
+            await ws.send("bye?")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code, ws.close_reason
+
+    code, reason = run(upstream_closes())
+    if gateway.interface == "asgi":
+        assert (code, reason) == (4321, "upstream says bye")
+    else:
+        assert code == 1005  # granian's RSGI close frame carries no code
+    path = f"/client-close-{gateway.interface}"
+
+    async def client_closes():
+        async with connect(ws_url(gateway, f"/prod{path}")) as ws:
+            await ws.send("hi")
+            await ws.recv()
+            await ws.close(4100, "client bye")
+
+    run(client_closes())
+    code, _ = upstream.wait_close(path)
+    assert code == (4100 if gateway.interface == "asgi" else 1000)
+
+
+def test_a_message_over_the_limit_closes_with_1009(gateway, upstream):
+    path = f"/quiet-too-big-{gateway.interface}"  # an upstream that answers nothing
+
+    async def client_sends_too_much():
+        async with connect(ws_url(gateway, f"/prod{path}"), max_size=None) as ws:
+            await ws.send(b"x" * (128 * 1024))  # the limit itself passes
+            await ws.send("é" * (64 * 1024 + 1))  # 128 KiB + 2 bytes of UTF-8
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    code = run(client_sends_too_much())
+    assert code == (1009 if gateway.interface == "asgi" else 1005)
+    assert upstream.wait_close(path)[0] == 1009
+
+    async def upstream_sends_too_much():
+        async with connect(ws_url(gateway, "/prod/big/200000"), max_size=None) as ws:
+            await ws.send("go")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    code = run(upstream_sends_too_much())
+    assert code == (1009 if gateway.interface == "asgi" else 1005)
+    assert upstream.wait_close("/big/200000")[0] == 1009
+
+
+def test_an_idle_session_is_closed_with_1001(gateway, upstream):
+    path = f"/idle-{gateway.interface}"
+
+    async def scenario():
+        async with connect(ws_url(gateway, f"/prod{path}"), ping_interval=None) as ws:
+            await ws.send("hi")
+            await ws.recv()
+            began = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return time.monotonic() - began, ws.close_code, ws.close_reason
+
+    waited, code, reason = run(scenario())
+    assert IDLE_SECONDS * 0.8 <= waited < IDLE_SECONDS + 10
+    if gateway.interface == "asgi":
+        assert (code, reason) == (1001, "Idle timeout")
+    assert upstream.wait_close(path)[0] == 1001
+
+
+def worker_rss_kib(gateway: GatewayProcess) -> int:
+    """The resident memory of the gateway's worker (granian's child of `fastgw serve`)."""
+    pid = gateway.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+FLOOD_MESSAGE = 65536
+
+
+def test_a_client_that_reads_nothing_does_not_grow_the_gateway(gateway, upstream):
+    """The upstream sends 64 KiB messages as fast as it can; the client stops reading. The relay stops
+    reading the upstream once the client's socket is full: the upstream's sends stall, and the worker's
+    memory stays bounded (without back-pressure it would buffer the flood: ~100s of MiB a second)."""
+
+    async def scenario():
+        rss_before = worker_rss_kib(gateway)
+        async with connect(ws_url(gateway, "/prod/flood"), max_queue=1, max_size=None) as ws:
+            await ws.recv()  # the flood has begun; from now on this client reads nothing
+            # websockets stops reading its socket once its one-frame queue is full
+            stalled_at, last, deadline = None, -1, time.monotonic() + 20
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                if upstream.flood_sent == last:
+                    stalled_at = stalled_at or time.monotonic()
+                    if time.monotonic() - stalled_at > 1.0:
+                        break
+                else:
+                    stalled_at, last = None, upstream.flood_sent
+            rss_after = worker_rss_kib(gateway)
+            sent = upstream.flood_sent
+            ws.transport.abort()
+            return rss_before, rss_after, sent, stalled_at is not None
+
+    rss_before, rss_after, sent, stalled = run(scenario())
+    assert stalled, f"the upstream never stalled: {sent} messages of 64 KiB sent"
+    # What is in flight: socket buffers (kernel memory, not the worker's) and a few messages.
+    assert sent * FLOOD_MESSAGE < 256 * 1024 * 1024
+    assert rss_after - rss_before < 48 * 1024, f"the worker grew from {rss_before} to {rss_after} KiB"
+
+
+def test_an_upstream_that_reads_nothing_stops_the_client_not_the_gateway(gateway):
+    async def scenario():
+        rss_before = worker_rss_kib(gateway)
+        chunk = b"y" * FLOOD_MESSAGE
+        sent = 0
+        async with connect(ws_url(gateway, "/prod/sink"), write_limit=FLOOD_MESSAGE) as ws:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(ws.send(chunk), 1.5)
+                except TimeoutError:
+                    break  # the gateway stopped reading this client
+                sent += 1
+            rss_after = worker_rss_kib(gateway)
+            ws.transport.abort()
+            return rss_before, rss_after, sent, time.monotonic() < deadline
+
+    rss_before, rss_after, sent, stalled = run(scenario())
+    assert stalled, f"the client was never held back: {sent} messages of 64 KiB went through"
+    assert rss_after - rss_before < 48 * 1024, f"the worker grew from {rss_before} to {rss_after} KiB"
+
+
+def test_plain_http_requests_still_work_beside_upgrades(gateway):
+    response = httpx.get(gateway.url + "/prod/mock")
+    assert response.status_code == 200
+
+
+def test_pass_through_can_be_turned_off(start_gateway, upstream):
+    config = CONFIG.format(interface="asgi", idle=IDLE_SECONDS, port=upstream.port, state="/nonexistent")
+    config = config.replace("webSocketPassThrough: {idleTimeoutSeconds: 3.0}", "webSocketPassThrough: {enabled: false}")
+    config = config.replace("state: {backend: local, path: /nonexistent}\n", "")
+    gateway = start_gateway(config)
+    seen = len(upstream.handshakes)
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(gateway, "/prod/echo")):
+                pass
+        return refused.value.response.status_code
+
+    # granian serves no upgrades: the request goes upstream as a plain GET (its Upgrade fields are
+    # hop-by-hop), which the WebSocket upstream does not upgrade
+    assert run(scenario()) != 101
+    assert all(request.headers.get("upgrade") is None for request in upstream.handshakes[seen:])
