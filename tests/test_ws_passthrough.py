@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -305,3 +307,15 @@ def test_pass_through_can_be_turned_off(start_gateway, upstream):
     # hop-by-hop), which the WebSocket upstream does not upgrade
     assert run(scenario()) != 101
     assert all(request.headers.get("upgrade") is None for request in upstream.handshakes[seen:])
+
+
+def test_bad_pass_through_settings_are_refused_with_their_place(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  webSocketPassThrough: {maxMessageBytes: 0, idleTimeout: 5}\n"
+                    "apis:\n  - name: x\n    stages: {p: {}}\n"
+                    "    routes: [{route: 'GET /a', integration: {type: HTTP_PROXY, uri: 'http://127.0.0.1:1/'}}]\n")
+    run = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(path)], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 2
+    assert "server.webSocketPassThrough.maxMessageBytes" in run.stderr
+    assert "server.webSocketPassThrough.idleTimeout" in run.stderr  # an unknown field

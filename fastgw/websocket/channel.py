@@ -43,7 +43,10 @@ class RsgiChannel:
         self.proto.close(status)  # granian answers the status with an empty body
 
     async def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-        self.transport = await self.proto.accept()
+        try:
+            self.transport = await self.proto.accept()
+        except (RSGIProtocolError, RSGIProtocolClosed):
+            raise ClientGone() from None  # the client left during the upstream's handshake
 
     async def receive(self) -> bytes | str | None:
         try:
