@@ -42,6 +42,11 @@ apis:
       - route: GET /keyed/{{p+}}
         apiKeyRequired: true
         integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{port}/{{p}}"}}
+      - route: GET /checked/{{p+}}
+        requestValidator: all
+        requestParameters: {{method.request.querystring.token: true}}
+        requestModels: {{$default: {{type: object}}}}
+        integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{port}/{{p}}"}}
       - route: GET /mock
         integration:
           type: MOCK
@@ -122,7 +127,8 @@ def test_an_upstream_refusal_is_answered_over_http(gateway):
         assert json.loads(bytes(response.body)) == {"refused": True}
 
 
-@pytest.mark.parametrize(("path", "status"), [("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403)])
+@pytest.mark.parametrize(("path", "status"), [
+    ("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403), ("/prod/checked/echo", 400)])
 def test_routes_that_cannot_relay_and_policies_refuse_the_upgrade(gateway, path, status):
     async def scenario():
         with pytest.raises(InvalidStatus) as refused:
@@ -136,14 +142,14 @@ def test_routes_that_cannot_relay_and_policies_refuse_the_upgrade(gateway, path,
         assert "message" in json.loads(bytes(response.body))
 
 
-def test_the_api_key_of_a_keyed_route_admits_the_upgrade(gateway):
-    async def scenario():
-        async with connect(ws_url(gateway, "/prod/keyed/echo"),
-                           additional_headers={"x-api-key": "alice-key-0123456789abcdef"}) as ws:
+def test_an_upgrade_that_passes_its_policies_is_relayed(gateway):
+    async def scenario(path, headers):
+        async with connect(ws_url(gateway, path), additional_headers=headers) as ws:
             await ws.send("ok")
             return await ws.recv()
 
-    assert run(scenario()) == "ok"
+    assert run(scenario("/prod/keyed/echo", {"x-api-key": "alice-key-0123456789abcdef"})) == "ok"
+    assert run(scenario("/prod/checked/echo?token=t", {})) == "ok"  # validated parameters and body
 
 
 def test_close_codes_propagate_both_ways(gateway, upstream):

@@ -39,6 +39,7 @@ from websockets.frames import EXTERNAL_CLOSE_CODES
 from ..errors import GatewayAnswered, GatewayError, GatewayResponses
 from ..integrations.target import HttpProxyPlan
 from ..policies.authorizers.base import Authorization, NeedsBody
+from ..policies.validation import ReplayedBody
 from .channel import ABNORMAL, ClientGone
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ async def handshake(gateway: Gateway, down: Downstream, channel: Any, head: Requ
         key = down.auth.usage_key if route.authorizer is not None else None
         if (waiter := gateway.usage.check(route.usage, head.api_key, key)) is not None:
             await waiter
-    if route.validator is not None:
-        await route.validator.check(gateway, down, head)
+    if route.validator is not None:  # an upgrade has no body: the validator must not read the socket's
+        await route.validator.check(gateway, ReplayedBody(down, b""), head)
     integration = route.integration
     if integration.__class__ is not HttpProxyPlan:
         # Only a plain HTTP_PROXY route relays upgrades (not FUNCTION, MOCK, HTTP, or parameter mappings).
