@@ -14,7 +14,9 @@ contender's resident memory before and after; the contender then runs 2 workers,
 plus N upstream connections do not fit one process's descriptor limit (20,000 here, and the harness
 cannot raise the hard limit). Results: benchmarks/out/ws-<timestamp>/results.json and results.md.
 
-Contenders: `nginx` (proxy_http_version 1.1 with the Upgrade/Connection fields), `fastgw-ws-rsgi` and
+Contenders: `granian` (the echo app itself on core 1: the ceiling, and in `--idle` granian's own cost
+per WebSocket connection, which every granian-served contender pays), `nginx` (proxy_http_version 1.1
+with the Upgrade/Connection fields), `fastgw-ws-rsgi` and
 `fastgw-ws-asgi` (an HTTP API `GET /echo` HTTP_PROXY route, pass-through), and `fastgw-ws-api`: a
 WebSocket API whose `$default` route is a MOCK that answers each message with its body (issue 16's
 API type); skipped, saying so, when `fastgw validate` does not accept WebSocket APIs.
@@ -51,7 +53,7 @@ def say(text: str) -> None:
 class Contender:
     name: str
     label: str
-    kind: str  # nginx | fastgw
+    kind: str  # granian | nginx | fastgw
     path: str  # the client connects to ws://127.0.0.1:PORT/PATH
     config: Callable[[int], dict[str, Any]] | None = None  # fastgw: the upstream's port -> config
 
@@ -80,6 +82,8 @@ def ws_api_config(upstream_port: int) -> dict[str, Any]:
 
 
 CONTENDERS: tuple[Contender, ...] = (
+    Contender("granian", "granian echo app served directly, no proxy (ceiling; granian's own cost)", "granian",
+              "/echo"),
     Contender("nginx", "nginx proxy (Upgrade/Connection, HTTP/1.1)", "nginx", "/echo"),
     Contender("fastgw-ws-rsgi", "fastgw pass-through, HTTP_PROXY route (RSGI)", "fastgw", "/echo",
               lambda port: passthrough_config(port, rsgi=True)),
@@ -138,6 +142,8 @@ class Run:
 
     def contender_launch(self, c: Contender, port: int, upstream_port: int, workers: int) -> peers.Launch | str:
         """How to start `c`, or why it cannot be run."""
+        if c.kind == "granian":
+            return peers.Launch(cmd=self.echo_app(port, workers))
         if c.kind == "nginx":
             nginx = tools.ensure_programs(["nginx"], not self.args.no_install, say).get("nginx")
             if nginx is None:
@@ -166,10 +172,7 @@ class Run:
             f"descriptors {hard}; out {self.out}")
         with measure.ServerSet(self.work) as servers:
             upstream_port = measure.free_port()
-            servers.start("ws-echo-upstream", [
-                self.granian, "--interface", "rsgi", "--workers", "1", "--loop", "uvloop", "--http", "1",
-                "--log-level", "warning", "--host", "127.0.0.1", "--port", str(upstream_port),
-                "--working-dir", str(BENCH_DIR), "ws_echo_app:app"], upstream_port, LOAD_CPUS)
+            servers.start("ws-echo-upstream", self.echo_app(upstream_port, 1), upstream_port, LOAD_CPUS)
             for c in chosen:
                 port = measure.free_port()
                 workers = IDLE_WORKERS if self.args.idle else 1
@@ -191,6 +194,11 @@ class Run:
                 self.results.append(result)
         self.write()
         return 0
+
+    def echo_app(self, port: int, workers: int) -> list[str]:
+        return [self.granian, "--interface", "rsgi", "--workers", str(workers), "--loop", "uvloop", "--http", "1",
+                "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+                "--working-dir", str(BENCH_DIR), "ws_echo_app:app"]
 
     def load(self, *args: str) -> list[str]:
         return ["taskset", "-c", LOAD_CPUS, self.python, "-m", "benchmarks.wsload", *args]
@@ -262,6 +270,7 @@ class Run:
                                  f"| {r['kib_per_connection']} |")
         else:
             base = next((r for r in self.results if r["contender"] == "nginx" and "per_second" in r), None)
+            # the × nginx column of the granian row is the ceiling, not a proxy's ratio
             lines += ["| contender | messages/s | × nginx | CPU µs/msg | p50 ms | p99 ms | errors |",
                       "|---|---:|---:|---:|---:|---:|---:|"]
             for r in self.results:
