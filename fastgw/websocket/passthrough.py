@@ -70,6 +70,8 @@ async def serve(gateway: Gateway, down: Downstream, channel: Any, head: RequestF
     route: RoutePlan | None = None
     status = 500
     upstream: ClientConnection | None = None
+    if stage.canary is not None and random() * 100.0 < stage.canary_percent:
+        stage = stage.canary  # the canary deployment serves this connection
     try:
         route, upstream = await handshake(gateway, down, channel, head, stage, route_path, request_id)
         status = 101
@@ -77,13 +79,13 @@ async def serve(gateway: Gateway, down: Downstream, channel: Any, head: RequestF
         status = await refuse_error(channel, stage.api.responses, exc, request_id)
     except GatewayAnswered as answered:
         status = answered.status
-        await channel.refuse(status, [*answered.headers, ("x-amzn-requestid", request_id)], b"")
-    except InvalidStatus as exc:
+        await refuse(channel, status, [*answered.headers, ("x-amzn-requestid", request_id)], b"")
+    except InvalidStatus as exc:  # the upstream's own answer, relayed
         response = exc.response
         status = response.status_code
         headers = [(name, value) for name, value in response.headers.raw_items() if name.lower() not in HOP_FIELDS]
         headers.append(("x-amzn-requestid", request_id))
-        await channel.refuse(status, headers, bytes(response.body or b""))
+        await refuse(channel, status, headers, bytes(response.body or b""))
     except ClientGone:
         status = 499
     except Exception:  # noqa: BLE001 - the last line of defence: an answer, never a traceback
@@ -105,11 +107,15 @@ async def refuse_error(channel: Any, responses: GatewayResponses, error: Gateway
     status, headers, body = responses.render(error.kind, error.message)
     headers.append(("x-amzn-requestid", request_id))
     headers.extend(error.headers)
+    await refuse(channel, status, headers, body)
+    return status
+
+
+async def refuse(channel: Any, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
     try:
         await channel.refuse(status, headers, body)
-    except Exception:  # noqa: BLE001 - the client has gone
+    except Exception:  # noqa: BLE001 - the client has gone: nobody to answer
         pass
-    return status
 
 
 async def handshake(gateway: Gateway, down: Downstream, channel: Any, head: RequestFacts, stage: StagePlan,
@@ -117,8 +123,6 @@ async def handshake(gateway: Gateway, down: Downstream, channel: Any, head: Requ
     """The route and its policies as Gateway.handle applies them (the same order; CORS and the cache do
     not apply to an upgrade), then the upstream's handshake; the client is accepted last, so an upstream
     refusal can still be answered over HTTP."""
-    if stage.canary is not None and random() * 100.0 < stage.canary_percent:
-        stage = stage.canary
     route, params = gateway.match(stage, down.method, route_path)
     if route.authorizer is not None:
         auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
