@@ -124,6 +124,8 @@ async def handshake(gateway: Gateway, down: Downstream, channel: Any, head: Requ
     not apply to an upgrade), then the upstream's handshake; the client is accepted last, so an upstream
     refusal can still be answered over HTTP."""
     route, params = gateway.match(stage, down.method, route_path)
+    if head.chunked or head.content_length > 0:  # RFC 6455 4.1: a handshake is a GET without a body
+        raise GatewayError("BAD_REQUEST_BODY", "A WebSocket handshake has no body")
     if route.authorizer is not None:
         auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
         if auth.__class__ is not Authorization:
