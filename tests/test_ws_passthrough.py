@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -325,3 +326,14 @@ def test_bad_pass_through_settings_are_refused_with_their_place(tmp_path):
     assert run.returncode == 2
     assert "server.webSocketPassThrough.maxMessageBytes" in run.stderr
     assert "server.webSocketPassThrough.idleTimeout" in run.stderr  # an unknown field
+
+
+def test_a_handshake_with_a_body_is_refused(gateway, upstream):
+    seen = len(upstream.handshakes)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /prod/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Content-Length: 5\r\n\r\nhello")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert len(upstream.handshakes) == seen  # nothing went upstream
