@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.gateway import GatewayProcess
+from support.gateway import GatewayProcess, free_port
 from support.wsupstream import WsUpstream
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -48,6 +48,8 @@ apis:
         requestParameters: {{method.request.querystring.token: true}}
         requestModels: {{$default: {{type: object}}}}
         integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{port}/{{p}}"}}
+      - route: GET /dead
+        integration: {{type: HTTP_PROXY, uri: "http://127.0.0.1:{dead}/"}}
       - route: GET /mock
         integration:
           type: MOCK
@@ -72,7 +74,8 @@ def upstream():
 def gateway(request, upstream, tmp_path_factory):
     interface = request.param
     directory = tmp_path_factory.mktemp(f"ws-{interface}")
-    config = CONFIG.format(interface=interface, idle=IDLE_SECONDS, port=upstream.port, state=directory / "state")
+    config = CONFIG.format(interface=interface, idle=IDLE_SECONDS, port=upstream.port, state=directory / "state",
+                           dead=free_port())
     process = GatewayProcess(config, Path(directory), workers=1).start()
     process.interface = interface
     yield process
@@ -129,7 +132,8 @@ def test_an_upstream_refusal_is_answered_over_http(gateway):
 
 
 @pytest.mark.parametrize(("path", "status"), [
-    ("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403), ("/prod/checked/echo", 400)])
+    ("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403), ("/prod/checked/echo", 400),
+    ("/prod/dead", 502)])
 def test_routes_that_cannot_relay_and_policies_refuse_the_upgrade(gateway, path, status):
     async def scenario():
         with pytest.raises(InvalidStatus) as refused:
@@ -225,6 +229,30 @@ def test_an_idle_session_is_closed_with_1001(gateway, upstream):
     assert upstream.wait_close(path)[0] == 1001
 
 
+def test_a_session_ends_at_its_lifetime_with_1001(start_gateway, upstream):
+    config = CONFIG.format(interface="asgi", idle=IDLE_SECONDS, port=upstream.port, state="/nonexistent", dead=1)
+    config = config.replace("{idleTimeoutSeconds: 3.0}", "{maxLifetimeSeconds: 1.5}")
+    config = config.replace("state: {backend: local, path: /nonexistent}\n", "")
+    gateway = start_gateway(config)
+
+    async def scenario():
+        async with connect(ws_url(gateway, "/prod/echo"), ping_interval=None) as ws:
+            began, echoed = time.monotonic(), 0
+            try:
+                while True:  # never idle: a message every 0.2 s
+                    await ws.send("tick")
+                    await ws.recv()
+                    echoed += 1
+                    await asyncio.sleep(0.2)
+            except ConnectionClosed:
+                pass
+            return time.monotonic() - began, echoed, ws.close_code, ws.close_reason
+
+    lasted, echoed, code, reason = run(scenario())
+    assert 1.2 <= lasted < 10 and echoed >= 3
+    assert (code, reason) == (1001, "Connection lifetime exceeded")
+
+
 def worker_rss_kib(gateway: GatewayProcess) -> int:
     """The resident memory of the gateway's worker (granian's child of `fastgw serve`)."""
     pid = gateway.proc.pid
@@ -298,7 +326,7 @@ def test_plain_http_requests_still_work_beside_upgrades(gateway):
 
 
 def test_pass_through_can_be_turned_off(start_gateway, upstream):
-    config = CONFIG.format(interface="asgi", idle=IDLE_SECONDS, port=upstream.port, state="/nonexistent")
+    config = CONFIG.format(interface="asgi", idle=IDLE_SECONDS, port=upstream.port, state="/nonexistent", dead=1)
     config = config.replace("webSocketPassThrough: {idleTimeoutSeconds: 3.0}", "webSocketPassThrough: {enabled: false}")
     config = config.replace("state: {backend: local, path: /nonexistent}\n", "")
     gateway = start_gateway(config)
