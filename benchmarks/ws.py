@@ -18,7 +18,7 @@ Contenders: `granian` (the echo app itself on core 1: the ceiling, and in `--idl
 per WebSocket connection, which every granian-served contender pays), `nginx` (proxy_http_version 1.1
 with the Upgrade/Connection fields), `fastgw-ws-rsgi` and
 `fastgw-ws-asgi` (an HTTP API `GET /echo` HTTP_PROXY route, pass-through), and `fastgw-ws-api`: a
-WebSocket API whose `$default` route is a MOCK that answers each message with its body (issue 16's
+WebSocket API whose `$default` route is a MOCK that answers each message with the same text (issue 16's
 API type); skipped, saying so, when `fastgw validate` does not accept WebSocket APIs.
 """
 
@@ -55,10 +55,11 @@ class Contender:
     label: str
     kind: str  # granian | nginx | fastgw
     path: str  # the client connects to ws://127.0.0.1:PORT/PATH
-    config: Callable[[int], dict[str, Any]] | None = None  # fastgw: the upstream's port -> config
+    config: Callable[[int, int], dict[str, Any]] | None = None  # fastgw: (upstream port, message size) -> config
+    text: bool = False  # text messages (a MOCK template answers text), else binary
 
 
-def passthrough_config(upstream_port: int, rsgi: bool = True) -> dict[str, Any]:
+def passthrough_config(upstream_port: int, size: int, rsgi: bool = True) -> dict[str, Any]:
     api: dict[str, Any] = {"name": "ws", "type": "HTTP", "stages": {"$default": {}}, "routes": [
         {"route": "GET /echo", "integration": {"type": "HTTP_PROXY", "uri": f"http://127.0.0.1:{upstream_port}/echo"}}]}
     if rsgi:
@@ -66,17 +67,19 @@ def passthrough_config(upstream_port: int, rsgi: bool = True) -> dict[str, Any]:
     return {"server": {"workers": 1, "accessLog": False}, "apis": [api]}
 
 
-def ws_api_config(upstream_port: int) -> dict[str, Any]:
-    """A WebSocket API (issue 16's API type) whose `$default` route echoes each message through a MOCK
-    integration: the cost of the gateway's own WebSocket path, with no upstream."""
+def ws_api_config(upstream_port: int, size: int) -> dict[str, Any]:
+    """A WebSocket API (issue 16's API type) whose `$default` route answers each message through a MOCK
+    integration: the cost of the gateway's own WebSocket path, with no upstream. A MOCK's response
+    template cannot see the client's message (`$input` is the integration's empty response, as on AWS),
+    so it answers the load client's own message as a constant: what the client checks is an echo."""
     return {"server": {"workers": 1, "accessLog": False}, "apis": [{
         "name": "wsapi", "type": "WEBSOCKET", "routeSelectionExpression": "$request.body.action",
+        "webSocket": {"managementAuthorization": "NONE"},
         "stages": {"prod": {}},
         "routes": [{
             "route": "$default", "routeResponseSelectionExpression": "$default",
             "integration": {"type": "MOCK", "requestTemplates": {"$default": '{"statusCode": 200}'},
-                            "responses": {"default": {"statusCode": "200",
-                                                      "responseTemplates": {"$default": "$input.body"}}}},
+                            "responses": {"$default": {"responseTemplates": {"$default": "m" * size}}}},
         }],
     }]}
 
@@ -86,11 +89,11 @@ CONTENDERS: tuple[Contender, ...] = (
               "/echo"),
     Contender("nginx", "nginx proxy (Upgrade/Connection, HTTP/1.1)", "nginx", "/echo"),
     Contender("fastgw-ws-rsgi", "fastgw pass-through, HTTP_PROXY route (RSGI)", "fastgw", "/echo",
-              lambda port: passthrough_config(port, rsgi=True)),
+              lambda port, size: passthrough_config(port, size, rsgi=True)),
     Contender("fastgw-ws-asgi", "fastgw pass-through, HTTP_PROXY route (ASGI)", "fastgw", "/echo",
-              lambda port: passthrough_config(port, rsgi=False)),
-    Contender("fastgw-ws-api", "fastgw WebSocket API, $default MOCK echo (no upstream)", "fastgw", "/prod",
-              ws_api_config),
+              lambda port, size: passthrough_config(port, size, rsgi=False)),
+    Contender("fastgw-ws-api", "fastgw WebSocket API, $default MOCK echo (no upstream; text)", "fastgw", "/prod",
+              ws_api_config, text=True),
 )
 
 
@@ -150,7 +153,7 @@ class Run:
                 return "nginx is not installed"
             return nginx_ws_proxy(nginx, self.work, port, upstream_port, workers)
         assert c.config is not None
-        config = c.config(upstream_port)
+        config = c.config(upstream_port, self.args.size)
         config["server"]["workers"] = workers
         path = peers.write_yaml(self.work / f"{c.name}.yaml", config)
         check = subprocess.run([self.fastgw, "validate", str(path)], capture_output=True, text=True, timeout=60)
@@ -184,7 +187,7 @@ class Run:
                 server = servers.start(c.name, launch.cmd, port, CONTENDER_CPUS, env=launch.env)
                 try:
                     url = f"ws://127.0.0.1:{port}{c.path}"
-                    result = self.idle(server, url) if self.args.idle else self.echo(server, url)
+                    result = self.idle(server, url) if self.args.idle else self.echo(server, url, c.text)
                 except Exception as exc:  # noqa: BLE001 - reported, the others still run
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 finally:
@@ -203,13 +206,13 @@ class Run:
     def load(self, *args: str) -> list[str]:
         return ["taskset", "-c", LOAD_CPUS, self.python, "-m", "benchmarks.wsload", *args]
 
-    def echo(self, server: measure.Server, url: str) -> dict[str, Any]:
+    def echo(self, server: measure.Server, url: str, text: bool = False) -> dict[str, Any]:
         a = self.args
         pids = server.tree()
         ticks = measure.cpu_ticks(pids)
         cores = measure.core_times()
         out = subprocess.run(self.load("echo", url, "--connections", str(a.connections), "--duration", str(a.duration),
-                                       "--size", str(a.size), "--warmup", str(a.warmup)),
+                                       "--size", str(a.size), "--warmup", str(a.warmup), *(["--text"] if text else [])),
                              capture_output=True, text=True, timeout=a.duration + a.warmup + 60, cwd=REPO_ROOT)
         busy = measure.cpu_ticks(server.tree()) - ticks
         shares = measure.core_shares(cores, measure.core_times())

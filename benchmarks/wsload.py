@@ -28,28 +28,22 @@ from websockets.asyncio.client import connect
 MASK = b"\x5a\xa5\x3c\xc3"
 
 
-def client_frame(payload: bytes) -> bytes:
-    """One masked binary frame (RFC 6455 5.2), built once and sent again and again."""
-    size = len(payload)
+def frame_head(opcode: int, size: int, masked: bool) -> bytes:
+    mask = 0x80 if masked else 0
     if size < 126:
-        head = bytes((0x82, 0x80 | size))
-    elif size < 65536:
-        head = bytes((0x82, 0x80 | 126)) + size.to_bytes(2, "big")
-    else:
-        head = bytes((0x82, 0x80 | 127)) + size.to_bytes(8, "big")
-    masked = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return head + MASK + masked
+        return bytes((0x80 | opcode, mask | size))
+    if size < 65536:
+        return bytes((0x80 | opcode, mask | 126)) + size.to_bytes(2, "big")
+    return bytes((0x80 | opcode, mask | 127)) + size.to_bytes(8, "big")
 
 
-def server_frame(payload: bytes) -> bytes:
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x82, size))
-    elif size < 65536:
-        head = bytes((0x82, 126)) + size.to_bytes(2, "big")
-    else:
-        head = bytes((0x82, 127)) + size.to_bytes(8, "big")
-    return head + payload
+def client_frame(payload: bytes, opcode: int = 2) -> bytes:
+    """One masked frame (RFC 6455 5.2; opcode 2 binary, 1 text), built once and sent again and again."""
+    return frame_head(opcode, len(payload), True) + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+
+
+def server_frame(payload: bytes, opcode: int = 2) -> bytes:
+    return frame_head(opcode, len(payload), False) + payload
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -98,7 +92,8 @@ class EchoProtocol(asyncio.Protocol):
                 self.done.set_exception(error)
 
 
-async def _echo_loop(url: str, payload: bytes, stop_at: float, latencies: list[float], errors: list[str]) -> None:
+async def _echo_loop(url: str, payload: bytes, stop_at: float, latencies: list[float], errors: list[str],
+                     opcode: int = 2) -> None:
     try:
         ws = await connect(url, compression=None, ping_interval=None, max_size=None, proxy=None, open_timeout=30)
     except Exception as exc:  # noqa: BLE001 - counted, the run goes on
@@ -106,26 +101,29 @@ async def _echo_loop(url: str, payload: bytes, stop_at: float, latencies: list[f
         return
     transport = ws.transport
     done = asyncio.get_running_loop().create_future()
-    protocol = EchoProtocol(client_frame(payload), server_frame(payload), stop_at, latencies, done)
+    protocol = EchoProtocol(client_frame(payload, opcode), server_frame(payload, opcode), stop_at, latencies, done)
     transport.set_protocol(protocol)  # websockets is done with it: the handshake is all it did
     protocol.start(transport)
     try:
-        await done
+        await asyncio.wait_for(done, max(0.0, stop_at - time.perf_counter()) + 10)  # an echo that never comes
+    except TimeoutError:
+        errors.append(f"no echo within 10 s (got {len(protocol.got)} bytes of {protocol.need})")
     except Exception as exc:  # noqa: BLE001 - counted
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         transport.abort()
 
 
-async def echo(url: str, connections: int, duration: float, size: int, warmup: float) -> dict[str, Any]:
-    payload = b"m" * size
+async def echo(url: str, connections: int, duration: float, size: int, warmup: float, text: bool) -> dict[str, Any]:
+    payload = b"m" * size  # benchmarks/ws.py's WebSocket API contender answers exactly this
+    opcode = 1 if text else 2
     if warmup > 0:
-        await asyncio.gather(*(_echo_loop(url, payload, time.perf_counter() + warmup, [], [])
+        await asyncio.gather(*(_echo_loop(url, payload, time.perf_counter() + warmup, [], [], opcode)
                                for _ in range(min(connections, 8))))
     latencies: list[float] = []
     errors: list[str] = []
     began = time.perf_counter()
-    await asyncio.gather(*(_echo_loop(url, payload, began + duration, latencies, errors)
+    await asyncio.gather(*(_echo_loop(url, payload, began + duration, latencies, errors, opcode)
                            for _ in range(connections)))
     elapsed = time.perf_counter() - began
     latencies.sort()
@@ -175,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--text", action="store_true", help="text messages (default: binary)")
     parser.add_argument("--hold-file", default="")
     parser.add_argument("--hold", type=float, default=600.0)
     parser.add_argument("--batch", type=int, default=200)
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         run = asyncio.run
     if args.mode == "echo":
-        print(json.dumps(run(echo(args.url, args.connections, args.duration, args.size, args.warmup))))
+        print(json.dumps(run(echo(args.url, args.connections, args.duration, args.size, args.warmup, args.text))))
     else:
         run(idle(args.url, args.connections, args.hold_file, args.hold, args.batch))
     return 0
