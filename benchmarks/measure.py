@@ -557,3 +557,34 @@ def warm_up(wrk: str, url: str, duration_s: float, connections: int, cpus: str |
             headers: Mapping[str, str]) -> None:
     cmd = wrk_command(wrk, url, duration_s, connections, 1, cpus, headers, None)
     _run_bounded(cmd, _bound(duration_s))
+
+
+class DashboardViewer:
+    """What a browser with the dashboard open does: GET /dashboard/data on the admin port every 2 s,
+    from a thread of the harness (on the load core), until stopped. Counts the snapshots it got."""
+
+    def __init__(self, admin_port: int, every: float = 2.0) -> None:
+        self.admin_port = admin_port
+        self.every = every
+        self.polls = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-viewer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+                conn.request("GET", "/dashboard/data")
+                ok = conn.getresponse().status == 200
+                conn.close()
+            except OSError:
+                ok = False
+            self.polls += 1
+            self.failures += 0 if ok else 1
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

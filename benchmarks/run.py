@@ -80,6 +80,7 @@ class Contender:
     later_issue: int | None = None  # the issue that brings the features the config needs
     default: bool = True  # part of a run without --only
     note: str = ""
+    dashboard: bool = False  # the admin dashboard is open (polled every 2 s) during the timed runs
 
     def path_for(self, body: str) -> str:
         return self.paths.get(body, BODIES[body].path)
@@ -282,6 +283,8 @@ CONTENDERS: tuple[Contender, ...] = (
               "fastgw", bodies=("13",), headers=JwtHeader(), config=jwt_auth_config, later_issue=15,
               checks=(Check("no token is 401", "/", 401, {"authorization": ""}),
                       Check("a forged token is 401", "/", 401, {"authorization": "Bearer a.b.c"}))),
+    Contender("fastgw-plain-dashboard", "fastgw plain HTTP_PROXY (RSGI), dashboard open (polled every 2 s)",
+              "fastgw", bodies=("13",), config=plain_config, dashboard=True, later_issue=21, default=False),
     Contender("direct", "upstream nginx served directly on core 1 (reference)", "direct",
               upstream_share="none", default=False),
 )
@@ -473,6 +476,7 @@ class Harness:
         self.floor_dir: Path | None = None
         self.load_cpus: str | None = "0"
         self.subject_cpus: str | None = "1"
+        self.admin_ports: dict[str, int] = {}
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare(self) -> bool:
@@ -613,8 +617,9 @@ class Harness:
             return peers.granian_floor(self.granian_bin, port, self.floor_dir, self.upstream_port)
         if c.kind == "fastgw":
             assert self.fastgw_bin is not None
+            self.admin_ports[c.name] = measure.free_port()
             return peers.fastgw_serve(self.fastgw_bin, self.work / f"fastgw-{c.name}.yaml", port,
-                                      measure.free_port())
+                                      self.admin_ports[c.name])
         raise ValueError(f"unknown contender kind {c.kind!r}")
 
     def start_contenders(self, servers: measure.ServerSet) -> dict[str, measure.Server]:
@@ -721,13 +726,18 @@ class Harness:
                         else (0.0, None))
         if busy is not None and waited >= self.opts.quiet_wait:
             say(f"  the machine is busy ({busy:.0%} of a core used by other processes); measuring anyway")
-        run = measure.run_wrk(
-            wrk, cell.url, self.opts.duration, self.opts.connections, self.load_cpus,
-            cell.contender.headers, script, subject=cell.server,
-            upstream=upstream if uses_upstream else None, upstream_status_port=self.upstream_port,
-            subject_core=f"cpu{self.subject_cpus}" if self.subject_cpus else None,
-            load_core=f"cpu{self.load_cpus}" if self.load_cpus else None,
-        )
+        viewer = measure.DashboardViewer(self.admin_ports[cell.contender.name]) if cell.contender.dashboard else None
+        try:
+            run = measure.run_wrk(
+                wrk, cell.url, self.opts.duration, self.opts.connections, self.load_cpus,
+                cell.contender.headers, script, subject=cell.server,
+                upstream=upstream if uses_upstream else None, upstream_status_port=self.upstream_port,
+                subject_core=f"cpu{self.subject_cpus}" if self.subject_cpus else None,
+                load_core=f"cpu{self.load_cpus}" if self.load_cpus else None,
+            )
+        finally:
+            if viewer is not None:
+                viewer.stop()
         run.quiet_wait_s, run.busy_before = waited, busy
         return run
 

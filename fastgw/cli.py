@@ -82,16 +82,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    from .plan import route_table
+
     plan = _load(args.config, _overrides(args), args)
     rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
-    for stage in plan.stages:
-        prefix = "" if stage.name == "$default" else f"/{stage.name}"
-        name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name
-        for route in stage.routes:
-            integration = route.integration
-            kind = route.model.integration.type if route.model is not None and route.model.integration else "-"
-            target = f"{kind} {integration.uri}" if integration is not None else "-"
-            rows.append((stage.api.name, name, prefix or "/", route.key, target))
+    rows += [(r["api"], r["stage"], r["prefix"], r["route"], r["integration"]) for r in route_table(plan)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])

@@ -83,6 +83,17 @@ CACHE_BYTES = Gauge("fastgw_cache_bytes", "Bytes held as counted against the bud
                     ("api", "stage"), multiprocess_mode="livesum")
 CACHE_CAPACITY = Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget on this host", ("api", "stage"),
                        multiprocess_mode="max")
+# Upstream groups (fastgw/upstream_groups.py): per target. `available` is per worker (each ejects from
+# its own traffic); the scrape shows the lowest, so 0 means at least one worker keeps it out.
+TARGET_AVAILABLE = Gauge("fastgw_upstream_target_available", "1 while a group's target takes requests (healthy, "
+                         "not ejected), 0 while it is out", ("group", "target"), multiprocess_mode="livemin")
+TARGET_REQUESTS = Counter("fastgw_upstream_target_requests", "Exchanges sent to a group's target", ("group", "target"))
+TARGET_FAILURES = Counter("fastgw_upstream_target_failures", "Failed exchanges (connect, reset, timeout, invalid, "
+                          "502/503/504) on a group's target", ("group", "target"))
+TARGET_EJECTIONS = Counter("fastgw_upstream_target_ejections", "Passive outlier ejections of a group's target",
+                           ("group", "target"))
+TARGET_HEALTH_CHECKS = Counter("fastgw_upstream_health_checks", "Active health checks of a group's target by result",
+                               ("group", "target", "result"))
 # Authorizers (fastgw/policies/authorizers).
 AUTHORIZER_DECISIONS = Counter(
     "fastgw_authorizer_decisions", "Authorizer outcomes: allowed, denied, unauthorized, missing, invalid, error",
@@ -104,10 +115,20 @@ def worker_stopped() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-def scrape() -> bytes:
+def _registry() -> CollectorRegistry:
     registry = CollectorRegistry(support_collectors_without_names=True)
     multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry)
+    return registry
+
+
+def scrape() -> bytes:
+    return generate_latest(_registry())
+
+
+def samples() -> list[tuple[str, dict[str, str], float]]:
+    """Every worker's samples summed, as (name, labels, value): what the dashboard reads instead of
+    parsing the exposition text."""
+    return [(s.name, s.labels, s.value) for family in _registry().collect() for s in family.samples]
 
 
 class PendingCounts:

@@ -262,7 +262,8 @@ class Gateway:
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
-            error = GatewayError(exc.kind, _upstream_message(exc), close=_has_body(head))
+            # An upstream group's open circuit carries Retry-After (fastgw/upstream_groups.py).
+            error = GatewayError(exc.kind, _upstream_message(exc), getattr(exc, "headers", ()), close=_has_body(head))
             # The traceback holds the failed frames and, through them, the client's body stream (the
             # exchange's future holds the error too: a cycle): dropped now, or the client connection
             # stays open until the worker's next garbage collection.
@@ -725,5 +726,4 @@ def _repoint_pools(plan: Plan) -> None:
         for route in stage.routes:
             target = target_of(route.integration)
             if target is not None:
-                pool = target.pool
-                target.pool = plan.pools.get((pool.scheme, pool.host, pool.port), pool)
+                target.pool = plan.pools.get(target.pool.key, target.pool)

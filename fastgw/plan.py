@@ -78,3 +78,21 @@ class Plan:
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file
     data: Any = None  # the native config data it was compiled from (what live reloads publish)
+
+
+def route_table(plan: Plan) -> list[dict[str, str]]:
+    """Every served route, as `fastgw routes` prints them and the dashboard lists them."""
+    rows = []
+    for stage in plan.stages:
+        name = f"{stage.name} (canary {stage.deployment})" if stage.is_canary else stage.name
+        for route in stage.routes:
+            integration = route.integration
+            kind = route.model.integration.type if route.model is not None and route.model.integration else "-"
+            rows.append({
+                "api": stage.api.name, "stage": name,
+                "prefix": "/" if stage.name == "$default" else f"/{stage.name}",
+                "route": route.key,
+                "integration": f"{kind} {integration.uri}" if integration is not None else "-",
+                "authorizer": "yes" if route.authorizer is not None else "",
+            })
+    return rows

@@ -21,6 +21,8 @@ if [ "$want" = test ]; then
   command -v nginx >/dev/null || packages+=(nginx-light)
   # The reference proxy of the differential upstream tests (tests/test_upstream_differential.py), with nginx.
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || packages+=(haproxy)
+  # The dashboard's page is rendered in a real headless browser (tests/test_dashboard.py).
+  command -v chromium >/dev/null || packages+=(chromium)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${packages[*]}"

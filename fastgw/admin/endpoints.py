@@ -7,6 +7,7 @@
     POST /cache/flush?api=&stage=  AWS FlushStageCache (either may be left out: every one)
     /canary...                     fastgw/admin/canary.py
     /keys..., /usage               fastgw/admin/usage.py
+    /dashboard...                  fastgw/admin/dashboard.py (public: read-only)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from .. import metrics, runtime
 from ..config.loader import ConfigError
 from ..policies.cache import stage as cache
-from . import canary, usage
+from . import canary, dashboard, usage
 from .http import Endpoint, Request, Text
 
 
@@ -65,4 +66,5 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/cache/flush", flush_cache),
     *canary.ENDPOINTS,
     *usage.ENDPOINTS,
+    *dashboard.ENDPOINTS,
 )

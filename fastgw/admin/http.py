@@ -151,6 +151,7 @@ class Request:
 class Text:
     body: bytes
     content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 Handler = Callable[[Request], tuple[int, Any]]
@@ -215,6 +216,11 @@ class AdminHandler(BaseHTTPRequestHandler):
             else:
                 self._reply(404, {"message": "Not Found"})
             return
+        if method != "GET" and not self._same_origin():
+            # A browser page elsewhere (a CSRF form or fetch) must not change the gateway through an
+            # operator's browser, token or not; curl and the CLI send no Origin.
+            self._reply(403, {"message": f"cross-origin {method} refused (Origin must be this admin address)"})
+            return
         if not endpoint.public and not self._authorized():
             self._reply(401, {"message": "Unauthorized"})
             return
@@ -242,16 +248,26 @@ class AdminHandler(BaseHTTPRequestHandler):
         given = self.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
+    def _same_origin(self) -> bool:
+        if self.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = self.headers.get("origin")
+        host = self.headers.get("host", "")
+        # https: the admin port behind a TLS-terminating proxy that keeps the Host header.
+        return origin is None or origin in (f"http://{host}", f"https://{host}")
+
     def _reply(self, status: int, payload: Any) -> None:
         if isinstance(payload, Text):
-            self._send(status, payload.body, payload.content_type)
+            self._send(status, payload.body, payload.content_type, payload.headers)
         else:
             self._send(status, orjson.dumps(payload), "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.answered = True
         self.send_response(status)
         self.send_header("content-type", content_type)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

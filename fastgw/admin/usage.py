@@ -26,7 +26,7 @@ _services: dict[int, UsageService] = {}
 _lock = threading.Lock()
 
 
-def _service() -> UsageService:
+def service() -> UsageService:
     state = persist.CURRENT
     setup = state.get_setup() if state is not None else None
     if state is None or setup is None:
@@ -45,7 +45,7 @@ def _errors(handler: Callable[[UsageService, Request], Any]) -> Callable[[Reques
 
     def endpoint(request: Request) -> tuple[int, Any]:
         try:
-            result = handler(_service(), request)
+            result = handler(service(), request)
         except UsageError as exc:
             return exc.status, {"message": str(exc)}
         return result if isinstance(result, tuple) else (200, result)

@@ -533,7 +533,8 @@ def _compile(kind: str) -> Compile:
         proxy = function = None
         if kind == "HTTP":
             upstreams = config.upstreams if config is not None else {}
-            proxy = compile_target(route, stage, pools, problems, upstreams, variables)
+            groups = config.upstreamGroups if config is not None else {}
+            proxy = compile_target(route, stage, pools, problems, upstreams, variables, groups)
             if proxy is None:
                 return None
         elif kind == "FUNCTION_CUSTOM":

@@ -176,6 +176,9 @@ class RecordingUpstream:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return  # stopped already (a test may stop a target before its fixture does)
+
         async def _stop() -> None:
             if self._server is not None:
                 self._server.close()

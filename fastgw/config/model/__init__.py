@@ -14,6 +14,7 @@ import X` is the way to import them:
 * `validation`: a route's request validation settings (issue 7);
 * `api`: APIs, stages, routes, integrations, gateway responses, API mappings and the extras of AWS API
   definitions: OpenAPI fields, deployments, canaries, functions (issue 6);
+* `upstreams`: upstream groups (issue 17);
 * `document`: the whole document (`GatewayConfig`) and `read_config`.
 
 Imports among them point one way: every module imports `reader`; `cache` imports `usage`; `api`
@@ -65,6 +66,7 @@ from .cache import (
 from .document import GatewayConfig, read_config
 from .reader import ROUTE_KEY
 from .server import INTERFACES, IamConfig, Limits, ServerConfig, default_workers
+from .upstreams import BALANCES, GroupTarget, HealthCheck, OutlierDetection, UpstreamGroup
 from .usage import (
     API_KEY_VALUE,
     AWS_METHOD_PATH,
@@ -109,4 +111,5 @@ __all__ = [
     "FunctionSpec", "GatewayResponseConfig", "Integration", "Route", "Stage",
     # document
     "GatewayConfig", "read_config",
+    "BALANCES", "GroupTarget", "HealthCheck", "OutlierDetection", "UpstreamGroup",
 ]
