@@ -131,6 +131,54 @@ def test_an_upstream_refusal_is_answered_over_http(gateway):
         assert json.loads(bytes(response.body)) == {"refused": True}
 
 
+def test_an_upstream_redirect_is_relayed_never_followed(gateway, upstream):
+    seen = len(upstream.handshakes)
+
+    class NoRedirect(connect):  # this client must not follow it either
+        def process_redirect(self, exc):
+            return exc
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with NoRedirect(ws_url(gateway, "/prod/redirect")):
+                pass
+        return refused.value.response
+
+    response = run(scenario())
+    assert response.status_code == 302
+    if gateway.interface == "asgi":
+        assert response.headers["location"] == f"ws://127.0.0.1:{upstream.port}/echo"
+    assert [r.path for r in upstream.handshakes[seen:]] == ["/redirect?via=gw"]  # the gateway went nowhere else
+
+
+def test_an_upstream_group_balances_upgrades_and_skips_a_refusing_target(start_gateway, upstream):
+    config = f"""\
+server: {{workers: 1, accessLog: false}}
+upstreamGroups:
+  chat:
+    targets: ["127.0.0.1:{free_port()}", "127.0.0.1:{upstream.port}"]
+apis:
+  - name: ws
+    type: HTTP
+    stages: {{$default: {{}}}}
+    routes:
+      - route: GET /{{p+}}
+        integration: {{type: HTTP_PROXY, uri: "http://chat/{{p}}"}}
+"""
+    gateway = start_gateway(config)
+
+    async def scenario():
+        seen = []
+        for _ in range(2):  # round robin: one of the two tries the dead target first, then the live one
+            async with connect(ws_url(gateway, "/echo")) as ws:
+                await ws.send("whoami")
+                seen.append(json.loads(await ws.recv()))
+        return seen
+
+    for seen in run(scenario()):
+        assert dict((k.lower(), v) for k, v in seen["headers"])["host"] == "chat"
+
+
 @pytest.mark.parametrize(("path", "status"), [
     ("/prod/mock", 400), ("/nostage/x", 404), ("/prod/keyed/echo", 403), ("/prod/checked/echo", 400),
     ("/prod/dead", 502)])

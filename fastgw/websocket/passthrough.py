@@ -40,6 +40,8 @@ from ..errors import GatewayAnswered, GatewayError, GatewayResponses
 from ..integrations.target import HttpProxyPlan
 from ..policies.authorizers.base import Authorization, NeedsBody
 from ..policies.validation import ReplayedBody
+from ..upstream import UpstreamError
+from ..upstream_groups import GroupPool
 from .channel import ABNORMAL, ClientGone
 
 if TYPE_CHECKING:
@@ -172,17 +174,53 @@ async def open_upstream(gateway: Gateway, down: Downstream, channel: Any, head: 
         if name and lower != "host" and not lower.startswith("sec-websocket-"):
             fields.append((name, value.strip()))
     limits = gateway.plan.server.webSocketPassThrough
-    try:
-        return await connect(
-            uri, additional_headers=fields, user_agent_header=None, subprotocols=channel.subprotocols or None,
-            compression=None, proxy=None, open_timeout=integration.timeout, ping_interval=None,
-            close_timeout=CLOSE_TIMEOUT, max_size=limits.maxMessageBytes, max_queue=MAX_QUEUE)
-    except InvalidStatus:
-        raise
-    except TimeoutError:
-        raise GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out") from None
-    except (OSError, InvalidHandshake, EOFError):
-        raise GatewayError("INTEGRATION_FAILURE", "Bad Gateway") from None
+    group = pool if pool.__class__ is GroupPool else None
+    tried: set[Any] = set()
+    while True:
+        member = None
+        host, port = pool.host, pool.port
+        if group is not None:  # an upstream group: one of its targets, balanced as HTTP requests are
+            try:
+                member = group.pick(exclude=tried)
+            except UpstreamError as exc:  # CircuitOpen: no target available, 503 with Retry-After
+                raise GatewayError(exc.kind, "Service Unavailable", getattr(exc, "headers", ())) from None
+            tried.add(member)
+            host, port = member.pool.host, member.pool.port
+        try:
+            upstream = await UpstreamConnect(
+                uri, host=host, port=port, additional_headers=fields, user_agent_header=None,
+                subprotocols=channel.subprotocols or None, compression=None, proxy=None,
+                open_timeout=integration.timeout, ping_interval=None, close_timeout=CLOSE_TIMEOUT,
+                max_size=limits.maxMessageBytes, max_queue=MAX_QUEUE)
+        except InvalidStatus as exc:
+            if member is not None:
+                member.succeeded(exc.response.status_code)  # its 502/503/504 count towards ejection
+            raise
+        except TimeoutError:
+            if member is not None:
+                member.failed()
+            raise GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out") from None
+        except ConnectionRefusedError:
+            if member is not None:
+                member.failed()
+                if len(tried) < len(group.members):
+                    continue  # nothing was sent: the next target, as for HTTP requests
+            raise GatewayError("INTEGRATION_FAILURE", "Bad Gateway") from None
+        except (OSError, InvalidHandshake, EOFError):
+            if member is not None:
+                member.failed()
+            raise GatewayError("INTEGRATION_FAILURE", "Bad Gateway") from None
+        if member is not None:
+            member.succeeded(101)
+        return upstream
+
+
+class UpstreamConnect(connect):
+    """websockets' connect, less its redirect following: an upstream's 3xx goes to the client as it came
+    (a gateway that followed it would connect wherever an upstream's Location header says)."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 def response_fields(upstream: ClientConnection) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ Paths choose the behaviour:
     /echo...        every message back as it came (text as text, binary as binary); the first one
                     may be "whoami": answered with the handshake's path, query and headers as JSON
     /refuse         no upgrade: 403 with a JSON body and an `x-refused` field
+    /redirect       no upgrade: 302 to this server's /echo
     /close/CODE     closes with CODE (reason "upstream says bye") after the first message
     /big/N          sends one binary message of N bytes after the first message
     /flood          sends 64 KiB binary messages as fast as the connection takes them
@@ -82,6 +83,9 @@ class WsUpstream:
             headers = Headers([("content-type", "application/json"), ("x-refused", "yes"),
                                ("content-length", str(len(body)))])
             return Response(HTTPStatus.FORBIDDEN, "Forbidden", headers, body)
+        if request.path.startswith("/redirect"):
+            headers = Headers([("location", f"ws://127.0.0.1:{self.port}/echo"), ("content-length", "0")])
+            return Response(HTTPStatus.FOUND, "Found", headers, b"")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
