@@ -34,13 +34,15 @@ from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
 from .backpressure import ClientGone, StreamPacer, free_bytes, shut_down_connection
 from .config.model import default_workers
-from .errors import ClientDisconnected
+from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
+from .websocket import passthrough
 from .websocket.api import NO_STATUS, Closed, Hub
+from .websocket.channel import AsgiChannel, RsgiChannel
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
@@ -330,8 +332,43 @@ class RsgiApp:
     def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
-            return self.gateway.websockets.serve(RsgiWebSocket(scope, proto))
+            if scope.proto == "ws":
+                if _websocket_api(self.gateway, scope.headers.get("host") or "", scope.path):
+                    return self.gateway.websockets.serve(RsgiWebSocket(scope, proto))
+                return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
+            return _nothing()
         return self.gateway.handle(RsgiDownstream(scope, proto))
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _websocket_api(gateway: Gateway, host: str, path: str) -> bool:
+    """Whether an upgrade is for a WebSocket API's stage (fastgw/websocket/api.py) rather than a pass-through
+    on an HTTP_PROXY route; the session itself checks the request again, as any request is checked."""
+    if gateway.websockets is None:
+        return False
+    try:
+        stage, _ = gateway.select_stage(host.lower(), path)
+    except Exception:  # noqa: BLE001 - a path no stage takes: the pass-through's checks answer it
+        return False
+    return stage.websocket is not None
+
+
+async def serve_websocket(gateway: Gateway, down: Any, channel: Any) -> None:
+    """A WebSocket upgrade on a REST or HTTP API (either interface): the matched route's HTTP_PROXY
+    integration relays it to a WebSocket upstream (fastgw/websocket/passthrough.py, which refuses any
+    other route); errors before a stage is found are the default gateway responses."""
+    try:
+        if not gateway.plan.server.webSocketPassThrough.enabled:
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "WebSocket connections are not accepted here")
+        head = gateway.receive(down)
+        stage, route_path = gateway.select_stage(head.host, down.path)
+    except GatewayError as exc:
+        await passthrough.refuse_error(channel, DEFAULT_RESPONSES, exc, gateway.ids.next())
+        return
+    await passthrough.serve(gateway, down, channel, head, stage, route_path)
 
 
 class AsgiApp:
@@ -343,7 +380,14 @@ class AsgiApp:
         if kind == "http":
             await self.gateway.handle(AsgiDownstream(scope, receive, send))
         elif kind == "websocket":
-            await self.gateway.websockets.serve(AsgiWebSocket(scope, receive, send))
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if _websocket_api(self.gateway, host, scope.get("path", "/")):
+                await self.gateway.websockets.serve(AsgiWebSocket(scope, receive, send))
+            else:
+                # An upgrade is a GET; ASGI names its scheme ws/wss, the forwarded fields say http/https.
+                request = {**scope, "method": "GET", "scheme": "https" if scope.get("scheme") == "wss" else "http"}
+                channel = AsgiChannel(scope, receive, send)
+                await serve_websocket(self.gateway, AsgiDownstream(request, receive, send), channel)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -529,8 +573,9 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        # granian answers WebSocket handshakes only when there is a WebSocket API
-        websockets=has_websockets(plan),
+        # granian answers WebSocket handshakes only when there is a WebSocket API or pass-through is on
+        # (off: granian's plain HTTP path has no upgrade check)
+        websockets=has_websockets(plan) or server.webSocketPassThrough.enabled,
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,

@@ -40,6 +40,17 @@ class Limits:
 
 
 @dataclass(slots=True)
+class WebSocketPassThrough:
+    """`server.webSocketPassThrough`: HTTP_PROXY routes relay WebSocket upgrades to a WebSocket upstream
+    (fastgw/websocket/passthrough.py), with the limits of AWS's WebSocket APIs by default."""
+
+    enabled: bool = True  # granian serves upgrades only when on: takes effect on restart
+    maxMessageBytes: int = 128 * 1024  # a bigger message, either way, closes both sides with 1009
+    idleTimeoutSeconds: float = 600.0  # no message either way for this long: both sides closed with 1001
+    maxLifetimeSeconds: float = 7200.0  # a session is closed with 1001 after this long
+
+
+@dataclass(slots=True)
 class IamConfig:
     """`server.iam`: who may call AWS_IAM routes (fastgw/policies/authorizers/iam.py)."""
 
@@ -78,10 +89,12 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     iam: IamConfig = field(default_factory=IamConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    webSocketPassThrough: WebSocketPassThrough = field(default_factory=WebSocketPassThrough)
 
 
 # Sections of `server` whose fields have variables of their own (FASTGW_LIMITS_*, FASTGW_IAM_*, ...).
-SECTIONS: dict[str, Any] = {"limits": Limits, "iam": IamConfig, "tracing": TracingConfig}
+SECTIONS: dict[str, Any] = {"limits": Limits, "iam": IamConfig, "tracing": TracingConfig,
+                            "webSocketPassThrough": WebSocketPassThrough}
 SECRET_FIELDS = ("adminToken",)  # never echoed in a problem
 
 
@@ -147,6 +160,17 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
         sendIdleTimeoutMs=r.integer(obj, "sendIdleTimeoutMs", path, d.sendIdleTimeoutMs, 100, 3_600_000),
         keepAliveIdleMs=r.integer(obj, "keepAliveIdleMs", path, 0, 100, 3_600_000) or None,
         maxValidatedBodyBytes=r.integer(obj, "maxValidatedBodyBytes", path, d.maxValidatedBodyBytes, 0, 1 << 30),
+    )
+
+
+def _read_passthrough(r: _Reader, value: Any, path: str) -> WebSocketPassThrough:
+    obj = r.mapping(value, path, tuple(WebSocketPassThrough.__dataclass_fields__))
+    d = WebSocketPassThrough()
+    return WebSocketPassThrough(
+        enabled=r.boolean(obj, "enabled", path, d.enabled),
+        maxMessageBytes=r.integer(obj, "maxMessageBytes", path, d.maxMessageBytes, 1, 64 * 1024 * 1024),
+        idleTimeoutSeconds=r.number(obj, "idleTimeoutSeconds", path, d.idleTimeoutSeconds, 0.05),
+        maxLifetimeSeconds=r.number(obj, "maxLifetimeSeconds", path, d.maxLifetimeSeconds, 0.05),
     )
 
 
@@ -227,6 +251,7 @@ def _read_server_fields(r: _Reader, value: Any) -> ServerConfig:
         limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
         iam=_read_iam(r, obj.get("iam"), f"{path}.iam"),
         tracing=_read_tracing(r, obj.get("tracing"), f"{path}.tracing"),
+        webSocketPassThrough=_read_passthrough(r, obj.get("webSocketPassThrough"), f"{path}.webSocketPassThrough"),
     )
 
 
