@@ -1,4 +1,5 @@
-"""The Redis backend: the same limits and quotas shared by any number of gateway nodes.
+"""The Redis backend: the same limits and quotas shared by any number of gateway nodes, on one Redis
+server or a Redis Cluster (`state.cluster`; connections: fastgw/state/redisconn.py).
 
 * One atomic Lua script per check, timed by Redis's own clock (`TIME`), so there is no
   read-then-write race between nodes (Kong #5311, APISIX #12592, boulder#7780) and no clock skew.
@@ -7,11 +8,16 @@
   script touches one slot; key-independent buckets (gateway-wide, stage/method) share `{g}`.
   A request with both kinds makes two calls: `{g}` first (AWS's order), then the key's; when the
   key's script refuses, what `{g}` took is given back.
-* Every operation has a 50 ms timeout (`state.timeoutMillis`). A failure marks Redis down for
-  one second: meanwhile `failMode: open` checks against the host's shared table with each limit
-  divided by `state.nodes` and counts usage there for the main process's Reconciler, which adds
-  it to Redis when Redis answers again; `failMode: closed` answers 503. redis-py reconnects by
-  itself on the next try.
+* Budget: all the Redis calls of one request together wait at most `state.timeoutMillis` (50 ms by
+  default; also through a cluster client's redirects and slot-map reloads). A failure marks Redis
+  down for one second: meanwhile `failMode: closed` answers 503, and `failMode: open` checks
+  against the host's shared table, each throttle divided by `state.nodes`, and the quota limited
+  to this node's share of what was left when Redis last answered (see `UsageStage._share`). What
+  was admitted then is handed to Redis by the main process's Reconciler when Redis answers again,
+  idempotently (a hand-over whose answer was lost is not counted twice).
+* Counters never go backwards: each check carries the highest count this node has seen for the
+  counter (a floor), so a counter that lost writes (a failover to a replica that lagged, a Redis
+  restart without persistence) resumes from at least what the nodes saw.
 * Quota counters live in Redis: they survive a Redis restart only with persistence on
   (`appendonly yes`; `appendfsync everysec` may lose the last second on a crash of Redis).
 """
@@ -24,11 +30,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis as redis_sync
-import redis.asyncio as redis_async
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
+from ...state.redisconn import async_client, link_of, sync_client
 from ...state.store import KeyRecord
 from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
 
@@ -47,7 +53,7 @@ SECOND_US = 1_000_000
 
 # KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash]
 # ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
-#       >= 0: limit), offset, period, counter ttl (s), day
+#       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw)
 # -> {0, 0, used} admitted; {i, retry_us, 0} level i refused; {n + 1, 0, used} quota refused
 CHECK = """
 local t = redis.call('TIME')
@@ -77,6 +83,8 @@ if mode ~= -2 then
   elseif redis.call('SET', KEYS[n + 2], ARGV[q + 2], 'NX') then
     used = tonumber(ARGV[q + 1])
   end
+  local floor = tonumber(ARGV[q + 5])
+  if used < floor then used = floor end
   if mode >= 0 and used + 1 > mode then return {n + 1, 0, used} end
 end
 for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
@@ -98,16 +106,25 @@ end
 return 0
 """
 
-# Usage counted while Redis was away: KEYS: counter, daily hash; ARGV: count, ttl, day, limit.
+# Usage admitted by one node while Redis was away, handed over idempotently: ARGV[2] is the node's
+# running total for this counter (never a delta), and the hash KEYS[3] remembers the last total
+# taken from each node, so a retry of a hand-over whose answer was lost adds nothing.
+# KEYS: counter, daily hash, hand-over hash; ARGV: node, total, ttl, day, limit -> the counter's value
 RECONCILE = """
-local n = tonumber(ARGV[1])
-if tonumber(ARGV[4]) >= 0 then
-  redis.call('INCRBY', KEYS[1], n)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+local total = tonumber(ARGV[2])
+local before = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if total <= before then return used end
+local n = total - before
+redis.call('HSET', KEYS[3], ARGV[1], total)
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if tonumber(ARGV[5]) >= 0 then
+  used = redis.call('INCRBY', KEYS[1], n)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('HINCRBY', KEYS[2], ARGV[3], n)
+redis.call('HINCRBY', KEYS[2], ARGV[4], n)
 redis.call('EXPIRE', KEYS[2], 34560000)
-return 0
+return used
 """
 
 
@@ -121,6 +138,10 @@ def quota_key(key_id: str, plan: str, period: int) -> str:
 
 def usage_key(key_id: str, plan: str) -> str:
     return f"{key_tag(key_id)}:u:{plan}"
+
+
+def handover_key(key_id: str, plan: str, period: int) -> str:
+    return f"{key_tag(key_id)}:h:{plan}:{period}"
 
 
 def marker_key(key_id: str, plan: str) -> str:
@@ -148,14 +169,10 @@ POOL_SIZE = 32  # connections per worker; a burst queues for one instead of open
 FAILURES_TO_OPEN = 5  # consecutive failures before Redis is left alone for DOWN_SECONDS
 
 
-def _async_client(setup: UsageSetup) -> redis_async.Redis:
-    timeout = setup.state.timeoutMillis / 1000
-    # lib_name/lib_version None: no CLIENT SETINFO round trips on every new connection.
-    pool = redis_async.BlockingConnectionPool.from_url(
-        setup.state.url, max_connections=POOL_SIZE, timeout=None, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry_on_timeout=False, health_check_interval=0, lib_name=None,
-        lib_version=None)
-    return redis_async.Redis(connection_pool=pool)
+def _link(setup: UsageSetup) -> Any:
+    link = link_of(setup.state)
+    assert link is not None  # the config requires state.url with backend: redis
+    return link
 
 
 def _record(raw: bytes) -> KeyRecord:
@@ -172,7 +189,8 @@ class RedisLimiter:
         self.setup = setup
         self.loop = loop
         self.stage = stage
-        self.client = _async_client(setup)
+        self.budget = setup.state.timeoutMillis / 1000
+        self.client = async_client(_link(setup), self.budget, POOL_SIZE)
         self.check_script = self.client.register_script(CHECK)
         self.refund_script = self.client.register_script(REFUND)
         self.down_until = 0.0
@@ -242,38 +260,56 @@ class RedisLimiter:
         keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
                  usage_key(binding.key_id, plan.name)]
         argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
-                 day_text(now)]
+                 day_text(now), self._seen(binding, period)]
         return keys, argv, kinds
+
+    def _seen(self, binding: Binding, period: int) -> int:
+        """The highest count of the key's counter this node saw in `period` (0: none)."""
+        if binding.seen_slot < 0:
+            binding.seen_slot = self.stage._find(ident("seen", binding.key_id, binding.plan.name))
+        seen_period, count = self.stage.slots.count_get(binding.seen_slot)
+        return count if seen_period == period else 0
+
+    def _saw(self, binding: Binding, period: int, used: int) -> None:
+        # Kept in the host's shared table: every worker's floor, and the fail-open share's base.
+        if used > self._seen(binding, period):
+            self.stage.slots.count_set(binding.seen_slot, period, used)
 
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
         try:
-            if route_keys:
-                index, retry_us, _ = await self.check_script(keys=route_keys, args=route_argv)
-                if index:
-                    level = usage.levels[index - 1]
-                    self._recovered()
-                    stage._throttled(usage, "", level.kind, retry_us * 1000, (0, *gcra_us(level.rate, level.burst)))
-            if binding is not None:
-                now = time.time()
-                keys, argv, kinds = self._key_args(usage, binding, now)
-                index, retry_us, _used = await self.check_script(keys=keys, args=argv)
-                if index:
-                    if route_keys:
-                        self._give_back(route_keys, route_argv)
-                    self._recovered()
-                    if index == len(kinds) + 1:
-                        stage._quota_exceeded(usage, binding)
-                    spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
-                    stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
+            async with asyncio.timeout(self.budget):  # every call of this request, redirects included
+                if route_keys:
+                    index, retry_us, _ = await self.check_script(keys=route_keys, args=route_argv)
+                    if index:
+                        level = usage.levels[index - 1]
+                        self._recovered()
+                        stage._throttled(usage, "", level.kind, retry_us * 1000,
+                                         (0, *gcra_us(level.rate, level.burst)))
+                if binding is not None:
+                    now = time.time()
+                    keys, argv, kinds = self._key_args(usage, binding, now)
+                    index, retry_us, used = await self.check_script(keys=keys, args=argv)
+                    if index == 0 or index == len(kinds) + 1:
+                        self._saw(binding, argv[-4], used)
+                    if index:
+                        if route_keys:
+                            self._give_back(route_keys, route_argv)
+                        self._recovered()
+                        if index == len(kinds) + 1:
+                            stage._quota_exceeded(usage, binding)
+                        spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
+                        stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(exc)
             if self.setup.state.failMode == "closed":
                 from ...errors import GatewayError
 
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
-            stage.check_local(usage, binding, True)
+            # A timeout is ambiguous (Redis may have counted the request): admitted within the
+            # node's share, but not handed to Redis later, so it is never counted twice.
+            stage.check_local(usage, binding, True, unsure=isinstance(exc, TimeoutError | RedisTimeout))
             return
         self._recovered()
 
@@ -301,10 +337,13 @@ class RedisLimiter:
 
     async def _poll(self) -> None:
         try:
-            version = await self.client.get(KEYS_VERSION)
-            version_n = int(version or 0)
-            if version_n != self.keys_version:
-                records = [_record(raw) for raw in (await self.client.hgetall(KEYS_HASH)).values()]
+            async with asyncio.timeout(max(self.budget, 1.0)):  # off the request path: a longer wait is fine
+                version = await self.client.get(KEYS_VERSION)
+                version_n = int(version or 0)
+                records = None
+                if version_n != self.keys_version:
+                    records = [_record(raw) for raw in (await self.client.hgetall(KEYS_HASH)).values()]
+            if records is not None:
                 self.keys_version = version_n
                 self.stage._build_keys(records)
         except (TimeoutError, RedisError, OSError) as exc:
@@ -328,7 +367,7 @@ class Reconciler:
     def __init__(self, setup: UsageSetup, persister: Any):
         self.setup = setup
         self.persister = persister
-        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client = sync_client(_link(setup), 0.5)
         self.script = self.client.register_script(RECONCILE)
         self.version: int | None = None
         self.runtime: list[KeyRecord] = []
@@ -348,6 +387,9 @@ class Reconciler:
         return pairs
 
     def _push(self, table: SharedTable) -> None:
+        """Hand each counter's admitted-while-away total to Redis. `pending` (workers) is this table's
+        running total per period, `pushed` what Redis confirmed; Redis keeps the last total per table
+        (RECONCILE), so sending a total again after a lost answer adds nothing."""
         slots = table.slots
         now = time.time()
         setup = self.persister.setup or self.setup
@@ -355,18 +397,28 @@ class Reconciler:
             slot = slots.lookup(ident("pending", key_id, plan_name))
             if slot < 0:
                 continue
-            period, count = slots.count_take(slot)
-            if not count:
+            period, total = slots.count_get(slot)
+            pushed_slot = slots.find(ident("pushed", key_id, plan_name))
+            pushed_period, pushed = slots.count_get(pushed_slot)
+            if total <= (pushed if pushed_period == period else 0):
                 continue
             plan = setup.plans.get(plan_name)
             kind = plan.quota.period if plan is not None and plan.quota is not None else "DAY"
             limit = plan.quota.limit if plan is not None and plan.quota is not None else -1
             try:
-                self.script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name)],
-                            args=[count, counter_ttl(kind, period, now), day_text(now), limit])
+                used = int(self.script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name),
+                                             handover_key(key_id, plan_name, period)],
+                                       args=[table.identity, total, counter_ttl(kind, period, now), day_text(now),
+                                             limit]))
             except (RedisError, OSError):
-                slots.count_acquire(slot, period, -1, count, 0)  # still away: keep it for the next try
-                return
+                return  # still away: the totals stay in the table for the next try
+            # The count Redis now has first, then what it confirmed: a worker's share computed in
+            # between counts the hand-over twice (too little allowed), never zero times.
+            seen_slot = slots.find(ident("seen", key_id, plan_name))
+            seen_period, seen = slots.count_get(seen_slot)
+            if limit >= 0 and (seen_period != period or used > seen):
+                slots.count_set(seen_slot, period, used)
+            slots.count_set(pushed_slot, period, total)
 
     def tick(self, table: SharedTable, pairs: list[tuple[str, str]]) -> None:
         self._push(table)
@@ -385,7 +437,7 @@ class RedisBackend:
 
     def __init__(self, setup: UsageSetup):
         self.setup = setup
-        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = sync_client(_link(setup), 2.0)
 
     def list_keys(self) -> list[KeyRecord]:
         return sorted((_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()), key=lambda r: r.created)

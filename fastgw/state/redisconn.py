@@ -1,0 +1,111 @@
+"""Redis connections, for every user of Redis (usage checks, the cache tier, the events channel, the
+CLI): one Redis server, or a Redis Cluster through redis-py's cluster client.
+
+    RedisLink     where and how to connect (compiled once from `state:` or a stage's `cache:`)
+    async_client  a worker's client: a bounded pool, every socket operation bounded by `timeout`
+    sync_client   the main process's and the CLI's client
+
+With `cluster: true` the URL and `seeds` are seed nodes: the client asks one of them for the slot map
+(CLUSTER SLOTS), keeps one bounded connection pool per node, follows MOVED and ASK itself, and
+reloads the map after a connection error (a failed master) or a MOVED (a promoted replica).
+Every Lua script and multi-key command fastgw sends names keys of one hash tag (`{...}`), so one
+slot, so one node serves it (fastgw/policies/usage/redis.py, fastgw/policies/cache/redis.py).
+The client's own retries are kept to one: the caller's budget (the usage stage's `asyncio.timeout`)
+bounds the wait, and a failure is answered by the caller's failMode, not by waiting longer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis as redis_sync
+import redis.asyncio as redis_async
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLink:
+    url: str
+    cluster: bool = False
+    seeds: tuple[str, ...] = ()  # more cluster seed nodes, "host:port"
+    username: str | None = None  # ACL user (or in the URL)
+    password: str | None = None
+    tls_ca: str | None = None  # TLS: rediss:// URL, or any of these files
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://") or any((self.tls_ca, self.tls_cert, self.tls_key))
+
+    def describe(self) -> str:
+        """The URL without credentials, for logs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        where = f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}{parts.path}"
+        return where + (" (cluster)" if self.cluster else "")
+
+
+def link_of(state: Any) -> RedisLink | None:
+    """The state section's (config.model.StateConfig) link; None without a URL."""
+    if not state.url:
+        return None
+    tls = state.tls
+    return RedisLink(state.url, state.cluster, tuple(state.seeds), state.username, state.password,
+                     tls.caFile if tls else None, tls.certFile if tls else None, tls.keyFile if tls else None)
+
+
+def _options(link: RedisLink, timeout: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                               "health_check_interval": 0}
+    if link.username is not None:
+        options["username"] = link.username
+    if link.password is not None:
+        options["password"] = link.password
+    if link.tls and not link.url.startswith("rediss://"):
+        options["ssl"] = True
+    if link.tls:
+        options["ssl_ca_certs"] = link.tls_ca
+        options["ssl_certfile"] = link.tls_cert
+        options["ssl_keyfile"] = link.tls_key
+    return options
+
+
+def _seeds(link: RedisLink, node_class: Any) -> list[Any]:
+    nodes = []
+    for seed in link.seeds:
+        host, _, port = seed.rpartition(":")
+        nodes.append(node_class(host.strip("[]"), int(port)))
+    return nodes
+
+
+def async_client(link: RedisLink, timeout: float, pool_size: int) -> Any:
+    """A worker's client. lib_name/lib_version None: no CLIENT SETINFO round trips per new connection."""
+    options = _options(link, timeout)
+    if link.cluster:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        seeds = _seeds(link, ClusterNode)
+        return RedisCluster.from_url(link.url, startup_nodes=seeds or None, max_connections=pool_size,
+                                     retry=Retry(NoBackoff(), 1), require_full_coverage=False, **options)
+    if link.tls and not link.url.startswith("rediss://"):
+        options.pop("ssl")
+        options["connection_class"] = redis_async.SSLConnection
+    pool = redis_async.BlockingConnectionPool.from_url(
+        link.url, max_connections=pool_size, timeout=None, retry_on_timeout=False, lib_name=None,
+        lib_version=None, **options)
+    return redis_async.Redis(connection_pool=pool)
+
+
+def sync_client(link: RedisLink, timeout: float) -> Any:
+    options = _options(link, timeout)
+    if link.cluster:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        seeds = _seeds(link, ClusterNode)
+        return RedisCluster.from_url(link.url, startup_nodes=seeds or None, retry=Retry(NoBackoff(), 1),
+                                     require_full_coverage=False, **options)
+    return redis_sync.Redis.from_url(link.url, **options)
