@@ -16,6 +16,7 @@ bounds the wait, and a failure is answered by the caller's failMode, not by wait
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,10 +88,13 @@ def async_client(link: RedisLink, timeout: float, pool_size: int) -> Any:
     options = _options(link, timeout)
     if link.cluster:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.retry import Retry as AsyncRetry
 
         seeds = _seeds(link, ClusterNode)
+        # The cluster client refuses a command when a node's pool is full (it does not queue):
+        # callers queue on a semaphore of `pool_size` (`Gate`) instead.
         return RedisCluster.from_url(link.url, startup_nodes=seeds or None, max_connections=pool_size,
-                                     retry=Retry(NoBackoff(), 1), require_full_coverage=False, **options)
+                                     retry=AsyncRetry(NoBackoff(), 1), require_full_coverage=False, **options)
     if link.tls and not link.url.startswith("rediss://"):
         options.pop("ssl")
         options["connection_class"] = redis_async.SSLConnection
@@ -98,6 +102,21 @@ def async_client(link: RedisLink, timeout: float, pool_size: int) -> Any:
         link.url, max_connections=pool_size, timeout=None, retry_on_timeout=False, lib_name=None,
         lib_version=None, **options)
     return redis_async.Redis(connection_pool=pool)
+
+
+class Gate:
+    """At most `size` Redis calls of one worker in flight (the pool's size), the others wait their turn
+    (inside the caller's budget); a plain client's BlockingConnectionPool already queues, a cluster
+    client's pools do not."""
+
+    def __init__(self, size: int):
+        self._semaphore = asyncio.Semaphore(size)
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
 
 
 def sync_client(link: RedisLink, timeout: float) -> Any:

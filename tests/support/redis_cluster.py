@@ -179,6 +179,19 @@ class RedisCluster:
         for node in self.masters():
             _ask(node.port, "flushall")
 
+    def revive(self, timeout: float = 30.0) -> None:
+        """Start again every node that was stopped or killed (it rejoins from its nodes.conf, as a
+        replica of whoever took its slots), and wait for the whole cluster."""
+        for node in self.nodes:
+            if not node.alive():
+                node.start()
+        self.wait_ok(timeout)
+        deadline = time.monotonic() + timeout
+        while not all(_answers(n.port) for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("a revived Redis node did not answer")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -9,8 +9,9 @@ miss, and after FAILURES_TO_OPEN failures in a row Redis is left alone for DOWN_
 Keys: `fastgw:cache:{gen}:<api>:<stage>` holds the stage's generation (one hash tag for all of them:
 they are read together); entries are `fastgw:cache:<api>:<stage>:<generation>:<blake2b-128 of the
 cache key>` (no hash tags: entries spread over a Redis Cluster's slots). A flush increments the
-generation: every node reads the generations once a second, empties its local copies of a stage
-whose generation moved, and from then on reads and writes under the new one; the old entries expire with their TTL.
+generation and says so on the events channel (fastgw/state/channel.py): every node reads the
+generations then (and once a second anyway), empties its local copies of a stage whose generation
+moved, and from then on reads and writes under the new one; the old entries expire with their TTL.
 Values: b"FGC1", status (u16), expiry (epoch seconds, f64), header length (u32), the header
 fields as JSON, the body.
 """
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from ...state.redisconn import RedisLink, async_client, sync_client
+from ... import metrics
+from ...state.channel import Subscriber, publish
+from ...state.redisconn import Gate, RedisLink, async_client, sync_client
 
 if TYPE_CHECKING:
     from .stage import Fill, StageCache
@@ -79,10 +82,15 @@ class RedisTier:
         self.stages = stages
         self.loop = loop
         self.clients: dict[RedisLink, Any] = {}
+        self.events: list[Subscriber] = []
+        self.gate = Gate(POOL_SIZE)
         for sc in stages:
             assert sc.link is not None
             if sc.link not in self.clients:
                 self.clients[sc.link] = async_client(sc.link, sc.timeout, POOL_SIZE)
+                events = Subscriber(sc.link, loop)
+                events.on("cache", self._flushed_elsewhere)
+                self.events.append(events)
             sc.remote = self
         self.up = True
         self.failures = 0
@@ -129,7 +137,7 @@ class RedisTier:
             return None
         assert fill.key is not None and sc.link is not None
         try:
-            async with asyncio.timeout(sc.timeout):  # the budget, also through a cluster client's redirects
+            async with asyncio.timeout(sc.timeout), self.gate:  # the budget, also through a cluster's redirects
                 raw = await self.clients[sc.link].get(entry_key(sc, generation, fill.key))
         except ERRORS as exc:
             self._failed(exc)
@@ -162,7 +170,8 @@ class RedisTier:
         if generation is None:
             return
         try:
-            await self.clients[sc.link].set(entry_key(sc, generation, key), value, px=max(1, int(ttl * 1000)))
+            async with self.gate:
+                await self.clients[sc.link].set(entry_key(sc, generation, key), value, px=max(1, int(ttl * 1000)))
         except ERRORS as exc:
             self._failed(exc)
             return
@@ -188,6 +197,13 @@ class RedisTier:
             return
         self._polling = True
         self._poll_task = self._spawn(self._poll())
+
+    def _flushed_elsewhere(self, message: dict[str, Any]) -> None:
+        """A node said it flushed a stage: read the generations now (a poll in flight may predate it)."""
+        if not message.get("resync"):
+            metrics.STATE_EVENTS.labels("cache").inc()
+        self._epoch += 1
+        self.tick()
 
     def flushed(self, sc: StageCache) -> None:
         """This host flushed the stage (the admin API moved the Redis generation first): forget the
@@ -219,6 +235,8 @@ class RedisTier:
             self._polling = False
 
     def close(self) -> None:
+        for events in self.events:
+            events.close()
         for task in list(self._tasks):
             task.cancel()
         if self.loop.is_running():
@@ -233,6 +251,7 @@ def flush_remote(sc: StageCache) -> str:
     client = sync_client(sc.link, 2.0)
     try:
         client.incr(generation_key(sc))
+        publish(sc.link, "cache", client, api=sc.api, stage=sc.stage)
         return "flushed"
     except (RedisError, OSError) as exc:
         log.warning("cache flush: Redis unreachable for %s/%s: %s", sc.api, sc.stage, exc)

@@ -34,7 +34,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
-from ...state.redisconn import async_client, link_of, sync_client
+from ...state.channel import Subscriber, publish
+from ...state.redisconn import Gate, async_client, link_of, sync_client
 from ...state.store import KeyRecord
 from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
 
@@ -51,10 +52,13 @@ DOWN_SECONDS = 1.0  # after a failure, Redis is left alone this long (no 50 ms w
 USAGE_TTL = 400 * 86400  # daily usage kept for GetUsage
 SECOND_US = 1_000_000
 
-# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash]
+# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version]
 # ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
-#       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw)
-# -> {0, 0, used} admitted; {i, retry_us, 0} level i refused; {n + 1, 0, used} quota refused
+#       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw),
+#       the adjustment version that floor was seen under (an UpdateUsage lowers a counter on
+#       purpose: it moves the version, and a floor from before it no longer applies)
+# -> {0, 0, used, version} admitted; {i, retry_us, 0, 0} level i refused; {n + 1, 0, used, version}
+#    quota refused
 CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -64,18 +68,19 @@ local ttl = {}
 for i = 1, n do
   local interval = tonumber(ARGV[2 * i])
   local tolerance = tonumber(ARGV[2 * i + 1])
-  if tolerance < 0 then return {i, 1000000, 0} end
+  if tolerance < 0 then return {i, 1000000, 0, 0} end
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   local next_tat = tat + interval
   local diff = next_tat - now
-  if diff > tolerance then return {i, diff - tolerance, 0} end
+  if diff > tolerance then return {i, diff - tolerance, 0, 0} end
   new[i] = next_tat
   ttl[i] = math.floor(diff / 1000) + 1000
 end
 local q = 2 * n + 2
 local mode = tonumber(ARGV[q])
 local used = 0
+local version = 0
 if mode ~= -2 then
   local current = redis.call('GET', KEYS[n + 1])
   if current then
@@ -83,9 +88,9 @@ if mode ~= -2 then
   elseif redis.call('SET', KEYS[n + 2], ARGV[q + 2], 'NX') then
     used = tonumber(ARGV[q + 1])
   end
-  local floor = tonumber(ARGV[q + 5])
-  if used < floor then used = floor end
-  if mode >= 0 and used + 1 > mode then return {n + 1, 0, used} end
+  version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
+  if version == tonumber(ARGV[q + 6]) and used < tonumber(ARGV[q + 5]) then used = tonumber(ARGV[q + 5]) end
+  if mode >= 0 and used + 1 > mode then return {n + 1, 0, used, version} end
 end
 for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
 if mode ~= -2 then
@@ -94,7 +99,7 @@ if mode ~= -2 then
   redis.call('HINCRBY', KEYS[n + 3], ARGV[q + 4], 1)
   redis.call('EXPIRE', KEYS[n + 3], 34560000)
 end
-return {0, 0, used}
+return {0, 0, used, version}
 """
 
 # Give back what a CHECK took from TAT keys: KEYS: TAT keys; ARGV: interval_us per key.
@@ -144,6 +149,10 @@ def handover_key(key_id: str, plan: str, period: int) -> str:
     return f"{key_tag(key_id)}:h:{plan}:{period}"
 
 
+def version_key(key_id: str, plan: str) -> str:
+    return f"{key_tag(key_id)}:v:{plan}"
+
+
 def marker_key(key_id: str, plan: str) -> str:
     return f"{key_tag(key_id)}:q0:{plan}"
 
@@ -191,6 +200,10 @@ class RedisLimiter:
         self.stage = stage
         self.budget = setup.state.timeoutMillis / 1000
         self.client = async_client(_link(setup), self.budget, POOL_SIZE)
+        self.gate = Gate(POOL_SIZE)
+        self.events = Subscriber(_link(setup), loop)
+        self.events.on("keys", self._keys_changed)
+        self._again = False
         self.check_script = self.client.register_script(CHECK)
         self.refund_script = self.client.register_script(REFUND)
         self.down_until = 0.0
@@ -258,30 +271,40 @@ class RedisLimiter:
         argv[0] = len(keys)
         period = period_of(binding.period_kind, now)
         keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
-                 usage_key(binding.key_id, plan.name)]
+                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name)]
         argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
-                 day_text(now), self._seen(binding, period)]
+                 day_text(now), *self._seen(binding, period)]
         return keys, argv, kinds
 
-    def _seen(self, binding: Binding, period: int) -> int:
-        """The highest count of the key's counter this node saw in `period` (0: none)."""
+    def _seen(self, binding: Binding, period: int) -> tuple[int, int]:
+        """(the highest count of the key's counter this host saw in `period` (0: none), the adjustment
+        version it was seen under); kept in the host's shared table: every worker's floor, and the
+        fail-open share's base."""
         if binding.seen_slot < 0:
             binding.seen_slot = self.stage._find(ident("seen", binding.key_id, binding.plan.name))
-        seen_period, count = self.stage.slots.count_get(binding.seen_slot)
-        return count if seen_period == period else 0
+            binding.version_slot = self.stage._find(ident("seenversion", binding.key_id, binding.plan.name))
+        slots = self.stage.slots
+        seen_period, count = slots.count_get(binding.seen_slot)
+        version_period, version = slots.count_get(binding.version_slot)
+        if seen_period != period:
+            return 0, 0
+        return count, version if version_period == period else 0
 
-    def _saw(self, binding: Binding, period: int, used: int) -> None:
-        # Kept in the host's shared table: every worker's floor, and the fail-open share's base.
-        if used > self._seen(binding, period):
+    def _saw(self, binding: Binding, period: int, used: int, version: int) -> None:
+        seen, seen_version = self._seen(binding, period)
+        if version != seen_version:  # an UpdateUsage moved the counter on purpose: follow it down
+            self.stage.slots.count_set(binding.version_slot, period, version)
+            self.stage.slots.count_set(binding.seen_slot, period, used)
+        elif used > seen:
             self.stage.slots.count_set(binding.seen_slot, period, used)
 
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
         try:
-            async with asyncio.timeout(self.budget):  # every call of this request, redirects included
+            async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
                 if route_keys:
-                    index, retry_us, _ = await self.check_script(keys=route_keys, args=route_argv)
+                    index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
                     if index:
                         level = usage.levels[index - 1]
                         self._recovered()
@@ -290,9 +313,9 @@ class RedisLimiter:
                 if binding is not None:
                     now = time.time()
                     keys, argv, kinds = self._key_args(usage, binding, now)
-                    index, retry_us, used = await self.check_script(keys=keys, args=argv)
+                    index, retry_us, used, version = await self.check_script(keys=keys, args=argv)
                     if index == 0 or index == len(kinds) + 1:
-                        self._saw(binding, argv[-4], used)
+                        self._saw(binding, argv[-5], used, version)
                     if index:
                         if route_keys:
                             self._give_back(route_keys, route_argv)
@@ -321,14 +344,24 @@ class RedisLimiter:
 
     async def _refund(self, keys: list[str], intervals: list[int]) -> None:
         try:
-            await self.refund_script(keys=keys, args=intervals)
+            async with self.gate:
+                await self.refund_script(keys=keys, args=intervals)
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(exc)
 
     # -- runtime keys -------------------------------------------------------------------------------
-    def poll_keys(self) -> None:
-        """Called each second: reload the keys when their version in Redis moved."""
-        if self._polling or not self.usable():
+    def _keys_changed(self, message: dict[str, Any]) -> None:
+        if not message.get("resync"):
+            metrics.STATE_EVENTS.labels("keys").inc()
+        self.poll_keys(again=True)
+
+    def poll_keys(self, again: bool = False) -> None:
+        """Called each second, and at once when another node says the keys changed (`again`: a poll
+        in flight may have read the version before the change, so it polls once more)."""
+        if self._polling:
+            self._again = self._again or again
+            return
+        if not self.usable():
             return
         self._polling = True
         task = self.loop.create_task(self._poll())
@@ -337,7 +370,7 @@ class RedisLimiter:
 
     async def _poll(self) -> None:
         try:
-            async with asyncio.timeout(max(self.budget, 1.0)):  # off the request path: a longer wait is fine
+            async with asyncio.timeout(max(self.budget, 1.0)), self.gate:  # off the request path: may wait longer
                 version = await self.client.get(KEYS_VERSION)
                 version_n = int(version or 0)
                 records = None
@@ -350,12 +383,16 @@ class RedisLimiter:
             self._failed(exc)
         finally:
             self._polling = False
+        if self._again:
+            self._again = False
+            self.poll_keys()
 
     def tick(self) -> None:
         if not self.up and time.monotonic() >= self.down_until:
             self.poll_keys()  # a cheap probe: reconnects, and flips the state back when it answers
 
     def close(self) -> None:
+        self.events.close()
         for task in list(self._tasks):
             task.cancel()
         if self.loop.is_running():
@@ -437,7 +474,8 @@ class RedisBackend:
 
     def __init__(self, setup: UsageSetup):
         self.setup = setup
-        self.client = sync_client(_link(setup), 2.0)
+        self.link = _link(setup)
+        self.client = sync_client(self.link, 2.0)
 
     def list_keys(self) -> list[KeyRecord]:
         return sorted((_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()), key=lambda r: r.created)
@@ -449,6 +487,7 @@ class RedisBackend:
         pipe.hset(KEYS_HASH, record.id, raw)
         pipe.incr(KEYS_VERSION)
         pipe.execute()
+        publish(self.link, "keys", self.client)
 
     def update_key(self, key_id: str, *, enabled: bool | None = None, delete: bool = False) -> bool:
         raw = self.client.hget(KEYS_HASH, key_id)
@@ -463,6 +502,7 @@ class RedisBackend:
             pipe.hset(KEYS_HASH, key_id, orjson.dumps(data))
         pipe.incr(KEYS_VERSION)
         pipe.execute()
+        publish(self.link, "keys", self.client)
         return True
 
     def daily_usage(self, key_id: str, plan: str, first: str, last: str) -> dict[str, int]:
@@ -475,8 +515,11 @@ class RedisBackend:
         return int(value) if value is not None else None
 
     def set_remaining(self, key_id: str, plan: str, kind: str, period: int, used: int) -> str:
-        self.client.set(quota_key(key_id, plan, period), used, ex=counter_ttl(kind, period, time.time()))
-        self.client.set(marker_key(key_id, plan), period, nx=True)
+        pipe = self.client.pipeline(transaction=True)  # one hash tag: one slot, so MULTI works on a cluster
+        pipe.set(quota_key(key_id, plan, period), used, ex=counter_ttl(kind, period, time.time()))
+        pipe.set(marker_key(key_id, plan), period, nx=True)
+        pipe.incr(version_key(key_id, plan))  # the nodes' floors from before this change stop applying
+        pipe.execute()
         return "applied"
 
     def close(self) -> None:

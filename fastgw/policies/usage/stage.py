@@ -49,7 +49,8 @@ class Binding:
     (idents are stable, slots never move) and kept: the next requests go straight to the kernels."""
 
     __slots__ = ("key_id", "plan", "quota_limit", "quota_offset", "period_kind", "plan_slot", "quota_slot",
-                 "methods", "chains", "fallback_chains", "redis_tag", "seen_slot")
+                 "methods", "chains", "fallback_chains", "redis_tag", "seen_slot",
+                 "version_slot")
 
     def __init__(self, key_id: str, plan: UsagePlanDef, methods: dict[str, Any]):
         self.key_id = key_id
@@ -67,6 +68,7 @@ class Binding:
         self.fallback_chains: dict[str, tuple[tuple, tuple]] = {}
         self.redis_tag = "{k:" + key_id + "}"
         self.seen_slot = -1  # Redis backend: the highest count of the key's counter this host saw
+        self.version_slot = -1  # and the counter's adjustment version then
 
 
 class KeyEntry:
