@@ -18,6 +18,7 @@ import redis
 from support.redis_cluster import RedisCluster
 from support.upstream import RecordingUpstream
 from test_cache import Numbered
+from test_canary import config as canary_config
 from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today, wait_for
 from test_usage_redis import metric
 
@@ -207,3 +208,32 @@ def test_cluster_settings_are_checked(tmp_path: Path):
     assert done.returncode != 0
     assert "state.url" in done.stderr and "only database 0" in done.stderr
     assert "state.seeds[0]" in done.stderr and "host:port" in done.stderr
+
+
+def test_a_canary_change_on_one_node_is_served_by_every_node_within_a_second(start_gateway, upstream,
+                                                                             redis_cluster):
+    seeds = ", ".join(f'"{s}"' for s in redis_cluster.seeds)
+    nodes = []
+    for i in range(3):
+        state = (f'state: {{backend: redis, cluster: true, url: "{redis_cluster.url}", seeds: [{seeds}], '
+                 f"path: state-c{i}}}\n")
+        nodes.append(start_gateway(state + canary_config(upstream.address, percent=0.0), name=f"node{i}",
+                                   args=("--no-access-log",)))
+
+    def targets() -> list[str]:
+        return [httpx.get(f"{n.url}/prod/items/1").json()["target"] for n in nodes]
+
+    assert targets() == ["/v1/stable/1"] * 3
+    answer = httpx.post(f"{nodes[0].admin}/canary/shop/prod/set", json={"percentTraffic": 100.0}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    started = time.monotonic()
+    wait_for(lambda: targets() == ["/v2/canary/1"] * 3, timeout=10)
+    assert time.monotonic() - started < 1.0
+    # Stored once, in Redis, for every node: each node describes it as stored state.
+    for node in nodes:
+        items = httpx.get(f"{node.admin}/canary").json()["items"]
+        assert items[0]["canary"]["percentTraffic"] == 100.0, items
+    assert "canary change on shop/prod announced by" in nodes[2].stderr()
+    # A reset on another node gives every node the config file's stage back.
+    assert httpx.post(f"{nodes[2].admin}/canary/shop/prod/reset", timeout=30).status_code == 200
+    wait_for(lambda: targets() == ["/v1/stable/1"] * 3, timeout=10)

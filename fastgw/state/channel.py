@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
-from .redisconn import RedisLink, async_client, sync_client
+from .redisconn import ERRORS, RedisLink, async_client, sync_client
 
 log = logging.getLogger("fastgw.state")
 
@@ -43,7 +43,7 @@ def publish(link: RedisLink, kind: str, client: Any = None, **fields: Any) -> bo
         else:
             client.publish(CHANNEL, message)
         return True
-    except (RedisError, OSError) as exc:
+    except ERRORS as exc:
         log.warning("events: could not publish %s: %s", kind, exc)
         return False
     finally:
@@ -119,3 +119,43 @@ class Subscriber:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+def follow(link: RedisLink, handlers: dict[str, Callable[[dict[str, Any]], None]], stop: threading.Event) -> None:
+    """The main process's listener (blocking: run it in a thread until `stop` is set). Like
+    `Subscriber`: reconnects by itself, and calls every handler with `resync` after a reconnection."""
+    connected_once = False
+    while not stop.is_set():
+        client = sync_client(link, 5.0)
+        pubsub = client.pubsub()
+        try:
+            if link.cluster:
+                pubsub.ssubscribe(CHANNEL)
+                read = pubsub.get_sharded_message
+            else:
+                pubsub.subscribe(CHANNEL)
+                read = pubsub.get_message
+            if connected_once:
+                for kind, handler in handlers.items():
+                    handler({"kind": kind, "resync": True})
+            connected_once = True
+            while not stop.is_set():
+                message = read(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message.get("type") not in ("message", "smessage"):
+                    continue
+                try:
+                    data = orjson.loads(message["data"])
+                except orjson.JSONDecodeError:
+                    continue
+                handler = handlers.get(str(data.get("kind"))) if isinstance(data, dict) else None
+                if handler is not None:
+                    handler(data)
+        except Exception as exc:  # noqa: BLE001 - any failure: start over after a pause
+            log.debug("events: %s; subscribing again in %.0f s", exc, RETRY_SECONDS)
+        finally:
+            try:
+                pubsub.close()
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        stop.wait(RETRY_SECONDS)

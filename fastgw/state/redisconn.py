@@ -24,7 +24,12 @@ from urllib.parse import urlsplit
 import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
+
+# What a failed Redis call raises: redis-py's errors (the cluster client's own are not RedisErrors),
+# socket errors, and the caller's budget running out.
+ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,17 @@ def link_of(state: Any) -> RedisLink | None:
     tls = state.tls
     return RedisLink(state.url, state.cluster, tuple(state.seeds), state.username, state.password,
                      tls.caFile if tls else None, tls.certFile if tls else None, tls.keyFile if tls else None)
+
+
+def link_from_data(state: Any) -> RedisLink | None:
+    """The link of raw config data's `state` section (before the model reads it: the canary overlay
+    runs on the data); None unless it says `backend: redis` with a URL."""
+    if not isinstance(state, dict) or state.get("backend") != "redis" or not isinstance(state.get("url"), str):
+        return None
+    tls = state.get("tls") if isinstance(state.get("tls"), dict) else {}
+    seeds = tuple(str(seed) for seed in state.get("seeds") or () if isinstance(seed, str | int))
+    return RedisLink(state["url"], state.get("cluster") is True, seeds, state.get("username"), state.get("password"),
+                     tls.get("caFile"), tls.get("certFile"), tls.get("keyFile"))
 
 
 def _options(link: RedisLink, timeout: float) -> dict[str, Any]:
@@ -119,12 +135,32 @@ class Gate:
         self._semaphore.release()
 
 
+class LazyClient:
+    """redis-py's sync cluster client asks a seed node for the slot map as it is made, and raises when
+    none answers; this one is made on first use instead, so that a gateway starts (and follows its
+    failMode) while Redis is away, as with one Redis server. Errors surface from the call."""
+
+    def __init__(self, make: Any):
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 def sync_client(link: RedisLink, timeout: float) -> Any:
     options = _options(link, timeout)
     if link.cluster:
         from redis.cluster import ClusterNode, RedisCluster
 
         seeds = _seeds(link, ClusterNode)
-        return RedisCluster.from_url(link.url, startup_nodes=seeds or None, retry=Retry(NoBackoff(), 1),
-                                     require_full_coverage=False, **options)
+        return LazyClient(lambda: RedisCluster.from_url(link.url, startup_nodes=seeds or None,
+                                                        retry=Retry(NoBackoff(), 1), require_full_coverage=False,
+                                                        **options))
     return redis_sync.Redis.from_url(link.url, **options)

@@ -26,10 +26,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from ... import metrics
 from ...state.channel import Subscriber, publish
+from ...state.redisconn import ERRORS as REDIS_ERRORS
 from ...state.redisconn import Gate, RedisLink, async_client, sync_client
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ HEAD = struct.Struct("!HdI")
 POOL_SIZE = 32  # connections per worker
 FAILURES_TO_OPEN = 5
 DOWN_SECONDS = 1.0
-ERRORS = (TimeoutError, RedisError, OSError, asyncio.TimeoutError)
+ERRORS = REDIS_ERRORS
 
 
 def stage_prefix(sc: StageCache) -> str:
@@ -253,7 +253,7 @@ def flush_remote(sc: StageCache) -> str:
         client.incr(generation_key(sc))
         publish(sc.link, "cache", client, api=sc.api, stage=sc.stage)
         return "flushed"
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         log.warning("cache flush: Redis unreachable for %s/%s: %s", sc.api, sc.stage, exc)
         return f"unreachable ({type(exc).__name__})"
     finally:

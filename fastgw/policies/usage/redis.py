@@ -30,12 +30,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
 from ...state.channel import Subscriber, publish
-from ...state.redisconn import Gate, async_client, link_of, sync_client
+from ...state.redisconn import ERRORS, Gate, async_client, link_of, sync_client
 from ...state.store import KeyRecord
 from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
 
@@ -324,7 +323,7 @@ class RedisLimiter:
                             stage._quota_exceeded(usage, binding)
                         spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
                         stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except ERRORS as exc:
             self._failed(exc)
             if self.setup.state.failMode == "closed":
                 from ...errors import GatewayError
@@ -346,7 +345,7 @@ class RedisLimiter:
         try:
             async with self.gate:
                 await self.refund_script(keys=keys, args=intervals)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except ERRORS as exc:
             self._failed(exc)
 
     # -- runtime keys -------------------------------------------------------------------------------
@@ -379,7 +378,7 @@ class RedisLimiter:
             if records is not None:
                 self.keys_version = version_n
                 self.stage._build_keys(records)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except ERRORS as exc:
             self._failed(exc)
         finally:
             self._polling = False
@@ -405,7 +404,7 @@ class Reconciler:
         self.setup = setup
         self.persister = persister
         self.client = sync_client(_link(setup), 0.5)
-        self.script = self.client.register_script(RECONCILE)
+        self._script: Any = None  # registered on first use: a cluster client is made then
         self.version: int | None = None
         self.runtime: list[KeyRecord] = []
 
@@ -417,7 +416,7 @@ class Reconciler:
             if version != self.version:
                 self.runtime = [_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()]
                 self.version = version
-        except (RedisError, OSError):
+        except ERRORS:
             pass
         pairs = [(k.id, p) for k in setup.keys for p in k.plans if p in setup.plans]
         pairs += [(r.id, p) for r in self.runtime for p in r.plans if p in setup.plans]
@@ -443,11 +442,13 @@ class Reconciler:
             kind = plan.quota.period if plan is not None and plan.quota is not None else "DAY"
             limit = plan.quota.limit if plan is not None and plan.quota is not None else -1
             try:
-                used = int(self.script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name),
+                if self._script is None:
+                    self._script = self.client.register_script(RECONCILE)
+                used = int(self._script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name),
                                              handover_key(key_id, plan_name, period)],
                                        args=[table.identity, total, counter_ttl(kind, period, now), day_text(now),
                                              limit]))
-            except (RedisError, OSError):
+            except ERRORS:
                 return  # still away: the totals stay in the table for the next try
             # The count Redis now has first, then what it confirmed: a worker's share computed in
             # between counts the hand-over twice (too little allowed), never zero times.
