@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from ..config.loader import ConfigError, Problem
 from ..config.overlay import apply_changes, overridden, state_dir_of
 from .channel import publish
 from .redisconn import ERRORS, RedisLink, link_from_data, sync_client
@@ -129,10 +128,11 @@ def overlay(data: Any, source: str) -> Any:
     try:
         changes = store.changes()
     except ERRORS as exc:
-        # Serving without the fleet's canary changes would route differently from the other nodes:
-        # refuse the load (a running gateway keeps its config) rather than guess.
-        raise ConfigError(source, [Problem("state", f"the canary changes are kept in Redis ({store.path}), which "
-                                                    f"did not answer: {exc}")]) from None
+        # The config file's stages until Redis answers: a serving node's follower reloads then
+        # (fastgw/runtime.py start_follow), and `fastgw validate` works without Redis.
+        log.warning("the canary changes are kept in Redis (%s), which did not answer (%s): the config file's "
+                    "stages apply until it does", store.path, exc)
+        return data
     finally:
         store.close()
     # The stored changes win over the file: say so, so that an edit of the file that changes nothing

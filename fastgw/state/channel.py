@@ -123,7 +123,8 @@ class Subscriber:
 
 def follow(link: RedisLink, handlers: dict[str, Callable[[dict[str, Any]], None]], stop: threading.Event) -> None:
     """The main process's listener (blocking: run it in a thread until `stop` is set). Like
-    `Subscriber`: reconnects by itself, and calls every handler with `resync` after a reconnection."""
+    `Subscriber`: reconnects by itself, and calls every handler with `resync` after a reconnection
+    (also after a first subscription that had failed before: what was read meanwhile may be stale)."""
     connected_once = False
     while not stop.is_set():
         client = sync_client(link, 5.0)
@@ -152,6 +153,7 @@ def follow(link: RedisLink, handlers: dict[str, Callable[[dict[str, Any]], None]
                     handler(data)
         except Exception as exc:  # noqa: BLE001 - any failure: start over after a pause
             log.debug("events: %s; subscribing again in %.0f s", exc, RETRY_SECONDS)
+            connected_once = True
         finally:
             try:
                 pubsub.close()
