@@ -117,7 +117,7 @@ def test_three_nodes_share_one_quota_exactly_and_a_key_change_reaches_all_within
 def test_a_cache_entry_is_shared_and_a_flush_reaches_every_node_within_a_second(start_gateway, numbered,
                                                                                 redis_cluster):
     nodes = start_nodes(start_gateway, numbered, redis_cluster, timeout=200,
-                        cache="cache: {backend: redis, debugHeader: true, ttlInSeconds: 300}")
+                        cache="cache: {backend: redis, debugHeader: true, ttlInSeconds: 300, timeoutMillis: 1000}")
     first = httpx.get(nodes[0].url + "/prod/orders/7", headers={"x-api-key": ALICE})
     assert (first.status_code, first.text, first.headers["x-cache"]) == (200, "1", "Miss")
 

@@ -95,7 +95,8 @@ def _seeds(link: RedisLink, node_class: Any) -> list[Any]:
     nodes = []
     for seed in link.seeds:
         host, _, port = seed.rpartition(":")
-        nodes.append(node_class(host.strip("[]"), int(port)))
+        if host and port.isdigit():  # the config reader reports the others (a raw-data link may have them)
+            nodes.append(node_class(host.strip("[]"), int(port)))
     return nodes
 
 

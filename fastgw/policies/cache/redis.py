@@ -43,6 +43,7 @@ HEAD = struct.Struct("!HdI")
 POOL_SIZE = 32  # connections per worker
 FAILURES_TO_OPEN = 5
 DOWN_SECONDS = 1.0
+BACKGROUND_TIMEOUT = 1.0  # seconds, for what no request waits on
 ERRORS = REDIS_ERRORS
 
 
@@ -87,7 +88,10 @@ class RedisTier:
         for sc in stages:
             assert sc.link is not None
             if sc.link not in self.clients:
-                self.clients[sc.link] = async_client(sc.link, sc.timeout, POOL_SIZE)
+                # Socket operations get at least a second: background work (writes, the generations'
+                # poll, the cluster's slot map) may take it; a request's GET is bounded by its own
+                # budget (`asyncio.timeout` in `get`).
+                self.clients[sc.link] = async_client(sc.link, max(sc.timeout, BACKGROUND_TIMEOUT), POOL_SIZE)
                 events = Subscriber(sc.link, loop)
                 events.on("cache", self._flushed_elsewhere)
                 self.events.append(events)

@@ -198,7 +198,9 @@ class RedisLimiter:
         self.loop = loop
         self.stage = stage
         self.budget = setup.state.timeoutMillis / 1000
-        self.client = async_client(_link(setup), self.budget, POOL_SIZE)
+        # Socket operations get at least a second (the keys' poll, refunds, the cluster's slot map);
+        # a request waits at most its budget (`asyncio.timeout` in `check`).
+        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE)
         self.gate = Gate(POOL_SIZE)
         self.events = Subscriber(_link(setup), loop)
         self.events.on("keys", self._keys_changed)
