@@ -302,8 +302,10 @@ class RedisLimiter:
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
+        sent = False  # past the gate: Redis may have run what a timeout interrupted
         try:
             async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
+                sent = True
                 if route_keys:
                     index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
                     if index:
@@ -333,7 +335,7 @@ class RedisLimiter:
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
             # A timeout is ambiguous (Redis may have counted the request): admitted within the
             # node's share, but not handed to Redis later, so it is never counted twice.
-            stage.check_local(usage, binding, True, unsure=isinstance(exc, TimeoutError | RedisTimeout))
+            stage.check_local(usage, binding, True, unsure=sent and isinstance(exc, TimeoutError | RedisTimeout))
             return
         self._recovered()
 
