@@ -83,6 +83,7 @@ class Contender:
     dashboard: bool = False  # the admin dashboard is open (polled every 2 s) during the timed runs
     tuned: bool = True  # fastgw: served with --no-access-log --cpu-scheduling batch (False: as the file says)
     env: Mapping[str, str] = field(default_factory=dict)  # fastgw: environment the config needs
+    redis_cluster: bool = False  # needs the harness's Redis Cluster (6 redis-server on the load side)
 
     def path_for(self, body: str) -> str:
         return self.paths.get(body, BODIES[body].path)
@@ -138,6 +139,20 @@ def full_config(upstream: str) -> dict[str, Any]:
 def readme_config(upstream: str) -> str:
     """README.md's first configuration example as written (benchmarks/readme.py), on the harness's upstream."""
     return readme.default_config(upstream.removeprefix("http://"))
+
+
+REDIS_CLUSTER_URLS: list[str] = []  # the harness's Redis Cluster nodes, once started (Harness.start_redis_cluster)
+
+
+def full_redis_cluster_config(upstream: str) -> dict[str, Any]:
+    """The full path with its state on a Redis Cluster: two Lua calls per request (the stage's
+    throttle under `{g}`, then the key's plan throttle and quota under `{k:<id>}`)."""
+    config = full_config(upstream)
+    urls = REDIS_CLUSTER_URLS or ["redis://127.0.0.1:1/0"]
+    config["state"] = {"backend": "redis", "cluster": True, "url": urls[0],
+                       "seeds": [u.removeprefix("redis://").removesuffix("/0") for u in urls[1:3]],
+                       "path": ".fastgw-state-cluster", "timeoutMillis": 200}
+    return config
 
 
 def cache_hit_config(upstream: str) -> dict[str, Any]:
@@ -279,6 +294,10 @@ CONTENDERS: tuple[Contender, ...] = (
               config=full_config, later_issue=4,
               checks=(Check("no API key is 403", "/prod/items/42", 403, {"x-api-key": ""}),
                       Check("wrong API key is 403", "/prod/items/42", 403, {"x-api-key": "x" * 30}))),
+    Contender("fastgw-full-redis-cluster", "fastgw full path, state on a 6-node Redis Cluster (load side's core)",
+              "fastgw", bodies=("13",), paths={"13": "/prod/items/42"}, headers={"x-api-key": BENCH_API_KEY},
+              config=full_redis_cluster_config, later_issue=19, default=False, redis_cluster=True,
+              checks=(Check("no API key is 403", "/prod/items/42", 403, {"x-api-key": ""}),)),
     Contender("fastgw-cache-hit", "fastgw cache hit", "fastgw", bodies=("13",),
               paths={"13": "/prod/items/42"}, config=cache_hit_config, upstream_share="none", later_issue=5),
     Contender("fastgw-mapping", "fastgw HTTP integration with a response mapping template (1 KiB JSON in)",
@@ -599,6 +618,46 @@ class Harness:
             if self.floor_dir is None:
                 self._skip(c, reason)
 
+    def start_redis_cluster(self, servers: measure.ServerSet) -> None:
+        """6 redis-server in cluster mode (3 masters, 3 replicas) on the load side's core(s), stopped by
+        PID with the other servers; a contender that needs it is skipped when it cannot be made."""
+        wanted = [c for c in self.opts.contenders if c.redis_cluster]
+        server, cli = tools.which("redis-server"), tools.which("redis-cli")
+        if not server or not cli:
+            for c in wanted:
+                self._skip(c, "redis-server/redis-cli not installed (apt-get install redis-server)")
+            return
+        ports = []
+        while len(ports) < 6:
+            port = measure.free_port()
+            if port < 55535 and port not in ports:
+                ports.append(port)
+        try:
+            for port in ports:
+                folder = self.work / f"redis-{port}"
+                folder.mkdir(parents=True, exist_ok=True)
+                servers.start(f"redis-{port}", [server, "--port", str(port), "--bind", "127.0.0.1",
+                                                "--dir", str(folder), "--cluster-enabled", "yes",
+                                                "--cluster-node-timeout", "2000", "--save", "", "--appendonly",
+                                                "no", "--logfile", "redis.log"], port, self.load_cpus)
+            subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas",
+                            "1", "--cluster-yes"], capture_output=True, text=True, timeout=60, check=True)
+            deadline = time.monotonic() + 30
+            while True:
+                states = [subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True,
+                                         timeout=5).stdout for p in ports]
+                if all("cluster_state:ok" in state for state in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+                time.sleep(0.1)
+        except (measure.ServerError, subprocess.SubprocessError, RuntimeError) as exc:
+            for c in wanted:
+                self._skip(c, f"the Redis Cluster did not start: {exc}", state="failed")
+            return
+        REDIS_CLUSTER_URLS[:] = [f"redis://127.0.0.1:{p}/0" for p in ports]
+        say(f"  redis cluster: 6 nodes on 127.0.0.1:{','.join(map(str, ports))}, core {self.load_cpus}")
+
     def validate_fastgw(self) -> None:
         """Write each fastgw scenario's config; a config `fastgw validate` rejects is not run."""
         assert self.fastgw_bin is not None
@@ -837,6 +896,8 @@ class Harness:
                     say(f"error: upstream check failed: {result.describe()}")
                     self._write_outputs(error=f"upstream check failed: {result.describe()}")
                     return 2
+            if any(c.redis_cluster and self.status[c.name].state == "ok" for c in opts.contenders):
+                self.start_redis_cluster(servers)
             if self.fastgw_bin:
                 self.validate_fastgw()
             say("contenders:")

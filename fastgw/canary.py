@@ -23,9 +23,10 @@ import logging
 from typing import Any
 
 from .compile import load_plan
-from .config.overlay import apply_changes, state_dir_of
+from .config.overlay import apply_changes
 from .openapi.source import expand
-from .state.canary import CanaryStore
+from .state.canary import open_store
+from .state.redisconn import ERRORS
 
 log = logging.getLogger("fastgw.deployments")
 
@@ -105,7 +106,8 @@ def change_canary(config_path: str, options: Any, api: str, stage: str, op: str,
     data = expanded.data
     if not isinstance(data, dict) or "apis" not in data:
         raise CanaryError("canaries need a native config (an OpenAPI document has one deployment)")
-    store = CanaryStore(state_dir_of(data, expanded.source))
+    store = open_store(data, expanded.source)
+    assert store is not None
     try:
         changes = store.changes()
         effective = apply_changes(data, changes)
@@ -121,6 +123,8 @@ def change_canary(config_path: str, options: Any, api: str, stage: str, op: str,
             raise CanaryError("the change does not compile", 400, [str(p) for p in exc.problems]) from None
         store.put(api, stage, change)
         return plan
+    except ERRORS as exc:
+        raise CanaryError(f"the canary changes are kept in Redis, which did not answer: {exc}", 503) from None
     finally:
         store.close()
 
@@ -131,11 +135,14 @@ def stored_changes(config_path: str, options: Any) -> dict[tuple[str, str], dict
     """The canary changes stored for a config (none when it has no state yet)."""
     from .config.loader import load_document
     expanded = expand(load_document(config_path), options)
-    store = CanaryStore.open_existing(state_dir_of(expanded.data, expanded.source))
+    store = open_store(expanded.data, expanded.source, create=False)
     if store is None:
         return {}
     try:
         return store.changes()
+    except ERRORS as exc:
+        log.warning("canary: the stored changes are kept in Redis, which did not answer: %s", exc)
+        return {}
     finally:
         store.close()
 
@@ -147,8 +154,13 @@ def reset_canary(config_path: str, options: Any, api: str | None, stage: str | N
     from .config.loader import ConfigError, load_document
     expanded = expand(load_document(config_path), options)
     data = expanded.data
-    store = CanaryStore.open_existing(state_dir_of(data, expanded.source)) if isinstance(data, dict) else None
-    changes = store.changes() if store is not None else {}
+    store = open_store(data, expanded.source, create=False) if isinstance(data, dict) else None
+    try:
+        changes = store.changes() if store is not None else {}
+    except ERRORS as exc:
+        if store is not None:
+            store.close()
+        raise CanaryError(f"the canary changes are kept in Redis, which did not answer: {exc}", 503) from None
     try:
         if api is None:
             targets = list(changes)
@@ -170,6 +182,8 @@ def reset_canary(config_path: str, options: Any, api: str | None, stage: str | N
         for a, s in targets:
             log.warning("canary reset on %s/%s: the stored state is dropped; the config file's stage applies", a, s)
         return plan, [f"{a}/{s}" for a, s in targets]
+    except ERRORS as exc:
+        raise CanaryError(f"the canary changes are kept in Redis, which did not answer: {exc}", 503) from None
     finally:
         if store is not None:
             store.close()

@@ -72,6 +72,8 @@ KEY_REJECTED = Counter("fastgw_api_key_rejected", "Requests refused with 403 for
 BACKEND_UP = Gauge("fastgw_state_backend_up", "1 when the state backend (Redis) answers, 0 while a worker "
                    "falls back (failMode open) or refuses (closed)", ("backend",), multiprocess_mode="livemin")
 BACKEND_ERRORS = Counter("fastgw_state_backend_errors", "Failed state backend operations", ("backend", "kind"))
+STATE_EVENTS = Counter("fastgw_state_events", "Changes other nodes announced on the Redis events channel, acted on "
+                       "by a worker (fastgw/state/channel.py)", ("kind",))
 # The stage caches (fastgw/policies/cache).
 CACHE_HITS = Counter("fastgw_cache_hits", "Requests answered from the stage cache (AWS CacheHitCount)",
                      ("api", "stage", "route"))

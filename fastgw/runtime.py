@@ -35,6 +35,9 @@ from .config.model import default_workers
 from .openapi import source
 from .openapi.source import Expanded
 from .plan import Plan
+from .state import canary as canary_store
+from .state import channel
+from .state.redisconn import link_from_data
 
 log = logging.getLogger("fastgw.deployments")
 
@@ -303,6 +306,40 @@ def _mtimes(files: list[str]) -> dict[str, float]:
         except OSError:
             out[path] = -1
     return out
+
+
+FOLLOW_STOP = threading.Event()
+
+
+def start_follow() -> threading.Thread | None:
+    """With the Redis state backend: reload when another node announces a canary change (they are
+    stored in Redis, and the reload lays them over the config file: fastgw/state/canary.py)."""
+    runtime = RUNTIME
+    assert runtime is not None
+    data = runtime.plan.data
+    link = link_from_data(data.get("state")) if isinstance(data, dict) else None
+    if link is None:
+        return None
+
+    def changed(message: dict[str, Any]) -> None:
+        if message.get("origin") == canary_store.ORIGIN:
+            return  # this process made it, and installed it already
+        what = "reconnected to Redis" if message.get("resync") else \
+            f"canary change on {message.get('api')}/{message.get('stage')} announced by {message.get('origin')}"
+        try:
+            reload_config(what)
+        except Exception:  # noqa: BLE001 - the listener keeps listening
+            log.exception("reload failed")
+
+    FOLLOW_STOP.clear()
+    thread = threading.Thread(target=channel.follow, args=(link, {"canary": changed}, FOLLOW_STOP),
+                              name="fastgw-follow", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_follow() -> None:
+    FOLLOW_STOP.set()
 
 
 def start_watch(interval: float = 0.3) -> threading.Thread:

@@ -619,11 +619,13 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
             raise fail(f"cannot listen on the admin port {where}: {exc.strerror or exc}") from None
         if runtime.WATCH:
             runtime.start_watch()
+        runtime.start_follow()  # Redis state: canary changes other nodes announce
         granian.serve(target_loader=load_app, wrap_loader=False)
     finally:
         if admin is not None:
             admin.shutdown()
             admin.server_close()
+        runtime.stop_follow()
         runtime.stop_live()
         stop_main_state(usage_state)  # after the workers: the last counts are saved
     log.info("stopped")

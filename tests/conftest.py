@@ -24,6 +24,19 @@ def upstream() -> Iterator[RecordingUpstream]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One real 6-node Redis Cluster for the whole run (started once: ~2 s); tests take it through
+    `redis_cluster` (tests/test_redis_cluster.py), which empties it and waits for it to be whole."""
+    from support.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
     """A failed test shows the end of the log of every gateway it started: a failure in a CI run

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from support.redis import RedisServer
 from support.waiting import wait_for, wait_value
 from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today
@@ -161,3 +162,60 @@ def test_a_key_created_through_one_node_works_on_all(start_gateway, upstream, re
 
     wait_for(lambda: b"zed" in stored(), what="the key in Redis's append-only file (appendfsync everysec)")
     assert value.encode() not in stored() and ALICE.encode() not in stored()
+
+
+def quota_counter(server: RedisServer) -> tuple[redis.Redis, str]:
+    client = redis.Redis.from_url(server.url)
+    return client, next(k.decode() for k in client.scan_iter(match="fastgw:{k:*}:q:basic:*"))
+
+
+def test_fail_open_admits_this_nodes_share_of_what_was_left_and_hands_it_over_once(start_gateway, upstream,
+                                                                                   redis_server):
+    # The config says 3 nodes share the Redis: cut off, this one may use a third of what is left.
+    node = start_gateway(config(upstream.address, redis_server.url, "n0", nodes=3,
+                                quota="quota: {limit: 30, period: DAY}"), workers=1, env=ENV, args=("--no-access-log",))
+    assert statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(12)]) == {200: 12}
+
+    redis_server.stop()
+    during = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(20)])
+    assert during == {200: (30 - 12) // 3, 429: 20 - (30 - 12) // 3}, during  # not unlimited, not zero
+
+    redis_server.start()
+    wait_for(lambda: usage_today(node, "alice") == 12 + 6, timeout=10)  # handed over...
+    time.sleep(2.5)  # ... once: the next hand-overs (every second) add nothing
+    assert usage_today(node, "alice") == 18
+    # The shared quota is back, exact: 12 left.
+    assert statuses(burst([node.port], 20, "/prod/orders/1", ALICE)) == {200: 12, 429: 8}
+    assert usage_today(node, "alice") == 30
+
+
+def test_a_handover_sent_again_after_a_lost_answer_counts_once(redis_server):
+    from fastgw.policies.usage.redis import RECONCILE
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        script = client.register_script(RECONCILE)
+        keys = ["fastgw:{k:x}:q:basic:1", "fastgw:{k:x}:u:basic", "fastgw:{k:x}:h:basic:1"]
+        assert script(keys=keys, args=["node-a", 5, 3600, "2026-12-07", 100]) == 5
+        assert script(keys=keys, args=["node-a", 5, 3600, "2026-12-07", 100]) == 5  # the retry: nothing added
+        assert script(keys=keys, args=["node-a", 8, 3600, "2026-12-07", 100]) == 8  # the total grew by 3
+        assert script(keys=keys, args=["node-b", 2, 3600, "2026-12-07", 100]) == 10  # another node's own total
+        assert client.hget(keys[1], "2026-12-07") == b"10"
+    finally:
+        client.close()
+
+
+def test_a_counter_never_goes_backwards_but_an_update_usage_lowers_it(start_gateway, upstream, redis_server):
+    (node,) = start_nodes(start_gateway, upstream, redis_server, 1, quota="quota: {limit: 30, period: DAY}")
+    assert statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(10)]) == {200: 10}
+    client, counter = quota_counter(redis_server)
+    try:
+        client.set(counter, 3)  # writes lost (a failover to a replica that lagged)
+        assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+        assert int(client.get(counter)) == 11  # resumed from what the node saw, not from 3
+        # An operator's UpdateUsage lowers it on purpose: that is followed.
+        assert cli(node, "usage", "alice", "--plan", "basic", "--remaining", "25").returncode == 0
+        assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+        assert int(client.get(counter)) == 6
+    finally:
+        client.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import socket
 import struct
 import time
 
@@ -32,6 +33,10 @@ class SharedTable:
     def __init__(self, path: str, mm: mmap.mmap, nslots: int):
         self.path = path
         self.nslots = nslots
+        _, _, owner, created = HEADER.unpack_from(mm, 0)
+        # Unique to this table's life (one gateway start): names the counts it hands to Redis, so that
+        # a retried hand-over is recognised (fastgw/policies/usage/redis.py RECONCILE).
+        self.identity = f"{socket.gethostname()}:{owner}:{created}"
         self._mm = mm
         view = memoryview(mm)
         self._views = [view[HEADER_BYTES:HEADER_BYTES + 16 * nslots],

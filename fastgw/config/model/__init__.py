@@ -79,6 +79,7 @@ from .usage import (
     STATE_BACKENDS,
     ApiKeyConfig,
     Quota,
+    RedisTls,
     StateConfig,
     Throttle,
     UsagePlan,
@@ -102,7 +103,8 @@ __all__ = [
     "INTERFACES", "IamConfig", "Limits", "ServerConfig", "TracingConfig", "default_workers", "env_name",
     # usage
     "API_KEY_VALUE", "AWS_METHOD_PATH", "FAIL_MODES", "QUOTA_MAX", "QUOTA_PERIODS", "STATE_BACKENDS",
-    "ApiKeyConfig", "Quota", "StateConfig", "Throttle", "UsagePlan", "UsagePlanStage", "method_throttle_key",
+    "ApiKeyConfig", "Quota", "RedisTls", "StateConfig", "Throttle", "UsagePlan", "UsagePlanStage",
+    "method_throttle_key",
     # cache
     "AWS_CACHE_SIZES", "CACHE_BACKENDS", "CACHE_CAPACITY", "CACHE_KEY_PARAMETER", "CACHE_STRATEGIES",
     "CACHE_TTL_MAX", "RouteCacheConfig", "StageCacheConfig",

@@ -33,7 +33,8 @@ class StageCacheConfig:
     invalidationTokens: list[str] = field(default_factory=list)  # fastgw's execute-api:InvalidateCache
     debugHeader: bool = False  # X-Cache: Hit | Miss
     backend: str = "local"  # local: per-worker memory; redis: plus a Redis tier shared by every node
-    url: str | None = None  # Redis URL; default: state.url
+    url: str | None = None  # Redis URL; default: state.url (and the state section's cluster and TLS settings)
+    cluster: bool = False  # with url: it names a Redis Cluster seed node
     timeoutMillis: int = 50  # per Redis operation
     path: str = ""
 
@@ -99,6 +100,7 @@ def _read_stage_cache(r: _Reader, value: Any, path: str) -> StageCacheConfig | N
         debugHeader=r.boolean(obj, "debugHeader", path, d.debugHeader),
         backend=backend,
         url=url,
+        cluster=r.boolean(obj, "cluster", path, d.cluster),
         timeoutMillis=r.integer(obj, "timeoutMillis", path, d.timeoutMillis, 1, 10_000),
         path=path,
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .reader import ROUTE_KEY, _join, _read_name_list, _Reader
 
@@ -34,6 +35,18 @@ class StateConfig:
     failMode: str = "open"  # Redis unreachable: open (per-node local limits) or closed (503)
     timeoutMillis: int = 50  # per Redis operation
     nodes: int = 1  # gateway nodes sharing the Redis: a cut-off node allows limit/nodes locally
+    cluster: bool = False  # url (and seeds) name Redis Cluster seed nodes
+    seeds: list[str] = field(default_factory=list)  # more seed nodes, "host:port"
+    username: str | None = None  # Redis ACL user (or in the URL)
+    password: str | None = None  # (or in the URL); ${env:NAME} keeps it out of the file
+    tls: RedisTls | None = None  # client TLS files; a rediss:// URL turns TLS on with the system CAs
+
+
+@dataclass(slots=True)
+class RedisTls:
+    caFile: str | None = None
+    certFile: str | None = None
+    keyFile: str | None = None
 
 
 @dataclass(slots=True)
@@ -87,15 +100,29 @@ def _read_throttle(r: _Reader, value: Any, path: str) -> Throttle | None:
 
 def _read_state(r: _Reader, value: Any) -> StateConfig:
     path = "state"
-    obj = r.mapping(value, path, ("backend", "path", "url", "failMode", "timeoutMillis", "nodes"))
+    obj = r.mapping(value, path, ("backend", "path", "url", "failMode", "timeoutMillis", "nodes", "cluster",
+                                  "seeds", "username", "password", "tls"))
     d = StateConfig()
     backend = r.string(obj, "backend", path, d.backend, choices=STATE_BACKENDS) or d.backend
     url = r.string(obj, "url", path)
+    cluster = r.boolean(obj, "cluster", path, d.cluster)
     if backend == "redis":
         if not url:
             r.error(_join(path, "url"), "is required with backend: redis (redis://host:port/db)")
         elif not url.startswith(("redis://", "rediss://", "unix://")):
             r.error(_join(path, "url"), f"must be a redis://, rediss:// or unix:// URL; got '{url}'")
+        elif cluster and (url.startswith("unix://") or urlsplit(url).path not in ("", "/", "/0")):
+            r.error(_join(path, "url"), "a Redis Cluster is reached over TCP (redis:// or rediss://) and has "
+                    f"only database 0; got '{url}'")
+    elif cluster:
+        r.error(_join(path, "cluster"), "needs backend: redis")
+    seeds = _read_name_list(r, obj, "seeds", path)
+    for i, seed in enumerate(seeds):
+        host, _, port = seed.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            r.error(_join(_join(path, "seeds"), i), f"must be host:port; got '{seed}'")
+    if seeds and not cluster:
+        r.error(_join(path, "seeds"), "are Redis Cluster seed nodes: set cluster: true")
     return StateConfig(
         backend=backend,
         path=r.string(obj, "path", path, d.path) or d.path,
@@ -103,7 +130,22 @@ def _read_state(r: _Reader, value: Any) -> StateConfig:
         failMode=r.string(obj, "failMode", path, d.failMode, choices=FAIL_MODES) or d.failMode,
         timeoutMillis=r.integer(obj, "timeoutMillis", path, d.timeoutMillis, 1, 10_000),
         nodes=r.integer(obj, "nodes", path, d.nodes, 1, 1000),
+        cluster=cluster,
+        seeds=seeds,
+        username=r.string(obj, "username", path),
+        password=r.string(obj, "password", path),
+        tls=_read_tls(r, obj.get("tls"), _join(path, "tls")),
     )
+
+
+def _read_tls(r: _Reader, value: Any, path: str) -> RedisTls | None:
+    if value is None:
+        return None
+    obj = r.mapping(value, path, ("caFile", "certFile", "keyFile"))
+    tls = RedisTls(r.string(obj, "caFile", path), r.string(obj, "certFile", path), r.string(obj, "keyFile", path))
+    if (tls.certFile is None) != (tls.keyFile is None):
+        r.error(path, "certFile and keyFile go together (a client certificate and its key)")
+    return tls
 
 
 def method_throttle_key(key: str) -> str | None:

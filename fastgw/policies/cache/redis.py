@@ -6,11 +6,12 @@ the background: the client never waits for it). Redis is an optimisation here, n
 dependency: a timeout (`timeoutMillis`, 50 ms), a refused connection or any other error is a
 miss, and after FAILURES_TO_OPEN failures in a row Redis is left alone for DOWN_SECONDS.
 
-Keys: `fastgw:cache:<api>:<stage>:g` holds the stage's generation; entries are
-`fastgw:cache:<api>:<stage>:<generation>:<blake2b-128 of the cache key>` (no hash tags: entries
-spread over a Redis Cluster). A flush increments the generation: every node reads the
-generations once a second, empties its local copies of a stage whose generation moved, and from
-then on reads and writes under the new one; the old entries expire with their TTL.
+Keys: `fastgw:cache:{gen}:<api>:<stage>` holds the stage's generation (one hash tag for all of them:
+they are read together); entries are `fastgw:cache:<api>:<stage>:<generation>:<blake2b-128 of the
+cache key>` (no hash tags: entries spread over a Redis Cluster's slots). A flush increments the
+generation and says so on the events channel (fastgw/state/channel.py): every node reads the
+generations then (and once a second anyway), empties its local copies of a stage whose generation
+moved, and from then on reads and writes under the new one; the old entries expire with their TTL.
 Values: b"FGC1", status (u16), expiry (epoch seconds, f64), header length (u32), the header
 fields as JSON, the body.
 """
@@ -25,9 +26,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis as redis_sync
-import redis.asyncio as redis_async
-from redis.exceptions import RedisError
+
+from ... import metrics
+from ...state.channel import Subscriber, publish
+from ...state.redisconn import ERRORS as REDIS_ERRORS
+from ...state.redisconn import Gate, RedisLink, async_client, sync_client
 
 if TYPE_CHECKING:
     from .stage import Fill, StageCache
@@ -40,11 +43,17 @@ HEAD = struct.Struct("!HdI")
 POOL_SIZE = 32  # connections per worker
 FAILURES_TO_OPEN = 5
 DOWN_SECONDS = 1.0
-ERRORS = (TimeoutError, RedisError, OSError, asyncio.TimeoutError)
+BACKGROUND_TIMEOUT = 1.0  # seconds, for what no request waits on
+ERRORS = REDIS_ERRORS
 
 
 def stage_prefix(sc: StageCache) -> str:
     return f"{PREFIX}{sc.api}:{sc.stage}:"
+
+
+def generation_key(sc: StageCache) -> str:
+    # Every stage's generation under one hash tag: the once-a-second MGET of them all is one slot.
+    return f"{PREFIX}{{gen}}:{sc.api}:{sc.stage}"
 
 
 def entry_key(sc: StageCache, generation: int, key: str) -> str:
@@ -73,15 +82,19 @@ class RedisTier:
     def __init__(self, stages: list[StageCache], loop: asyncio.AbstractEventLoop):
         self.stages = stages
         self.loop = loop
-        self.clients: dict[str, redis_async.Redis] = {}
+        self.clients: dict[RedisLink, Any] = {}
+        self.events: list[Subscriber] = []
+        self.gate = Gate(POOL_SIZE)
         for sc in stages:
-            assert sc.url is not None
-            if sc.url not in self.clients:
-                pool = redis_async.BlockingConnectionPool.from_url(
-                    sc.url, max_connections=POOL_SIZE, timeout=sc.timeout, socket_timeout=sc.timeout,
-                    socket_connect_timeout=sc.timeout, retry_on_timeout=False, health_check_interval=0,
-                    lib_name=None, lib_version=None)
-                self.clients[sc.url] = redis_async.Redis(connection_pool=pool)
+            assert sc.link is not None
+            if sc.link not in self.clients:
+                # Socket operations get at least a second: background work (writes, the generations'
+                # poll, the cluster's slot map) may take it; a request's GET is bounded by its own
+                # budget (`asyncio.timeout` in `get`).
+                self.clients[sc.link] = async_client(sc.link, max(sc.timeout, BACKGROUND_TIMEOUT), POOL_SIZE)
+                events = Subscriber(sc.link, loop)
+                events.on("cache", self._flushed_elsewhere)
+                self.events.append(events)
             sc.remote = self
         self.up = True
         self.failures = 0
@@ -126,9 +139,10 @@ class RedisTier:
         generation = sc.redis_generation
         if generation is None or not self.usable():
             return None
-        assert fill.key is not None and sc.url is not None
+        assert fill.key is not None and sc.link is not None
         try:
-            raw = await self.clients[sc.url].get(entry_key(sc, generation, fill.key))
+            async with asyncio.timeout(sc.timeout), self.gate:  # the budget, also through a cluster's redirects
+                raw = await self.clients[sc.link].get(entry_key(sc, generation, fill.key))
         except ERRORS as exc:
             self._failed(exc)
             return None
@@ -151,7 +165,7 @@ class RedisTier:
         self._spawn(self._put(sc, key, encode(hit, time.time() + ttl), ttl))
 
     async def _put(self, sc: StageCache, key: str, value: bytes, ttl: float) -> None:
-        assert sc.url is not None
+        assert sc.link is not None
         generation = sc.redis_generation
         if generation is None and self._poll_task is not None:
             # Just after a flush: the response was fetched after it, so it belongs to the new generation.
@@ -160,7 +174,8 @@ class RedisTier:
         if generation is None:
             return
         try:
-            await self.clients[sc.url].set(entry_key(sc, generation, key), value, px=max(1, int(ttl * 1000)))
+            async with self.gate:
+                await self.clients[sc.link].set(entry_key(sc, generation, key), value, px=max(1, int(ttl * 1000)))
         except ERRORS as exc:
             self._failed(exc)
             return
@@ -173,9 +188,9 @@ class RedisTier:
         self._spawn(self._delete(sc, entry_key(sc, generation, key)))
 
     async def _delete(self, sc: StageCache, name: str) -> None:
-        assert sc.url is not None
+        assert sc.link is not None
         try:
-            await self.clients[sc.url].delete(name)
+            await self.clients[sc.link].delete(name)
         except ERRORS as exc:
             self._failed(exc)
 
@@ -186,6 +201,13 @@ class RedisTier:
             return
         self._polling = True
         self._poll_task = self._spawn(self._poll())
+
+    def _flushed_elsewhere(self, message: dict[str, Any]) -> None:
+        """A node said it flushed a stage: read the generations now (a poll in flight may predate it)."""
+        if not message.get("resync"):
+            metrics.STATE_EVENTS.labels("cache").inc()
+        self._epoch += 1
+        self.tick()
 
     def flushed(self, sc: StageCache) -> None:
         """This host flushed the stage (the admin API moved the Redis generation first): forget the
@@ -199,9 +221,9 @@ class RedisTier:
             while True:
                 epoch = self._epoch
                 found: list[tuple[StageCache, int]] = []
-                for url, client in self.clients.items():
-                    stages = [sc for sc in self.stages if sc.url == url]
-                    values = await client.mget([stage_prefix(sc) + "g" for sc in stages])
+                for link, client in self.clients.items():
+                    stages = [sc for sc in self.stages if sc.link == link]
+                    values = await client.mget([generation_key(sc) for sc in stages])
                     found += [(sc, int(value or 0)) for sc, value in zip(stages, values, strict=True)]
                 if epoch != self._epoch:
                     continue  # a flush happened meanwhile: what was read may predate it
@@ -217,6 +239,8 @@ class RedisTier:
             self._polling = False
 
     def close(self) -> None:
+        for events in self.events:
+            events.close()
         for task in list(self._tasks):
             task.cancel()
         if self.loop.is_running():
@@ -227,12 +251,13 @@ class RedisTier:
 def flush_remote(sc: StageCache) -> str:
     """The main process's part of a flush: move the stage's generation in Redis (every node follows
     within a second). Returns "flushed" or why not."""
-    assert sc.url is not None
-    client = redis_sync.Redis.from_url(sc.url, socket_timeout=2, socket_connect_timeout=2)
+    assert sc.link is not None
+    client = sync_client(sc.link, 2.0)
     try:
-        client.incr(stage_prefix(sc) + "g")
+        client.incr(generation_key(sc))
+        publish(sc.link, "cache", client, api=sc.api, stage=sc.stage)
         return "flushed"
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         log.warning("cache flush: Redis unreachable for %s/%s: %s", sc.api, sc.stage, exc)
         return f"unreachable ({type(exc).__name__})"
     finally:

@@ -39,6 +39,7 @@ from ..._accel import LruTtlCache
 from ...config.loader import Problem
 from ...config.model import CACHE_KEY_PARAMETER, GatewayConfig
 from ...errors import GatewayError
+from ...state.redisconn import RedisLink, link_of
 
 if TYPE_CHECKING:
     from ...plan import RoutePlan, StagePlan
@@ -82,7 +83,7 @@ class StageCache:
     tokens: tuple[bytes, ...]
     debug: bool
     backend: str
-    url: str | None
+    link: RedisLink | None  # where the Redis tier is (backend: redis)
     timeout: float
     slot: int  # its generation counter in the shared area
     invalidatable: bool  # some caller may invalidate entries: hits check the invalidation times
@@ -142,15 +143,15 @@ def compile_cache(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Cache
         settings = getattr(stage_cfg, "cache", None)
         if settings is None or not settings.enabled:
             continue
-        url = settings.url or config.state.url
-        if settings.backend == "redis" and not url:
+        link = RedisLink(settings.url, settings.cluster) if settings.url else link_of(config.state)
+        if settings.backend == "redis" and link is None:
             problems.append(Problem(f"{settings.path}.url", "is required with backend: redis (or set state.url)"))
             continue
         tokens = tuple(t.encode() for t in settings.invalidationTokens)
         require = settings.requireAuthorizationForCacheControl
         sc = StageCache(api.name, stage_plan.name, settings.capacity, float(settings.ttlInSeconds), require,
                         settings.unauthorizedCacheControlHeaderStrategy, tokens, settings.debugHeader,
-                        settings.backend, url, settings.timeoutMillis / 1000, _slot(api.name, stage_plan.name),
+                        settings.backend, link, settings.timeoutMillis / 1000, _slot(api.name, stage_plan.name),
                         invalidatable=not require or bool(tokens))
         setup.stages.append(sc)
         plans = [(stage_plan, "")]

@@ -1,4 +1,5 @@
-"""The Redis backend: the same limits and quotas shared by any number of gateway nodes.
+"""The Redis backend: the same limits and quotas shared by any number of gateway nodes, on one Redis
+server or a Redis Cluster (`state.cluster`; connections: fastgw/state/redisconn.py).
 
 * One atomic Lua script per check, timed by Redis's own clock (`TIME`), so there is no
   read-then-write race between nodes (Kong #5311, APISIX #12592, boulder#7780) and no clock skew.
@@ -7,11 +8,16 @@
   script touches one slot; key-independent buckets (gateway-wide, stage/method) share `{g}`.
   A request with both kinds makes two calls: `{g}` first (AWS's order), then the key's; when the
   key's script refuses, what `{g}` took is given back.
-* Every operation has a 50 ms timeout (`state.timeoutMillis`). A failure marks Redis down for
-  one second: meanwhile `failMode: open` checks against the host's shared table with each limit
-  divided by `state.nodes` and counts usage there for the main process's Reconciler, which adds
-  it to Redis when Redis answers again; `failMode: closed` answers 503. redis-py reconnects by
-  itself on the next try.
+* Budget: all the Redis calls of one request together wait at most `state.timeoutMillis` (50 ms by
+  default; also through a cluster client's redirects and slot-map reloads). A failure marks Redis
+  down for one second: meanwhile `failMode: closed` answers 503, and `failMode: open` checks
+  against the host's shared table, each throttle divided by `state.nodes`, and the quota limited
+  to this node's share of what was left when Redis last answered (see `UsageStage._share`). What
+  was admitted then is handed to Redis by the main process's Reconciler when Redis answers again,
+  idempotently (a hand-over whose answer was lost is not counted twice).
+* Counters never go backwards: each check carries the highest count this node has seen for the
+  counter (a floor), so a counter that lost writes (a failover to a replica that lagged, a Redis
+  restart without persistence) resumes from at least what the nodes saw.
 * Quota counters live in Redis: they survive a Redis restart only with persistence on
   (`appendonly yes`; `appendfsync everysec` may lose the last second on a crash of Redis).
 """
@@ -24,11 +30,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis as redis_sync
-import redis.asyncio as redis_async
-from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
+from ...state.channel import Subscriber, publish
+from ...state.redisconn import ERRORS, Gate, async_client, link_of, sync_client
 from ...state.store import KeyRecord
 from .plan import RouteUsage, UsageSetup, day_text, ident, period_bounds, period_of
 
@@ -45,10 +51,13 @@ DOWN_SECONDS = 1.0  # after a failure, Redis is left alone this long (no 50 ms w
 USAGE_TTL = 400 * 86400  # daily usage kept for GetUsage
 SECOND_US = 1_000_000
 
-# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash]
+# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version]
 # ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
-#       >= 0: limit), offset, period, counter ttl (s), day
-# -> {0, 0, used} admitted; {i, retry_us, 0} level i refused; {n + 1, 0, used} quota refused
+#       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw),
+#       the adjustment version that floor was seen under (an UpdateUsage lowers a counter on
+#       purpose: it moves the version, and a floor from before it no longer applies)
+# -> {0, 0, used, version} admitted; {i, retry_us, 0, 0} level i refused; {n + 1, 0, used, version}
+#    quota refused
 CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -58,18 +67,19 @@ local ttl = {}
 for i = 1, n do
   local interval = tonumber(ARGV[2 * i])
   local tolerance = tonumber(ARGV[2 * i + 1])
-  if tolerance < 0 then return {i, 1000000, 0} end
+  if tolerance < 0 then return {i, 1000000, 0, 0} end
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   local next_tat = tat + interval
   local diff = next_tat - now
-  if diff > tolerance then return {i, diff - tolerance, 0} end
+  if diff > tolerance then return {i, diff - tolerance, 0, 0} end
   new[i] = next_tat
   ttl[i] = math.floor(diff / 1000) + 1000
 end
 local q = 2 * n + 2
 local mode = tonumber(ARGV[q])
 local used = 0
+local version = 0
 if mode ~= -2 then
   local current = redis.call('GET', KEYS[n + 1])
   if current then
@@ -77,7 +87,9 @@ if mode ~= -2 then
   elseif redis.call('SET', KEYS[n + 2], ARGV[q + 2], 'NX') then
     used = tonumber(ARGV[q + 1])
   end
-  if mode >= 0 and used + 1 > mode then return {n + 1, 0, used} end
+  version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
+  if version == tonumber(ARGV[q + 6]) and used < tonumber(ARGV[q + 5]) then used = tonumber(ARGV[q + 5]) end
+  if mode >= 0 and used + 1 > mode then return {n + 1, 0, used, version} end
 end
 for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
 if mode ~= -2 then
@@ -86,7 +98,7 @@ if mode ~= -2 then
   redis.call('HINCRBY', KEYS[n + 3], ARGV[q + 4], 1)
   redis.call('EXPIRE', KEYS[n + 3], 34560000)
 end
-return {0, 0, used}
+return {0, 0, used, version}
 """
 
 # Give back what a CHECK took from TAT keys: KEYS: TAT keys; ARGV: interval_us per key.
@@ -98,16 +110,25 @@ end
 return 0
 """
 
-# Usage counted while Redis was away: KEYS: counter, daily hash; ARGV: count, ttl, day, limit.
+# Usage admitted by one node while Redis was away, handed over idempotently: ARGV[2] is the node's
+# running total for this counter (never a delta), and the hash KEYS[3] remembers the last total
+# taken from each node, so a retry of a hand-over whose answer was lost adds nothing.
+# KEYS: counter, daily hash, hand-over hash; ARGV: node, total, ttl, day, limit -> the counter's value
 RECONCILE = """
-local n = tonumber(ARGV[1])
-if tonumber(ARGV[4]) >= 0 then
-  redis.call('INCRBY', KEYS[1], n)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+local total = tonumber(ARGV[2])
+local before = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if total <= before then return used end
+local n = total - before
+redis.call('HSET', KEYS[3], ARGV[1], total)
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if tonumber(ARGV[5]) >= 0 then
+  used = redis.call('INCRBY', KEYS[1], n)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('HINCRBY', KEYS[2], ARGV[3], n)
+redis.call('HINCRBY', KEYS[2], ARGV[4], n)
 redis.call('EXPIRE', KEYS[2], 34560000)
-return 0
+return used
 """
 
 
@@ -121,6 +142,14 @@ def quota_key(key_id: str, plan: str, period: int) -> str:
 
 def usage_key(key_id: str, plan: str) -> str:
     return f"{key_tag(key_id)}:u:{plan}"
+
+
+def handover_key(key_id: str, plan: str, period: int) -> str:
+    return f"{key_tag(key_id)}:h:{plan}:{period}"
+
+
+def version_key(key_id: str, plan: str) -> str:
+    return f"{key_tag(key_id)}:v:{plan}"
 
 
 def marker_key(key_id: str, plan: str) -> str:
@@ -148,14 +177,10 @@ POOL_SIZE = 32  # connections per worker; a burst queues for one instead of open
 FAILURES_TO_OPEN = 5  # consecutive failures before Redis is left alone for DOWN_SECONDS
 
 
-def _async_client(setup: UsageSetup) -> redis_async.Redis:
-    timeout = setup.state.timeoutMillis / 1000
-    # lib_name/lib_version None: no CLIENT SETINFO round trips on every new connection.
-    pool = redis_async.BlockingConnectionPool.from_url(
-        setup.state.url, max_connections=POOL_SIZE, timeout=None, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry_on_timeout=False, health_check_interval=0, lib_name=None,
-        lib_version=None)
-    return redis_async.Redis(connection_pool=pool)
+def _link(setup: UsageSetup) -> Any:
+    link = link_of(setup.state)
+    assert link is not None  # the config requires state.url with backend: redis
+    return link
 
 
 def _record(raw: bytes) -> KeyRecord:
@@ -172,7 +197,14 @@ class RedisLimiter:
         self.setup = setup
         self.loop = loop
         self.stage = stage
-        self.client = _async_client(setup)
+        self.budget = setup.state.timeoutMillis / 1000
+        # Socket operations get at least a second (the keys' poll, refunds, the cluster's slot map);
+        # a request waits at most its budget (`asyncio.timeout` in `check`).
+        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE)
+        self.gate = Gate(POOL_SIZE)
+        self.events = Subscriber(_link(setup), loop)
+        self.events.on("keys", self._keys_changed)
+        self._again = False
         self.check_script = self.client.register_script(CHECK)
         self.refund_script = self.client.register_script(REFUND)
         self.down_until = 0.0
@@ -240,40 +272,70 @@ class RedisLimiter:
         argv[0] = len(keys)
         period = period_of(binding.period_kind, now)
         keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
-                 usage_key(binding.key_id, plan.name)]
+                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name)]
         argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
-                 day_text(now)]
+                 day_text(now), *self._seen(binding, period)]
         return keys, argv, kinds
+
+    def _seen(self, binding: Binding, period: int) -> tuple[int, int]:
+        """(the highest count of the key's counter this host saw in `period` (0: none), the adjustment
+        version it was seen under); kept in the host's shared table: every worker's floor, and the
+        fail-open share's base."""
+        if binding.seen_slot < 0:
+            binding.seen_slot = self.stage._find(ident("seen", binding.key_id, binding.plan.name))
+            binding.version_slot = self.stage._find(ident("seenversion", binding.key_id, binding.plan.name))
+        slots = self.stage.slots
+        seen_period, count = slots.count_get(binding.seen_slot)
+        version_period, version = slots.count_get(binding.version_slot)
+        if seen_period != period:
+            return 0, 0
+        return count, version if version_period == period else 0
+
+    def _saw(self, binding: Binding, period: int, used: int, version: int) -> None:
+        seen, seen_version = self._seen(binding, period)
+        if version != seen_version:  # an UpdateUsage moved the counter on purpose: follow it down
+            self.stage.slots.count_set(binding.version_slot, period, version)
+            self.stage.slots.count_set(binding.seen_slot, period, used)
+        elif used > seen:
+            self.stage.slots.count_set(binding.seen_slot, period, used)
 
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
+        sent = False  # past the gate: Redis may have run what a timeout interrupted
         try:
-            if route_keys:
-                index, retry_us, _ = await self.check_script(keys=route_keys, args=route_argv)
-                if index:
-                    level = usage.levels[index - 1]
-                    self._recovered()
-                    stage._throttled(usage, "", level.kind, retry_us * 1000, (0, *gcra_us(level.rate, level.burst)))
-            if binding is not None:
-                now = time.time()
-                keys, argv, kinds = self._key_args(usage, binding, now)
-                index, retry_us, _used = await self.check_script(keys=keys, args=argv)
-                if index:
-                    if route_keys:
-                        self._give_back(route_keys, route_argv)
-                    self._recovered()
-                    if index == len(kinds) + 1:
-                        stage._quota_exceeded(usage, binding)
-                    spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
-                    stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
-        except (TimeoutError, RedisError, OSError) as exc:
+            async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
+                sent = True
+                if route_keys:
+                    index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
+                    if index:
+                        level = usage.levels[index - 1]
+                        self._recovered()
+                        stage._throttled(usage, "", level.kind, retry_us * 1000,
+                                         (0, *gcra_us(level.rate, level.burst)))
+                if binding is not None:
+                    now = time.time()
+                    keys, argv, kinds = self._key_args(usage, binding, now)
+                    index, retry_us, used, version = await self.check_script(keys=keys, args=argv)
+                    if index == 0 or index == len(kinds) + 1:
+                        self._saw(binding, argv[-5], used, version)
+                    if index:
+                        if route_keys:
+                            self._give_back(route_keys, route_argv)
+                        self._recovered()
+                        if index == len(kinds) + 1:
+                            stage._quota_exceeded(usage, binding)
+                        spec = (0, argv[1 + 2 * (index - 1)], argv[2 + 2 * (index - 1)])
+                        stage._throttled(usage, binding.plan.name, kinds[index - 1], retry_us * 1000, spec)
+        except ERRORS as exc:
             self._failed(exc)
             if self.setup.state.failMode == "closed":
                 from ...errors import GatewayError
 
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
-            stage.check_local(usage, binding, True)
+            # A timeout is ambiguous (Redis may have counted the request): admitted within the
+            # node's share, but not handed to Redis later, so it is never counted twice.
+            stage.check_local(usage, binding, True, unsure=sent and isinstance(exc, TimeoutError | RedisTimeout))
             return
         self._recovered()
 
@@ -285,14 +347,24 @@ class RedisLimiter:
 
     async def _refund(self, keys: list[str], intervals: list[int]) -> None:
         try:
-            await self.refund_script(keys=keys, args=intervals)
-        except (TimeoutError, RedisError, OSError) as exc:
+            async with self.gate:
+                await self.refund_script(keys=keys, args=intervals)
+        except ERRORS as exc:
             self._failed(exc)
 
     # -- runtime keys -------------------------------------------------------------------------------
-    def poll_keys(self) -> None:
-        """Called each second: reload the keys when their version in Redis moved."""
-        if self._polling or not self.usable():
+    def _keys_changed(self, message: dict[str, Any]) -> None:
+        if not message.get("resync"):
+            metrics.STATE_EVENTS.labels("keys").inc()
+        self.poll_keys(again=True)
+
+    def poll_keys(self, again: bool = False) -> None:
+        """Called each second, and at once when another node says the keys changed (`again`: a poll
+        in flight may have read the version before the change, so it polls once more)."""
+        if self._polling:
+            self._again = self._again or again
+            return
+        if not self.usable():
             return
         self._polling = True
         task = self.loop.create_task(self._poll())
@@ -301,22 +373,29 @@ class RedisLimiter:
 
     async def _poll(self) -> None:
         try:
-            version = await self.client.get(KEYS_VERSION)
-            version_n = int(version or 0)
-            if version_n != self.keys_version:
-                records = [_record(raw) for raw in (await self.client.hgetall(KEYS_HASH)).values()]
+            async with asyncio.timeout(max(self.budget, 1.0)), self.gate:  # off the request path: may wait longer
+                version = await self.client.get(KEYS_VERSION)
+                version_n = int(version or 0)
+                records = None
+                if version_n != self.keys_version:
+                    records = [_record(raw) for raw in (await self.client.hgetall(KEYS_HASH)).values()]
+            if records is not None:
                 self.keys_version = version_n
                 self.stage._build_keys(records)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except ERRORS as exc:
             self._failed(exc)
         finally:
             self._polling = False
+        if self._again:
+            self._again = False
+            self.poll_keys()
 
     def tick(self) -> None:
         if not self.up and time.monotonic() >= self.down_until:
             self.poll_keys()  # a cheap probe: reconnects, and flips the state back when it answers
 
     def close(self) -> None:
+        self.events.close()
         for task in list(self._tasks):
             task.cancel()
         if self.loop.is_running():
@@ -328,8 +407,8 @@ class Reconciler:
     def __init__(self, setup: UsageSetup, persister: Any):
         self.setup = setup
         self.persister = persister
-        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self.script = self.client.register_script(RECONCILE)
+        self.client = sync_client(_link(setup), 0.5)
+        self._script: Any = None  # registered on first use: a cluster client is made then
         self.version: int | None = None
         self.runtime: list[KeyRecord] = []
 
@@ -341,13 +420,16 @@ class Reconciler:
             if version != self.version:
                 self.runtime = [_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()]
                 self.version = version
-        except (RedisError, OSError):
+        except ERRORS:
             pass
         pairs = [(k.id, p) for k in setup.keys for p in k.plans if p in setup.plans]
         pairs += [(r.id, p) for r in self.runtime for p in r.plans if p in setup.plans]
         return pairs
 
     def _push(self, table: SharedTable) -> None:
+        """Hand each counter's admitted-while-away total to Redis. `pending` (workers) is this table's
+        running total per period, `pushed` what Redis confirmed; Redis keeps the last total per table
+        (RECONCILE), so sending a total again after a lost answer adds nothing."""
         slots = table.slots
         now = time.time()
         setup = self.persister.setup or self.setup
@@ -355,18 +437,30 @@ class Reconciler:
             slot = slots.lookup(ident("pending", key_id, plan_name))
             if slot < 0:
                 continue
-            period, count = slots.count_take(slot)
-            if not count:
+            period, total = slots.count_get(slot)
+            pushed_slot = slots.find(ident("pushed", key_id, plan_name))
+            pushed_period, pushed = slots.count_get(pushed_slot)
+            if total <= (pushed if pushed_period == period else 0):
                 continue
             plan = setup.plans.get(plan_name)
             kind = plan.quota.period if plan is not None and plan.quota is not None else "DAY"
             limit = plan.quota.limit if plan is not None and plan.quota is not None else -1
             try:
-                self.script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name)],
-                            args=[count, counter_ttl(kind, period, now), day_text(now), limit])
-            except (RedisError, OSError):
-                slots.count_acquire(slot, period, -1, count, 0)  # still away: keep it for the next try
-                return
+                if self._script is None:
+                    self._script = self.client.register_script(RECONCILE)
+                used = int(self._script(keys=[quota_key(key_id, plan_name, period), usage_key(key_id, plan_name),
+                                             handover_key(key_id, plan_name, period)],
+                                       args=[table.identity, total, counter_ttl(kind, period, now), day_text(now),
+                                             limit]))
+            except ERRORS:
+                return  # still away: the totals stay in the table for the next try
+            # The count Redis now has first, then what it confirmed: a worker's share computed in
+            # between counts the hand-over twice (too little allowed), never zero times.
+            seen_slot = slots.find(ident("seen", key_id, plan_name))
+            seen_period, seen = slots.count_get(seen_slot)
+            if limit >= 0 and (seen_period != period or used > seen):
+                slots.count_set(seen_slot, period, used)
+            slots.count_set(pushed_slot, period, total)
 
     def tick(self, table: SharedTable, pairs: list[tuple[str, str]]) -> None:
         self._push(table)
@@ -385,7 +479,8 @@ class RedisBackend:
 
     def __init__(self, setup: UsageSetup):
         self.setup = setup
-        self.client = redis_sync.Redis.from_url(setup.state.url, socket_timeout=2, socket_connect_timeout=2)
+        self.link = _link(setup)
+        self.client = sync_client(self.link, 2.0)
 
     def list_keys(self) -> list[KeyRecord]:
         return sorted((_record(raw) for raw in self.client.hgetall(KEYS_HASH).values()), key=lambda r: r.created)
@@ -397,6 +492,7 @@ class RedisBackend:
         pipe.hset(KEYS_HASH, record.id, raw)
         pipe.incr(KEYS_VERSION)
         pipe.execute()
+        publish(self.link, "keys", self.client)
 
     def update_key(self, key_id: str, *, enabled: bool | None = None, delete: bool = False) -> bool:
         raw = self.client.hget(KEYS_HASH, key_id)
@@ -411,6 +507,7 @@ class RedisBackend:
             pipe.hset(KEYS_HASH, key_id, orjson.dumps(data))
         pipe.incr(KEYS_VERSION)
         pipe.execute()
+        publish(self.link, "keys", self.client)
         return True
 
     def daily_usage(self, key_id: str, plan: str, first: str, last: str) -> dict[str, int]:
@@ -423,8 +520,11 @@ class RedisBackend:
         return int(value) if value is not None else None
 
     def set_remaining(self, key_id: str, plan: str, kind: str, period: int, used: int) -> str:
-        self.client.set(quota_key(key_id, plan, period), used, ex=counter_ttl(kind, period, time.time()))
-        self.client.set(marker_key(key_id, plan), period, nx=True)
+        pipe = self.client.pipeline(transaction=True)  # one hash tag: one slot, so MULTI works on a cluster
+        pipe.set(quota_key(key_id, plan, period), used, ex=counter_ttl(kind, period, time.time()))
+        pipe.set(marker_key(key_id, plan), period, nx=True)
+        pipe.incr(version_key(key_id, plan))  # the nodes' floors from before this change stop applying
+        pipe.execute()
         return "applied"
 
     def close(self) -> None:

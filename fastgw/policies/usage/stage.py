@@ -12,7 +12,8 @@ last check) is only counted when every throttle admitted the request.
 Local backend: every bucket and counter lives in the host's shared table (fastgw/state/shm.py),
 so all workers enforce one limit; a check is a few dict lookups and the kernels' atomic calls.
 Redis backend: one Lua script per check (fastgw/policies/usage/redis.py), with the local table as the
-fallback while Redis is unreachable (`failMode: open`) or a 503 (`failMode: closed`).
+fallback while Redis is unreachable (`failMode: open`: this node's share of every limit and of the
+quota left) or a 503 (`failMode: closed`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Binding:
     (idents are stable, slots never move) and kept: the next requests go straight to the kernels."""
 
     __slots__ = ("key_id", "plan", "quota_limit", "quota_offset", "period_kind", "plan_slot", "quota_slot",
-                 "methods", "chains", "fallback_chains", "redis_tag")
+                 "methods", "chains", "fallback_chains", "redis_tag", "seen_slot",
+                 "version_slot")
 
     def __init__(self, key_id: str, plan: UsagePlanDef, methods: dict[str, Any]):
         self.key_id = key_id
@@ -65,6 +67,8 @@ class Binding:
         self.chains: dict[str, tuple[tuple, tuple]] = {}
         self.fallback_chains: dict[str, tuple[tuple, tuple]] = {}
         self.redis_tag = "{k:" + key_id + "}"
+        self.seen_slot = -1  # Redis backend: the highest count of the key's counter this host saw
+        self.version_slot = -1  # and the counter's adjustment version then
 
 
 class KeyEntry:
@@ -285,10 +289,11 @@ class UsageStage:
         self.rejected[key] = self.rejected.get(key, 0) + 1
         raise FORBIDDEN
 
-    def check_local(self, usage: RouteUsage, binding: Binding | None, fallback: bool = False) -> None:
+    def check_local(self, usage: RouteUsage, binding: Binding | None, fallback: bool = False,
+                    unsure: bool = False) -> None:
         """Every level and the quota against the host's shared table, in one kernel call.
-        `fallback` (Redis unreachable, failMode open): each limit is this node's share
-        (limit / nodes), and the quota is counted for the reconciler but not enforced."""
+        `fallback` (Redis unreachable, failMode open): each throttle is this node's share
+        (limit / nodes), and so is the quota (`_share`)."""
         which = 1 if fallback else 0
         if binding is None:
             chain = usage.chains[which]
@@ -305,13 +310,42 @@ class UsageStage:
         if now >= periods.until_ns:
             periods.refresh(time.time())
         period = periods.current[binding.period_kind]
-        limit = UNLIMITED if fallback else binding.quota_limit
-        index, value = self.slots.admit(now, built[0], binding.quota_slot, period, limit, binding.quota_offset)
+        if fallback:
+            quota_slot, limit = self._share(binding, period, unsure)
+            index, value = self.slots.admit(now, built[0], quota_slot, period, limit, 0)
+        else:
+            index, value = self.slots.admit(now, built[0], binding.quota_slot, period, binding.quota_limit,
+                                            binding.quota_offset)
         if index >= 0:
             self._refused(usage, binding, built, index, value)
-        if fallback:
-            slot = self._find(ident("pending", binding.key_id, binding.plan.name))
-            self.slots.count_acquire(slot, period, UNLIMITED, 1, 0)
+
+    def _share(self, binding: Binding, period: int, unsure: bool) -> tuple[int, int]:
+        """Redis unreachable, failMode open: the counter a request is counted in, and its limit, so that
+        this node admits at most its share, (quota - the highest count it saw) // nodes, of what was
+        left. Counters in the host's table, per key and plan, for the current period:
+            seen     the highest count Redis answered (workers; the Reconciler after a hand-over)
+            pending  admitted here while Redis was away, a running total the Reconciler hands over
+            pushed   the part of `pending` Redis confirmed
+            unsure   admitted after a timeout (Redis may have counted it already): never handed over,
+                     but part of the share used, so an ambiguous request is never counted twice
+        Worst case, with every node cut off at once, the nodes together admit what was left (less the
+        rounding); workers of one node racing here may pass it by one each."""
+        slots = self.slots
+        key_id, plan = binding.key_id, binding.plan.name
+        pending = self._find(ident("pending", key_id, plan))
+        unsure_slot = self._find(ident("unsure", key_id, plan))
+        target = unsure_slot if unsure else pending
+        if binding.quota_limit < 0:
+            return target, UNLIMITED
+
+        def count(slot: int) -> int:
+            counted_period, n = slots.count_get(slot)
+            return n if counted_period == period else 0
+
+        seen = count(self._find(ident("seen", key_id, plan)))
+        used_here = count(pending) - count(self._find(ident("pushed", key_id, plan))) + count(unsure_slot)
+        left = max(0, binding.quota_limit - seen) // self._local_divisor - used_here
+        return target, count(target) + max(0, left)
 
     def _chain(self, usage: RouteUsage, binding: Binding, fallback: bool) -> tuple[tuple, tuple]:
         """The levels of one key on one route: the route's own, then the plan's and the plan's
