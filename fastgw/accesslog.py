@@ -5,8 +5,9 @@ formatted and written together every FLUSH_SECONDS, or once FLUSH_RECORDS are wa
 single write(2), so a busy worker does not pay a system call per request or per loop iteration, and a
 line is never split between workers. Each (stage, route) gets a formatter made once
 (`LineFormat`, remembered in `formats`), which holds the fields that depend on the route only, already
-serialised. A configurable format (AWS's `accessLogSettings.format`) is another such formatter,
-chosen in `formatter`.
+serialised. A stage's own format (AWS's `accessLogSettings.format`, compiled once by
+`compile_access_format` into literal text and value getters) is a CustomLineFormat, chosen in
+`formatter`.
 
 No line is lost at shutdown: the worker's stop flushes what is left, waiting (a bounded time) for a
 full pipe instead of dropping it. While serving, a full non-blocking pipe keeps the rest for the next
@@ -18,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import select
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ._accel import access_line
+from .httpsyntax import header
 
 if TYPE_CHECKING:
     from .plan import RoutePlan, StagePlan
@@ -74,6 +78,170 @@ class LineFormat:
                 principal = str(principal)
         return access_line(request_id, down.client, request_time, now, down.method, down.path, self.fixed, status,
                            down.protocol, length, elapsed, integration_latency, self.principal, principal)
+
+
+# AWS console's presets for a stage's `accessLogSettings.format` (REST), by name.
+PRESETS = {
+    "CLF": '$context.identity.sourceIp $context.identity.caller $context.identity.user [$context.requestTime] '
+           '"$context.httpMethod $context.resourcePath $context.protocol" $context.status $context.responseLength '
+           '$context.requestId',
+    "JSON": '{ "requestId":"$context.requestId", "ip": "$context.identity.sourceIp", '
+            '"caller":"$context.identity.caller", "user":"$context.identity.user",'
+            '"requestTime":"$context.requestTime", "httpMethod":"$context.httpMethod",'
+            '"resourcePath":"$context.resourcePath", "status":"$context.status",'
+            '"protocol":"$context.protocol", "responseLength":"$context.responseLength" }',
+    "XML": '<request id="$context.requestId"> <ip>$context.identity.sourceIp</ip> '
+           '<caller>$context.identity.caller</caller> <user>$context.identity.user</user> '
+           '<requestTime>$context.requestTime</requestTime> <httpMethod>$context.httpMethod</httpMethod> '
+           '<resourcePath>$context.resourcePath</resourcePath> <status>$context.status</status> '
+           '<protocol>$context.protocol</protocol> <responseLength>$context.responseLength</responseLength> </request>',
+    "CSV": '$context.identity.sourceIp,$context.identity.caller,$context.identity.user,$context.requestTime,'
+           '$context.httpMethod,$context.resourcePath,$context.protocol,$context.status,$context.responseLength,'
+           '$context.requestId',
+}
+VARIABLE = re.compile(r"\$context\.([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9_-]*)*)")
+# What a record knows, by variable: (record, request time text) -> value (None is logged "-", as AWS does).
+Getter = Callable[[tuple[Any, ...], str], Any]
+
+
+def _millis_int(seconds: float) -> int:
+    return int(seconds * 1000 + 0.5)
+
+
+def _header(name: str) -> Getter:
+    return lambda record, _: header(record[1].headers, name)
+
+
+def _principal(record: tuple[Any, ...], _: str) -> Any:
+    auth = getattr(record[1], "auth", None)
+    return auth.principal_id if auth is not None else None
+
+
+def _authorizer_field(name: str) -> Getter:
+    def get(record: tuple[Any, ...], _: str) -> Any:
+        auth = getattr(record[1], "auth", None)
+        context = getattr(auth, "context", None) if auth is not None else None
+        return context.get(name) if isinstance(context, dict) else None
+    return get
+
+
+def _identity(name: str) -> Getter:
+    """$context.identity.* an authorizer asserted (AWS_IAM: caller, user, userArn, accountId, accessKey)."""
+    def get(record: tuple[Any, ...], _: str) -> Any:
+        auth = getattr(record[1], "auth", None)
+        return auth.identity.get(name) if auth is not None else None
+    return get
+
+
+def _xray(record: tuple[Any, ...], _: str) -> Any:
+    trace = getattr(record[1], "trace", None)
+    return getattr(trace, "xray_trace_id", None) if trace is not None else None
+
+
+GETTERS: dict[str, Getter] = {
+    "requestId": lambda r, _: r[0],
+    "extendedRequestId": lambda r, _: r[0],
+    "identity.sourceIp": lambda r, _: r[1].client,
+    "identity.userAgent": _header("user-agent"),
+    "requestTime": lambda _, t: t,
+    "requestTimeEpoch": lambda r, _: int(r[8] * 1000),
+    "httpMethod": lambda r, _: r[1].method,
+    "path": lambda r, _: r[1].path,
+    "protocol": lambda r, _: r[1].protocol,
+    "domainName": _header("host"),
+    "domainPrefix": lambda r, _: (header(r[1].headers, "host") or "").split(".", 1)[0].split(":", 1)[0] or None,
+    "status": lambda r, _: r[4],
+    "responseLength": lambda r, _: r[5],
+    "responseLatency": lambda r, _: _millis_int(r[6]),
+    "integrationLatency": lambda r, _: _millis_int(r[7]) if r[7] >= 0 else None,
+    "integration.latency": lambda r, _: _millis_int(r[7]) if r[7] >= 0 else None,
+    "resourcePath": lambda r, _: r[3].resource_path if r[3] is not None else None,
+    "routeKey": lambda r, _: r[3].key if r[3] is not None else None,
+    "stage": lambda r, _: r[2].name if r[2] is not None else None,
+    "apiId": lambda r, _: r[2].api.name if r[2] is not None else None,
+    "deploymentId": lambda r, _: r[2].deployment if r[2] is not None else None,
+    "isCanaryRequest": lambda r, _: ("true" if r[2].is_canary else "false") if r[2] is not None else None,
+    "authorizer.principalId": _principal,
+    **{f"identity.{name}": _identity(name) for name in ("caller", "user", "userArn", "accountId", "accessKey")},
+    "xrayTraceId": _xray,
+}
+# AWS's other access-log variables (aws.md c.6): accepted, logged "-" (fastgw has no value for them).
+KNOWN_WITHOUT_VALUE = frozenset((
+    "accountId", "awsEndpointRequestId", "error.message", "error.messageString", "error.responseType",
+    "error.validationErrorString", "identity.apiKey", "identity.apiKeyId",
+    "identity.cognitoAuthenticationProvider", "identity.cognitoAuthenticationType", "identity.cognitoIdentityId",
+    "identity.cognitoIdentityPoolId", "identity.principalOrgId",
+    "identity.clientCert.clientCertPem", "identity.clientCert.subjectDN", "identity.clientCert.issuerDN",
+    "identity.clientCert.serialNumber", "identity.clientCert.validity.notBefore",
+    "identity.clientCert.validity.notAfter", "resourceId", "wafResponseCode", "webaclArn", "authorize.error",
+    "authorize.latency", "authorize.status", "authorizer.error", "authorizer.integrationLatency",
+    "authorizer.integrationStatus", "authorizer.latency", "authorizer.requestId", "authorizer.status",
+    "authenticate.error", "authenticate.latency", "authenticate.status", "customDomain.basePathMatched",
+    "integration.error", "integration.integrationStatus", "integration.requestId", "integration.status",
+    "integrationErrorMessage", "integrationStatus", "waf.error", "waf.latency", "waf.status", "dataProcessed",
+))
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def compile_access_format(text: str) -> tuple[tuple[str, Getter | None], ...]:
+    """A stage's `accessLogSettings.format` (or a preset name) -> (literal, getter) pairs, in order; the
+    last pair's getter is None. ValueError names what AWS would refuse: no $context.requestId or
+    extendedRequestId, a variable it does not know, a line break."""
+    text = PRESETS.get(text, text)
+    if "\n" in text or "\r" in text:
+        raise ValueError("must be one line (no line breaks)")
+    names = VARIABLE.findall(text)
+    if "requestId" not in names and "extendedRequestId" not in names:
+        raise ValueError("must contain $context.requestId or $context.extendedRequestId (as AWS requires), or "
+                         f"be one of the presets {', '.join(PRESETS)}")
+    parts: list[tuple[str, Getter | None]] = []
+    last = 0
+    for match in VARIABLE.finditer(text):
+        name = match.group(1)
+        getter = GETTERS.get(name)
+        if getter is None and name.startswith("authorizer.") and name.count(".") == 1:
+            getter = _authorizer_field(name.split(".", 1)[1])  # a Lambda authorizer's context key
+        if getter is None and name not in KNOWN_WITHOUT_VALUE:
+            raise ValueError(f"unknown variable $context.{name} (see README \"Access log\" for the variables)")
+        parts.append((text[last:match.start()], getter or _nothing))
+        last = match.end()
+    parts.append((text[last:], None))
+    return tuple(parts)
+
+
+def _nothing(record: tuple[Any, ...], _: str) -> Any:
+    return None
+
+
+class CustomLineFormat:
+    """A stage's own `accessLogSettings.format`: the text with each `$context` variable substituted (a
+    missing value is `-`, as AWS logs it). Values cannot break the line: control characters are escaped,
+    and in a format that is a JSON object (begins with `{`) so are quotes and backslashes."""
+
+    __slots__ = ("json", "parts")
+
+    def __init__(self, parts: tuple[tuple[str, Getter | None], ...]):
+        self.parts = parts
+        self.json = parts[0][0].lstrip().startswith("{")
+
+    def __call__(self, record: tuple[Any, ...], request_time: str) -> bytes:
+        out = []
+        for literal, getter in self.parts:
+            out.append(literal)
+            if getter is None:
+                break
+            value = getter(record, request_time)
+            if value is None:
+                out.append("-")
+                continue
+            value = value if value.__class__ is str else str(value)
+            if self.json:
+                value = orjson.dumps(value).decode()[1:-1]
+            elif CONTROL.search(value):
+                value = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+            out.append(value)
+        out.append("\n")
+        return "".join(out).encode()
 
 
 class AccessLog:
@@ -128,14 +296,16 @@ class AccessLog:
             except RuntimeError:
                 self.flush()
 
-    def formatter(self, stage: StagePlan | None, route: RoutePlan | None) -> LineFormat:
-        """The line format of a (stage, route): where a stage's own format (issue 17) will be chosen."""
+    def formatter(self, stage: StagePlan | None, route: RoutePlan | None) -> LineFormat | CustomLineFormat:
+        """The line format of a (stage, route): the stage's own `accessLogSettings.format` if it has one,
+        else fastgw's JSON line."""
         key = (stage, route)
         found = self.formats.get(key)
         if found is None:
             if len(self.formats) >= FORMATS_MAX:
                 self.formats.clear()
-            found = self.formats[key] = LineFormat(stage, route)
+            parts = stage.access_format if stage is not None else None
+            found = self.formats[key] = CustomLineFormat(parts) if parts is not None else LineFormat(stage, route)
         return found
 
     def format(self) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._accel import Router
+from .accesslog import compile_access_format
 from .config.loader import ConfigError, Document, Problem, resolve_env
 from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, RouteAuth, Stage, read_config, read_selection
 from .config.model.reader import _Reader
@@ -158,8 +159,14 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
                     known.add(str(p))
                     problems.append(p)
             stage_plan.tracing = compile_tracing(stage.tracingEnabled, config.server.tracing)
+            if stage.accessLogFormat is not None:
+                try:
+                    stage_plan.access_format = compile_access_format(stage.accessLogFormat)
+                except ValueError as exc:
+                    problems.append(Problem(f"{stage.path}.accessLogSettings.format", str(exc)))
             if canary_plan is not None:
                 canary_plan.tracing = stage_plan.tracing
+                canary_plan.access_format = stage_plan.access_format
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
             if canary_plan is not None:

@@ -62,6 +62,7 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    access_format: Any = None  # accessLogSettings.format compiled (fastgw/accesslog.py); None: the JSON line
     tracing: TracePlan | None = None  # X-Ray header / OTLP export (fastgw/tracing.py); None: not traced
     websocket: WsStagePlan | None = None  # a WebSocket API's stage (its routes; `router` has @connections)
 

@@ -4,6 +4,7 @@ lost when a busy worker is stopped with SIGTERM (both interfaces)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import threading
@@ -14,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from fastgw.accesslog import AccessLog, clf_time
+from fastgw.accesslog import PRESETS, AccessLog, CustomLineFormat, clf_time, compile_access_format
 
 
 def _reference(request_id, down, stage, route, status, length, elapsed, integration_latency, now) -> dict:
@@ -43,8 +44,8 @@ class _Plan:
         self.__dict__.update(fields)
 
 
-STAGE = _Plan(api=SimpleNamespace(name="shop"), name="prod", is_canary=False)
-CANARY = _Plan(api=SimpleNamespace(name='we"ird\\api'), name="b\u00e9ta", is_canary=True)
+STAGE = _Plan(api=SimpleNamespace(name="shop"), name="prod", is_canary=False, access_format=None)
+CANARY = _Plan(api=SimpleNamespace(name='we"ird\\api'), name="b\u00e9ta", is_canary=True, access_format=None)
 ROUTE = _Plan(resource_path="/items/{id}", key="GET /items/{id}", authorizer=None)
 GUARDED = _Plan(resource_path="/x", key="ANY /x", authorizer=object())
 
@@ -132,3 +133,111 @@ def test_no_line_is_lost_when_a_busy_worker_stops(start_gateway, upstream, inter
     assert len(answered) >= 200
     missing = [request_id for request_id in answered if request_id not in logged]
     assert not missing, f"{len(missing)} of {len(answered)} answered requests have no log line"
+
+
+# -- a stage's own format (accessLogSettings.format, issue 17) --------------------------------------------
+def _custom(text: str, down, stage=STAGE, route=ROUTE, status=200, length=13, elapsed=0.0124, latency=0.0101):
+    now = 1_796_000_000.25
+    line = CustomLineFormat(compile_access_format(text))(
+        ("req-1", down, stage, route, status, length, elapsed, latency, now), clf_time(now))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    return line[:-1].decode()
+
+
+def _web_down(**fields):
+    base = {"client": "10.1.2.3", "method": "GET", "path": "/prod/items/42", "protocol": "HTTP/1.1", "auth": None,
+            "headers": [("host", "api.example.com"), ("user-agent", "curl/8")], "trace": None}
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_the_aws_console_presets_render_as_aws_writes_them() -> None:
+    down = _web_down()
+    time_text = clf_time(1_796_000_000.25)
+    assert _custom("CLF", down) == (f'10.1.2.3 - - [{time_text}] "GET /items/{{id}} HTTP/1.1" 200 13 req-1')
+    assert _custom("CSV", down) == f"10.1.2.3,-,-,{time_text},GET,/items/{{id}},HTTP/1.1,200,13,req-1"
+    record = json.loads(_custom("JSON", down))
+    assert record == {"requestId": "req-1", "ip": "10.1.2.3", "caller": "-", "user": "-", "requestTime": time_text,
+                      "httpMethod": "GET", "resourcePath": "/items/{id}", "status": "200", "protocol": "HTTP/1.1",
+                      "responseLength": "13"}
+    xml = _custom("XML", down)
+    assert xml.startswith('<request id="req-1"> <ip>10.1.2.3</ip>') and "<status>200</status>" in xml
+
+
+def test_a_custom_format_substitutes_every_variable_fastgw_knows() -> None:
+    auth = SimpleNamespace(principal_id="user-7", context={"tenant": "acme"}, identity={"caller": "AIDA1"})
+    down = _web_down(auth=auth, trace=SimpleNamespace(xray_trace_id="1-5759e988-bd862e3fe1be46a994272793"))
+    text = ("$context.requestId $context.domainName $context.domainPrefix $context.identity.userAgent "
+            "$context.responseLatency $context.integrationLatency $context.routeKey $context.stage $context.apiId "
+            "$context.authorizer.principalId $context.authorizer.tenant $context.identity.caller "
+            "$context.xrayTraceId $context.requestTimeEpoch $context.waf.status $context.isCanaryRequest")
+    assert _custom(text, down).split(" ") == [
+        "req-1", "api.example.com", "api", "curl/8", "12", "10", "GET", "/items/{id}", "prod", "shop", "user-7", "acme",
+        "AIDA1", "1-5759e988-bd862e3fe1be46a994272793", "1796000000250", "-", "false"]
+
+
+def test_values_cannot_break_a_line_or_a_json_format() -> None:
+    down = _web_down(path='/prod/x"y\\z\n{"forged":1}\x01', headers=[("user-agent", 'a"b\r\nX')])
+    line = _custom('{"id":"$context.requestId","path":"$context.path","ua":"$context.identity.userAgent"}', down)
+    assert json.loads(line) == {"id": "req-1", "path": '/prod/x"y\\z\n{"forged":1}\x01', "ua": 'a"b\r\nX'}
+    plain = _custom("$context.requestId $context.identity.userAgent", down)
+    assert plain == 'req-1 a"b\\x0d\\x0aX'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("$context.status", "must contain $context.requestId or $context.extendedRequestId"),
+    ("$context.requestId $context.nope", "unknown variable $context.nope"),
+    ("$context.requestId\n$context.status", "must be one line"),
+])
+def test_a_format_aws_would_refuse_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compile_access_format(text)
+    assert set(PRESETS) == {"CLF", "JSON", "XML", "CSV"}
+
+
+def test_a_stage_format_is_what_the_gateway_writes(start_gateway, upstream) -> None:
+    gateway = start_gateway(f"""
+apis:
+  - name: shop
+    type: REST
+    stages:
+      prod: {{accessLogSettings: {{format: CLF}}}}
+      beta: {{}}
+    routes:
+      - route: GET /items/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream.address}/items/{{id}}"}}
+""")
+    prod = httpx.get(f"{gateway.url}/prod/items/1", timeout=10)
+    beta = httpx.get(f"{gateway.url}/beta/items/1", timeout=10)
+    wanted = (prod.headers["x-amzn-requestid"], beta.headers["x-amzn-requestid"])
+
+    def lines() -> list[str]:
+        return [line for line in gateway.stdout().splitlines() if any(w in line for w in wanted)]
+
+    deadline = time.monotonic() + 20
+    while len(lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    clf, default = sorted(lines(), key=lambda line: line.startswith("{"))
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+ \+0000\] "GET /items/\{id\} HTTP/1\.1" 200 \d+ ' + wanted[0], clf)
+    assert json.loads(default)["requestId"] == wanted[1]  # a stage without a format keeps the JSON line
+
+
+def test_a_bad_stage_format_is_refused_naming_its_place(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "gw.yaml"
+    path.write_text("""
+apis:
+  - name: shop
+    type: HTTP
+    stages:
+      prod: {accessLogSettings: {format: "$context.status"}}
+    routes:
+      - route: GET /x
+        integration: {type: MOCK}
+""")
+    result = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "apis[0].stages.prod.accessLogSettings.format" in result.stderr
+    assert "must contain $context.requestId" in result.stderr

@@ -78,6 +78,7 @@ class Stage:
     canary: Canary | None = None
     cache: StageCacheConfig | None = None  # issue 5: the stage cache
     tracingEnabled: bool = False  # AWS X-Ray: the X-Amzn-Trace-Id header upstream (fastgw/tracing.py)
+    accessLogFormat: str | None = None  # accessLogSettings.format: a $context format or preset (fastgw/accesslog.py)
 
 
 @dataclass(slots=True)
@@ -354,7 +355,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
                 r.error(where, "the $default stage exists only in HTTP APIs")
                 continue
             spec = r.mapping(stage_value, where, ("variables", "description", "throttle", "cache", "deployment",
-                                                  "canary", "tracingEnabled"))
+                                                  "canary", "tracingEnabled", "accessLogSettings"))
             variables = r.string_map(spec, "variables", where)
             for var in variables:
                 if not re.match(r"^[A-Za-z0-9_]{1,64}$", var):
@@ -365,6 +366,8 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
                                 _read_canary(r, spec.get("canary"), _join(where, "canary"))))
             stages[-1].cache = _read_stage_cache(r, spec.get("cache"), _join(where, "cache"))
             stages[-1].tracingEnabled = r.boolean(spec, "tracingEnabled", where, False)
+            logs = r.mapping(spec.get("accessLogSettings"), _join(where, "accessLogSettings"), ("format",))
+            stages[-1].accessLogFormat = r.string(logs, "format", _join(where, "accessLogSettings"))
 
     routes: list[Route] = []
     routes_path = _join(path, "routes")
