@@ -4,8 +4,8 @@ lost when a busy worker is stopped with SIGTERM (both interfaces)."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import threading
 import time
