@@ -270,12 +270,11 @@ class RsgiWebSocket(RsgiDownstream):
 
 
 class AsgiWebSocket(AsgiDownstream):
-    __slots__ = ("scope",)
+    __slots__ = ()
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         scope.setdefault("method", "GET")  # an ASGI websocket scope has no method: a POST upgrade looks the same
         super().__init__(scope, receive, send)
-        self.scope = scope
         self.protocol = "HTTP/1.1"
         self.scheme = "https" if scope.get("scheme") == "wss" else "http"
 
