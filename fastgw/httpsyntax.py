@@ -18,7 +18,7 @@ UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 HEX = frozenset("0123456789abcdefABCDEF")
 
 
-FIELD_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token; used with fullmatch
 # A field value holds visible characters, spaces, tabs and obs-text (0x80-0xFF) only: no CR, LF,
 # NUL or other control characters, nothing latin-1 cannot carry (RFC 9110 §5.5).
 BAD_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
@@ -28,7 +28,8 @@ def safe_field(name: str, value: str) -> bool:
     """A header a mapping, a template or a function produced may go out: a token for its name, and a
     value of visible characters, spaces and tabs only (a CR, LF or NUL would split the message: header
     injection; other control characters make granian refuse the whole response)."""
-    return bool(FIELD_NAME.match(name)) and not BAD_FIELD_VALUE.search(value)
+    # fullmatch, not match with "$": "$" also matches before a final "\n", which let "name\n" out.
+    return bool(FIELD_NAME.fullmatch(name)) and not BAD_FIELD_VALUE.search(value)
 
 
 def bad_request(message: str) -> GatewayError:

@@ -592,3 +592,12 @@ def test_fuzz_mappings_and_backend_headers_never_break_the_response(start_gatewa
 
     one()
     state["client"].close()
+
+
+def test_a_field_name_ending_in_a_newline_is_not_safe() -> None:
+    """A regular expression anchored with "$" also matches before a final newline: the name check
+    must take the whole name (the fuzz test above found "0\\n" going out and granian refusing it)."""
+    from fastgw.httpsyntax import safe_field
+
+    assert safe_field("x-ok", "v") and safe_field("0", "chunked")
+    assert not safe_field("x-ok\n", "v") and not safe_field("0\n", "chunked") and not safe_field("x\r", "v")
