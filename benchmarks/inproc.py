@@ -10,7 +10,12 @@ kernel work per request: not granian's Rust side, not the kernel's sockets. ``--
 under ``valgrind --tool=callgrind`` twice (300 and 3,300 requests) and divides the difference by
 3,000, so start-up cancels out. Scenarios: ``hit`` (the harness's cache-hit route, filled once),
 ``plain`` (the same route without the cache), ``full`` (API key, usage-plan throttle and quota) and
-``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer).
+``jwt`` (``plain`` behind a JWT authorizer, one remembered token: its keys are put in place, no issuer),
+``default`` (README.md's first configuration example as written, on whichever interface it compiles
+to, with its access log written to /dev/null; benchmarks/readme.py) and ``default-tuned`` (the same
+without the access log, as the harness's fastgw-default-tuned; CPU policy does not apply in-process),
+``traced`` (``plain`` with OTLP span export at 1 % sampling; the exporter thread is counted too) and
+``xray`` (``plain`` on a stage with ``tracingEnabled``: X-Ray and traceparent headers on every request).
 Without ``--upstream-port`` a small asyncio upstream runs in the same process (its own cost is then
 counted too; give the port of a real upstream such as the harness's nginx for ``plain``/``full``).
 docs/PERF.md records what it measured.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -44,7 +50,7 @@ class _Headers:
 class _Scope:
     proto = "http"
     method = "GET"
-    path = "/prod/items/42"
+    path = "/prod/items/42"  # benchmarks/readme.py REQUEST_PATH too
     query_string = ""
     client = "127.0.0.1:50000"
     scheme = "http"
@@ -53,6 +59,24 @@ class _Scope:
 
     def __init__(self, headers: list[tuple[str, str]]):
         self.headers = _Headers(headers)
+
+
+class _Receive:
+    async def __call__(self) -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _asgi_send(message: dict[str, Any]) -> None:
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise SystemExit(f"the gateway answered {message['status']}")
+
+
+def _asgi_scope(scope: _Scope) -> dict[str, Any]:
+    """granian's ASGI scope for the same request (granian builds it in Rust: not counted)."""
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 50000), "scheme": "http", "method": scope.method,
+            "root_path": "", "path": scope.path, "raw_path": scope.path.encode(), "query_string": b"",
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()], "state": {}}
 
 
 class _Proto:
@@ -74,6 +98,10 @@ def config(scenario: str, port: int, state_dir: str) -> dict[str, Any]:
         api["authorizers"] = {"main": {"type": "jwt", "jwtConfiguration": {"issuer": ISSUER, "audience": ["bench"]}}}
         route["authorizer"] = "main"
         route["authorizationScopes"] = ["read"]
+    elif scenario == "traced":  # `plain` with OTLP export at 1 % sampling (to a port nobody listens on)
+        data["server"]["tracing"] = {"otlpEndpoint": "http://127.0.0.1:9/v1/traces", "sampleRate": 0.01}
+    elif scenario == "xray":  # `plain` on a stage with tracingEnabled: trace headers on every request
+        api["stages"]["prod"]["tracingEnabled"] = True
     elif scenario == "full":
         data["state"] = {"backend": "local", "path": state_dir}
         api["apiKeySource"] = "HEADER"
@@ -96,34 +124,63 @@ async def _upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 
 async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
+    from fastgw.accesslog import AccessLog
     from fastgw.pipeline import Gateway
     from fastgw.runtime import compile_file
-    from fastgw.server import RsgiApp
+    from fastgw.server import GC_THRESHOLD, AsgiApp, RsgiApp
+
+    from .readme import ENV, default_config
 
     server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
     port = upstream_port or server.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="fastgw-inproc-") as work:
-        path = os.path.join(work, "gateway.json")
-        with open(path, "w") as f:
-            json.dump(config(scenario, port, os.path.join(work, "state")), f)
-        app = RsgiApp(Gateway(compile_file(path, {}), None))
+        if scenario.startswith("default"):
+            os.environ.update(ENV)
+            path = os.path.join(work, "gateway.yaml")
+            with open(path, "w") as f:
+                f.write(default_config(f"127.0.0.1:{port}"))
+        else:
+            path = os.path.join(work, "gateway.json")
+            with open(path, "w") as f:
+                json.dump(config(scenario, port, os.path.join(work, "state")), f)
+        plan = compile_file(path, {})
+        logged = plan.server.accessLog and scenario != "default-tuned"
+        access_log = AccessLog(os.open(os.devnull, os.O_WRONLY)) if logged else None
+        gateway = Gateway(plan, access_log)
         loop = asyncio.get_running_loop()
-        app.__rsgi_init__(loop)
         headers = [("host", "127.0.0.1:8080"), ("user-agent", "wrk"), ("accept", "*/*")]
         if scenario == "full":
             headers.append(("x-api-key", KEY))
         if scenario == "jwt":
             headers.append(("authorization", "Bearer " + _jwt_token()))
-        scope, proto = _Scope(headers), _Proto()
+        scope = _Scope(headers)
+        if plan.interface == "rsgi":
+            app = RsgiApp(gateway)
+            app.__rsgi_init__(loop)
+            proto = _Proto()
+
+            def one() -> Any:
+                return app.__rsgi__(scope, proto)
+        else:
+            asgi = AsgiApp(gateway)
+            gateway.start(loop)
+            asgi_scope, receive = _asgi_scope(scope), _Receive()
+
+            def one() -> Any:
+                return asgi(asgi_scope, receive, _asgi_send)
+        # as the worker does at start (fastgw/server.py load_app)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         try:
             started = time.perf_counter()
             for _ in range(n):
-                await app.__rsgi__(scope, proto)
+                await one()
             elapsed = time.perf_counter() - started
             if os.environ.get("FASTGW_INPROC_TIME"):
-                print(f"{scenario}: {elapsed / n * 1e6:.1f} µs per request ({n} requests)")
+                print(f"{scenario} ({plan.interface}): {elapsed / n * 1e6:.1f} µs per request ({n} requests)")
         finally:
-            app.__rsgi_del__(loop)
+            gateway.stop()
             server.close()
 
 
@@ -160,7 +217,7 @@ def count(scenario: str, upstream_port: int | None) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt"))
+    ap.add_argument("scenario", choices=("hit", "plain", "full", "jwt", "default", "default-tuned", "traced", "xray"))
     ap.add_argument("n", type=int, nargs="?", default=3000, help="requests (default 3000)")
     ap.add_argument("--upstream-port", type=int, help="a real upstream on 127.0.0.1 (default: one in-process)")
     ap.add_argument("--count", action="store_true", help="instructions per request under callgrind")

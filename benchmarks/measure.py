@@ -483,12 +483,23 @@ def run_wrk(
         run.upstream_requests = max(0, up_req1 - up_req0 - 1)  # minus our own second status request
     run.wrk_cpu_cores = round(wrk_cpu_s / elapsed, 3)
     run.cores = core_shares(cores0, cores1)
-    if subject_core and subject_core in run.cores and run.cpu_cores is not None:
-        run.foreign_cores = round(max(0.0, run.cores[subject_core]["task"] - run.cpu_cores), 3)
-    if load_core and load_core in run.cores:
+    # subject_core / load_core: one /proc/stat row ("cpu1") or several ("cpu2,cpu3": --cores)
+    subject_busy = _task_share(run.cores, subject_core)
+    if subject_busy is not None and run.cpu_cores is not None:
+        run.foreign_cores = round(max(0.0, subject_busy - run.cpu_cores), 3)
+    load_busy = _task_share(run.cores, load_core)
+    if load_busy is not None:
         ours = run.wrk_cpu_cores + (run.upstream_cpu_cores or 0.0)
-        run.foreign_load_cores = round(max(0.0, run.cores[load_core]["task"] - ours), 3)
+        run.foreign_load_cores = round(max(0.0, load_busy - ours), 3)
     return run
+
+
+def _task_share(cores: Mapping[str, Mapping[str, float]], names: str | None) -> float | None:
+    """The summed task share of the named cores, or None when any is unknown."""
+    if not names:
+        return None
+    rows = [cores.get(name) for name in names.split(",")]
+    return sum(row["task"] for row in rows if row is not None) if all(rows) else None
 
 
 def _bound(duration_s: float) -> float:
@@ -554,8 +565,8 @@ def _parse_wrk(run: WrkRun, raw: str) -> None:
 
 
 def warm_up(wrk: str, url: str, duration_s: float, connections: int, cpus: str | None,
-            headers: Mapping[str, str]) -> None:
-    cmd = wrk_command(wrk, url, duration_s, connections, 1, cpus, headers, None)
+            headers: Mapping[str, str], threads: int = 1) -> None:
+    cmd = wrk_command(wrk, url, duration_s, connections, threads, cpus, headers, None)
     _run_bounded(cmd, _bound(duration_s))
 
 

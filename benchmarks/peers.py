@@ -56,15 +56,15 @@ http {{
 """
 
 
-def _nginx_launch(nginx: str, work: Path, name: str, server_block: str) -> Launch:
+def _nginx_launch(nginx: str, work: Path, name: str, server_block: str, workers: int = 1) -> Launch:
     tmp = work / f"nginx-{name}"
     tmp.mkdir(parents=True, exist_ok=True)
     path = work / f"nginx-{name}.conf"
-    path.write_text(_nginx_conf(tmp, server_block))
+    path.write_text(_nginx_conf(tmp, server_block, workers))
     return Launch(cmd=[nginx, "-e", str(tmp / "error.log"), "-c", str(path)], config=path)
 
 
-def nginx_upstream(nginx: str, work: Path, name: str, port: int) -> Launch:
+def nginx_upstream(nginx: str, work: Path, name: str, port: int, workers: int = 1) -> Launch:
     """The fixed upstream: 13 B text at /, 1 KiB JSON at /json, 64 KiB at /big (and stub_status)."""
     www = work / "www"
     write_static_files(www)
@@ -77,10 +77,10 @@ def nginx_upstream(nginx: str, work: Path, name: str, port: int) -> Launch:
         location = {STUB_STATUS_PATH} {{ stub_status; }}
         location = {jwt_bench.JWKS_PATH} {{ default_type application/json; alias {www}/jwks.json; }}
     }}"""
-    return _nginx_launch(nginx, work, name, block)
+    return _nginx_launch(nginx, work, name, block, workers)
 
 
-def nginx_proxy(nginx: str, work: Path, port: int, upstream_port: int) -> Launch:
+def nginx_proxy(nginx: str, work: Path, port: int, upstream_port: int, workers: int = 1) -> Launch:
     block = f"""    upstream be {{
         server 127.0.0.1:{upstream_port};
         keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s;
@@ -95,13 +95,13 @@ def nginx_proxy(nginx: str, work: Path, port: int, upstream_port: int) -> Launch
             proxy_buffers 16 16k;
         }}
     }}"""
-    return _nginx_launch(nginx, work, "proxy", block)
+    return _nginx_launch(nginx, work, "proxy", block, workers)
 
 
 # ---------------------------------------------------------------------------------------- haproxy
-def haproxy(haproxy_bin: str, work: Path, port: int, upstream_port: int) -> Launch:
+def haproxy(haproxy_bin: str, work: Path, port: int, upstream_port: int, workers: int = 1) -> Launch:
     conf = f"""global
-    nbthread 1
+    nbthread {workers}
     maxconn 8000
 defaults
     mode http
@@ -123,7 +123,7 @@ backend be
 
 
 # ---------------------------------------------------------------------------------------- caddy
-def caddy(caddy_bin: str, work: Path, port: int, upstream_port: int) -> Launch:
+def caddy(caddy_bin: str, work: Path, port: int, upstream_port: int, workers: int = 1) -> Launch:
     conf = f"""{{
 \tadmin off
 \tauto_https off
@@ -142,7 +142,7 @@ http://127.0.0.1:{port} {{
     path = work / "Caddyfile"
     path.write_text(conf)
     return Launch(cmd=[caddy_bin, "run", "--config", str(path), "--adapter", "caddyfile"],
-                  env={"GOMAXPROCS": "1"}, config=path)
+                  env={"GOMAXPROCS": str(workers)}, config=path)
 
 
 # ---------------------------------------------------------------------------------------- granian
@@ -152,31 +152,34 @@ http://127.0.0.1:{port} {{
 CPU_SCHEDULING = "batch"
 
 
-def granian_hello(granian_bin: str, port: int) -> Launch:
+def granian_hello(granian_bin: str, port: int, workers: int = 1) -> Launch:
     """The ceiling: granian's RSGI server with an app that answers from memory."""
     return Launch(cmd=[
-        granian_bin, "--interface", "rsgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws",
+        granian_bin, "--interface", "rsgi", "--workers", str(workers), "--loop", "uvloop", "--http", "1", "--no-ws",
         "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
         "--working-dir", str(BENCH_DIR), "hello_app:app",
     ])
 
 
-def granian_floor(granian_bin: str, port: int, app_dir: Path, upstream_port: int) -> Launch:
+def granian_floor(granian_bin: str, port: int, app_dir: Path, upstream_port: int, workers: int = 1) -> Launch:
     """The floor: granian with the smallest upstream leg it can have (benchmarks/floor_app.pyx)."""
     return Launch(cmd=[
-        granian_bin, "--interface", "rsgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws",
+        granian_bin, "--interface", "rsgi", "--workers", str(workers), "--loop", "uvloop", "--http", "1", "--no-ws",
         "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
         "--working-dir", str(app_dir), "floor_app:app",
     ], env={"FLOOR_UPSTREAM_PORT": str(upstream_port), "FLOOR_CPU_SCHEDULING": CPU_SCHEDULING})
 
 
 # ---------------------------------------------------------------------------------------- fastgw
-def fastgw_serve(fastgw_bin: str, config: Path, port: int, admin_port: int) -> Launch:
-    """fastgw started the way users start it."""
+def fastgw_serve(fastgw_bin: str, config: Path, port: int, admin_port: int, workers: int = 1,
+                 tuned: bool = True, env: Mapping[str, str] | None = None) -> Launch:
+    """fastgw started the way users start it. `tuned`: with the documented fast settings (no access log,
+    SCHED_BATCH workers); without, the config file alone decides (the `default` scenarios)."""
+    tuning = ["--no-access-log", "--cpu-scheduling", CPU_SCHEDULING] if tuned else []
     return Launch(cmd=[
-        fastgw_bin, "serve", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--admin-port", str(admin_port), "--no-access-log", "--cpu-scheduling", CPU_SCHEDULING,
-    ], config=config)
+        fastgw_bin, "serve", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--admin-port", str(admin_port), *tuning,
+    ], env=dict(env or {}), config=config)
 
 
 def write_yaml(path: Path, data: Mapping[str, Any], comment: str = "") -> Path:

@@ -147,11 +147,18 @@ def markdown(data: dict[str, Any]) -> str:
     reps, duration = settings.get("reps"), settings.get("duration_s")
     out.append(
         f"{reps} interleaved repetition(s) of {duration:g} s after a {settings.get('warmup_s', 0):g} s warm-up; "
-        f"`wrk -t1 -c{settings.get('connections')} --latency` and the upstream nginx on core "
+        f"`wrk -t{settings.get('wrk_threads', 1)} -c{settings.get('connections')} --latency` and the upstream nginx "
+        "on core "
         f"{settings.get('load_cpus')}, the contender alone on core {settings.get('contender_cpus')}. "
         "Medians over the repetitions; ratios are to the nginx proxy in the same run."
         if reps else ""
     )
+    out.append("")
+    runs = data.get("runs", [])
+    dropped = [r for r in runs if r.get("discarded")]
+    out.append(f"Runs dropped for noise (and run again): {len(dropped)} of {len(runs)}"
+               + (": " + "; ".join(f"{r['contender']} {r['body']} ({r['discarded']})" for r in dropped[:10])
+                  + (" ..." if len(dropped) > 10 else "") if dropped else "") + ".")
     out.append("")
     out += ["## Machine", "", "| | |", "|---|---|"]
     out.append(f"| CPU | {machine.get('cpus')} × {machine.get('cpu_model')} |")
@@ -215,6 +222,18 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["~ other processes on the machine used more than 5 % of a core during some repetitions even "
                 "after the retries; their req/s is lower than it would be on a quiet machine, CPU µs/req "
                 "much less affected.", ""]
+    paired = paired_ratios(data)
+    if paired:
+        out += ["## Per-round ratios (the paired rig)", "",
+                "Each round ran every contender once, back to back; each ratio is taken within one round "
+                "(req/s ÷ nginx's, nginx's CPU µs/req ÷ the contender's), then the median and range over the "
+                "rounds: drift between rounds cancels (docs/PERF.md).", "",
+                "| body | contender | rounds | req/s × nginx (median, range) | CPU × nginx (median, range) "
+                "| CPU µs/req (median) |", "|---|---|---:|---:|---:|---:|"]
+        for r in paired:
+            out.append(f"| {r['body']} | {r['label']} | {r['rounds']} | {r['rps'][0]:.3f} ({r['rps'][1]:.2f}–"
+                       f"{r['rps'][2]:.2f}) | {_paired_cell(r['cpu'])} | {_fmt(r['cpu_us'], '.1f')} |")
+        out.append("")
     if notes:
         out += ["## Not measured", ""] + [f"- {text}" for text in notes.values()] + [""]
     for contender in data.get("contenders", []):
@@ -224,6 +243,36 @@ def markdown(data: dict[str, Any]) -> str:
             "CPU × nginx = nginx's CPU µs/req ÷ the contender's (higher is better, like req/s). "
             "⚠ marks runs with errors or failed sanity checks; they are reported, not dropped.", ""]
     return "\n".join(out)
+
+
+def paired_ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-round ratios to nginx, for runs of two rounds or more: one row per (body, contender)."""
+    runs = [r for r in data.get("runs", []) if not r.get("discarded") and r.get("rps")]
+    if (data.get("settings", {}).get("reps") or 0) < 2:
+        return []
+    labels = {c["name"]: c["label"] for c in data.get("contenders", [])}
+    nginx = {(r["body"], r["rep"]): r for r in runs if r["contender"] == "nginx"}
+    rows = []
+    for body in data.get("bodies", {}):
+        for name in labels:
+            if name == "nginx":
+                continue
+            pairs = [(r, nginx[(body, r["rep"])]) for r in runs
+                     if r["contender"] == name and r["body"] == body and (body, r["rep"]) in nginx]
+            if len(pairs) < 2:
+                continue
+            rps = [r["rps"] / n["rps"] for r, n in pairs]
+            cpu = [n["cpu_us_per_req"] / r["cpu_us_per_req"] for r, n in pairs
+                   if r.get("cpu_us_per_req") and n.get("cpu_us_per_req")]
+            rows.append({"body": body, "contender": name, "label": labels[name], "rounds": len(pairs),
+                         "rps": (_median(rps), min(rps), max(rps)),
+                         "cpu": (_median(cpu), min(cpu), max(cpu)) if cpu else None,
+                         "cpu_us": _median([r.get("cpu_us_per_req") for r, _ in pairs])})
+    return rows
+
+
+def _paired_cell(values: tuple[float, float, float] | None) -> str:
+    return f"{values[0]:.3f} ({values[1]:.2f}–{values[2]:.2f})" if values else "n/a"
 
 
 KIND_COLOURS = {"fastgw": "#1f77b4", "granian-hello": "#ff7f0e", "granian-floor": "#2ca02c"}

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import jwt_bench, measure, peers, report, tools
+from . import jwt_bench, measure, peers, readme, report, tools
 
 BENCH_DIR, REPO_ROOT = tools.BENCH_DIR, tools.REPO_ROOT
 
@@ -62,7 +62,7 @@ class Check:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-ConfigBuilder = Callable[[str], dict[str, Any]]  # upstream base URL -> fastgw config
+ConfigBuilder = Callable[[str], "dict[str, Any] | str"]  # upstream base URL -> fastgw config (data or YAML text)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ class Contender:
     note: str = ""
     dashboard: bool = False  # the admin dashboard is open (polled every 2 s) during the timed runs
     redis_cluster: bool = False  # needs the harness's Redis Cluster (6 redis-server on the load side)
+    tuned: bool = True  # fastgw: served with --no-access-log --cpu-scheduling batch (False: as the file says)
+    env: Mapping[str, str] = field(default_factory=dict)  # fastgw: environment the config needs
 
     def path_for(self, body: str) -> str:
         return self.paths.get(body, BODIES[body].path)
@@ -146,6 +148,11 @@ def full_redis_cluster_config(upstream: str) -> dict[str, Any]:
                        "seeds": [u.removeprefix("redis://").removesuffix("/0") for u in urls[1:3]],
                        "path": ".fastgw-state-cluster", "timeoutMillis": 200}
     return config
+
+
+def readme_config(upstream: str) -> str:
+    """README.md's first configuration example as written (benchmarks/readme.py), on the harness's upstream."""
+    return readme.default_config(upstream.removeprefix("http://"))
 
 
 def cache_hit_config(upstream: str) -> dict[str, Any]:
@@ -275,6 +282,13 @@ CONTENDERS: tuple[Contender, ...] = (
               checks=(Check("unknown route is 404", "/no/such/route", 404),)),
     Contender("fastgw-plain-asgi", "fastgw plain HTTP_PROXY (ASGI)", "fastgw", config=plain_asgi_config,
               checks=(Check("unknown route is 404", "/no/such/route", 404),)),
+    # README.md's first example exactly as a new user runs it (access log on, default CPU policy, the
+    # interface `auto` picks), and the same file served with the documented fast settings (issue 18)
+    Contender("fastgw-default", "fastgw default config (README's first example, as written)", "fastgw",
+              bodies=("13",), paths={"13": readme.REQUEST_PATH}, config=readme_config, tuned=False, env=readme.ENV,
+              checks=(Check("unknown route is 404", "/prod/no/such/route", 404),)),
+    Contender("fastgw-default-tuned", "fastgw README example, tuned (no access log, cpuScheduling batch)", "fastgw",
+              bodies=("13",), paths={"13": readme.REQUEST_PATH}, config=readme_config, env=readme.ENV),
     Contender("fastgw-full", "fastgw full path (param + API key + throttle + quota + metrics)", "fastgw",
               bodies=("13",), paths={"13": "/prod/items/42"}, headers={"x-api-key": BENCH_API_KEY},
               config=full_config, later_issue=4,
@@ -335,6 +349,7 @@ class Options:
     strict: bool
     chart: bool
     argv: list[str]
+    cores: int = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -351,6 +366,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--duration", type=float, help="seconds per timed run (default 10; --quick: 1)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 2; --quick: 0.5)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--cores", type=int, default=1, metavar="N",
+                        help="give each contender N cores and N workers (nginx/granian/fastgw workers, HAProxy "
+                             "threads, GOMAXPROCS), and the load side (wrk threads, upstream nginx workers) N "
+                             "others: needs 2N CPUs (default 1)")
     parser.add_argument("--quiet-wait", type=float, metavar="SECONDS",
                         help="before each timed run, wait up to this long for other processes to leave the "
                              "cores idle (default 30; --quick: 0)")
@@ -365,7 +384,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--no-install", action="store_true", help="never apt-get install missing programs")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a contender fails its checks or a run has errors")
+                        help="exit 1 when a fastgw contender (or the floor) fails its checks or a run of it has "
+                             "non-2xx answers or connection errors; never on a timing or a peer's problem")
     parser.add_argument("--list", action="store_true", help="list the contenders and exit")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="only write DIR/results.md and chart.png again from DIR/results.json")
@@ -402,7 +422,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     else:
         bodies = ["13"] if args.quick else list(BODIES)
 
-    for name in ("reps", "connections"):
+    for name in ("reps", "connections", "cores"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.duration is not None and args.duration <= 0:
@@ -424,6 +444,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         strict=args.strict,
         chart=not args.no_chart,
         argv=list(argv) if argv is not None else sys.argv[1:],
+        cores=args.cores,
     )
 
 
@@ -493,14 +514,20 @@ class Harness:
         self.fastgw_python: str | None = None
         self.granian_bin: str | None = None
         self.floor_dir: Path | None = None
-        self.load_cpus: str | None = "0"
-        self.subject_cpus: str | None = "1"
         self.admin_ports: dict[str, int] = {}
+        # wrk and the upstream on the first N CPUs, the contender on the next N (N = --cores)
+        n = opts.cores
+        self.load_cpus: str | None = ",".join(str(cpu) for cpu in range(n))
+        self.subject_cpus: str | None = ",".join(str(cpu) for cpu in range(n, 2 * n))
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare(self) -> bool:
         """Find or install every program; False when the harness itself cannot run."""
-        if (os.cpu_count() or 1) < 2:
+        if (os.cpu_count() or 1) < 2 * self.opts.cores:
+            if self.opts.cores > 1:
+                say(f"error: --cores {self.opts.cores} needs {2 * self.opts.cores} CPUs; this machine has "
+                    f"{os.cpu_count()}")
+                return False
             say("warning: fewer than 2 CPUs: nothing is pinned, the figures are not comparable")
             self.load_cpus = self.subject_cpus = None
         wanted = ["wrk", "nginx"] + (["taskset"] if self.load_cpus else [])
@@ -638,11 +665,15 @@ class Harness:
             if c.kind != "fastgw" or self.status[c.name].state != "ok" or c.config is None:
                 continue
             path = self.work / f"fastgw-{c.name}.yaml"
-            peers.write_yaml(path, c.config(f"http://127.0.0.1:{self.upstream_port}"),
-                             comment=f"benchmark scenario {c.name}: {c.label}\nwritten by python -m benchmarks")
+            config = c.config(f"http://127.0.0.1:{self.upstream_port}")
+            comment = f"benchmark scenario {c.name}: {c.label}\nwritten by python -m benchmarks"
+            if isinstance(config, str):
+                path.write_text("".join(f"# {line}\n" for line in comment.splitlines()) + config)
+            else:
+                peers.write_yaml(path, config, comment=comment)
             self.status[c.name].config = path.read_text()
             result = subprocess.run([self.fastgw_bin, "validate", str(path)], capture_output=True, text=True,
-                                    timeout=60, cwd=self.work)
+                                    timeout=60, cwd=self.work, env={**os.environ, **c.env})
             if result.returncode == 0:
                 out = result.stdout.strip()
                 self.status[c.name].interface = out.rsplit("interface ", 1)[-1].rstrip(")") if "interface " in out \
@@ -660,25 +691,26 @@ class Harness:
     # -- servers -------------------------------------------------------------------------------
     def launch(self, c: Contender, port: int) -> peers.Launch:
         nginx = self.tools.get("nginx") or "nginx"
+        workers = self.opts.cores
         if c.kind == "nginx-proxy":
-            return peers.nginx_proxy(nginx, self.work, port, self.upstream_port)
+            return peers.nginx_proxy(nginx, self.work, port, self.upstream_port, workers)
         if c.kind == "direct":
             return peers.nginx_upstream(nginx, self.work, "direct", port)
         if c.kind == "haproxy":
-            return peers.haproxy(self.tools.get("haproxy") or "haproxy", self.work, port, self.upstream_port)
+            return peers.haproxy(self.tools.get("haproxy") or "haproxy", self.work, port, self.upstream_port, workers)
         if c.kind == "caddy":
-            return peers.caddy(self.tools.get("caddy") or "caddy", self.work, port, self.upstream_port)
+            return peers.caddy(self.tools.get("caddy") or "caddy", self.work, port, self.upstream_port, workers)
         if c.kind == "granian-hello":
             assert self.granian_bin is not None
-            return peers.granian_hello(self.granian_bin, port)
+            return peers.granian_hello(self.granian_bin, port, workers)
         if c.kind == "granian-floor":
             assert self.granian_bin is not None and self.floor_dir is not None
-            return peers.granian_floor(self.granian_bin, port, self.floor_dir, self.upstream_port)
+            return peers.granian_floor(self.granian_bin, port, self.floor_dir, self.upstream_port, workers)
         if c.kind == "fastgw":
             assert self.fastgw_bin is not None
             self.admin_ports[c.name] = measure.free_port()
             return peers.fastgw_serve(self.fastgw_bin, self.work / f"fastgw-{c.name}.yaml", port,
-                                      self.admin_ports[c.name])
+                                      self.admin_ports[c.name], workers, c.tuned, c.env)
         raise ValueError(f"unknown contender kind {c.kind!r}")
 
     def start_contenders(self, servers: measure.ServerSet) -> dict[str, measure.Server]:
@@ -754,7 +786,7 @@ class Harness:
         say(f"warm-up: {len(cells)} x {self.opts.warmup:g} s")
         for cell in cells:
             measure.warm_up(wrk, cell.url, self.opts.warmup, self.opts.connections, self.load_cpus,
-                            cell.contender.headers)
+                            cell.contender.headers, threads=self.opts.cores)
         say(f"timing: {self.opts.reps} interleaved round(s) x {len(cells)} cells x {self.opts.duration:g} s "
             f"(about {_fmt_secs(total * (self.opts.duration + 0.5))})")
         progress = Progress(total)
@@ -791,8 +823,8 @@ class Harness:
                 wrk, cell.url, self.opts.duration, self.opts.connections, self.load_cpus,
                 cell.contender.headers, script, subject=cell.server,
                 upstream=upstream if uses_upstream else None, upstream_status_port=self.upstream_port,
-                subject_core=f"cpu{self.subject_cpus}" if self.subject_cpus else None,
-                load_core=f"cpu{self.load_cpus}" if self.load_cpus else None,
+                subject_core=_core_names(self.subject_cpus), load_core=_core_names(self.load_cpus),
+                threads=self.opts.cores,
             )
         finally:
             if viewer is not None:
@@ -834,7 +866,8 @@ class Harness:
         self.work.mkdir(parents=True, exist_ok=True)
         say(f"fastgw benchmarks -> {self.out}")
         say(f"plan: {', '.join(c.name for c in opts.contenders)}; bodies {','.join(opts.bodies)}; "
-            f"{opts.reps} x {opts.duration:g} s after {opts.warmup:g} s warm-up; wrk -t1 -c{opts.connections}")
+            f"{opts.reps} x {opts.duration:g} s after {opts.warmup:g} s warm-up; "
+            f"wrk -t{opts.cores} -c{opts.connections}; {opts.cores} core(s) and worker(s) per contender")
         say("programs:")
         if not self.prepare():
             self._write_outputs(error="required programs are missing")
@@ -849,7 +882,7 @@ class Harness:
         with measure.ServerSet(self.work) as servers:
             self.upstream_port = measure.free_port()
             upstream_launch = peers.nginx_upstream(self.tools.get("nginx") or "nginx", self.work, "upstream",
-                                                   self.upstream_port)
+                                                   self.upstream_port, opts.cores)
             say(f"upstream: nginx on 127.0.0.1:{self.upstream_port}, core {self.load_cpus} (with wrk)")
             try:
                 upstream = servers.start("upstream", upstream_launch.cmd, self.upstream_port, self.load_cpus)
@@ -888,10 +921,37 @@ class Harness:
         say(paths["markdown_text"])
         say(f"results: {paths['json']}\n         {paths['markdown']}"
             + (f"\n         {paths['chart']}" if paths.get("chart") else ""))
-        if opts.strict and (any(s.state == "failed" or s.failed_bodies for s in self.status.values())
-                            or any(r["flags"] for r in self.runs if not r.get("discarded"))):
-            return 1
+        if opts.strict:
+            problems = self.strict_problems()
+            for problem in problems:
+                say(f"strict: {problem}")
+            if problems:
+                return 1
         return 0
+
+    def strict_problems(self) -> list[str]:
+        """What makes `--strict` fail: a fastgw contender (or the floor, built from fastgw's kernels)
+        that did not validate, start or pass its checks, or a run of one that had a non-2xx answer, a
+        connection error or no completed request, or whose requests did not reach the upstream as they
+        should. Never a timing (wrk's socket timeouts on a loaded machine included), never a peer's
+        problem (nginx, HAProxy, Caddy are not under test)."""
+        ours = {c.name for c in self.opts.contenders if c.kind in ("fastgw", "granian-floor")}
+        problems = []
+        for name in sorted(ours):
+            status = self.status[name]
+            if status.state in ("failed", "unavailable"):
+                problems.append(f"{name}: {status.state}: {status.reason}")
+            problems += [f"{name} {body}: {reason}" for body, reason in status.failed_bodies.items()]
+        for run in self.runs:
+            if run["contender"] not in ours or run.get("discarded"):
+                continue
+            errors = {k: v for k, v in (run.get("socket_errors") or {}).items() if v and k != "timeout"}
+            if run.get("non2xx") or errors or not run.get("requests"):
+                problems.append(f"{run['contender']} {run['body']} round {run['rep']}: {run.get('non2xx') or 0} "
+                                f"non-2xx, socket errors {errors or 'none'}, {run.get('requests')} requests")
+            problems += [f"{run['contender']} {run['body']}: {flag}" for flag in run["flags"]
+                         if "reached the upstream" in flag]
+        return problems
 
     def _write_outputs(self, error: str | None = None, started_at: str | None = None,
                        machine: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -903,7 +963,8 @@ class Harness:
             "error": error,
             "settings": {
                 "reps": self.opts.reps, "duration_s": self.opts.duration, "warmup_s": self.opts.warmup,
-                "connections": self.opts.connections, "wrk_threads": 1, "quiet_wait_s": self.opts.quiet_wait,
+                "connections": self.opts.connections, "wrk_threads": self.opts.cores, "cores": self.opts.cores,
+                "quiet_wait_s": self.opts.quiet_wait,
                 "retries": self.opts.retries,
                 "bodies": self.opts.bodies,
                 "load_cpus": self.load_cpus, "contender_cpus": self.subject_cpus, "quick": self.opts.quick,
@@ -935,6 +996,11 @@ class Harness:
             else:
                 out["chart"] = chart
         return out
+
+
+def _core_names(cpus: str | None) -> str | None:
+    """"2,3" -> "cpu2,cpu3" (the /proc/stat rows measure.run_wrk reads)."""
+    return ",".join(f"cpu{cpu}" for cpu in cpus.split(",")) if cpus else None
 
 
 def _line(run: measure.WrkRun) -> str:

@@ -1,7 +1,8 @@
 """The `fastgw` command: serve, validate, routes, keys, usage.
 
 Server settings come from, in order of precedence: command-line flags, FASTGW_* environment
-variables, the config file's `server:` section, defaults.
+variables (every `server` setting has one: fastgw/config/model/server.py), the config file's `server:`
+section, defaults.
 """
 
 from __future__ import annotations
@@ -33,24 +34,27 @@ SERVER_FLAGS: dict[str, tuple[str, Any]] = {
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags beat FASTGW_* environment variables; both beat the file."""
+    """Flags beat FASTGW_* environment variables (read with the file's `server` section, where each is
+    checked: fastgw/config/model/server.py); both beat the file."""
     result: dict[str, Any] = {}
     for flag, (field, kind) in SERVER_FLAGS.items():
         value = getattr(args, flag, None)
-        if value is None:
-            env = os.environ.get("FASTGW_" + flag.upper())
-            if env:
-                try:
-                    value = kind(env)
-                except ValueError:
-                    raise SystemExit(f"fastgw: FASTGW_{flag.upper()}={env!r} is not a valid {kind.__name__}") from None
         if value is not None:
-            result[field] = value
+            result[field] = kind(value)
     if getattr(args, "no_access_log", False) or os.environ.get("FASTGW_NO_ACCESS_LOG"):
         result["accessLog"] = False
-    if getattr(args, "reuse_port", False) or os.environ.get("FASTGW_REUSE_PORT"):
+    if getattr(args, "reuse_port", False):
         result["reusePort"] = True
     return result
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    """The config file: the argument, else FASTGW_CONFIG (a container image's mounted file)."""
+    path = args.config or os.environ.get("FASTGW_CONFIG")
+    if not path:
+        raise SystemExit("fastgw: give the gateway's config file (or set FASTGW_CONFIG)")
+    args.config = path
+    return path
 
 
 def _load(path: str, overrides: dict[str, Any], args: argparse.Namespace | None = None) -> Any:
@@ -71,7 +75,7 @@ def _load(path: str, overrides: dict[str, Any], args: argparse.Namespace | None 
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    plan = _load(args.config, _overrides(args), args)
+    plan = _load(_config_path(args), _overrides(args), args)
     # A canary is compiled as a plan of its own; it is reported apart, not as a stage.
     stages = [stage for stage in plan.stages if not stage.is_canary]
     canaries = len(plan.stages) - len(stages)
@@ -84,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_routes(args: argparse.Namespace) -> int:
     from .plan import route_table
 
-    plan = _load(args.config, _overrides(args), args)
+    plan = _load(_config_path(args), _overrides(args), args)
     rows = [("API", "STAGE", "PATH PREFIX", "ROUTE", "INTEGRATION")]
     rows += [(r["api"], r["stage"], r["prefix"], r["route"], r["integration"]) for r in route_table(plan)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -108,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 os.unlink(os.path.join(directory, name))
     try:
         overrides = _overrides(args)
-        plan = _load(args.config, overrides, args)
+        plan = _load(_config_path(args), overrides, args)
         from . import runtime
 
         runtime.WATCH = bool(getattr(args, "watch", False))
@@ -167,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.openapi import add_load_flags
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("config", help="native YAML/JSON config file, or an OpenAPI document (x-amazon-apigateway-*)")
+    serve.add_argument("config", nargs="?",
+                       help="native YAML/JSON config file, or an OpenAPI document (x-amazon-apigateway-*); "
+                            "default: env FASTGW_CONFIG")
     serve.add_argument("--host", help="listen address (default 0.0.0.0; env FASTGW_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8080; env FASTGW_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU; env FASTGW_WORKERS)")
@@ -195,14 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     validate = commands.add_parser("validate", help="check a config file and exit (0: valid, 2: invalid)")
-    validate.add_argument("config")
+    validate.add_argument("config", nargs="?", help="the config file (default: env FASTGW_CONFIG)")
     validate.add_argument("--iam-credentials", metavar="FILE",
                        help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
     add_load_flags(validate)
     validate.set_defaults(func=cmd_validate)
 
     routes = commands.add_parser("routes", help="print the compiled route table")
-    routes.add_argument("config")
+    routes.add_argument("config", nargs="?", help="the config file (default: env FASTGW_CONFIG)")
     routes.add_argument("--iam-credentials", metavar="FILE",
                        help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")
     add_load_flags(routes)

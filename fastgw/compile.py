@@ -13,21 +13,27 @@ from typing import Any
 
 from ._accel import Router
 from .config.loader import ConfigError, Document, Problem, resolve_env
-from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, Stage, read_config
+from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, RouteAuth, Stage, read_config, read_selection
+from .config.model.reader import _Reader
 from .config.overlay import resolve_state_dir
+from .context import api_id
 from .errors import GatewayResponseOverride, GatewayResponses
-from .handlers import add_search_path
+from .handlers import add_search_path, compile_function
 from .integrations import INTEGRATIONS
-from .integrations.target import ROUTE_PARAM
+from .integrations.connections import MANAGEMENT_ROUTES, ConnectionsPlan
+from .integrations.target import ROUTE_PARAM, compile_target
 from .openapi.source import expand
-from .plan import ApiPlan, Plan, RoutePlan, StagePlan
+from .plan import ApiPlan, Plan, RoutePlan, StagePlan, WsRoutePlan, WsStagePlan
 from .policies.authorizers import compile_authorizers
 from .policies.cache.stage import compile_cache
+from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
 from .state.canary import overlay
+from .tracing import compile_tracing
 from .upstream import UpstreamPool
+from .vtl import TemplateError, compile_template
 
 
 def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, problems: list[Problem],
@@ -136,17 +142,31 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
             continue
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
-                           compile_cors(api.aws.cors))
+                           compile_cors(api.aws.cors), compile_compression(api.aws.minimumCompressionSize))
+        if api.type == "WEBSOCKET" and config.state.backend == "redis" and config.state.cluster:
+            # Fail closed: the relay of @connections calls between nodes (fastgw/websocket/relay.py) uses
+            # classic pub/sub, whose PUBLISH on a cluster counts one node's subscribers only, so a live
+            # connection would look gone (410). Sharded channels are the way (docs/DESIGN.md).
+            problems.append(Problem(f"{api.path}.type", "WebSocket APIs do not run on a Redis Cluster yet "
+                                    "(state.cluster: true): their @connections relay between nodes needs one "
+                                    "Redis server"))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:
             stage_problems: list[Problem] = []
-            stage_plan, canary_plan = _compile_stage_with_canary(api, api_plan, stage, pools, stage_problems, config)
+            if api.type == "WEBSOCKET":
+                stage_plan, canary_plan = _compile_ws_stage(api, api_plan, stage, pools, stage_problems, config), None
+            else:
+                stage_plan, canary_plan = _compile_stage_with_canary(api, api_plan, stage, pools, stage_problems,
+                                                                     config)
             known = {str(p) for p in problems[reported:]}
             for p in stage_problems:
                 if str(p) not in known:
                     known.add(str(p))
                     problems.append(p)
+            stage_plan.tracing = compile_tracing(stage.tracingEnabled, config.server.tracing)
+            if canary_plan is not None:
+                canary_plan.tracing = stage_plan.tracing
             by_name[(api.name, stage.name)] = stage_plan
             all_stages.append(stage_plan)
             if canary_plan is not None:
@@ -186,8 +206,10 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM)
-        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM). WebSocket
+        # APIs: only ASGI sends close codes (1001, 1008, 1009...) and answers Sec-WebSocket-Protocol.
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) or a.type == "WEBSOCKET" for a in config.apis) \
+            else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
@@ -202,17 +224,113 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
         return None, problems
     plan = Plan(config.server, interface, stages_by_prefix, default_stage, mappings, pools, all_stages, usage,
                 cache=cache, authorizers=authorizers)
+    plan.state = config.state
     return plan, []
 
 
 def _signs_paths(api: Api) -> bool:
     """Whether a route of the API requires AWS_IAM (SigV4)."""
+    if api.webSocket is not None and api.webSocket.managementAuthorization == "AWS_IAM":
+        return True  # the @connections API
     for route in api.routes:
         auth = route.auth
         if auth is not None and (auth.authorizationType == "AWS_IAM" or (
                 auth.authorizer in api.authorizers and api.authorizers[auth.authorizer].type == "AWS_IAM")):
             return True
     return False
+
+
+# -- WebSocket APIs (issue 16) ------------------------------------------------------------------------------
+def _compile_ws_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem],
+                      config: GatewayConfig) -> StagePlan:
+    """A WebSocket API's stage: its routes by key (run by fastgw/websocket/api.py), and a router holding
+    the @connections management API (run through the HTTP pipeline, SigV4 like any AWS_IAM route)."""
+    settings = api.webSocket
+    assert settings is not None
+    if stage.canary is not None:
+        problems.append(Problem(stage.canary.path, "canaries apply to REST APIs (AWS)"))
+    if stage.cache is not None:
+        problems.append(Problem(f"{stage.path}.cache", "stage caches apply to REST APIs (AWS)"))
+    reader = _Reader()
+    selection = read_selection(reader, api.routeSelectionExpression, f"{api.path}.routeSelectionExpression",
+                               ("body",)) or []
+    router = Router()
+    plans: list[RoutePlan] = []
+    routes: dict[str, WsRoutePlan] = {}
+    for route in api.routes:
+        if route.integration is None:
+            continue
+        route_plan = RoutePlan(api_plan, stage.name, route.key, "WEBSOCKET", route.key, None, model=route)
+        ws = _compile_ws_route(api, route, route_plan, stage, pools, problems, config, reader)
+        if ws is None:
+            continue
+        route_plan.integration = ws
+        plans.append(route_plan)
+        routes[route.key] = ws
+    auth = None
+    if settings.managementAuthorization == "AWS_IAM":
+        auth = RouteAuth("AWS_IAM", None, [], f"{settings.path or api.path + '.webSocket'}.managementAuthorization")
+    for method in MANAGEMENT_ROUTES:
+        model = Route(f"{method} /@connections/{{connectionId}}", method, "/@connections/{connectionId}", None,
+                      f"{api.path}.webSocket", auth=auth)
+        plan = RoutePlan(api_plan, stage.name, model.key, method, model.template, ConnectionsPlan(method),
+                         model=model)
+        router.add(method, model.template, plan)
+        plans.append(plan)
+    problems.extend(reader.problems)
+    custom = {key: ws for key, ws in routes.items() if not key.startswith("$")}
+    stage_plan = StagePlan(api_plan, stage.name, stage.variables, router, plans)
+    stage_plan.websocket = WsStagePlan(
+        selection, custom, routes.get("$connect"), routes.get("$disconnect"), routes.get("$default"),
+        settings.maxMessageBytes, settings.idleTimeoutSeconds, settings.maxLifetimeSeconds, settings.sendQueueBytes,
+        settings.sendTimeoutSeconds, frozenset(o.lower().rstrip("/") for o in settings.allowedOrigins),
+        api_id(api.name))
+    return stage_plan
+
+
+def _compile_ws_route(api: Api, route: Route, route_plan: RoutePlan, stage: Stage, pools: dict,
+                      problems: list[Problem], config: GatewayConfig, reader: _Reader) -> WsRoutePlan | None:
+    integration = route.integration
+    assert integration is not None
+    kind = integration.type
+    ws = WsRoutePlan(route.key, route_plan, kind, integration.uri or kind,
+                     two_way=route.routeResponseSelectionExpression is not None)
+    if kind == "FUNCTION":
+        ws.function = compile_function(api, route, stage, stage.variables, config.functions, problems,
+                                       config.parameters)
+        if ws.function is None:
+            return None
+    elif kind in ("HTTP_PROXY", "HTTP"):
+        ws.proxy = compile_target(route, stage, pools, problems, config.upstreams, stage.variables)
+        if ws.proxy is None:
+            return None
+        ws.method = integration.httpMethod if integration.httpMethod not in (None, "ANY") else "POST"
+    if kind in ("HTTP", "MOCK"):
+        ws.request_templates = _ws_templates(integration.requestTemplates, f"{integration.path}.requestTemplates",
+                                             problems)
+        responses = integration.responses.get("$default") if isinstance(integration.responses, dict) else None
+        templates = responses.get("responseTemplates") if isinstance(responses, dict) else None
+        if isinstance(templates, dict):
+            ws.response_templates = _ws_templates(templates, f"{integration.path}.responses.$default."
+                                                  "responseTemplates", problems)
+        ws.template_selection = read_selection(reader, integration.templateSelectionExpression,
+                                               f"{integration.path}.templateSelectionExpression",
+                                               ("body", "header", "context"))
+        ws.passthrough = integration.passthroughBehavior or "WHEN_NO_MATCH"
+    elif integration.requestTemplates or integration.templateSelectionExpression:
+        problems.append(Problem(f"{integration.path}.requestTemplates", f"templates apply to HTTP and MOCK "
+                                f"integrations; {kind} sends the message as it is"))
+    return ws
+
+
+def _ws_templates(templates: dict[str, Any], where: str, problems: list[Problem]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, text in templates.items():
+        try:
+            out[str(key)] = compile_template("" if text is None else str(text))
+        except TemplateError as exc:
+            problems.append(Problem(f"{where}.{key}", f"mapping template: {exc}"))
+    return out
 
 
 def load_plan(document: Document | Any, options: Any = None) -> Plan:

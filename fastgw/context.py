@@ -64,6 +64,8 @@ def build_context(down: Any, host: str, stage: Any, route: Any, route_path: str,
         "stage": stage.name,
         "wafResponseCode": None,
         "webaclArn": None,
+        # the X-Ray Root of a stage with tracingEnabled (fastgw/tracing.py), else null as in AWS
+        "xrayTraceId": trace.xray_trace_id if (trace := getattr(down, "trace", None)) is not None else None,
     }
     if auth is not None:
         # REST stringifies a Lambda authorizer's context values in $context.authorizer.KEY (AWS).

@@ -28,10 +28,10 @@ RESPONSE_TYPES: dict[str, tuple[int, str, str]] = {
     "MISSING_AUTHENTICATION_TOKEN": (403, "MissingAuthenticationTokenException", "Missing Authentication Token"),
     "QUOTA_EXCEEDED": (429, "LimitExceededException", "Limit Exceeded"),
     "REQUEST_TOO_LARGE": (413, "RequestTooLargeException", "Request Too Large"),
-    "RESOURCE_NOT_FOUND": (404, "NotFoundException", "Not Found"),
+    "RESOURCE_NOT_FOUND": (404, "ResourceNotFoundException", "Not Found"),
     "THROTTLED": (429, "TooManyRequestsException", "Too Many Requests"),
     "UNAUTHORIZED": (401, "UnauthorizedException", "Unauthorized"),
-    "UNSUPPORTED_MEDIA_TYPE": (415, "UnsupportedMediaTypeException", "Unsupported Media Type"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "BadRequestException", "Unsupported Media Type"),
     "WAF_FILTERED": (403, "WafFilteredException", "Forbidden"),
     # fastgw's own types: HTTP statuses AWS has no gateway response type for. They fall back to
     # DEFAULT_4XX / DEFAULT_5XX overrides like the AWS types do.

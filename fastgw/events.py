@@ -221,3 +221,79 @@ def build_event_v2(plan: FunctionPlan, call: Call) -> dict[str, Any]:
     if static["stageVariables"]:
         event["stageVariables"] = static["stageVariables"]
     return event
+
+
+# -- WebSocket APIs (reference/aws.md c.4; fixtures: conformance/events/aws-lambda-go/apigw-websocket-*) --
+@dataclass(slots=True)
+class WsCall:
+    """One WebSocket event (CONNECT, MESSAGE, DISCONNECT) as the event builder needs it."""
+
+    route_key: str
+    event_type: str  # CONNECT | MESSAGE | DISCONNECT
+    connection_id: str
+    connected_at: int  # epoch ms
+    request_id: str  # AWS's form (16 characters ending in '=')
+    stage: str
+    api_id: str
+    domain_name: str
+    source_ip: str
+    user_agent: str | None
+    headers: list[tuple[str, str]] | None = None  # the handshake's (CONNECT, DISCONNECT)
+    query: str = ""  # the handshake's (CONNECT)
+    message_id: str | None = None  # MESSAGE
+    body: str | bytes | None = None  # MESSAGE: a text frame (str) or a binary one (bytes)
+    disconnect_code: int | None = None  # DISCONNECT
+    disconnect_reason: str = ""
+    auth: Any = None  # what the $connect authorizer asserted, on every event of the connection
+    stage_variables: dict[str, str] | None = None
+
+
+def ws_request_context(call: WsCall, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    context: dict[str, Any] = {"routeKey": call.route_key}
+    if call.message_id is not None:
+        context["messageId"] = call.message_id
+    if call.disconnect_code is not None:
+        context["disconnectStatusCode"] = call.disconnect_code
+    context.update({
+        "eventType": call.event_type,
+        "extendedRequestId": call.request_id,
+        "requestTime": _clf(now),
+        "messageDirection": "IN",
+    })
+    if call.event_type == "DISCONNECT":
+        context["disconnectReason"] = call.disconnect_reason
+    context.update({
+        "stage": call.stage,
+        "connectedAt": call.connected_at,
+        "requestTimeEpoch": int(now * 1000),
+        "identity": {"userAgent": call.user_agent, "sourceIp": call.source_ip},
+        "requestId": call.request_id,
+        "domainName": call.domain_name,
+        "connectionId": call.connection_id,
+        "apiId": call.api_id,
+    })
+    if call.auth is not None:
+        context["authorizer"] = call.auth.event_v1()
+        if call.auth.identity:  # AWS_IAM on $connect: the signer, as in REST events
+            context["identity"].update(call.auth.identity)
+    return context
+
+
+def build_ws_event(call: WsCall) -> dict[str, Any]:
+    """The Lambda proxy event of a WebSocket route, in the order and shape AWS sends."""
+    event: dict[str, Any] = {}
+    if call.headers is not None:
+        event["headers"], event["multiValueHeaders"] = _header_maps(call.headers)
+    if call.event_type == "CONNECT":
+        single, multi = _query_maps(call.query)
+        if single is not None:
+            event["queryStringParameters"], event["multiValueQueryStringParameters"] = single, multi
+    event["requestContext"] = ws_request_context(call)
+    if call.stage_variables:
+        event["stageVariables"] = call.stage_variables
+    binary = isinstance(call.body, bytes)
+    if call.event_type == "MESSAGE":
+        event["body"] = base64.b64encode(call.body).decode("ascii") if binary else call.body  # type: ignore[arg-type]
+    event["isBase64Encoded"] = binary
+    return event

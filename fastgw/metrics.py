@@ -85,6 +85,17 @@ CACHE_BYTES = Gauge("fastgw_cache_bytes", "Bytes held as counted against the bud
                     ("api", "stage"), multiprocess_mode="livesum")
 CACHE_CAPACITY = Gauge("fastgw_cache_capacity_bytes", "The stage's cache budget on this host", ("api", "stage"),
                        multiprocess_mode="max")
+# Upstream groups (fastgw/upstream_groups.py): per target. `available` is per worker (each ejects from
+# its own traffic); the scrape shows the lowest, so 0 means at least one worker keeps it out.
+TARGET_AVAILABLE = Gauge("fastgw_upstream_target_available", "1 while a group's target takes requests (healthy, "
+                         "not ejected), 0 while it is out", ("group", "target"), multiprocess_mode="livemin")
+TARGET_REQUESTS = Counter("fastgw_upstream_target_requests", "Exchanges sent to a group's target", ("group", "target"))
+TARGET_FAILURES = Counter("fastgw_upstream_target_failures", "Failed exchanges (connect, reset, timeout, invalid, "
+                          "502/503/504) on a group's target", ("group", "target"))
+TARGET_EJECTIONS = Counter("fastgw_upstream_target_ejections", "Passive outlier ejections of a group's target",
+                           ("group", "target"))
+TARGET_HEALTH_CHECKS = Counter("fastgw_upstream_health_checks", "Active health checks of a group's target by result",
+                               ("group", "target", "result"))
 # Authorizers (fastgw/policies/authorizers).
 AUTHORIZER_DECISIONS = Counter(
     "fastgw_authorizer_decisions", "Authorizer outcomes: allowed, denied, unauthorized, missing, invalid, error",
@@ -94,6 +105,18 @@ AUTHORIZER_CACHE_HITS = Counter("fastgw_authorizer_cache_hits", "Authorizer resu
                                 ("api", "stage", "authorizer"))
 AUTHORIZER_DURATION = Histogram("fastgw_authorizer_duration_seconds", "Time an authorizer function or key fetch took",
                                 ("api", "stage", "authorizer"), buckets=BUCKETS)
+
+# WebSocket APIs (fastgw/websocket/api.py): AWS's ConnectCount, MessageCount, IntegrationError,
+# ClientError, ExecutionError, and the connections open now.
+WS_CONNECTS = Counter("fastgw_websocket_connects", "WebSocket connections accepted (AWS ConnectCount)",
+                      ("api", "stage"))
+WS_MESSAGES = Counter("fastgw_websocket_messages", "WebSocket messages routed (AWS MessageCount)",
+                      ("api", "stage", "route"))
+WS_ERRORS = Counter("fastgw_websocket_errors", "WebSocket failures by kind: integration (AWS IntegrationError), "
+                    "client (ClientError: refused handshakes, limits, unmatched routes, slow consumers), "
+                    "execution (ExecutionError)", ("api", "stage", "kind"))
+WS_CONNECTIONS = Gauge("fastgw_websocket_connections", "WebSocket connections open, summed over workers",
+                       ("api", "stage"), multiprocess_mode="livesum")
 
 
 def worker_started() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 from random import random
 from typing import Any, Protocol
 
-from . import metrics
+from . import metrics, tracing
 from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request, upstream_request_head
 from .accesslog import AccessLog
 from .config.model import default_workers
@@ -76,6 +76,7 @@ class Downstream(Protocol):
     scheme: str
     protocol: str
     absolute_form: bool
+    trace: Any  # a traced stage's trace context (fastgw/tracing.py Trace), else None
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -108,6 +109,7 @@ class Gateway:
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.follower: Any = None  # live reloads (fastgw/runtime.py WorkerFollower), set by the server
+        self.websockets: Any = None  # WebSocket APIs' connections (fastgw/websocket/api.py Hub), set by the server
 
     def apply_limits(self, plan: Plan) -> None:
         limits = plan.server.limits
@@ -118,6 +120,7 @@ class Gateway:
         self.body_idle_seconds = limits.bodyIdleTimeoutMs / 1000
         self.send_idle_seconds = limits.sendIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
+        self.traced = any(stage.tracing is not None for stage in plan.stages)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -126,6 +129,8 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.bind(loop)
         self.metrics.start(loop)
+        if self.websockets is not None:
+            self.websockets.start(loop)
         if self.usage is not None:
             self.usage.start(loop)
         if self.cache is not None:
@@ -168,14 +173,25 @@ class Gateway:
         if gone:
             loop.call_later(plan.server.drainSeconds + 5, lambda: [pool.close() for pool in gone])
 
+    def drain(self, done: Any) -> None:
+        """The gateway is stopping: close the WebSocket connections now (granian would drop them); `done()`
+        once none is left."""
+        if self.websockets is not None:
+            self.websockets.drain(done)
+        else:
+            done()
+
     def stop(self) -> None:
         if self.follower is not None:
             self.follower.stop()
         for pool in self.plan.pools.values():
             pool.close()
         if self.access_log is not None:
-            self.access_log.flush()
+            self.access_log.flush(final=True)
+        tracing.shutdown()  # spans still queued go to the collector
         self.metrics.stop()
+        if self.websockets is not None:
+            self.websockets.stop()
         if self.usage is not None:
             self.usage.stop()
         if self.cache is not None:
@@ -192,6 +208,7 @@ class Gateway:
         sent = 0
         integration_latency = -1.0
         head = None
+        trace = None
         self.metrics.inflight += 1
         try:
             # receive
@@ -200,11 +217,16 @@ class Gateway:
             stage, route_path = self.select_stage(head.host, down.path)
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
+            if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py); None: not sampled
+                trace = down.trace = stage.tracing.start(down.headers, started)
             if stage.api.cors is not None:  # CORS (fastgw/policies/cors.py): may answer a preflight
                 down = stage.api.cors.check(down)
+            if stage.api.compression is not None:  # minimumCompressionSize (fastgw/policies/compression.py)
+                down = stage.api.compression.check(down)
             route, params = self.match(stage, down.method, route_path)
             # authorizer (fastgw/policies/authorizers): refuses, or says who the caller is
             if route.authorizer is not None:
+                auth_began = time.perf_counter()
                 auth = route.authorizer.check(down, head, stage, route, route_path, params, request_id)
                 signed_body = None
                 if auth.__class__ is not Authorization:
@@ -214,6 +236,8 @@ class Gateway:
                     else:
                         auth = await auth
                 down.auth = auth
+                if trace is not None:
+                    trace.authorizer = (auth_began, time.perf_counter())
                 if signed_body is not None:
                     down = ReplayedBody(down, signed_body)
             # usage: API key -> throttle -> quota; only Redis-backed checks need awaiting
@@ -262,7 +286,8 @@ class Gateway:
         except UpstreamError as exc:
             if stage is not None and route is not None:
                 metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
-            error = GatewayError(exc.kind, _upstream_message(exc), close=_has_body(head))
+            # An upstream group's open circuit carries Retry-After (fastgw/upstream_groups.py).
+            error = GatewayError(exc.kind, _upstream_message(exc), getattr(exc, "headers", ()), close=_has_body(head))
             # The traceback holds the failed frames and, through them, the client's body stream (the
             # exchange's future holds the error too: a cycle): dropped now, or the client connection
             # stays open until the worker's next garbage collection.
@@ -284,6 +309,8 @@ class Gateway:
         tally.record(status, elapsed, integration_latency)
         if self.access_log is not None:
             self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
+        if trace is not None:
+            trace.finish(stage, route, down.method, down.path, status, elapsed, integration_latency, request_id)
 
     def receive(self, down: Downstream) -> RequestFacts:
         """Limits and syntax of the request line and head (one kernel call: the method, the URI's
@@ -482,8 +509,12 @@ class Gateway:
         """The upstream request head: request line, Host, the forwardable client fields (already
         serialised by the header scan), the forwarding fields set from the real peer, framing
         (one kernel call: src_ext/_request.pxi upstream_request_head)."""
-        return upstream_request_head(method, target, host, head.forward if forward is None else forward,
-                                     down.peer_address, head.forwarded_for if self.trusted_hops else "",
+        if forward is None:
+            forward = head.forward
+        if self.traced and (trace := down.trace) is not None:
+            forward = trace.forward(forward)  # traceparent, X-Amzn-Trace-Id: the gateway's span as parent
+        return upstream_request_head(method, target, host, forward, down.peer_address,
+                                     head.forwarded_for if self.trusted_hops else "",
                                      down.scheme, head.host, framing)
 
     async def forward_streamed_body(self, head: RequestFacts, pool: Any, request_head: bytes, timeout: float,
@@ -725,5 +756,4 @@ def _repoint_pools(plan: Plan) -> None:
         for route in stage.routes:
             target = target_of(route.integration)
             if target is not None:
-                pool = target.pool
-                target.pool = plan.pools.get((pool.scheme, pool.host, pool.port), pool)
+                target.pool = plan.pools.get(target.pool.key, target.pool)

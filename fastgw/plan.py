@@ -17,8 +17,10 @@ from .errors import GatewayResponses
 
 if TYPE_CHECKING:
     from .policies.cache.stage import CacheSetup, RouteCache
+    from .policies.compression import CompressionPlan
     from .policies.cors import CorsPlan
     from .policies.usage.plan import RouteUsage, UsageSetup
+    from .tracing import TracePlan
     from .upstream import UpstreamPool
 
 
@@ -30,6 +32,7 @@ class ApiPlan:
     encoded_slashes: str
     responses: GatewayResponses
     cors: CorsPlan | None = None  # preflights answered by the gateway (HTTP APIs, native cors:)
+    compression: CompressionPlan | None = None  # minimumCompressionSize (fastgw/policies/compression.py)
 
 
 @dataclass(slots=True, eq=False)  # identity hash: the metrics key requests by it
@@ -59,6 +62,51 @@ class StagePlan:
     canary: StagePlan | None = None  # the canary's stage plan (its deployment, overridden variables)
     canary_percent: float = 0.0  # share of requests (0-100) that go to `canary`
     is_canary: bool = False  # this plan is a stage's canary ($context.isCanaryRequest)
+    tracing: TracePlan | None = None  # X-Ray header / OTLP export (fastgw/tracing.py); None: not traced
+    websocket: WsStagePlan | None = None  # a WebSocket API's stage (its routes; `router` has @connections)
+
+
+# -- WebSocket APIs (issue 16; run by fastgw/websocket/api.py) ------------------------------------------
+# A selection expression: literal text and ("body" | "header" | "context", dotted path) variables.
+Selection = list[Any]
+
+
+@dataclass(slots=True, eq=False)
+class WsRoutePlan:
+    """One route of a WebSocket API in one stage."""
+
+    key: str  # "$connect", "$default", "sendmessage", ...
+    route: RoutePlan  # its authorizer and usage ($connect), metrics labels
+    kind: str  # FUNCTION | HTTP_PROXY | HTTP | MOCK
+    uri: str  # for display
+    function: Any = None  # FUNCTION: its FunctionPlan
+    proxy: Any = None  # HTTP_PROXY, HTTP: the HttpProxyPlan (the name `integrations.target_of` reads)
+    two_way: bool = False  # routeResponseSelectionExpression: the integration's answer goes to the client
+    request_templates: dict[str, Any] = field(default_factory=dict)  # selection key -> compiled VTL
+    template_selection: Selection | None = None  # None: the `$default` template
+    response_templates: dict[str, Any] = field(default_factory=dict)  # selection key -> compiled VTL
+    passthrough: str = "WHEN_NO_MATCH"
+    method: str = "POST"  # HTTP_PROXY / HTTP: the integration's httpMethod
+
+    @property
+    def handler(self) -> Any:  # the FUNCTION's handler (--watch follows its module)
+        return self.function.handler if self.function is not None else None
+
+
+@dataclass(slots=True)
+class WsStagePlan:
+    selection: Selection  # the API's routeSelectionExpression
+    routes: dict[str, WsRoutePlan]  # custom route keys
+    connect: WsRoutePlan | None
+    disconnect: WsRoutePlan | None
+    default: WsRoutePlan | None
+    max_message_bytes: int
+    idle_seconds: float
+    lifetime_seconds: float
+    send_queue_bytes: int
+    send_timeout_seconds: float
+    allowed_origins: frozenset[str]  # empty: any
+    api_id: str
 
 
 @dataclass(slots=True)
@@ -78,6 +126,7 @@ class Plan:
     files: list[str] = field(default_factory=list)  # the files the config was read from
     source: str = ""  # the config file
     data: Any = None  # the native config data it was compiled from (what live reloads publish)
+    state: Any = None  # the config's StateConfig (WebSocket APIs: Redis for node-to-node @connections calls)
 
 
 def route_table(plan: Plan) -> list[dict[str, str]]:

@@ -94,6 +94,27 @@ class LiveChannel:
     def current(self) -> int:
         return HEADER.unpack_from(self.page, 0)[0]
 
+    # WebSocket connections at shutdown: the main process asks, each worker closes its own (1001, then
+    # $disconnect) and says when it has none left, before granian stops the workers.
+    def drain(self) -> None:
+        HEADER.pack_into(self.page, HEADER.size, 1)
+
+    def draining(self) -> bool:
+        return HEADER.unpack_from(self.page, HEADER.size)[0] == 1
+
+    def drained(self) -> None:
+        Path(self.directory, f"drained-{os.getpid()}").touch()
+
+    def wait_drained(self, timeout: float) -> int:
+        """Wait until every live worker has closed its WebSocket connections; returns how many have."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.acks()
+            done = sum(1 for pid in pids if os.path.exists(os.path.join(self.directory, f"drained-{pid}")))
+            if done >= len(pids) or time.monotonic() > deadline:
+                return done
+            time.sleep(0.02)
+
     def acks(self) -> dict[int, int]:
         """pid -> generation, for the workers that are alive."""
         out = {}
@@ -153,6 +174,7 @@ class WorkerFollower:
         self.generation = generation
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.drained = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -166,6 +188,11 @@ class WorkerFollower:
 
     def _tick(self) -> None:
         assert self._loop is not None
+        if not self.drained and self.channel.draining():
+            self.drained = True
+            drain = getattr(self.gateway, "drain", None)
+            if drain is not None:
+                drain(self.channel.drained)
         try:
             generation = self.channel.current()
             if generation > self.generation:
@@ -198,6 +225,9 @@ def keep_restart_only(plan: Plan, running: Plan) -> bool:
     old, new = running.server, plan.server
     changed = any(getattr(new, name) != getattr(old, name) for name in RESTART_ONLY) or \
         plan.interface != running.interface
+    if any(stage.websocket is not None for stage in plan.stages) and \
+            not any(stage.websocket is not None for stage in running.stages):
+        log.warning("a WebSocket API was added: granian answers WebSocket handshakes after a restart only")
     if changed:
         plan.server = old
         plan.interface = running.interface

@@ -17,14 +17,13 @@ import logging
 import os
 import socket
 import ssl
-import stat
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from granian._granian import RSGIProtocolClosed
+from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
@@ -33,24 +32,31 @@ from . import allocator, runtime, scheduling
 from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
+from .backpressure import ClientGone, StreamPacer, free_bytes, shut_down_connection
 from .config.model import default_workers
-from .errors import ClientDisconnected
+from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
+from .websocket import passthrough
+from .websocket.api import NO_STATUS, Closed, Hub
+from .websocket.channel import AsgiChannel, RsgiChannel
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
 ENCODED_PATHS: dict[str, str] = {}
 ENCODED_PATHS_MAX = 4096
+DRAIN_WEBSOCKETS_SECONDS = 5.0  # at shutdown, how long the workers get to close their WebSocket connections
+H2_MAX_STREAMS = 32
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections (CPython's default: 700)
 
 
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
-    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth")
+    __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth",
+                 "pacer", "trace")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -70,6 +76,7 @@ class RsgiDownstream:
         self.absolute_form = scope.authority is not None and scope.http_version != "2"
         self.stream: Any = None
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
+        self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
 
     # PERF: read by few requests (forwarding headers, $context, access logs), so not on every one
     @property
@@ -99,64 +106,35 @@ class RsgiDownstream:
 
     async def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.stream = self.proto.response_stream(status, headers)
+        # granian's RSGI stream never waits for the client: the pacer makes it (fastgw/backpressure.py)
+        scope = self.scope
+        self.pacer = StreamPacer(scope.client or "", scope.server or "", free_bytes(self.protocol))
 
     async def send(self, chunk: bytes) -> None:
         try:
             await self.stream.send_bytes(chunk)
-        except RSGIProtocolClosed:
+            await self.pacer.handed(len(chunk))
+        except (RSGIProtocolClosed, ClientGone):
+            self.pacer.close()
             raise ClientDisconnected() from None
 
     async def finish(self) -> None:
-        pass
+        self.pacer.close()
 
     def abort(self) -> None:
         """A started response failed: the client must see it fail, never finish. granian's RSGI has no
         abort, and a dropped chunked stream is ended cleanly (a truncated body that looks whole), so
         the connection's socket is shut down instead."""
         if self.stream is not None:
-            shut_down_connection(self.scope.client or "", self.scope.server or "")
-
-
-INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
-def shut_down_connection(client: str, server: str) -> None:
-    """Shut down this worker's socket of the client connection from `client` to `server` (host:port
-    as RSGI gives them), found among the process's descriptors by its two addresses. Costs a few
-    system calls per open descriptor: for the rare failed stream only."""
-    peer, local = _host_port(client), _host_port(server)
-    if peer is None or local is None:
-        return
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = int(name)
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            sock = socket.socket(fileno=os.dup(fd))
-        except (OSError, ValueError):
-            continue
-        try:
-            if sock.family in INET_FAMILIES and sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == local[1]:
-                host, port = sock.getpeername()[:2]
-                if port == peer[1] and host.removeprefix("::ffff:") == peer[0]:
-                    sock.shutdown(socket.SHUT_RDWR)
-                    return
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    host, _, port = address.rpartition(":")
-    return (host.strip("[]").removeprefix("::ffff:"), int(port)) if port.isdigit() else None
+            self.pacer.shut_down()
 
 
 class AsgiDownstream:
-    __slots__ = ("receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started", "absolute_form", "gone", "auth")
+    __slots__ = ("scope", "receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
+                 "protocol", "started", "absolute_form", "gone", "auth", "pacer", "trace")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
+        self.scope = scope
         self.receive = receive
         self.send_message = send
         self.method = scope["method"]
@@ -172,6 +150,7 @@ class AsgiDownstream:
         # granian's ASGI scope does not say whether the target was in absolute form.
         self.absolute_form = False
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
+        self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
 
     @property
     def peer_address(self) -> str:
@@ -212,6 +191,13 @@ class AsgiDownstream:
         # granian's ASGI send() is a silent no-op once the client has gone (RSGI's raises), so a
         # stream would read its upstream to the end for nobody: receive() says when it goes.
         self.gone = asyncio.ensure_future(self._client_gone())
+        # granian's ASGI send() waits for an HTTP/1 client, not for an HTTP/2 stream's (measured:
+        # +175 MiB for 50 stalled streams): those are paced as over RSGI (fastgw/backpressure.py).
+        self.pacer = None
+        if self.protocol == "HTTP/2":
+            client, server = self.scope.get("client"), self.scope.get("server")
+            if client and server:
+                self.pacer = StreamPacer(f"{client[0]}:{client[1]}", f"{server[0]}:{server[1]}", 0)
 
     async def _client_gone(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
@@ -221,15 +207,115 @@ class AsgiDownstream:
         if self.gone.done():
             raise ClientDisconnected()
         await self.send_message({"type": "http.response.body", "body": chunk, "more_body": True})
+        if self.pacer is not None:
+            try:
+                await self.pacer.handed(len(chunk))
+            except ClientGone:
+                self.pacer.close()
+                raise ClientDisconnected() from None
 
     async def finish(self) -> None:
         self.gone.cancel()
+        if self.pacer is not None:
+            self.pacer.close()
         await self.send_message({"type": "http.response.body", "body": b""})
 
     def abort(self) -> None:
         """A started response failed: granian aborts the connection of an ASGI response the app left
         unfinished, so only the disconnect watcher is left to stop."""
         self.gone.cancel()
+        if self.pacer is not None:
+            self.pacer.close()
+
+
+# -- WebSocket adapters: one object per connection, the `WsDownstream` of fastgw/websocket/api.py ----------
+class RsgiWebSocket(RsgiDownstream):
+    """granian's RSGI WebSocket protocol. Its close() sends a close frame without a status code (granian
+    2.8): clients see 1005 whatever code fastgw meant; the ASGI adapter sends the code."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, scope: Any, proto: Any):
+        super().__init__(scope, proto)
+        self.transport: Any = None
+
+    async def refuse(self, status: int) -> None:
+        self.proto.close(status)
+
+    async def accept(self, subprotocol: str | None) -> None:
+        if subprotocol is not None:  # RSGI's accept() sets no header
+            log.warning("interface rsgi cannot answer Sec-WebSocket-Protocol (%s): use asgi", subprotocol)
+        self.transport = await self.proto.accept()
+
+    async def next_message(self) -> str | bytes | Closed:
+        try:
+            message = await self.transport.receive()
+        except (RSGIProtocolClosed, RSGIProtocolError):
+            return Closed(1006)
+        if message.kind == 0:
+            return Closed(NO_STATUS)
+        return message.data  # type: ignore[no-any-return]
+
+    async def send(self, data: str | bytes) -> None:
+        if data.__class__ is str:
+            await self.transport.send_str(data)
+        else:
+            await self.transport.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.proto.close(code)
+
+    def abort(self) -> None:
+        shut_down_connection(self.scope.client or "", self.scope.server or "")
+
+
+class AsgiWebSocket(AsgiDownstream):
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
+        scope.setdefault("method", "GET")  # an ASGI websocket scope has no method: a POST upgrade looks the same
+        super().__init__(scope, receive, send)
+        self.scope = scope
+        self.protocol = "HTTP/1.1"
+        self.scheme = "https" if scope.get("scheme") == "wss" else "http"
+
+    async def refuse(self, status: int) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        await self.send_message({"type": "websocket.http.response.start", "status": status,
+                                 "headers": [(b"content-length", b"0")]})
+        await self.send_message({"type": "websocket.http.response.body", "body": b""})
+
+    async def accept(self, subprotocol: str | None) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            raise RuntimeError("the client went away before the handshake")
+        message: dict[str, Any] = {"type": "websocket.accept"}
+        if subprotocol is not None:
+            message["subprotocol"] = subprotocol
+        await self.send_message(message)
+
+    async def next_message(self) -> str | bytes | Closed:
+        message = await self.receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        return Closed(message.get("code") or NO_STATUS, message.get("reason") or "")
+
+    async def send(self, data: str | bytes) -> None:
+        if data.__class__ is str:
+            await self.send_message({"type": "websocket.send", "text": data})
+        else:
+            await self.send_message({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.send_message({"type": "websocket.close", "code": code, "reason": reason})
+
+    def abort(self) -> None:
+        client = self.scope.get("client")
+        server = self.scope.get("server")
+        if client and server:
+            shut_down_connection(f"{client[0]}:{client[1]}", f"{server[0]}:{server[1]}")
 
 
 # -- the apps granian calls in each worker --------------------------------------------------------
@@ -246,12 +332,43 @@ class RsgiApp:
     def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
-            return _nothing()  # WebSocket APIs are not served yet
+            if scope.proto == "ws":
+                if _websocket_api(self.gateway, scope.headers.get("host") or "", scope.path):
+                    return self.gateway.websockets.serve(RsgiWebSocket(scope, proto))
+                return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
+            return _nothing()
         return self.gateway.handle(RsgiDownstream(scope, proto))
 
 
 async def _nothing() -> None:
     pass
+
+
+def _websocket_api(gateway: Gateway, host: str, path: str) -> bool:
+    """Whether an upgrade is for a WebSocket API's stage (fastgw/websocket/api.py) rather than a pass-through
+    on an HTTP_PROXY route; the session itself checks the request again, as any request is checked."""
+    if gateway.websockets is None:
+        return False
+    try:
+        stage, _ = gateway.select_stage(host.lower(), path)
+    except Exception:  # noqa: BLE001 - a path no stage takes: the pass-through's checks answer it
+        return False
+    return stage.websocket is not None
+
+
+async def serve_websocket(gateway: Gateway, down: Any, channel: Any) -> None:
+    """A WebSocket upgrade on a REST or HTTP API (either interface): the matched route's HTTP_PROXY
+    integration relays it to a WebSocket upstream (fastgw/websocket/passthrough.py, which refuses any
+    other route); errors before a stage is found are the default gateway responses."""
+    try:
+        if not gateway.plan.server.webSocketPassThrough.enabled:
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "WebSocket connections are not accepted here")
+        head = gateway.receive(down)
+        stage, route_path = gateway.select_stage(head.host, down.path)
+    except GatewayError as exc:
+        await passthrough.refuse_error(channel, DEFAULT_RESPONSES, exc, gateway.ids.next())
+        return
+    await passthrough.serve(gateway, down, channel, head, stage, route_path)
 
 
 class AsgiApp:
@@ -262,6 +379,15 @@ class AsgiApp:
         kind = scope["type"]
         if kind == "http":
             await self.gateway.handle(AsgiDownstream(scope, receive, send))
+        elif kind == "websocket":
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if _websocket_api(self.gateway, host, scope.get("path", "/")):
+                await self.gateway.websockets.serve(AsgiWebSocket(scope, receive, send))
+            else:
+                # An upgrade is a GET; ASGI names its scheme ws/wss, the forwarded fields say http/https.
+                request = {**scope, "method": "GET", "scheme": "https" if scope.get("scheme") == "wss" else "http"}
+                channel = AsgiChannel(scope, receive, send)
+                await serve_websocket(self.gateway, AsgiDownstream(request, receive, send), channel)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -285,6 +411,8 @@ def load_app() -> Any:
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
     runtime.attach(gateway)  # live reloads: follow the main process's plan generations
+    if has_websockets(plan):  # granian serves WebSocket handshakes only then (serve)
+        gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
     app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
     # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
     # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
@@ -298,6 +426,10 @@ def load_app() -> Any:
     return app
 
 
+def has_websockets(plan: Plan) -> bool:
+    return any(stage.websocket is not None for stage in plan.stages)
+
+
 class FastgwGranian(GranianServer):
     """granian's multi-process server with fastgw's readiness, validated reloads and logs."""
 
@@ -306,6 +438,12 @@ class FastgwGranian(GranianServer):
             if not runtime.RUNTIME.draining:
                 log.info("stopping: /readyz fails, in-flight requests get up to %ss", self.workers_kill_timeout)
             runtime.RUNTIME.draining = True
+            live = runtime.LIVE
+            if live is not None and has_websockets(runtime.RUNTIME.plan) and not live.draining():
+                # granian drops WebSocket connections when it stops a worker: each hub closes its own first
+                live.drain()
+                done = live.wait_drained(DRAIN_WEBSOCKETS_SECONDS)
+                log.info("WebSocket connections closed in %d worker(s)", done)
         super().signal_handler_interrupt(*args, **kwargs)
 
     def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
@@ -435,7 +573,9 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        websockets=False,
+        # granian answers WebSocket handshakes only when there is a WebSocket API or pass-through is on
+        # (off: granian's plain HTTP path has no upgrade check)
+        websockets=has_websockets(plan) or server.webSocketPassThrough.enabled,
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,
@@ -444,7 +584,10 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
             max_buffer_size=limits.maxHeaderBytes + limits.maxUriBytes + 8192,
         ),
         http2_settings=HTTP2Settings(
-            max_concurrent_streams=100,
+            # What one stalled HTTP/2 client can make a worker hold grows with its streams (each holds
+            # up to ~0.6 MiB of upstream read-ahead and one handed chunk: fastgw/backpressure.py); 32
+            # keeps it within 32 MiB a connection (more requests wait for a stream at the client).
+            max_concurrent_streams=H2_MAX_STREAMS,
             initial_stream_window_size=64 * 1024,
             initial_connection_window_size=1024 * 1024,
             max_headers_size=limits.maxHeaderBytes,

@@ -67,6 +67,8 @@ class UpstreamPool:
         self.busy: set[UpstreamConnection] = set()
         self.loop: Any = None
         self._reaper: asyncio.TimerHandle | None = None
+        self.key = (scheme, host, port)  # the plan's pools by this; a reload keeps a pool of the same key
+        self.member: Any = None  # the target of an upstream group (fastgw/upstream_groups.py) it serves
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -120,6 +122,8 @@ class UpstreamPool:
         """Return a connection after its exchange: back to the idle list if it is reusable."""
         self.busy.discard(conn)
         parser = conn.parser
+        if self.member is not None:
+            self.member.succeeded(parser.status)
         conn.exchanging = False
         if not conn.reusable or conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
             if conn.request_done and not conn.early:
@@ -199,10 +203,13 @@ async def exchange(
             return conn
         except UpstreamError as exc:
             pool.discard(conn)
+            if conn.pool.member is not None:
+                conn.pool.member.failed()  # passive outlier detection (fastgw/upstream_groups.py)
             if exc.retryable and idempotent and attempt == 0:
                 # The upstream dropped the connection without answering (typically a keep-alive
-                # connection it had just closed): send once more on a new connection. Never for
-                # non-idempotent methods, which the upstream may have acted on.
+                # connection it had just closed): send once more on a new connection (for an upstream
+                # group, on the next target). Never for non-idempotent methods, which the upstream may
+                # have acted on.
                 attempt += 1
                 continue
             raise

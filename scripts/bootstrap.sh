@@ -3,6 +3,7 @@
 # a virtual environment in .venv, and fastgw itself built from this checkout (with its Cython core).
 #   scripts/bootstrap.sh          # to run the gateway
 #   scripts/bootstrap.sh test     # also what the test suite needs
+#   FASTGW_CONTAINER_TEST=1 scripts/bootstrap.sh test   # and the container engine for tests/test_container.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want="${1:-run}"
@@ -23,6 +24,13 @@ if [ "$want" = test ]; then
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || packages+=(haproxy)
   # The dashboard's page is rendered in a real headless browser (tests/test_dashboard.py).
   command -v chromium >/dev/null || packages+=(chromium)
+  # The container image test (tests/test_container.py, FASTGW_CONTAINER_TEST=1): an engine, the runtime
+  # that runs here (runc), and debootstrap for a local base image (no registry but the package ones).
+  if [ -n "${FASTGW_CONTAINER_TEST:-}" ]; then
+    command -v podman >/dev/null || packages+=(podman)
+    command -v runc >/dev/null || packages+=(runc)
+    command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
+  fi
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${packages[*]}"

@@ -8,9 +8,20 @@ scripts/bootstrap.sh test
 # The import contract in pyproject.toml: dependencies point one way (docs/DESIGN.md "Layers").
 .venv/bin/lint-imports --no-cache
 # The benchmark harness end to end, one second per contender: proves it works, judges no timing.
+# --strict fails the run when a fastgw contender errs or answers non-2xx (never on a timing).
 if [ $# -eq 0 ]; then
-  timeout 600 .venv/bin/python -m benchmarks --quick
+  timeout 600 .venv/bin/python -m benchmarks --quick --strict
 fi
 # Kernel tests run against both the Cython core and the pure-Python twins (parametrized);
 # everything else runs on the compiled build, as users run it.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The pure-Python build end to end (FASTGW_NO_EXTENSIONS=1: every gateway these tests start runs
+# the twins): a representative part of the suite, ~1.5 min, that crosses every kernel (router,
+# template, request scan, upstream connection and parser, limiter and slot table, cache, tally, VTL).
+if [ $# -eq 0 ]; then
+  FASTGW_NO_EXTENSIONS=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+    tests/test_build.py tests/test_proxy.py tests/test_mapping_templates.py tests/test_faults.py \
+    "tests/test_usage.py::test_levels_apply_in_aws_order_and_rejected_requests_consume_nothing" \
+    "tests/test_cache.py::test_repeated_gets_miss_then_hit_until_the_ttl_and_metrics_agree_with_the_upstream" \
+    "tests/test_cache.py::test_flush_empties_the_stage_in_every_worker"
+fi

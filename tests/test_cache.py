@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.upstream import Action, Recorded, RecordingUpstream
+from support.waiting import wait_for
 
 TOKEN = "cache-admin-token-0123456789"
 
@@ -218,9 +219,11 @@ def test_vary_on_a_header_in_the_key_and_max_age_from_the_upstream(start_gateway
     fr = get(gw, "/prod/vary/a", headers={"accept-language": "fr"})
     assert [r.headers["x-cache"] for r in (*en, fr)] == ["Miss", "Hit", "Miss"]
     # Cache-Control: max-age=1 from the upstream shortens the route's 300 s.
+    stored = time.monotonic()
     assert [get(gw, "/prod/short").headers["x-cache"] for _ in range(2)] == ["Miss", "Hit"]
-    time.sleep(1.1)
-    assert get(gw, "/prod/short").headers["x-cache"] == "Miss"
+    # A hit until a second has passed, then a miss (not after the route's 300 s).
+    wait_for(lambda: get(gw, "/prod/short").headers["x-cache"] == "Miss", timeout=10, what="max-age=1 to expire")
+    assert time.monotonic() - stored >= 1.0
 
 
 def test_authorization_is_not_cached_unless_the_key_names_the_caller(start_gateway, numbered):
@@ -423,8 +426,9 @@ def test_a_1mib_budget_of_10kib_entries_evicts_the_least_recently_used_and_holds
     for i in range(150):
         assert client.get(f"/prod/any/big/{i}").status_code == 200
         client.get("/prod/any/big/hot")  # touched after every put: always the most recently used
-        if i % 50 == 49:
-            time.sleep(1.1)
+        if i % 50 == 49:  # once the worker has published this many misses, its gauges are as fresh
+            wait_for(lambda n=i + 2: metric(gw, "fastgw_cache_misses_total", api="shop", stage="prod") >= n,
+                     what="the misses published")
             sizes.append((metric(gw, "fastgw_cache_bytes", api="shop", stage="prod"),
                           metric(gw, "fastgw_cache_entries", api="shop", stage="prod")))
     assert all(0 < held <= 1 << 20 for held, _ in sizes), sizes
@@ -440,7 +444,8 @@ def test_a_1mib_budget_of_10kib_entries_evicts_the_least_recently_used_and_holds
         client.get(f"/prod/any/big/n{i}")
     grown = _rss_kib(worker) - baseline
     assert grown < 4096, f"worker RSS grew {grown} KiB"
-    time.sleep(1.1)
+    wait_for(lambda: metric(gw, "fastgw_cache_misses_total", api="shop", stage="prod") >= 2150,
+             what="the misses published")  # the gauges below are published with them
     assert metric(gw, "fastgw_cache_bytes", api="shop", stage="prod") <= 1 << 20
     client.close()
 
@@ -450,7 +455,8 @@ def test_each_worker_holds_an_equal_share_of_the_budget(start_gateway, numbered)
                        workers=2, args=("--no-access-log",))
     for i in range(300):
         get(gw, f"/prod/any/big/{i}")
-    time.sleep(1.2)
+    wait_for(lambda: metric(gw, "fastgw_cache_misses_total", api="shop", stage="prod") >= 300,
+             what="both workers' misses published")  # the gauges below are published with them
     # Summed over the two workers: never more than the host's 1 MiB.
     assert 0 < metric(gw, "fastgw_cache_bytes", api="shop", stage="prod") <= 1 << 20
 

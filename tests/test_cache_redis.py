@@ -11,6 +11,7 @@ import pytest
 import redis
 from support.redis import RedisServer
 from support.upstream import RecordingUpstream
+from support.waiting import wait_for
 from test_cache import DEBUG, ITEM_KEYS, Numbered, config, metric, wait_metric
 
 
@@ -43,15 +44,6 @@ def entries_in(server: RedisServer) -> list[bytes]:
         client.close()
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_an_entry_cached_through_node_a_is_a_hit_on_node_b(start_gateway, numbered, redis_server):
     a = start_gateway(node_config(numbered.address, redis_server.url, stage_url=True), name="a",
                       args=("--no-access-log",))
@@ -75,8 +67,9 @@ def test_an_entry_cached_through_node_a_is_a_hit_on_node_b(start_gateway, number
     # A flush on A reaches B (its first level follows the generation in Redis within a second).
     assert httpx.post(f"{a.admin}/cache/flush?api=shop&stage=prod").json()["redis"] == {"shop/prod": "flushed"}
     assert httpx.get(a.url + "/prod/items/1?lang=en").text == "2"
-    time.sleep(1.3)
-    assert httpx.get(b.url + "/prod/items/1?lang=en").text == "2"  # from Redis (A stored 2), not its old 1
+    # B answers its old 1 until it sees the new generation, then 2 from Redis (A stored it): never a
+    # third upstream request.
+    wait_for(lambda: httpx.get(b.url + "/prod/items/1?lang=en").text == "2", what="B to follow A's flush")
     assert len(numbered.requests) == 2
 
 
@@ -99,9 +92,13 @@ def test_redis_failures_are_misses_not_errors(start_gateway, numbered, redis_ser
     assert httpx.get(a.url + "/prod/items/1").headers["x-cache"] == "Miss"
     # Redis back: the tier is used again.
     redis_server.start()
-    time.sleep(1.5)
-    httpx.get(a.url + "/prod/items/99")
-    wait_for(lambda: len(entries_in(redis_server)) >= 1)
+    fresh = iter(range(100, 10_000))  # a new key each time: a local hit would write nothing to Redis
+
+    def stored_in_redis() -> bool:
+        assert httpx.get(a.url + f"/prod/items/{next(fresh)}").status_code == 200
+        return len(entries_in(redis_server)) >= 1
+
+    wait_for(stored_in_redis, interval=0.2, what="the node to write to Redis again")
 
 
 def test_debug_header_off_by_default(start_gateway, numbered, redis_server):

@@ -321,9 +321,6 @@ def test_the_redis_url_defaults_to_the_state_one():
 
 
 def test_canaries_use_the_stage_cache_only_with_use_stage_cache_and_their_own_entries_per_deployment():
-    model = importlib.import_module("fastgw.config.model")
-    if not hasattr(model, "Canary"):
-        pytest.skip("canary deployments are not in this build yet")
     route = {"route": "GET /items/{id}", "cache": {"keyParameters": ["method.request.path.id"]},
              "integration": {"type": "HTTP_PROXY", "uri": "http://127.0.0.1:9/items/{id}"}}
     data = {"apis": [{"name": "shop", "type": "REST", "routes": [route],

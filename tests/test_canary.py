@@ -8,10 +8,10 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from support.waiting import wait_for, wait_metric
 
 WORKERS = 2
 
@@ -91,12 +91,15 @@ def test_canary_split_is_ten_percent_across_both_workers(start_gateway, upstream
     by_worker = {w: sum(1 for t, rid in results if rid.startswith(w) and t.startswith("/v2/")) for w in workers}
     assert all(n > 0 for n in by_worker.values()), by_worker
     # The metrics count canary requests apart, summed over the workers.
-    time.sleep(1.5)
-    assert metric(gateway, "fastgw_requests_total", stage="prod", canary="true") == len(canary)
-    assert metric(gateway, "fastgw_requests_total", stage="prod", canary="false") == len(results) - len(canary)
-    # ... and so does the access log ($context.isCanaryRequest).
-    lines = [json.loads(line) for line in gateway.stdout().splitlines() if line.startswith("{")]
-    assert sum(1 for line in lines if line["isCanaryRequest"]) == len(canary)
+    wait_metric(gateway.admin, "fastgw_requests_total", len(canary), stage="prod", canary="true")
+    wait_metric(gateway.admin, "fastgw_requests_total", len(results) - len(canary), stage="prod", canary="false")
+
+    # ... and so does the access log ($context.isCanaryRequest), once every line is written.
+    def log_lines() -> list[dict]:
+        return [json.loads(line) for line in gateway.stdout().splitlines() if line.startswith("{")]
+
+    wait_for(lambda: len(log_lines()) >= len(results), what="an access log line per request")
+    assert sum(1 for line in log_lines() if line["isCanaryRequest"]) == len(canary)
 
 
 def _all_go_to(gateway, prefix: str, n: int = 60) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 
 import httpx
-import pytest
+from support.waiting import wait_for
 
 
 def config(upstream: str, version: str) -> str:
@@ -36,13 +36,13 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
     return requests, int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
+    assert shutil.which("wrk"), "wrk is missing: scripts/bootstrap.sh test installs it"
     gateway = start_gateway(config(upstream.address, "v0"), workers=2, args=("--no-access-log",))
     wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d25s", "--timeout", "5s", f"{gateway.url}/items/1"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(2)
+        wait_for(lambda: len(upstream.requests) >= 100, what="wrk's load to start")
         answers = []
         for i in range(1, 21):
             gateway.config_path.write_text(config(upstream.address, f"v{i}"))
@@ -57,7 +57,8 @@ def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
                 assert refused.status_code == 400
                 assert any("integration.type" in p for p in refused.json()["problems"])
                 gateway.signal(signal.SIGHUP)  # the signal too: logged, nothing changes
-            time.sleep(0.6)
+                wait_for(lambda: "config reload rejected (SIGHUP)" in gateway.stderr(), what="the SIGHUP rejection")
+            time.sleep(0.6)  # spreads the 20 reloads over wrk's 25 s: pacing, not a wait
         output, _ = wrk.communicate(timeout=60)
     finally:
         if wrk.poll() is None:
@@ -71,7 +72,7 @@ def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
     assert {httpx.get(f"{gateway.url}/items/9").json()["target"] for _ in range(20)} == {"/v20/9"}
     seen = {r.target.split("/")[1] for r in upstream.requests}
     assert {f"v{i}" for i in range(21)} <= seen
-    assert "config reload rejected" in gateway.stderr()
+    assert "config reload rejected (POST /reload)" in gateway.stderr()
 
 
 def test_watch_reloads_config_documents_and_handlers(tmp_path, start_gateway, upstream):
@@ -97,11 +98,11 @@ functions: {hello: "watched_handlers:hello"}
     assert until(lambda: all(httpx.get(f"{gateway.url}/items/2").json()["target"] == "/b/2" for _ in range(6)))
     # A broken file: logged, the old config keeps serving.
     gateway.config_path.write_text(text.replace("version: a", "version: c").replace("HTTP_PROXY", "NOPE"))
-    assert until(lambda: "config reload rejected" in gateway.stderr())
+    assert until(lambda: "config reload rejected (--watch)" in gateway.stderr())
     assert httpx.get(f"{gateway.url}/items/2").json()["target"] == "/b/2"
     # The handler module changes: its new code runs.
     gateway.config_path.write_text(text.replace("version: a", "version: b"))
-    time.sleep(0.5)
+    assert until(lambda: gateway.stderr().count("config reload accepted (--watch)") == 2)
     handlers.write_text("def hello(event, context):\n    return {'statusCode': 200, 'body': 'two'}\n")
     assert until(lambda: all(httpx.get(f"{gateway.url}/hello").text == "two" for _ in range(6)))
 
@@ -116,7 +117,7 @@ def test_requests_in_flight_finish_with_the_old_plan(start_gateway):
         thread = threading.Thread(target=lambda: result.setdefault("r", httpx.get(f"{gateway.url}/items/1",
                                                                                    timeout=10)))
         thread.start()
-        time.sleep(0.3)
+        wait_for(lambda: len(slow.requests) == 1, what="the request to be in flight")
         gateway.config_path.write_text(config(slow.address, "new"))
         assert httpx.post(f"{gateway.admin}/reload", timeout=30).status_code == 202
         thread.join()

@@ -148,7 +148,7 @@ def test_gateway_answers_kept_alive_requests_without_nagle_delay(start_gateway, 
 def test_upstream_pool_connections_set_tcp_nodelay():
     """The gateway's upstream connections (fastgw/upstream.py, on the workers' uvloop) have TCP_NODELAY:
     a request head and a streamed body in separate writes never wait for the upstream's ACK."""
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a dependency of fastgw itself
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 

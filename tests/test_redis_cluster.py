@@ -17,9 +17,10 @@ import pytest
 import redis
 from support.redis_cluster import RedisCluster
 from support.upstream import RecordingUpstream
+from support.waiting import wait_for
 from test_cache import Numbered
 from test_canary import config as canary_config
-from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today, wait_for
+from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today
 from test_usage_redis import metric
 
 

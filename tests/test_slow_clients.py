@@ -197,37 +197,64 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_exchange(start_gatewa
         streaming.stop()
 
 
-@pytest.mark.parametrize("interface", [
-    pytest.param("rsgi", marks=pytest.mark.xfail(strict=True, reason=(
-        "granian 2.8.7 (and 2.8.9) RSGI send_bytes never waits for the client: the whole stream is "
-        "buffered in the worker, so there is no back-pressure to time out; see DESIGN.md"))),
-    "asgi",
-])
+STALL_BOUND_MIB = 32  # what one stalled reader may cost a worker (issue 18)
+
+
+def _rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _read_until(sock: socket.socket, amount: int) -> bytes:
+    data = b""
+    while len(data) < amount:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _warm(gateway) -> float:
+    """The worker's RSS once it has served a streamed response (its buffers, pools and caches made)."""
+    worker = gateway.worker_pids()[0]
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /prod/big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        while sock.recv(1 << 20):
+            pass
+    return _rss_mib(worker)
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_a_client_that_stops_reading_a_stream_is_cut_off(start_gateway, interface: str) -> None:
     """RELIABILITY.md F-28: a client that keeps its connection but reads nothing more of a streamed
     response holds neither the upstream exchange nor its buffers for ever. Once sending has waited
     limits.sendIdleTimeoutMs, the response is aborted and the upstream connection dropped; the worker's
-    memory stays flat meanwhile (back-pressure, not buffering)."""
+    memory stays flat meanwhile (back-pressure, not buffering: granian's RSGI stream has none of its
+    own, fastgw/backpressure.py)."""
     size = 400 * 1024 * 1024
     streaming = StreamingUpstream(size).start()
     try:
         text = CONFIG.format(interface=interface, idle=IDLE_MS, upstream=streaming.address)
         gateway = start_gateway(text.replace("limits: {", "limits: {sendIdleTimeoutMs: 1000, "))
         worker = gateway.worker_pids()[0]
+        streaming.size = 8 * 1024 * 1024
+        before = _warm(gateway)
+        streaming.size, streaming.finished = size, 0
+        peak = before
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             sock.sendall(b"GET /prod/big HTTP/1.1\r\nHost: a\r\n\r\n")
-            got = 0
-            while got < 1024 * 1024:
-                got += len(sock.recv(65536))
-            # now read nothing: the gateway's sends block, then time out
+            got = len(_read_until(sock, 1024 * 1024))
+            # now read nothing: the gateway's sends wait, then time out
             deadline = time.monotonic() + 15
             while not streaming.cut_short and time.monotonic() < deadline:
-                time.sleep(0.1)
+                peak = max(peak, _rss_mib(worker))
+                time.sleep(0.05)
+            peak = max(peak, _rss_mib(worker))
+            print(f"{interface}: worker RSS {before:.1f} MiB, +{peak - before:.1f} MiB for the stalled reader")
+            assert peak - before <= STALL_BOUND_MIB, f"the worker buffered the stream: +{peak - before:.0f} MiB"
             assert streaming.cut_short == 1 and streaming.finished == 0
             assert streaming.written < size // 4
-            rss_mib = int(Path(f"/proc/{worker}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-            assert rss_mib < 200, f"the worker buffered the stream: {rss_mib:.0f} MiB"
             # the client's connection is ended: what it reads now runs out, without a clean end
             sock.settimeout(5)
             rest = b""
@@ -237,5 +264,84 @@ def test_a_client_that_stops_reading_a_stream_is_cut_off(start_gateway, interfac
             except ConnectionResetError:
                 pass
             assert got + len(rest) < size
+    finally:
+        streaming.stop()
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_a_stalled_stream_continues_when_the_client_reads_again(start_gateway, interface: str) -> None:
+    """A reader that pauses (for less than sendIdleTimeoutMs) costs the worker a bounded amount of memory
+    meanwhile, and then gets the whole response."""
+    size = 64 * 1024 * 1024
+    streaming = StreamingUpstream(8 * 1024 * 1024).start()
+    try:
+        text = CONFIG.format(interface=interface, idle=IDLE_MS, upstream=streaming.address)
+        gateway = start_gateway(text.replace("limits: {", "limits: {sendIdleTimeoutMs: 10000, "))
+        worker = gateway.worker_pids()[0]
+        before = _warm(gateway)
+        streaming.size, streaming.finished = size, 0
+        peak = before
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /prod/big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            data = _read_until(sock, 1024 * 1024)
+            paused = time.monotonic()
+            while time.monotonic() - paused < 2.0:  # the pause: read nothing, watch the worker
+                peak = max(peak, _rss_mib(worker))
+                time.sleep(0.05)
+            print(f"{interface}: worker RSS {before:.1f} MiB, +{peak - before:.1f} MiB during the pause")
+            assert peak - before <= STALL_BOUND_MIB, f"the worker buffered the stream: +{peak - before:.0f} MiB"
+            assert streaming.finished == 0 and streaming.written < size // 2
+            received = len(data)
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        head, _, _ = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert received - len(head) - 4 == size
+        assert streaming.finished == 1
+    finally:
+        streaming.stop()
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+@pytest.mark.parametrize("size", [400 * 1024 * 1024, 200 * 1024], ids=["streamed", "read-whole"])
+def test_a_stalled_http2_client_with_many_streams_is_bounded(start_gateway, interface: str, size: int) -> None:
+    """HTTP/2 (cleartext, prior knowledge) multiplexes streams on one connection, and granian waits for
+    a stalled HTTP/2 stream on neither interface: streamed responses are paced on the connection's
+    socket, and a connection has at most 32 streams at once, so responses read whole (up to 256 KiB,
+    handed to granian at once) are bounded too. A client that opens 64 streams and reads nothing costs
+    the worker at most STALL_BOUND_MIB; its streamed responses end at sendIdleTimeoutMs."""
+    import h2.config
+    import h2.connection
+
+    streaming = StreamingUpstream(8 * 1024 * 1024).start()
+    try:
+        text = CONFIG.format(interface=interface, idle=IDLE_MS, upstream=streaming.address)
+        gateway = start_gateway(text.replace("limits: {", "limits: {sendIdleTimeoutMs: 1500, "))
+        worker = gateway.worker_pids()[0]
+        before = _warm(gateway)
+        streaming.size, streaming.finished = size, 0
+        peak = before
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            for _ in range(64):
+                conn.send_headers(conn.get_next_available_stream_id(), [
+                    (":method", "GET"), (":path", "/prod/big"), (":scheme", "http"), (":authority", "a")],
+                    end_stream=True)
+            sock.sendall(conn.data_to_send())
+            # read nothing: no WINDOW_UPDATE either, so each stream gets 64 KiB through at most
+            deadline = time.monotonic() + (15 if size > 256 * 1024 else 2)
+            while streaming.cut_short < 32 and time.monotonic() < deadline:
+                peak = max(peak, _rss_mib(worker))
+                time.sleep(0.05)
+            peak = max(peak, _rss_mib(worker))
+            print(f"{interface}: worker RSS {before:.1f} MiB, +{peak - before:.1f} MiB for the stalled HTTP/2 client")
+            assert peak - before <= STALL_BOUND_MIB, f"the worker buffered the streams: +{peak - before:.0f} MiB"
+            if size > 256 * 1024:
+                assert streaming.cut_short >= 32 and streaming.finished == 0
+            else:
+                assert streaming.finished == 32  # 32 streams at once; the others wait for one
     finally:
         streaming.stop()

@@ -11,7 +11,8 @@ import httpx
 import pytest
 import redis
 from support.redis import RedisServer
-from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today, wait_for
+from support.waiting import wait_for, wait_value
+from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today
 
 
 @pytest.fixture
@@ -83,8 +84,8 @@ def test_three_nodes_share_one_quota_exactly_and_it_survives_a_redis_restart(sta
         return status == 429
 
     wait_for(exhausted, timeout=5)
-    time.sleep(1.5)  # anything counted locally meanwhile reaches Redis
-    assert usage_today(nodes[2], "alice") == 100 + admitted_meanwhile
+    # Anything counted locally meanwhile reaches Redis (the node reconciles about once a second).
+    wait_value(lambda: usage_today(nodes[2], "alice"), 100 + admitted_meanwhile, what="alice's usage in Redis")
 
 
 def test_three_nodes_share_one_throttle_exactly(start_gateway, upstream, redis_server):
@@ -110,9 +111,8 @@ def test_redis_down_fails_open_then_shared_limits_return_and_no_count_is_lost(st
     elapsed = time.perf_counter() - started
     assert during == [200] * 30  # fail open: per-node local limits
     assert elapsed < 3.0  # no request waits more than the 50 ms Redis timeout (plus its own work)
-    time.sleep(1.3)
-    assert metric(node, "fastgw_state_backend_errors_total") >= 1
-    assert metric(node, "fastgw_state_backend_up") == 0
+    wait_for(lambda: metric(node, "fastgw_state_backend_errors_total") >= 1, what="a backend error counted")
+    wait_value(lambda: metric(node, "fastgw_state_backend_up"), 0.0, what="fastgw_state_backend_up")
 
     restarted = time.monotonic()
     redis_server.start()
@@ -122,8 +122,7 @@ def test_redis_down_fails_open_then_shared_limits_return_and_no_count_is_lost(st
     assert cli(node, "usage", "alice", "--plan", "basic", "--remaining", "0").returncode == 0
     wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 429, timeout=5)
     assert time.monotonic() - restarted < 5 + 5
-    time.sleep(1.3)
-    assert metric(node, "fastgw_state_backend_up") == 1
+    wait_value(lambda: metric(node, "fastgw_state_backend_up"), 1.0, what="fastgw_state_backend_up")
 
 
 def test_redis_down_fails_closed_with_503(start_gateway, upstream, redis_server):
@@ -158,9 +157,11 @@ def test_a_key_created_through_one_node_works_on_all(start_gateway, upstream, re
     assert cli(nodes[1], "keys", "disable", "zed").returncode == 0
     wait_for(lambda: all(one(n.port, "/prod/orders/1", value)[0] == 403 for n in nodes), timeout=5)
     # Redis holds the key's digest, never its value (nor ALICE's).
-    time.sleep(1.2)  # appendfsync everysec
-    stored = b"".join(p.read_bytes() for p in redis_server.directory.rglob("*") if p.is_file())
-    assert b"zed" in stored and value.encode() not in stored and ALICE.encode() not in stored
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in redis_server.directory.rglob("*") if p.is_file())
+
+    wait_for(lambda: b"zed" in stored(), what="the key in Redis's append-only file (appendfsync everysec)")
+    assert value.encode() not in stored() and ALICE.encode() not in stored()
 
 
 def quota_counter(server: RedisServer) -> tuple[redis.Redis, str]:
@@ -180,12 +181,11 @@ def test_fail_open_admits_this_nodes_share_of_what_was_left_and_hands_it_over_on
     assert during == {200: (30 - 12) // 3, 429: 20 - (30 - 12) // 3}, during  # not unlimited, not zero
 
     redis_server.start()
-    wait_for(lambda: usage_today(node, "alice") == 12 + 6, timeout=10)  # handed over...
-    time.sleep(2.5)  # ... once: the next hand-overs (every second) add nothing
-    assert usage_today(node, "alice") == 18
-    # The shared quota is back, exact: 12 left.
+    wait_value(lambda: usage_today(node, "alice"), 12 + 6, what="the 6 admitted meanwhile, handed over")
+    wait_for(lambda: metric(node, "fastgw_state_backend_up") == 1, what="the worker back on Redis")
+    # The shared quota is back, exact: 12 left (a hand-over counted twice would leave fewer).
     assert statuses(burst([node.port], 20, "/prod/orders/1", ALICE)) == {200: 12, 429: 8}
-    assert usage_today(node, "alice") == 30
+    assert usage_today(node, "alice") == 30  # and the Reconciler's later rounds (every second) added nothing
 
 
 def test_a_handover_sent_again_after_a_lost_answer_counts_once(redis_server):

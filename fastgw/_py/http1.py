@@ -30,7 +30,8 @@ class ResponseError(Exception):
 LLHTTP_KINDS = (
     ("response line", "status_line"), ("HTTP/", "status_line"), ("HTTP version", "status_line"),
     ("status", "status_line"), ("Transfer-Encoding", "transfer_encoding"), ("Content-Length", "content_length"),
-    ("chunk", "chunk"), ("Missing expected CR", "bare_cr_lf"), ("Missing expected LF", "bare_cr_lf"),
+    ("chunk", "chunk"), ("Chunk", "chunk"), ("Missing expected CR", "bare_cr_lf"),
+    ("Missing expected LF", "bare_cr_lf"),
     ("whitespace after header value", "obs_fold"),
 )
 

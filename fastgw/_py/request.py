@@ -61,6 +61,9 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
             raise RequestRejected("HEADERS_TOO_LARGE", "Request header field too large")
         if "_" in name:
             raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field name")
+        if not (name.isascii() and value.isascii()) and max(map(ord, name + value)) > 255:
+            # No wire byte decodes to it; the compiled kernel refuses such a field wherever it is.
+            raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field value")
         if name in CACHE_FIELDS:
             facts.cache_fields = True
         if name in SINGLETON:

@@ -3,7 +3,8 @@
     GET /dashboard             the page (plain HTML, CSS and JavaScript shipped in the package)
     GET /dashboard/{file}      its script and style sheet
     GET /dashboard/data        the snapshot: routes, stages and canaries, live traffic per route,
-                               usage per key and plan, cache per stage, WebSocket connections
+                               usage per key and plan, cache per stage, upstream group targets,
+                               WebSocket connections
 
 Read-only, so public like health and readiness; its actions (promote, rollback, canary percentage)
 call the canary endpoints, which take the admin token. Nothing secret is in the snapshot: API keys
@@ -73,12 +74,14 @@ class Sample:
     routes: dict[RouteId, RouteCounts]
     cache: dict[tuple[str, str], dict[str, float]]  # (api, stage) -> hits, misses, entries, bytes, capacity
     websocket: dict[tuple[str, str], float]  # (api, stage) -> live connections
+    targets: dict[tuple[str, str], dict[str, float]]  # (group, target) -> available, requests, failures, ejections
 
 
 def read_sample(now: float) -> Sample:
     routes: dict[RouteId, RouteCounts] = {}
     cache: dict[tuple[str, str], dict[str, float]] = {}
     websocket: dict[tuple[str, str], float] = {}
+    targets: dict[tuple[str, str], dict[str, float]] = {}
     for name, labels, value in metrics.samples():
         if name == "fastgw_requests_total":
             counts = routes.setdefault((labels["api"], labels["stage"], labels["route"]), RouteCounts())
@@ -98,12 +101,21 @@ def read_sample(now: float) -> Sample:
         elif name == "fastgw_websocket_connections":
             key = (labels.get("api", ""), labels.get("stage", ""))
             websocket[key] = websocket.get(key, 0.0) + value
-    return Sample(now, routes, cache, websocket)
+        elif name in _TARGET_FIELDS:
+            entry = targets.setdefault((labels["group"], labels["target"]),
+                                       dict.fromkeys(_TARGET_FIELDS.values(), 0.0))
+            entry[_TARGET_FIELDS[name]] += value
+    return Sample(now, routes, cache, websocket, targets)
 
 
 _CACHE_FIELDS = {"fastgw_cache_hits_total": "hits", "fastgw_cache_misses_total": "misses",
                  "fastgw_cache_entries": "entries", "fastgw_cache_bytes": "bytes",
                  "fastgw_cache_capacity_bytes": "capacity"}
+
+
+_TARGET_FIELDS = {"fastgw_upstream_target_available": "available", "fastgw_upstream_target_requests_total": "requests",
+                  "fastgw_upstream_target_failures_total": "failures",
+                  "fastgw_upstream_target_ejections_total": "ejections"}
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -263,6 +275,10 @@ def snapshot(request: Request) -> tuple[int, Any]:
         "cache": cache_rows(samples[-1]),
         "websocket": [{"api": api, "stage": stage, "connections": int(n)}
                       for (api, stage), n in sorted(samples[-1].websocket.items())],
+        "targets": [{"group": group, "target": target, "available": bool(entry["available"]),
+                     "requests": int(entry["requests"]), "failures": int(entry["failures"]),
+                     "ejections": int(entry["ejections"])}
+                    for (group, target), entry in sorted(samples[-1].targets.items())],
     }
 
 

@@ -190,6 +190,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SystemExit(f"fastgw: the config has {len(apis)} APIs; choose one with --api "
                          f"({', '.join(a.name for a in apis)})")
     api = apis[0]
+    if api.type == "WEBSOCKET":
+        raise SystemExit(f"fastgw: API '{api.name}' is a WebSocket API: it has no OpenAPI form (AWS exports "
+                         "REST and HTTP APIs only)")
     if args.deployment and args.deployment not in api.deployments and args.deployment != "current":
         raise SystemExit(f"fastgw: API '{api.name}' has no deployment '{args.deployment}'")
     try:

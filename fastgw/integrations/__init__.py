@@ -15,6 +15,7 @@ from typing import Any
 
 from .aws import AWS
 from .base import IntegrationType, Run
+from .connections import RUN as CONNECTIONS_RUN
 from .function import FUNCTION
 from .http_proxy import HTTP_PROXY
 from .nonproxy import FUNCTION_CUSTOM, HTTP, MOCK
@@ -30,6 +31,7 @@ INTEGRATIONS: dict[str, IntegrationType] = {kind.name: kind for kind in (
 
 # plan class -> run step, for the pipeline
 RUNS: dict[type, Run] = {plan: run for kind in INTEGRATIONS.values() for plan, run in kind.runs}
+RUNS[CONNECTIONS_RUN[0]] = CONNECTIONS_RUN[1]  # a WebSocket API's @connections routes (not a config type)
 
 
 def target_of(plan: Any) -> Any:

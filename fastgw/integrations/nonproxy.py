@@ -46,12 +46,13 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
+from ..codings import decode
 from ..config.loader import Problem
 from ..config.model import Api, GatewayConfig, Route, Stage
 from ..context import build_context, json_field, lookup
 from ..errors import GatewayError
 from ..handlers import FunctionFailed, FunctionPlan, compile_function, invoke
-from ..httpsyntax import media_type, safe_field
+from ..httpsyntax import header, media_type, safe_field
 from ..upstream import exchange, read_whole_response
 from ..vtl import UTIL, Input, RenderError, TemplateError, compile_template
 from .base import Compile, IntegrationType
@@ -323,6 +324,10 @@ async def run_nonproxy(gateway: Any, down: Any, head: Any, plan: NonProxyPlan, s
         if plan.passthrough == "WHEN_NO_TEMPLATES" and plan.templates:
             raise GatewayError("UNSUPPORTED_MEDIA_TYPE")
     body = await gateway.read_whole_body(down, head, TEMPLATE_BODY_LIMIT if template is not None else 0)
+    if template is not None and (coding := header(down.headers, "content-encoding")) is not None:
+        # AWS decompresses a gzip/deflate request body before the mapping template reads it; what comes
+        # out is bounded like a plain body (a small zip bomb is refused after the limit, 413).
+        body = decode(body, coding, min(TEMPLATE_BODY_LIMIT, gateway.max_body))
     call = Call(down, head.host, stage, route, route_path, params, body, request_id, plan.aws_compat)
     for name, source in plan.failing:
         if call.request_values(source):
@@ -476,6 +481,8 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
             lines.append(f"{name}: {value}")
         else:
             log.error("the request header %r is not sent: a mapping or template produced an invalid value", name)
+    if (trace := getattr(down, "trace", None)) is not None:  # traced stage (fastgw/tracing.py)
+        lines.extend(f"{name}: {value}" for name, value in trace.upstream_fields())
     if "accept" not in names:
         lines.append("accept: application/json")
     if payload and "content-type" not in names and content_type:
@@ -533,7 +540,8 @@ def _compile(kind: str) -> Compile:
         proxy = function = None
         if kind == "HTTP":
             upstreams = config.upstreams if config is not None else {}
-            proxy = compile_target(route, stage, pools, problems, upstreams, variables)
+            groups = config.upstreamGroups if config is not None else {}
+            proxy = compile_target(route, stage, pools, problems, upstreams, variables, groups)
             if proxy is None:
                 return None
         elif kind == "FUNCTION_CUSTOM":

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from .._accel import Template
 from ..config.loader import Problem
-from ..config.model import Route, Stage
+from ..config.model import Route, Stage, UpstreamGroup
 from ..config.stagevars import substitute_stage_variables
 from ..upstream import UpstreamPool
+from ..upstream_groups import GroupPool
 
 ROUTE_PARAM = re.compile(r"\{([^{}]+?)\+?\}")
 # Methods whose request may be sent again on a fresh connection when a pooled one turns out dead.
@@ -31,7 +33,7 @@ def length_framing(method: str, length: int) -> str:
 class HttpProxyPlan:
     """An HTTP_PROXY integration of one route in one stage."""
 
-    pool: UpstreamPool
+    pool: UpstreamPool | GroupPool
     host_header: str
     path_template: Template | None  # None when the path has no placeholders
     static_path: str  # the path (and fixed query) when there is no template
@@ -41,15 +43,16 @@ class HttpProxyPlan:
     method: str | None = None  # the integration's httpMethod when it differs from the client's (AWS)
 
 
-def _pool_for(plan_pools: dict[tuple[str, str, int], UpstreamPool], scheme: str, host: str, port: int,
-              connect_timeout: float) -> UpstreamPool:
-    key = (scheme, host, port)
-    pool = plan_pools.get(key)
-    if pool is None:
-        pool = plan_pools[key] = UpstreamPool(scheme, host, port, connect_timeout)
-    else:
-        pool.connect_timeout = min(pool.connect_timeout, connect_timeout)
-    return pool
+def _pool_for(plan_pools: dict[tuple[str, str, int], Any], scheme: str, host: str, port: int,
+              connect_timeout: float, group: UpstreamGroup | None = None) -> UpstreamPool | GroupPool:
+    pool: UpstreamPool | GroupPool = GroupPool(group, scheme, connect_timeout) if group is not None else \
+        UpstreamPool(scheme, host, port, connect_timeout)
+    kept = plan_pools.get(pool.key)
+    if kept is None:
+        plan_pools[pool.key] = pool
+        return pool
+    kept.connect_timeout = min(kept.connect_timeout, connect_timeout)
+    return kept
 
 
 def rewrite_upstream(uri: str, upstreams: dict[str, str]) -> str:
@@ -74,8 +77,8 @@ def mapped_path_parameters(template: str, request_parameters: dict[str, str]) ->
 
 
 def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Problem],
-                        upstreams: dict[str, str] | None = None,
-                        variables: dict[str, str] | None = None) -> HttpProxyPlan | None:
+                   upstreams: dict[str, str] | None = None, variables: dict[str, str] | None = None,
+                   groups: dict[str, UpstreamGroup] | None = None) -> HttpProxyPlan | None:
     integration = route.integration
     assert integration is not None
     where = f"{integration.path}.uri"
@@ -102,6 +105,9 @@ def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Probl
         problems.append(Problem(where, "credentials in the URI are not supported; use a header mapping"))
         return None
     host = parts.hostname
+    # An upstream group (`upstreamGroups:`) is named by the URI's host, without a port; the Host header
+    # the targets see is the group's name, as nginx sends an upstream block's name.
+    group = (groups or {}).get(parts.netloc) if port is None else None
     port = port or (443 if parts.scheme == "https" else 80)
     default_port = 443 if parts.scheme == "https" else 80
     host_in_header = f"[{host}]" if ":" in host else host
@@ -122,7 +128,7 @@ def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Probl
     if "{" in parts.query:
         problems.append(Problem(where, "route parameters in the URI query are not supported yet"))
         return None
-    pool = _pool_for(pools, parts.scheme, host, port, integration.connectTimeoutInMillis / 1000)
+    pool = _pool_for(pools, parts.scheme, host, port, integration.connectTimeoutInMillis / 1000, group)
     return HttpProxyPlan(
         pool=pool,
         host_header=host_header,

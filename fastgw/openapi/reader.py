@@ -201,8 +201,6 @@ class Reader:
         if ("requestValidators" in api or "requestValidator" in api) and api_type != "REST":
             self.note("request validation on an HTTP API (AWS validates requests of REST APIs only; kept, not "
                       "applied)", X + "request-validators")
-        if "minimumCompressionSize" in api:
-            self.note("response compression (kept, not implemented)", X + "minimum-compression-size")
         if X + "cors" in doc and api_type != "HTTP":
             self.note("x-amazon-apigateway-cors applies to HTTP APIs only (AWS ignores it on REST APIs; REST "
                       "APIs answer CORS with their OPTIONS methods)", X + "cors")

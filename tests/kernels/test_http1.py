@@ -277,3 +277,101 @@ def test_content_length_is_known_once_the_head_is_in(impl, head, content_length)
     assert parser.content_length == content_length
     parser.reset(False)
     assert parser.content_length == -1
+
+
+# Ways to break a valid response's framing or syntax (RFC 9112): each takes the response's bytes and
+# returns broken ones. Both parsers must refuse what either refuses, with the same fault kind, and
+# agree on everything else (some breaks leave a valid response, e.g. a chunk size in upper case).
+def _replace_framing(data: bytes, field: bytes) -> bytes:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith((b"content-length:",
+                                                                                  b"transfer-encoding:"))]
+    return b"\r\n".join(lines + [field]) + sep + rest
+
+
+BREAKS = {
+    "second CL": lambda d, n: _insert_field(d, b"Content-Length: %d" % (n + 1)),
+    "CL and TE": lambda d, n: _insert_field(d, b"Transfer-Encoding: chunked"),
+    "CL with sign": lambda d, n: _replace_framing(d, b"Content-Length: -%d" % n),
+    "CL hex": lambda d, n: _replace_framing(d, b"Content-Length: 0x%x" % n),
+    "CL overflow": lambda d, n: _replace_framing(d, b"Content-Length: 99999999999999999999999"),
+    "TE identity": lambda d, n: _replace_framing(d, b"Transfer-Encoding: identity"),
+    "TE chunked then other": lambda d, n: _replace_framing(d, b"Transfer-Encoding: chunked, br"),
+    "chunk size garbage": lambda d, n: _replace_framing(d, b"Transfer-Encoding: chunked")
+    .replace(b"\r\n\r\n", b"\r\n\r\nq\r\n", 1),
+    "chunk size overflow": lambda d, n: _replace_framing(d, b"Transfer-Encoding: chunked")
+    .replace(b"\r\n\r\n", b"\r\n\r\nffffffffffffffffffff\r\n", 1),
+    "chunk without CRLF": lambda d, n: _replace_framing(d, b"Transfer-Encoding: chunked")
+    .replace(b"\r\n\r\n", b"\r\n\r\n3\r\nabcd0\r\n\r\n", 1),
+    "bare LF": lambda d, n: d.replace(b"\r\n", b"\n", 2)[: d.find(b"\r\n\r\n") + 4] + d[d.find(b"\r\n\r\n") + 4:],
+    "obs-fold": lambda d, n: _insert_field(d, b"X-Fold: a\r\n b"),
+    "NUL": lambda d, n: _insert_field(d, b"X-Nul: a\x00b"),
+    "space before colon": lambda d, n: _insert_field(d, b"X-Sp : a"),
+    "no colon": lambda d, n: _insert_field(d, b"X-NoColon"),
+    "status letters": lambda d, n: d[:9] + b"2x0" + d[12:],
+    "status 4 digits": lambda d, n: d[:9] + b"2000" + d[12:],
+    "version lower": lambda d, n: b"http" + d[4:],
+    "truncated": lambda d, n: d[: max(0, len(d) - 1 - n // 2)],
+}
+
+
+def _insert_field(data: bytes, field: bytes) -> bytes:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n" + field + sep + rest
+
+
+def run_kind(parser_cls, data: bytes, splits: list[int]):
+    """As run(), but an error is ("error", its kind)."""
+    parser = parser_cls()
+    parser.reset(False)
+    body = b""
+    cuts = sorted({c for c in splits if 0 < c < len(data)}) + [len(data)]
+    start = 0
+    try:
+        for cut in cuts:
+            parser.feed(data[start:cut])
+            body += parser.take_body()
+            start = cut
+        if not parser.complete:
+            parser.eof()  # the upstream closed here: a response that is not whole is refused
+    except Exception as exc:  # noqa: BLE001 - either implementation's ResponseError
+        assert type(exc).__name__ == "ResponseError", exc
+        return ("error", exc.kind)
+    body += parser.take_body()
+    return parser.status, parser.headers, body, parser.keep_alive, parser.complete
+
+
+@pytest.mark.skipif(CoreParser is None, reason="FASTGW_NO_EXTENSIONS: no compiled parser to compare")
+@settings(max_examples=400, deadline=None)
+@given(responses(), st.sampled_from(sorted(BREAKS)), st.integers(0, 40))
+def test_compiled_parser_agrees_with_httptools_on_broken_framing(case, name, n):
+    data, splits = case
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    prefix = interim if data.startswith(interim) else b""  # the break goes into the final response
+    broken = prefix + BREAKS[name](data[len(prefix):], n)
+    splits = [s for s in splits if s < len(broken)]
+    core, ref = run_kind(CoreParser, broken, splits), run_kind(PyResponseParser, broken, splits)
+    assert _agree(core, ref), (name, broken, core, ref)
+
+
+def _agree(core, ref) -> bool:
+    """The same result, or both refused with the same kind. One known difference of kind, not of
+    outcome: bytes cut off by the end of the stream before a line or head is whole are "truncated"
+    for the kernel (it checks a line once it is whole) while llhttp, which checks each character as
+    it comes, may already have named the fault. Either way the response is refused (502)."""
+    if core == ref:
+        return True
+    return core[0] == ref[0] == "error" and "truncated" in (core[1], ref[1])
+
+
+def test_broken_framing_is_refused_by_both() -> None:
+    """The breaks that always make a response invalid are refused, with the same kind, by both."""
+    always = {"second CL": "content_length", "CL and TE": "transfer_encoding", "CL with sign": "content_length",
+              "TE identity": "transfer_encoding", "obs-fold": "obs_fold", "NUL": "header_syntax",
+              "space before colon": "header_syntax", "status letters": "status_line",
+              "chunk size garbage": "chunk"}
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello"
+    parsers = [p for p in (CoreParser, PyResponseParser) if p is not None]
+    for name, kind in always.items():
+        for parser in parsers:
+            assert run_kind(parser, BREAKS[name](data, 5), []) == ("error", kind), (name, parser)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .conftest import is_compiled
+from .conftest import NO_EXTENSIONS
 
 SECOND = 1_000_000_000
 NOW = 1_700_000_000 * SECOND
@@ -119,70 +119,161 @@ def test_gcra_refund_undoes_exactly_one_acquire(impl: ModuleType) -> None:
     assert slots.count_get(slots.find(10)) == (0, 0)
 
 
+class ReferenceCounters:
+    """The period counters as specified, without packing or a buffer: slot -> (period, count), absent
+    until first written. A never-used counter starts at `initial` (AWS's quota offset); a counter of
+    another period starts at 0; a refused acquire changes nothing."""
+
+    def __init__(self) -> None:
+        self.words: dict[int, tuple[int, int]] = {}
+
+    def acquire(self, slot: int, period: int, limit: int, cost: int, initial: int) -> tuple[bool, int]:
+        if slot not in self.words:
+            base = initial
+        else:
+            seen, count = self.words[slot]
+            base = count if seen == period else 0
+        if limit >= 0 and base + cost > limit:
+            return (False, base)
+        self.words[slot] = (period, base + cost)
+        return (True, base + cost)
+
+    def release(self, slot: int, period: int, cost: int) -> None:
+        if slot in self.words and self.words[slot][0] == period:
+            self.words[slot] = (period, max(0, self.words[slot][1] - cost))
+
+    def get(self, slot: int) -> tuple[int, int]:
+        return self.words.get(slot, (0, 0))
+
+    def set(self, slot: int, period: int, count: int) -> None:
+        self.words[slot] = (period, count)
+
+    def take(self, slot: int) -> tuple[int, int]:
+        word = self.get(slot)
+        if word[1]:
+            self.words[slot] = (word[0], 0)
+        return word
+
+
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from(["acq", "rel", "take", "set"]), st.integers(1, 3),
                               st.integers(0, 5), st.integers(-1, 8)), max_size=60))
-def test_compiled_matches_reference(impl: ModuleType, ops: list[tuple[str, int, int, int]]) -> None:
-    if not is_compiled(impl):
-        return
-    from fastgw import _py
-
-    tables = [impl.SlotTable(bytearray(64), 4), _py.SlotTable(bytearray(64), 4)]
-    for op, period, cost, limit in ops:
-        results = []
-        for t in tables:
-            s = t.find(period * 3 + 1)
-            if op == "acq":
-                results.append(t.count_acquire(s, DAY + period, limit, cost, initial=1))
-            elif op == "rel":
-                results.append(t.count_release(s, DAY + period, cost))
-            elif op == "take":
-                results.append(t.count_take(s))
-            else:
-                results.append(t.count_set(s, DAY + period, cost))
-            results.append(t.count_get(s))
-        assert results[: len(results) // 2] == results[len(results) // 2:]
+def test_counters_match_the_reference(impl: ModuleType, ops: list[tuple[str, int, int, int]]) -> None:
+    t, ref = impl.SlotTable(bytearray(64), 4), ReferenceCounters()
+    for op, which, cost, limit in ops:
+        s = t.find(which * 3 + 1)  # three idents in a 4-slot table, some colliding
+        period = DAY + which
+        if op == "acq":
+            assert t.count_acquire(s, period, limit, cost, initial=1) == ref.acquire(s, period, limit, cost, 1)
+        elif op == "rel":
+            t.count_release(s, period, cost)
+            ref.release(s, period, cost)
+        elif op == "take":
+            assert t.count_take(s) == ref.take(s)
+        else:
+            t.count_set(s, period, cost)
+            ref.set(s, period, cost)
+        assert t.count_get(s) == ref.get(s)
 
 
-def _hammer(path: str, nslots: int, ident: int, tries: int, queue: Any) -> None:
+def test_builds_share_the_table_format() -> None:
+    """A table written by one build reads the same in the other (the state file outlives a build)."""
+    if NO_EXTENSIONS:
+        pytest.skip("FASTGW_NO_EXTENSIONS is set: no compiled build to compare")
+    from fastgw import _core, _py
+
+    buf = bytearray(16 * 8)
+    c, p = _core.SlotTable(buf, 8), _py.SlotTable(buf, 8)
+    slot = c.find(12345)
+    assert p.lookup(12345) == slot and p.find(777) == c.lookup(777)
+    c.count_acquire(slot, DAY, 10, 3, initial=2)
+    assert p.count_get(slot) == (DAY, 5)
+    p.count_acquire(slot, DAY, 10, 1)
+    assert c.count_get(slot) == (DAY, 6)
+
+
+# ---------------------------------------------------------------- processes sharing one mmap
+
+
+def _hammer(path: str, nslots: int, idents: list[int], tries: int, barrier: Any, out: Any) -> None:
     from fastgw import _core
 
     with open(path, "r+b") as f:
         mm = mmap.mmap(f.fileno(), 0)
         t = _core.SlotTable(mm, nslots)
-        won = 0
+        barrier.wait()  # every process starts together, inserting the same idents concurrently
+        won: list[tuple[int, int]] = []
         for i in range(tries):
-            s = t.find(ident + (i % 5))  # 5 idents, inserted concurrently by every process
-            if t.count_acquire(s, DAY, 100)[0]:
-                won += 1
-        queue.put(won)
+            ident = idents[i % len(idents)]
+            allowed, count = t.count_acquire(t.find(ident), DAY, LIMIT)
+            if allowed:
+                won.append((ident, count))
+        out.put(won)
         del t
         mm.close()
 
 
-def test_processes_sharing_an_mmap_insert_and_count_exactly(impl: ModuleType, tmp_path: Any) -> None:
-    if not is_compiled(impl):
-        pytest.skip("only the compiled build is atomic across processes")
-    nslots = 64
-    path = tmp_path / "slots"
+LIMIT = 20_000  # large enough that the processes run long enough to be scheduled together
+PROCESSES = 4
+
+
+def _race(path: Any, nslots: int, idents: list[int]) -> list[list[tuple[int, int]]]:
+    """PROCESSES processes, each trying 3x what all counters admit together (so one that ran alone
+    would take every count): the counts each won. Every child is ended, and must have exited 0."""
     path.write_bytes(bytes(16 * nslots))
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(str(path), nslots, 1000, 400, queue)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    won = sum(queue.get(timeout=60) for _ in procs)
-    for p in procs:
-        p.join(10)
-    # 5 counters with a limit of 100 each: exactly 500 admitted out of 1600 tries, 5 slots used.
-    assert won == 500
-    with open(path, "r+b") as f:
-        mm = mmap.mmap(f.fileno(), 0)
-        t = impl.SlotTable(mm, nslots)
-        assert t.occupied() == 5
-        assert sorted(t.count_get(t.lookup(1000 + k))[1] for k in range(5)) == [100] * 5
-        del t
-        mm.close()
+    barrier, out = ctx.Barrier(PROCESSES), ctx.Queue()
+    tries = 3 * LIMIT * len(idents)
+    procs = [ctx.Process(target=_hammer, args=(str(path), nslots, idents, tries, barrier, out))
+             for _ in range(PROCESSES)]
+    try:
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+            assert p.exitcode == 0, f"a hammering process ended with {p.exitcode}"
+        return results
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+def test_processes_sharing_an_mmap_insert_and_count_exactly(tmp_path: Any) -> None:
+    """The compiled table across processes (the pure-Python twin is not atomic: it is the build
+    README tells multi-worker deployments not to use for limits). Every count of every counter is
+    won by exactly one process, the idents are inserted once each, and the processes provably ran
+    at the same time (each won some counts, which one running alone could not: it would take all)."""
+    if NO_EXTENSIONS:
+        pytest.skip("FASTGW_NO_EXTENSIONS is set: no compiled build")
+    from fastgw import _core
+
+    nslots, idents = 64, [1000 + k for k in range(5)]
+    path = tmp_path / "slots"
+    shares: list[int] = []
+    for _ in range(8):
+        results = _race(path, nslots, idents)
+        for ident in idents:
+            counts = sorted(count for won in results for i, count in won if i == ident)
+            assert counts == list(range(1, LIMIT + 1)), f"ident {ident}: counts won {len(counts)}, duplicates " \
+                f"{len(counts) - len(set(counts))}"
+        with open(path, "r+b") as f:
+            mm = mmap.mmap(f.fileno(), 0)
+            t = _core.SlotTable(mm, nslots)
+            assert t.occupied() == len(idents)
+            assert [t.count_get(t.lookup(i)) for i in idents] == [(DAY, LIMIT)] * len(idents)
+            del t
+            mm.close()
+        shares = [len(won) for won in results]
+        if min(shares) > 0:  # every process won some: they overlapped
+            return
+    pytest.fail(f"the {PROCESSES} processes never overlapped in 8 tries (counts won: {shares}); the table's "
+                "atomicity was not tested")
 
 
 def _chain(impl: ModuleType, nslots: int = 8) -> tuple[Any, Any, bytearray]:
@@ -227,22 +318,51 @@ def test_admit_counts_quota_last_and_refunds_on_quota(impl: ModuleType) -> None:
     assert slots.count_get(q2) == (DAY, 1)
 
 
+class ReferenceAdmit:
+    """`admit` as specified: GCRA on each level in order (TAT per slot, absent = 0), then the quota
+    counter; a refusal gives back one interval to every level that took one."""
+
+    def __init__(self) -> None:
+        self.tats: dict[int, int] = {}
+        self.counters = ReferenceCounters()
+
+    def admit(self, now: int, levels: tuple[tuple[int, int, int], ...], quota_slot: int, period: int,
+              limit: int) -> tuple[int, int]:
+        taken: list[tuple[int, int]] = []
+
+        def refuse(index: int, retry: int) -> tuple[int, int]:
+            for slot, interval in taken:
+                self.tats[slot] = max(1, self.tats[slot] - interval)
+            return (index, retry)
+
+        for index, (slot, interval, tolerance) in enumerate(levels):
+            if tolerance < 0:  # a zero rate or burst
+                return refuse(index, SECOND)
+            new_tat = max(self.tats.get(slot, 0), now) + interval
+            if new_tat - now > tolerance:
+                return refuse(index, new_tat - now - tolerance)
+            self.tats[slot] = new_tat
+            taken.append((slot, interval))
+        allowed, count = self.counters.acquire(quota_slot, period, limit, 1, 0)
+        return (-1, count) if allowed else refuse(len(levels), count)
+
+
 @settings(max_examples=150, deadline=None)
 @given(steps=st.lists(st.tuples(st.integers(0, 3 * SECOND), st.lists(st.tuples(st.integers(0, 3),
-                                                                               st.sampled_from([0.5, 2.0, 10.0]),
+                                                                               st.sampled_from([0.5, 2.0, 10.0, 0.0]),
                                                                                st.integers(0, 4)),
                                                                      max_size=3),
                                 st.integers(-1, 5)), max_size=40))
-def test_admit_compiled_matches_reference(impl: ModuleType, steps: list) -> None:
-    if not is_compiled(impl):
-        return
-    from fastgw import _py
-
-    pair = [_chain(impl), _chain(_py)]
+def test_admit_matches_the_reference(impl: ModuleType, steps: list) -> None:
+    slots, _, buf = _chain(impl)
+    ref = ReferenceAdmit()
+    quota = slots.find(100)  # home slot 4: apart from the levels' slots 0-3
+    assert quota == 4
     now = NOW
     for advance, specs, limit in steps:
         now += advance
         levels = _levels(specs)
-        results = [s.admit(now, levels, s.find(99), DAY, limit) for s, _, _ in pair]
-        assert results[0] == results[1]
-        assert pair[0][2] == pair[1][2]  # same bytes in both tables
+        assert slots.admit(now, levels, quota, DAY, limit) == ref.admit(now, levels, quota, DAY, limit), levels
+        tats = [struct.unpack_from("=q", buf, 8 * 8 + 8 * slot)[0] for slot in range(4)]  # the values area
+        assert tats == [ref.tats.get(slot, 0) for slot in range(4)]
+        assert slots.count_get(quota) == ref.counters.get(quota)

@@ -300,3 +300,76 @@ async def test_a_204_announcing_a_body_closes(mod: Any) -> None:
     await waiter
     assert conn.parser.status == 204 and conn.parser.complete
     assert transport.closed and not conn.reusable and pool.faults == ["body_not_allowed"]
+
+
+# -- against a model: a sequence of exchanges on one connection --------------------------------------
+# The model is what RFC 9112 says of each generated response, written down when it is generated:
+# its body, and whether the connection may carry the next exchange (persistent and self-delimited).
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> tuple[bytes, list[int], bytes, bool, bool]:
+    """(response bytes, read boundaries, the body the client must get, reusable after it, ends at EOF)."""
+    status = draw(st.sampled_from([200, 201, 204, 304, 404, 500]))
+    version = draw(st.sampled_from(["1.1", "1.0"]))
+    connection = draw(st.sampled_from([None, "close", "keep-alive"]))
+    framing = draw(st.sampled_from(["length", "chunked", "close"] if version == "1.1" else ["length", "close"]))
+    body = draw(st.binary(max_size=2500))  # past the 1024-byte read-whole limit too: streamed
+    head = [f"HTTP/{version} {status} X"] + ([f"Connection: {connection}"] if connection else [])
+    persistent = connection != "close" if version == "1.1" else connection == "keep-alive"
+    if status in (204, 304):
+        body, payload, delimited = b"", b"", True
+    elif framing == "length":
+        head.append(f"Content-Length: {len(body)}")
+        payload, delimited = body, True
+    elif framing == "chunked":
+        head.append("Transfer-Encoding: chunked")
+        sizes = draw(st.lists(st.integers(1, 700), max_size=5))
+        payload, rest = b"", body
+        for size in sizes:
+            part, rest = rest[:size], rest[size:]
+            if part:
+                payload += b"%x\r\n%s\r\n" % (len(part), part)
+        if rest:
+            payload += b"%x\r\n%s\r\n" % (len(rest), rest)
+        payload += b"0\r\n\r\n"
+        delimited = True
+    else:  # close-delimited: the body ends when the upstream closes
+        payload, delimited = body, False
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=5))))
+    return data, cuts, body, persistent and delimited, not delimited
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@settings(max_examples=150, deadline=None)
+@given(st.lists(exchanges(), min_size=1, max_size=5))
+def test_exchanges_on_one_connection_match_the_model(mod: Any, sequence: list) -> None:
+    async def drive() -> None:
+        conn, transport, pool = connect(mod)
+        for data, cuts, body, reusable, ends_at_eof in sequence:
+            waiter = conn.send(GET, False, 5.0)
+            start = 0
+            for cut in [*cuts, len(data)]:
+                conn.data_received(data[start:cut])
+                start = cut
+            if ends_at_eof:
+                conn.connection_lost(None)
+            await waiter
+            got = b""
+            while (chunk := await conn.next_chunk()) is not None:
+                got += chunk
+            assert got == body
+            # The pool's rule for taking the connection back (fastgw/upstream.py release()).
+            parser = conn.parser
+            keep = conn.reusable and not conn.closed and parser.keep_alive and parser.complete and conn.error is None
+            assert keep == reusable, (data[:120], keep)
+            assert pool.faults == []
+            conn.exchanging = False
+            if not keep:
+                return
+
+    asyncio.run(drive())

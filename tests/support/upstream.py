@@ -176,6 +176,11 @@ class RecordingUpstream:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        """Stop listening and close every connection; a second call does nothing (a test may stop a
+        target before its fixture does)."""
+        if not self._thread.is_alive():
+            return
+
         async def _stop() -> None:
             if self._server is not None:
                 self._server.close()

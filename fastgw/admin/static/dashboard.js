@@ -143,6 +143,11 @@ function render(data) {
     td(c.hits, "num"), td(c.misses, "num"), td(c.entries, "num"), td(bytes(c.bytes), "num"),
     td(bytes(c.capacity), "num"),
   ]);
+  document.getElementById("targets-section").hidden = !data.targets.length;
+  fill("targets", data.targets, (t) => [
+    td(t.group), td(t.target), td(t.available ? "up" : "out", t.available ? "target-state" : "target-state err"),
+    td(t.requests, "num"), td(t.failures, "num"), td(t.ejections, "num"),
+  ]);
   document.getElementById("websocket-section").hidden = !data.websocket.length;
   fill("websocket", data.websocket, (w) => [td(w.api), td(w.stage), td(w.connections, "num")]);
 }

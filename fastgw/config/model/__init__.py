@@ -8,12 +8,14 @@ One module per concern; this package re-exports their public names, so `from fas
 import X` is the way to import them:
 
 * `reader`: `_Reader`, which reads typed fields and records each problem, and the shared small readers;
-* `server`: the `server` section (`ServerConfig`, `Limits`, `IamConfig`) and `default_workers`;
+* `server`: the `server` section (`ServerConfig`, `Limits`, `IamConfig`, `TracingConfig`), its `FASTGW_*`
+  environment variables and `default_workers`;
 * `usage`: usage plans, API keys, throttling and state (issue 4);
 * `cache`: the response cache (issue 5);
 * `validation`: a route's request validation settings (issue 7);
 * `api`: APIs, stages, routes, integrations, gateway responses, API mappings and the extras of AWS API
   definitions: OpenAPI fields, deployments, canaries, functions (issue 6);
+* `upstreams`: upstream groups (issue 17);
 * `document`: the whole document (`GatewayConfig`) and `read_config`.
 
 Imports among them point one way: every module imports `reader`; `cache` imports `usage`; `api`
@@ -50,6 +52,8 @@ from .api import (
     Integration,
     Route,
     Stage,
+    WebSocketSettings,
+    read_selection,
 )
 from .auth import AUTHORIZATION_TYPES, AUTHORIZER_TYPES, JWT_ALGORITHMS, AuthorizerConfig, RouteAuth
 from .cache import (
@@ -64,7 +68,8 @@ from .cache import (
 )
 from .document import GatewayConfig, read_config
 from .reader import ROUTE_KEY
-from .server import INTERFACES, IamConfig, Limits, ServerConfig, default_workers
+from .server import INTERFACES, IamConfig, Limits, ServerConfig, TracingConfig, default_workers, env_name
+from .upstreams import BALANCES, GroupTarget, HealthCheck, OutlierDetection, UpstreamGroup
 from .usage import (
     API_KEY_VALUE,
     AWS_METHOD_PATH,
@@ -84,6 +89,8 @@ from .usage import (
 from .validation import BUILTIN_VALIDATORS, MEDIA_TYPE, METHOD_REQUEST_PARAMETER, ROUTE_VALIDATION
 
 __all__ = [
+    "WebSocketSettings",
+    "read_selection",
     "AUTHORIZATION_TYPES",
     "AUTHORIZER_TYPES",
     "AuthorizerConfig",
@@ -93,7 +100,7 @@ __all__ = [
     # reader
     "ROUTE_KEY",
     # server
-    "INTERFACES", "IamConfig", "Limits", "ServerConfig", "default_workers",
+    "INTERFACES", "IamConfig", "Limits", "ServerConfig", "TracingConfig", "default_workers", "env_name",
     # usage
     "API_KEY_VALUE", "AWS_METHOD_PATH", "FAIL_MODES", "QUOTA_MAX", "QUOTA_PERIODS", "STATE_BACKENDS",
     "ApiKeyConfig", "Quota", "RedisTls", "StateConfig", "Throttle", "UsagePlan", "UsagePlanStage",
@@ -111,4 +118,5 @@ __all__ = [
     "FunctionSpec", "GatewayResponseConfig", "Integration", "Route", "Stage",
     # document
     "GatewayConfig", "read_config",
+    "BALANCES", "GroupTarget", "HealthCheck", "OutlierDetection", "UpstreamGroup",
 ]

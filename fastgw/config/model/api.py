@@ -15,7 +15,7 @@ from .usage import Throttle, _read_throttle
 from .validation import ROUTE_VALIDATION, _read_route_validation
 
 API_TYPES = ("REST", "HTTP", "WEBSOCKET")
-SUPPORTED_API_TYPES = ("REST", "HTTP")
+SUPPORTED_API_TYPES = ("REST", "HTTP", "WEBSOCKET")
 # AWS: AWS service integrations (S3, DynamoDB, ...), kept from imported documents, not run.
 INTEGRATION_TYPES = ("HTTP_PROXY", "HTTP", "FUNCTION", "FUNCTION_CUSTOM", "MOCK", "AWS")
 # Read into the model; compile_config decides which ones it can run.
@@ -46,6 +46,7 @@ class Integration:
     contentHandling: str | None = None  # CONVERT_TO_TEXT | CONVERT_TO_BINARY
     cacheKeyParameters: list[str] = field(default_factory=list)
     aws: dict[str, Any] = field(default_factory=dict)  # other AWS fields, kept verbatim for export
+    templateSelectionExpression: str | None = None  # WebSocket APIs: picks the request template
 
 
 @dataclass(slots=True)
@@ -64,6 +65,7 @@ class Route:
     requestParameters: dict[str, bool] = field(default_factory=dict)  # method.request.querystring.X: required
     requestModels: dict[str, Any] = field(default_factory=dict)  # media type -> model name or inline schema
     auth: RouteAuth | None = None  # issue 15: the route's authorizer or AWS_IAM; None: open
+    routeResponseSelectionExpression: str | None = None  # WebSocket APIs: `$default` makes the route two-way
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class Stage:
     deployment: str | None = None  # None: the API's own `routes` (deployment CURRENT_DEPLOYMENT)
     canary: Canary | None = None
     cache: StageCacheConfig | None = None  # issue 5: the stage cache
+    tracingEnabled: bool = False  # AWS X-Ray: the X-Amzn-Trace-Id header upstream (fastgw/tracing.py)
 
 
 @dataclass(slots=True)
@@ -102,6 +105,29 @@ class Api:
     aws: ApiExtras = field(default_factory=lambda: ApiExtras())  # issue 6: OpenAPI-level settings
     deployments: dict[str, Deployment] = field(default_factory=dict)
     authorizers: dict[str, AuthorizerConfig] = field(default_factory=dict)  # issue 15 (raw schemes: aws.authorizers)
+    # WebSocket APIs (issue 16)
+    routeSelectionExpression: str | None = None
+    apiKeySelectionExpression: str | None = None
+    webSocket: WebSocketSettings | None = None
+
+
+WS_RESERVED_ROUTES = ("$connect", "$disconnect", "$default")
+WS_ROUTE_KEY = re.compile(r"^[^$\s][^\s]{0,127}$")
+MANAGEMENT_AUTH = ("AWS_IAM", "NONE")
+
+
+@dataclass(slots=True)
+class WebSocketSettings:
+    """A WebSocket API's limits (AWS's quotas by default, reference/aws.md c.14) and its management API."""
+
+    maxMessageBytes: int = 128 * 1024  # a bigger message closes the connection with 1009
+    idleTimeoutSeconds: float = 600.0  # no message either way for this long: closed with 1001
+    maxLifetimeSeconds: float = 7200.0  # closed with 1001 after this long
+    sendQueueBytes: int = 1024 * 1024  # bytes waiting for a client that does not read
+    sendTimeoutSeconds: float = 10.0  # a send or a full queue stuck this long: closed (1008 / 1011)
+    allowedOrigins: list[str] = field(default_factory=list)  # empty: any Origin (AWS checks none)
+    managementAuthorization: str = "AWS_IAM"  # the @connections API: SigV4 (AWS), or NONE
+    path: str = ""
 
 
 @dataclass(slots=True)
@@ -139,6 +165,8 @@ def _read_integration(r: _Reader, value: Any, path: str) -> Integration | None:
 
 
 def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | None:
+    if api_type == "WEBSOCKET":
+        return _read_ws_route(r, value, path)
     obj = r.mapping(value, path, ("route", "integration", "name", "apiKeyRequired", "throttle", "cache", "operation",
                                   *ROUTE_VALIDATION, *ROUTE_AUTH_FIELDS))
     if not obj:
@@ -175,6 +203,101 @@ def _read_route(r: _Reader, value: Any, path: str, api_type: str) -> Route | Non
     return route
 
 
+def _read_ws_route(r: _Reader, value: Any, path: str) -> Route | None:
+    """A WebSocket API route: `$connect`, `$disconnect`, `$default` or a route key (AWS)."""
+    obj = r.mapping(value, path, ("route", "integration", "name", "apiKeyRequired", "throttle",
+                                  "routeResponseSelectionExpression", *ROUTE_AUTH_FIELDS))
+    if not obj:
+        return None
+    key = r.string(obj, "route", path, required=True)
+    integration = _read_integration(r, obj.get("integration"), _join(path, "integration"))
+    if integration is not None and integration.type not in WS_INTEGRATION_TYPES:
+        r.error(_join(path, "integration.type"), f"a WebSocket route takes {', '.join(WS_INTEGRATION_TYPES)}")
+        integration = None
+    key_required = r.boolean(obj, "apiKeyRequired", path, False)
+    throttle = _read_throttle(r, obj.get("throttle"), _join(path, "throttle"))
+    selection = r.string(obj, "routeResponseSelectionExpression", path)
+    if key is None:
+        return None
+    key = key.strip()
+    if key not in WS_RESERVED_ROUTES and not WS_ROUTE_KEY.match(key):
+        r.error(_join(path, "route"), "must be $connect, $disconnect, $default or a route key that does not "
+                f"start with $ (AWS); got '{key}'")
+        return None
+    if selection is not None and selection != "$default":
+        r.error(_join(path, "routeResponseSelectionExpression"), "must be $default (the only value AWS accepts)")
+    if selection is not None and key in ("$connect", "$disconnect"):
+        r.error(_join(path, "routeResponseSelectionExpression"), f"{key} cannot answer the client (AWS)")
+        selection = None
+    route = Route(key, "WEBSOCKET", "", integration, path, key_required, throttle)
+    route.routeResponseSelectionExpression = selection
+    route.auth = read_route_auth(r, obj, path)
+    if key != "$connect":
+        if route.auth is not None and route.auth.authorizationType != "NONE":
+            r.error(_join(path, "authorizationType"), "authorizers run on $connect only (AWS)")
+            route.auth = None
+        if key_required:
+            r.error(_join(path, "apiKeyRequired"), "API keys are checked on $connect only (AWS)")
+    return route
+
+
+def _read_websocket(r: _Reader, value: Any, path: str) -> WebSocketSettings:
+    obj = r.mapping(value, path, ("maxMessageBytes", "idleTimeoutSeconds", "maxLifetimeSeconds", "sendQueueBytes",
+                                  "sendTimeoutSeconds", "allowedOrigins", "managementAuthorization"))
+    settings = WebSocketSettings(
+        maxMessageBytes=r.integer(obj, "maxMessageBytes", path, 128 * 1024, 1, 64 * 1024 * 1024),
+        idleTimeoutSeconds=r.number(obj, "idleTimeoutSeconds", path, 600.0, 0.05),
+        maxLifetimeSeconds=r.number(obj, "maxLifetimeSeconds", path, 7200.0, 0.05),
+        sendQueueBytes=r.integer(obj, "sendQueueBytes", path, 1024 * 1024, 1024, 1024 * 1024 * 1024),
+        sendTimeoutSeconds=r.number(obj, "sendTimeoutSeconds", path, 10.0, 0.05),
+        allowedOrigins=_string_list(r, obj, "allowedOrigins", path),
+        managementAuthorization=r.string(obj, "managementAuthorization", path, "AWS_IAM",
+                                         choices=MANAGEMENT_AUTH) or "AWS_IAM",
+        path=path,
+    )
+    if settings.sendQueueBytes < settings.maxMessageBytes:
+        r.error(_join(path, "sendQueueBytes"), f"must hold at least one message (maxMessageBytes, "
+                f"{settings.maxMessageBytes})")
+    return settings
+
+
+SELECTION_PART = re.compile(r"\$\{([^}]*)\}|\$([A-Za-z][\w.-]*)")
+
+
+def read_selection(r: _Reader, text: str | None, where: str, sources: tuple[str, ...]) -> list[Any] | None:
+    """A selection expression (reference/aws.md c.13): literal text and `$request.body.a.b` /
+    `${request.body.a}` variables -> [str | ("body" | "header" | "context", path)]."""
+    if text is None:
+        return None
+    parts: list[Any] = []
+    pos = 0
+    text = text.replace("\\$", "\x00")
+    for match in SELECTION_PART.finditer(text):
+        if match.start() > pos:
+            parts.append(text[pos:match.start()].replace("\x00", "$"))
+        name = match.group(1) or match.group(2)
+        for source in sources:
+            prefix = {"body": "request.body", "header": "request.header", "context": "context"}[source]
+            if name == prefix or name.startswith(prefix + "."):
+                rest = name[len(prefix) + 1:]
+                if not rest:
+                    r.error(where, f"'{match.group(0)}' names no field")
+                    return None
+                parts.append((source, rest.lower() if source == "header" else rest))
+                break
+        else:
+            if name == "default" and len(text) == len("$default"):
+                return ["$default"]
+            allowed = ", ".join({"body": "$request.body.X", "header": "$request.header.X",
+                                 "context": "$context.X"}[s] for s in sources)
+            r.error(where, f"'{match.group(0)}' is not a selection variable fastgw knows ({allowed})")
+            return None
+        pos = match.end()
+    if pos < len(text):
+        parts.append(text[pos:].replace("\x00", "$"))
+    return parts
+
+
 def _read_gateway_responses(r: _Reader, value: Any, path: str) -> dict[str, GatewayResponseConfig]:
     obj = r.mapping(value, path, tuple(RESPONSE_TYPES))
     result = {}
@@ -196,7 +319,7 @@ def _read_gateway_responses(r: _Reader, value: Any, path: str) -> dict[str, Gate
 
 def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
     known = ("name", "type", "awsCompat", "encodedSlashes", "disableExecuteApiEndpoint", "stages", "routes",
-             "gatewayResponses", "description", "apiKeySource", "deployments", *API_EXTRAS)
+             "gatewayResponses", "description", "apiKeySource", "deployments", *API_EXTRAS, *WS_API_FIELDS)
     obj = r.mapping(value, path, known)
     if not obj:
         return None
@@ -208,7 +331,11 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
         r.error(_join(path, "type"), f"must be one of {', '.join(API_TYPES)}; got '{api_type}'")
     elif api_type not in SUPPORTED_API_TYPES:
         r.error(_join(path, "type"), f"{api_type} APIs are not implemented yet in this version")
-    encoded = r.string(obj, "encodedSlashes", path, "REJECT", choices=ENCODED_SLASHES) or "REJECT"
+    # The default is nginx's (an encoded slash is a separator: decoded, then the path normalised), which
+    # granian's RSGI can serve; an awsCompat API keeps REJECT. Why that is safe: docs/DESIGN.md
+    # "Server interface: ASGI or RSGI".
+    default_encoded = "REJECT" if obj.get("awsCompat") is True else "DECODE"
+    encoded = r.string(obj, "encodedSlashes", path, default_encoded, choices=ENCODED_SLASHES) or default_encoded
 
     stages: list[Stage] = []
     stages_path = _join(path, "stages")
@@ -227,7 +354,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
                 r.error(where, "the $default stage exists only in HTTP APIs")
                 continue
             spec = r.mapping(stage_value, where, ("variables", "description", "throttle", "cache", "deployment",
-                                                  "canary"))
+                                                  "canary", "tracingEnabled"))
             variables = r.string_map(spec, "variables", where)
             for var in variables:
                 if not re.match(r"^[A-Za-z0-9_]{1,64}$", var):
@@ -237,6 +364,7 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
             stages.append(Stage(stage_name, variables, where, stage_throttle, r.string(spec, "deployment", where),
                                 _read_canary(r, spec.get("canary"), _join(where, "canary"))))
             stages[-1].cache = _read_stage_cache(r, spec.get("cache"), _join(where, "cache"))
+            stages[-1].tracingEnabled = r.boolean(spec, "tracingEnabled", where, False)
 
     routes: list[Route] = []
     routes_path = _join(path, "routes")
@@ -255,7 +383,8 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
 
     if name is None:
         return None
-    return Api(
+    ws = _read_ws_api(r, obj, path, api_type, routes)
+    api = Api(
         name=name,
         type=api_type,
         awsCompat=r.boolean(obj, "awsCompat", path, False),
@@ -270,6 +399,38 @@ def _read_api(r: _Reader, value: Any, path: str) -> Api | None:
         deployments=deployments,
         authorizers=read_authorizers(r, obj.get("authorizers"), _join(path, "authorizers"), api_type),
     )
+    if ws is not None:
+        api.routeSelectionExpression, api.apiKeySelectionExpression, api.webSocket = ws
+        if api.apiKeySelectionExpression == "$context.authorizer.usageIdentifierKey":
+            api.apiKeySource = "AUTHORIZER"
+    return api
+
+
+WS_API_FIELDS = ("routeSelectionExpression", "apiKeySelectionExpression", "webSocket")
+WS_INTEGRATION_TYPES = ("FUNCTION", "HTTP_PROXY", "HTTP", "MOCK")
+
+
+def _read_ws_api(r: _Reader, obj: dict[str, Any], path: str, api_type: str,
+                 routes: list[Route]) -> tuple[str, str | None, WebSocketSettings] | None:
+    if api_type != "WEBSOCKET":
+        for key in WS_API_FIELDS:
+            if key in obj:
+                r.error(_join(path, key), "applies to WEBSOCKET APIs only")
+        return None
+    selection = r.string(obj, "routeSelectionExpression", path, required=True) or "$request.body.action"
+    read_selection(r, selection, _join(path, "routeSelectionExpression"), ("body",))
+    api_key = r.string(obj, "apiKeySelectionExpression", path)
+    if api_key is not None and api_key not in ("$request.header.x-api-key", "$context.authorizer.usageIdentifierKey"):
+        r.error(_join(path, "apiKeySelectionExpression"), "must be $request.header.x-api-key or "
+                "$context.authorizer.usageIdentifierKey (AWS)")
+    if obj.get("deployments"):
+        r.error(_join(path, "deployments"), "WebSocket APIs serve their own routes (deployments are not supported)")
+    seen: dict[str, str] = {}
+    for route in routes:
+        if route.key in seen:
+            r.error(_join(route.path, "route"), f"duplicate route: same as {seen[route.key]}")
+        seen[route.key] = route.path
+    return selection, api_key, _read_websocket(r, obj.get("webSocket"), _join(path, "webSocket"))
 
 
 def _read_mappings(r: _Reader, value: Any) -> list[ApiMapping]:
@@ -294,7 +455,7 @@ def _read_mappings(r: _Reader, value: Any) -> list[ApiMapping]:
 # -- AWS API definitions: OpenAPI fields, deployments, canaries, functions (issue 6) ----------------
 CURRENT_DEPLOYMENT = "current"  # an API's own `routes`, as a deployment a stage or canary can name
 INTEGRATION_EXTRAS = ("httpMethod", "payloadFormatVersion", "requestParameters", "requestTemplates", "responses",
-                      "responseParameters",
+                      "responseParameters", "templateSelectionExpression",
                       "passthroughBehavior", "contentHandling", "cacheKeyParameters", "awsFields")
 API_EXTRAS = ("binaryMediaTypes", "cors", "minimumCompressionSize", "requestValidators", "requestValidator",
               "authorizers", "models", "document", "source")
@@ -323,7 +484,7 @@ class ApiExtras:
 
     binaryMediaTypes: list[str] = field(default_factory=list)
     cors: Cors | None = None
-    minimumCompressionSize: int | None = None  # kept; compression is not implemented
+    minimumCompressionSize: int | None = None  # bytes; None: no response compression (policies/compression.py)
     requestValidators: dict[str, Any] = field(default_factory=dict)  # kept; validation arrives later
     requestValidator: str | None = None
     authorizers: dict[str, Any] = field(default_factory=dict)  # security schemes; enforced when authorizers land
@@ -403,6 +564,7 @@ def _read_integration_extras(r: _Reader, obj: dict[str, Any], path: str, integra
         else:
             integration.contentHandling = handling.upper()
     integration.cacheKeyParameters = _read_name_list(r, obj, "cacheKeyParameters", path)
+    integration.templateSelectionExpression = r.string(obj, "templateSelectionExpression", path)
     kept = obj.get("awsFields")
     if kept is not None and not isinstance(kept, dict):
         r.error(_join(path, "awsFields"), "must be a mapping")

@@ -9,6 +9,7 @@ from ..loader import Problem
 from .api import Api, ApiMapping, FunctionSpec, _read_api, _read_functions, _read_mappings, _read_upstreams
 from .reader import _Reader
 from .server import ServerConfig, _read_server
+from .upstreams import UpstreamGroup, read_upstream_groups
 from .usage import (
     ApiKeyConfig,
     StateConfig,
@@ -33,12 +34,13 @@ class GatewayConfig:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)  # Lambda name/ARN -> Python handler
     parameters: dict[str, str] = field(default_factory=dict)  # CloudFormation values for imported documents
     upstreams: dict[str, str] = field(default_factory=dict)  # integration URI prefix -> replacement
+    upstreamGroups: dict[str, UpstreamGroup] = field(default_factory=dict)  # URI host -> targets (issue 17)
 
 
 def read_config(data: Any) -> tuple[GatewayConfig, list[Problem]]:
     r = _Reader()
     root = r.mapping(data, "", ("version", "server", "apis", "apiMappings", "state", "throttle", "usagePlans",
-                                "apiKeys", "functions", "parameters", "upstreams"))
+                                "apiKeys", "functions", "parameters", "upstreams", "upstreamGroups"))
     if data is None:
         r.error("", "the file is empty")
     version = root.get("version", 1)
@@ -65,6 +67,7 @@ def read_config(data: Any) -> tuple[GatewayConfig, list[Problem]]:
         functions=_read_functions(r, root.get("functions")),
         parameters=r.string_map(root, "parameters", ""),
         upstreams=_read_upstreams(r, root, "upstreams"),
+        upstreamGroups=read_upstream_groups(r, root, "upstreamGroups"),
     )
     # The config is returned even with problems, so that compiling can report its own ones too.
     return config, r.problems

@@ -1,5 +1,11 @@
-"""The `server` section: listeners, workers, the admin API, TLS, draining, request limits and the IAM
-credentials the gateway trusts (AWS_IAM routes)."""
+"""The `server` section: listeners, workers, the admin API, TLS, draining, request limits, the IAM
+credentials the gateway trusts (AWS_IAM routes) and trace export.
+
+Every setting can also come from a `FASTGW_*` environment variable named after its path
+(`drainSeconds` -> FASTGW_DRAIN_SECONDS, `limits.maxBodyBytes` -> FASTGW_LIMITS_MAX_BODY_BYTES,
+`tracing.otlpEndpoint` -> FASTGW_TRACING_OTLP_ENDPOINT): a variable that is set beats the file, and
+is read and checked like the file's value (a bad one is a problem naming the variable). Container
+images set them without editing the mounted config file."""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...scheduling import POLICIES
+from ..loader import Problem
 from .reader import _Reader
 
 INTERFACES = ("auto", "asgi", "rsgi")
@@ -32,11 +40,34 @@ class Limits:
 
 
 @dataclass(slots=True)
+class WebSocketPassThrough:
+    """`server.webSocketPassThrough`: HTTP_PROXY routes relay WebSocket upgrades to a WebSocket upstream
+    (fastgw/websocket/passthrough.py), with the limits of AWS's WebSocket APIs by default."""
+
+    enabled: bool = True  # granian serves upgrades only when on: takes effect on restart
+    maxMessageBytes: int = 128 * 1024  # a bigger message, either way, closes both sides with 1009
+    idleTimeoutSeconds: float = 600.0  # no message either way for this long: both sides closed with 1001
+    maxLifetimeSeconds: float = 7200.0  # a session is closed with 1001 after this long
+
+
+@dataclass(slots=True)
 class IamConfig:
     """`server.iam`: who may call AWS_IAM routes (fastgw/policies/authorizers/iam.py)."""
 
     credentialsFile: str | None = None  # AWS shared-credentials INI; relative to the config file (--iam-credentials)
     region: str = "us-east-1"  # the region a SigV4 credential scope must name
+
+
+@dataclass(slots=True)
+class TracingConfig:
+    """`server.tracing`: OpenTelemetry export (fastgw/tracing.py). No endpoint: nothing is exported."""
+
+    otlpEndpoint: str | None = None  # OTLP/HTTP protobuf, e.g. http://collector:4318/v1/traces
+    sampleRate: float = 0.01  # share of requests exported (0-1); an incoming sampled traceparent is kept
+    serviceName: str = "fastgw"  # the resource's service.name
+    batchSize: int = 512  # spans per export request
+    flushIntervalMs: int = 1000  # a batch goes out at least this often
+    queueSize: int = 4096  # spans waiting per worker; more are dropped (counted), never blocking a request
 
 
 @dataclass(slots=True)
@@ -57,6 +88,61 @@ class ServerConfig:
     cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
     iam: IamConfig = field(default_factory=IamConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    webSocketPassThrough: WebSocketPassThrough = field(default_factory=WebSocketPassThrough)
+
+
+# Sections of `server` whose fields have variables of their own (FASTGW_LIMITS_*, FASTGW_IAM_*, ...).
+SECTIONS: dict[str, Any] = {"limits": Limits, "iam": IamConfig, "tracing": TracingConfig,
+                            "webSocketPassThrough": WebSocketPassThrough}
+SECRET_FIELDS = ("adminToken",)  # never echoed in a problem
+
+
+def env_name(path: str) -> str:
+    """`limits.maxBodyBytes` -> FASTGW_LIMITS_MAX_BODY_BYTES."""
+    return "FASTGW_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", path).replace(".", "_").upper()
+
+
+def env_settings(env: Any = None) -> dict[str, tuple[str, str]]:
+    """The server settings the environment sets: path -> (variable, text)."""
+    env = os.environ if env is None else env
+    found: dict[str, tuple[str, str]] = {}
+    for name in ServerConfig.__dataclass_fields__:
+        fields = SECTIONS[name].__dataclass_fields__ if name in SECTIONS else (None,)
+        for sub in fields:
+            path = f"{name}.{sub}" if sub else name
+            variable = env_name(path)
+            text = env.get(variable)
+            if text is not None and text != "":
+                found[path] = (variable, text)
+    return found
+
+
+def _env_value(text: str, default: Any) -> Any:
+    """A variable's text as the file would give it: booleans also as 1/0/yes/no; numbers stay text
+    (the readers convert and check them)."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        return {"1": True, "yes": True, "on": True, "0": False, "no": False, "off": False}.get(lowered, lowered)
+    return text
+
+
+def _with_env(value: Any, found: dict[str, tuple[str, str]]) -> Any:
+    """The `server` mapping with the environment's settings laid over it (the file's data is not changed)."""
+    if not found or (value is not None and not isinstance(value, dict)):
+        return value
+    merged = dict(value or {})
+    defaults = ServerConfig()
+    for path, (_, text) in found.items():
+        name, _, sub = path.partition(".")
+        if sub:
+            section = merged.get(name)
+            section = dict(section) if isinstance(section, dict) else {}
+            section[sub] = _env_value(text, getattr(getattr(defaults, name), sub))
+            merged[name] = section
+        else:
+            merged[name] = _env_value(text, getattr(defaults, name))
+    return merged
 
 
 def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
@@ -77,6 +163,17 @@ def _read_limits(r: _Reader, value: Any, path: str) -> Limits:
     )
 
 
+def _read_passthrough(r: _Reader, value: Any, path: str) -> WebSocketPassThrough:
+    obj = r.mapping(value, path, tuple(WebSocketPassThrough.__dataclass_fields__))
+    d = WebSocketPassThrough()
+    return WebSocketPassThrough(
+        enabled=r.boolean(obj, "enabled", path, d.enabled),
+        maxMessageBytes=r.integer(obj, "maxMessageBytes", path, d.maxMessageBytes, 1, 64 * 1024 * 1024),
+        idleTimeoutSeconds=r.number(obj, "idleTimeoutSeconds", path, d.idleTimeoutSeconds, 0.05),
+        maxLifetimeSeconds=r.number(obj, "maxLifetimeSeconds", path, d.maxLifetimeSeconds, 0.05),
+    )
+
+
 def _read_iam(r: _Reader, value: Any, path: str) -> IamConfig:
     obj = r.mapping(value, path, tuple(IamConfig.__dataclass_fields__))
     d = IamConfig()
@@ -91,7 +188,47 @@ def _read_iam(r: _Reader, value: Any, path: str) -> IamConfig:
     return IamConfig(credentialsFile=credentials, region=region)
 
 
-def _read_server(r: _Reader, value: Any) -> ServerConfig:
+def _read_tracing(r: _Reader, value: Any, path: str) -> TracingConfig:
+    obj = r.mapping(value, path, tuple(TracingConfig.__dataclass_fields__))
+    d = TracingConfig()
+    endpoint = r.string(obj, "otlpEndpoint", path)
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            r.error(f"{path}.otlpEndpoint", f"must be an http:// or https:// URL (OTLP/HTTP), not '{endpoint}'")
+            endpoint = None
+    rate = r.number(obj, "sampleRate", path, d.sampleRate)
+    if rate > 1:
+        r.error(f"{path}.sampleRate", f"must be between 0 and 1; got {rate}")
+        rate = d.sampleRate
+    return TracingConfig(
+        otlpEndpoint=endpoint,
+        sampleRate=rate,
+        serviceName=r.string(obj, "serviceName", path, d.serviceName) or d.serviceName,
+        batchSize=r.integer(obj, "batchSize", path, d.batchSize, 1, 100_000),
+        flushIntervalMs=r.integer(obj, "flushIntervalMs", path, d.flushIntervalMs, 10, 600_000),
+        queueSize=r.integer(obj, "queueSize", path, d.queueSize, 1, 10_000_000),
+    )
+
+
+def _read_server(r: _Reader, value: Any, env: Any = None) -> ServerConfig:
+    path = "server"
+    found = env_settings(env)
+    before = len(r.problems)
+    server = _read_server_fields(r, _with_env(value, found))
+    if found:  # a problem with a value the environment gave names the variable, not the file
+        for i in range(before, len(r.problems)):
+            problem = r.problems[i]
+            key = problem.path.removeprefix(path + ".")
+            if key in found:
+                variable, text = found[key]
+                shown = "" if key in SECRET_FIELDS else f"={text!r}"
+                # no path: the file's line would point at the wrong place
+                r.problems[i] = Problem("", f"environment {variable}{shown} ({problem.path}): {problem.message}")
+    return server
+
+
+def _read_server_fields(r: _Reader, value: Any) -> ServerConfig:
     path = "server"
     known = tuple(ServerConfig.__dataclass_fields__)
     obj = r.mapping(value, path, known)
@@ -113,6 +250,8 @@ def _read_server(r: _Reader, value: Any) -> ServerConfig:
         cpuScheduling=r.string(obj, "cpuScheduling", path, d.cpuScheduling, choices=POLICIES) or d.cpuScheduling,
         limits=_read_limits(r, obj.get("limits"), f"{path}.limits"),
         iam=_read_iam(r, obj.get("iam"), f"{path}.iam"),
+        tracing=_read_tracing(r, obj.get("tracing"), f"{path}.tracing"),
+        webSocketPassThrough=_read_passthrough(r, obj.get("webSocketPassThrough"), f"{path}.webSocketPassThrough"),
     )
 
 

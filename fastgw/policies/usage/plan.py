@@ -166,9 +166,10 @@ def compile_usage(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Usage
             if (entry.api, entry.stage) not in stage_cfg:
                 problems.append(Problem(f"{entry.path}.stage", f"API '{entry.api}' has no stage '{entry.stage}'"))
                 continue
-            if api.type != "REST":
+            if api.type not in ("REST", "WEBSOCKET"):
                 problems.append(Problem(f"{entry.path}.api", f"API '{entry.api}' is an {api.type} API; usage "
-                                        "plans apply to REST APIs (AWS), use stage and route throttles instead"))
+                                        "plans apply to REST and WebSocket APIs (AWS), use stage and route "
+                                        "throttles instead"))
                 continue
             key = (entry.api, entry.stage)
             if key in compiled.methods:
@@ -224,8 +225,9 @@ def compile_usage(config: GatewayConfig, stages: list[StagePlan]) -> tuple[Usage
             route = route_plan.model or routes_by_api[api_name].get(route_plan.key)
             if route is None:
                 continue
-            if route.apiKeyRequired and api.type != "REST":
-                problems.append(Problem(f"{route.path}.apiKeyRequired", "API keys apply to REST APIs (AWS)"))
+            if route.apiKeyRequired and api.type not in ("REST", "WEBSOCKET"):
+                problems.append(Problem(f"{route.path}.apiKeyRequired",
+                                        "API keys apply to REST and WebSocket APIs (AWS)"))
             chosen = route.throttle or stage.throttle
             route_levels: list[Level] = [top] if top is not None else []
             if chosen is not None:
