@@ -212,3 +212,34 @@ def test_the_page_renders_in_headless_chromium_with_live_traffic(start_gateway, 
     assert "<polyline" in html  # the rate sparkline
     assert ALICE not in html
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_the_snapshot_counts_open_websocket_connections(start_gateway):
+    import asyncio
+
+    import websockets
+
+    gateway = start_gateway("""
+apis:
+  - name: echo
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {managementAuthorization: NONE}
+    stages: {live: {}}
+    routes:
+      - route: $default
+        integration: {type: MOCK, requestTemplates: {"$default": '{"statusCode": 200}'}}
+""")
+
+    def connections() -> int:
+        rows = [w for w in data(gateway)["websocket"] if (w["api"], w["stage"]) == ("echo", "live")]
+        return rows[0]["connections"] if rows else 0
+
+    async def hold() -> None:
+        url = gateway.url.replace("http", "ws") + "/live"
+        async with websockets.connect(url, open_timeout=20), websockets.connect(url, open_timeout=20):
+            # The workers publish the gauge each second: wait for both connections, off the event loop.
+            await asyncio.to_thread(wait_for, lambda: connections() == 2, "2 open connections")
+        await asyncio.to_thread(wait_for, lambda: connections() == 0, "the connections closed")
+
+    asyncio.run(hold())

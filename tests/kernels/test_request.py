@@ -282,6 +282,8 @@ def reference_peer_host(address: str) -> str:
     bracketed = re.match(r"\[([^\]]*)\]", address)
     if bracketed:
         return bracketed.group(1)
+    if address.startswith("["):
+        return address  # an unclosed bracket is no "[v6]:port": kept whole, as any other odd address
     return address.split(":")[0] if address.count(":") == 1 else address
 
 
