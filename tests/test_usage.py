@@ -191,10 +191,15 @@ def test_two_workers_share_one_limit_exactly(gateway_with, upstream, level: str)
     setting = "throttle: {rateLimit: 10, burstLimit: 10}"
     kw = {"stage_throttle": setting} if level == "stage" else {"plan_throttle": setting}
     gateway = gateway_with(workers=2, **kw)
+    started = time.monotonic()
     results = burst([gateway.port], 200, "/prod/orders/7", ALICE)
+    elapsed = time.monotonic() - started
     counts = statuses(results)
-    assert counts == {200: 10, 429: 190}, counts
-    assert len(upstream.requests) == 10
+    # The burst (10), plus what the rate (10/s) refilled while the 200 requests were being answered:
+    # exactly 10 when they all arrive within 100 ms, never the 20 two separate limits would admit.
+    refilled = int(10 * elapsed)
+    assert 10 <= counts[200] <= 10 + refilled and counts[200] + counts[429] == 200, (counts, elapsed)
+    assert len(upstream.requests) == counts[200]
     throttled = next(raw for status, raw in results if status == 429)
     assert throttled.endswith(b'{"message":"Too Many Requests"}')
     head = throttled.lower()
@@ -216,7 +221,7 @@ def test_two_workers_share_one_limit_exactly(gateway_with, upstream, level: str)
     assert int(10 * elapsed) - 1 <= steady <= 10 + 10 * elapsed + 1, (steady, elapsed)
     assert offered > 2 * steady  # the limit, not the client, decided
 
-    wait_metric(gateway.admin, "fastgw_throttled_total", 190 + offered - steady, api="shop", stage="prod",
+    wait_metric(gateway.admin, "fastgw_throttled_total", counts[429] + offered - steady, api="shop", stage="prod",
                 **({"level": "method", "plan": ""} if level == "stage" else {"level": "plan", "plan": "basic"}))
 
 
