@@ -76,6 +76,7 @@ class Downstream(Protocol):
     scheme: str
     protocol: str
     absolute_form: bool
+    conflicting_authority: bool  # HTTP/2: a Host field that differs from :authority
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -296,6 +297,8 @@ class Gateway:
             raise GatewayError(exc.kind, exc.message, close=True) from None
         if not head.host and down.protocol == "HTTP/1.1":
             raise GatewayError("BAD_REQUEST_PARAMETERS", "Missing Host header", close=True)
+        if down.conflicting_authority:  # RFC 9113 §8.3.1: malformed
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "Host header differs from :authority", close=True)
         return head
 
     def select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:

@@ -36,6 +36,7 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
     return requests, int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0
 
 
+@pytest.mark.reliability("F-22")
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
     gateway = start_gateway(config(upstream.address, "v0"), workers=2, args=("--no-access-log",))
@@ -106,6 +107,7 @@ functions: {hello: "watched_handlers:hello"}
     assert until(lambda: all(httpx.get(f"{gateway.url}/hello").text == "two" for _ in range(6)))
 
 
+@pytest.mark.reliability("F-22")
 def test_requests_in_flight_finish_with_the_old_plan(start_gateway):
     from support.upstream import Action, RecordingUpstream
 

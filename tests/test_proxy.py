@@ -64,6 +64,7 @@ def test_wrong_method_is_405_with_allow(example):
     assert not upstream.requests
 
 
+@pytest.mark.reliability("F-01")
 def test_upstream_down_is_fast_502_with_gateway_response_header(start_gateway):
     stopped = RecordingUpstream().start()
     address = stopped.address
@@ -80,6 +81,7 @@ def test_upstream_down_is_fast_502_with_gateway_response_header(start_gateway):
     assert elapsed < 2.0  # a bound, not a speed check: no wait for the 5 s connect timeout
 
 
+@pytest.mark.reliability("F-03")
 def test_integration_timeout_is_504_after_timeout_in_millis(start_gateway):
     hanging = RecordingUpstream(lambda request: Action(hang=True)).start()
     try:
@@ -95,6 +97,7 @@ def test_integration_timeout_is_504_after_timeout_in_millis(start_gateway):
     assert 0.45 <= elapsed < 3.0  # not before the 500 ms timeout; the upper bound only proves it ended
 
 
+@pytest.mark.reliability("RL-07")
 def test_encoded_slash_rejected_by_default_and_spaces_forwarded_encoded(example):
     gateway, upstream = example
     response = httpx.get(f"{gateway.url}/prod/files/a%2Fb")
@@ -114,6 +117,7 @@ def test_encoded_slash_passed_when_configured(start_gateway, upstream):
     assert upstream.requests[-1].target == "/static/a%2Fb"
 
 
+@pytest.mark.reliability("RL-07")
 def test_path_is_normalised_before_routing(example):
     gateway, upstream = example
     # Dot segments and repeated slashes are resolved before the stage and route are chosen.
@@ -162,6 +166,7 @@ def _requests_total(gateway, route: str | None = None) -> int:
     return int(total) if route is not None else 0
 
 
+@pytest.mark.reliability("F-21")
 def test_sigterm_lets_in_flight_request_finish(start_gateway):
     slow = RecordingUpstream(lambda request: Action(delay=2.0, body=b"done")).start()
     try:
@@ -221,6 +226,7 @@ def test_validate_and_routes_on_the_example():
     assert "ANY /files/{path+}" in run.stdout and "/prod" in run.stdout
 
 
+@pytest.mark.reliability("UP-05")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_x_forwarded_for_is_the_peer_host_v4_v6_and_after_trusted_hops(tmp_path, upstream, interface):
     """X-Forwarded-For carries the client's host without its port, over both server interfaces,

@@ -65,6 +65,7 @@ def _head(length: int) -> bytes:
     return b"POST /prod/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length
 
 
+@pytest.mark.reliability("F-27")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 @pytest.mark.parametrize(("length", "sent"), [
     (100, 10),            # a small body, read whole
@@ -82,6 +83,7 @@ def test_stalled_body_is_408_and_closed(start_gateway, upstream, interface: str,
     assert httpx.get(f"{gateway.url}/prod/after", timeout=5).status_code == 200  # and the worker serves on
 
 
+@pytest.mark.reliability("F-27")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_stalled_streamed_body_aborts_the_upstream_request(start_gateway, upstream, interface: str) -> None:
     gateway = start_gateway(CONFIG.format(interface=interface, idle=IDLE_MS, upstream=upstream.address))
@@ -197,6 +199,7 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_exchange(start_gatewa
         streaming.stop()
 
 
+@pytest.mark.reliability("F-28")
 @pytest.mark.parametrize("interface", [
     pytest.param("rsgi", marks=pytest.mark.xfail(strict=True, reason=(
         "granian 2.8.7 (and 2.8.9) RSGI send_bytes never waits for the client: the whole stream is "

@@ -176,6 +176,7 @@ apiKeys:
     assert "too-short-secret" not in err  # a secret is never echoed
 
 
+@pytest.mark.reliability("AU-13")
 def test_missing_wrong_disabled_and_other_plan_keys_are_403(gateway_with, upstream) -> None:
     gateway = gateway_with(workers=1)
     cases = {"missing": None, "wrong": "x" * 30, "disabled": CAROL, "other plan": BOB}
@@ -196,6 +197,7 @@ def test_missing_wrong_disabled_and_other_plan_keys_are_403(gateway_with, upstre
     assert 'reason="missing"' in scrape and 'reason="disabled"' in scrape and 'reason="unknown"' in scrape
 
 
+@pytest.mark.reliability("RT-01", "RT-03")
 @pytest.mark.parametrize("level", ["stage", "plan"])
 def test_two_workers_share_one_limit_exactly(gateway_with, upstream, level: str) -> None:
     setting = "throttle: {rateLimit: 10, burstLimit: 10}"
@@ -252,6 +254,7 @@ def test_levels_apply_in_aws_order_and_rejected_requests_consume_nothing(gateway
     assert 'fastgw_throttled_total{api="shop",level="plan-method",plan="basic",stage="prod"} 50.0' in scrape
 
 
+@pytest.mark.reliability("AU-14")
 def test_quota_is_exact_and_survives_a_restart(start_gateway, upstream) -> None:
     text = config(upstream.address, quota="quota: {limit: 100, period: DAY}")
     gateway = start_gateway(text, workers=2, env=ENV, args=("--no-access-log",))
