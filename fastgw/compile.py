@@ -9,15 +9,17 @@ problems `read_config` finds.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ._accel import Router
 from .config.loader import ConfigError, Document, Problem, resolve_env
 from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, Stage, read_config
 from .config.overlay import resolve_state_dir
+from .config.stagevars import NO_VARIABLE
 from .errors import GatewayResponseOverride, GatewayResponses
 from .handlers import add_search_path
-from .integrations import INTEGRATIONS
+from .integrations import INTEGRATIONS, MisconfiguredPlan
 from .integrations.target import ROUTE_PARAM
 from .openapi.source import expand
 from .plan import ApiPlan, Plan, RoutePlan, StagePlan
@@ -29,6 +31,8 @@ from .policies.validation import compile_validation
 from .state.canary import overlay
 from .upstream import UpstreamPool
 
+log = logging.getLogger("fastgw")
+
 
 def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, problems: list[Problem],
                          config: GatewayConfig | None, variables: dict[str, str]) -> Any:
@@ -39,7 +43,18 @@ def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, prob
     if kind is None:
         problems.append(Problem(f"{integration.path}.type", f"integration type {integration.type} is not implemented"))
         return None
-    return kind.compile(api, route, stage, variables, pools, problems, config)
+    if not api.awsCompat:
+        return kind.compile(api, route, stage, variables, pools, problems, config)
+    # awsCompat: a stage variable the stage lacks is AWS's run-time 500, not a config error.
+    found: list[Problem] = []
+    plan = kind.compile(api, route, stage, variables, pools, found, config)
+    missing = [p for p in found if p.path == f"{integration.path}.uri" and NO_VARIABLE in p.message]
+    if plan is None and missing and len(missing) == len(found):
+        log.warning("%s (stage %s): %s; answering 500 as AWS does", route.key, stage.name,
+                    "; ".join(p.message for p in missing))
+        return MisconfiguredPlan("; ".join(p.message for p in missing), integration.uri)
+    problems.extend(found)
+    return plan
 
 
 def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem],

@@ -58,3 +58,50 @@ def test_lambda_proxy_paths_as_aws_delivers_them(rest_lambda, case):
             "requestContext.path": event["requestContext"]["path"],
             "requestContext.resourcePath": event["requestContext"]["resourcePath"]}
     assert seen == case["expected"]
+
+
+# -- a stage variable missing at run time --------------------------------------------------------------
+MISSING_VARIABLE = """
+functions:
+  echo: handlers.lambdas:echo
+apis:
+  - name: vars
+    type: REST
+    awsCompat: {compat}
+    stages:
+      prod: {{variables: {{fname: echo}}}}
+      beta: {{}}
+    routes:
+      - route: GET /fn
+        integration: {{type: FUNCTION, uri: "${{stageVariables.fname}}"}}
+      - route: GET /http/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://${{stageVariables.backend}}/items/{{id}}"}}
+"""
+
+
+def test_a_stage_variable_missing_at_run_time_answers_500_as_aws(start_gateway):
+    """AWS deploys a stage whose integration URI names a stage variable the stage does not define,
+    and answers each call 500 ("Execution failed due to configuration error"). Under awsCompat
+    fastgw serves the config and answers those routes 500; the stage that defines the variable works."""
+    gateway = start_gateway(MISSING_VARIABLE.format(compat="true"), env={"PYTHONPATH": str(TESTS)})
+    for path in ("/beta/fn", "/beta/http/1", "/prod/http/1"):
+        result = send_raw(gateway.port, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                          wait_close=5.0)
+        assert result.statuses == [500], (path, result.data[:300])
+        response = result.responses[0]
+        assert json.loads(response.body) == {"message": "Internal server error"}
+        assert response.header("x-amzn-errortype") == "ApiConfigurationException"
+    assert event_for(gateway, "/prod/fn")["stageVariables"] == {"fname": "echo"}
+    assert "has no variable 'backend'" in gateway.stderr() and "answering 500 as AWS does" in gateway.stderr()
+
+
+def test_a_missing_stage_variable_stays_a_config_error_without_aws_compat(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(MISSING_VARIABLE.format(compat="false"))
+    run = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(path)], capture_output=True, text=True,
+                         timeout=60, env={"PYTHONPATH": str(TESTS)} | dict(__import__("os").environ))
+    assert run.returncode != 0
+    assert "stage 'beta' has no variable 'fname'" in run.stderr + run.stdout

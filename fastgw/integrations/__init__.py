@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .aws import AWS
-from .base import IntegrationType, Run
+from .base import IntegrationType, MisconfiguredPlan, Run, run_misconfigured
 from .function import FUNCTION
 from .http_proxy import HTTP_PROXY
 from .nonproxy import FUNCTION_CUSTOM, HTTP, MOCK
@@ -30,6 +30,7 @@ INTEGRATIONS: dict[str, IntegrationType] = {kind.name: kind for kind in (
 
 # plan class -> run step, for the pipeline
 RUNS: dict[type, Run] = {plan: run for kind in INTEGRATIONS.values() for plan, run in kind.runs}
+RUNS[MisconfiguredPlan] = run_misconfigured
 
 
 def target_of(plan: Any) -> Any:
@@ -38,4 +39,4 @@ def target_of(plan: Any) -> Any:
     return target if getattr(target, "pool", None) is not None else None
 
 
-__all__ = ["INTEGRATIONS", "RUNS", "IntegrationType", "target_of"]
+__all__ = ["INTEGRATIONS", "RUNS", "IntegrationType", "MisconfiguredPlan", "target_of"]
