@@ -105,3 +105,17 @@ def test_a_missing_stage_variable_stays_a_config_error_without_aws_compat(tmp_pa
                          timeout=60, env={"PYTHONPATH": str(TESTS)} | dict(__import__("os").environ))
     assert run.returncode != 0
     assert "stage 'beta' has no variable 'fname'" in run.stderr + run.stdout
+
+
+# -- VTL: $input.path results and null/empty comparisons ---------------------------------------------
+VTL = json.loads((DATA / "aws_vtl_input_path.json").read_text())
+
+
+@pytest.mark.parametrize("case", VTL["cases"], ids=[c["name"] for c in VTL["cases"]])
+def test_input_path_and_null_comparisons_as_aws_renders_them(case):
+    from fastgw.vtl import UTIL, Input, compile_template
+
+    body = json.dumps({"args": {}, "json": case["echoed_json"], "url": "https://echo.example/post"})
+    template = compile_template(VTL["templates"][case["template"]])
+    out = template.render({"input": Input(body, {}, {}, {}), "context": {}, "stageVariables": {}, "util": UTIL})
+    assert out == case["expected"]
