@@ -35,6 +35,8 @@ def test_a_killed_worker_is_respawned_under_load():
 def test_redis_restart_under_load_fails_nothing_and_loses_no_count():
     result = run("redis-restart")
     assert result["sent"] > 100 and not result["problems"], result
+    # Known gap (docs/RELIABILITY.md): at most the commands in flight when Redis stopped are counted twice.
+    assert 0 <= result["usage_overcount"] <= 16, result
 
 
 def test_upstream_restart_under_load_recovers():
