@@ -55,6 +55,17 @@ def budget(ci: int, long: int) -> settings:
 
 
 COUNTS: Counter[str] = Counter()
+PROGRESS_EVERY = 5000
+
+
+def count(target: str) -> None:
+    """One more input for `target`; under FASTGW_FUZZ_LOG a progress line every PROGRESS_EVERY."""
+    COUNTS[target] += 1
+    log = os.environ.get("FASTGW_FUZZ_LOG")
+    if log and COUNTS[target] % PROGRESS_EVERY == 0:
+        with open(log, "a") as out:
+            out.write(json.dumps({"progress": target, "inputs": COUNTS[target], "at": time.strftime("%H:%M:%S")})
+                      + "\n")
 compiled_only = pytest.mark.skipif(NO_EXTENSIONS, reason="FASTGW_NO_EXTENSIONS: no compiled kernel to compare")
 
 
@@ -114,7 +125,7 @@ def scan_outcome(module, method, path, query, absolute, headers, limits):
        st.tuples(st.integers(10, 200), st.integers(0, 16), st.integers(0, 400), st.integers(0, 60),
                  st.integers(0, 1 << 62)))
 def test_request_scanner_agrees_with_its_twin(method, path, query, absolute, headers, limits):
-    COUNTS["scan_request"] += 1
+    count("scan_request")
     assert scan_outcome(_core, method, path, query, absolute, headers, limits) == \
         scan_outcome(_py, method, path, query, absolute, headers, limits)
 
@@ -154,7 +165,7 @@ def match(router, method, path):
 @given(st.lists(st.tuples(ROUTE_METHODS, TEMPLATES), max_size=8),
        st.lists(st.tuples(st.sampled_from(["GET", "POST", "PUT", "get"]), REQUEST_PATHS), min_size=1, max_size=6))
 def test_router_agrees_with_its_twin(routes, requests):
-    COUNTS["router"] += 1
+    count("router")
     compiled, compiled_added = build(_core, routes)
     twin, twin_added = build(_py, routes)
     assert compiled_added == twin_added
@@ -235,12 +246,12 @@ def known_divergence(data: bytes, head: bool, compiled, reference) -> str | None
 @budget(400, 400_000)
 @given(mutated_responses())
 def test_response_parser_agrees_with_httptools(case):
-    COUNTS["http1_response"] += 1
+    count("http1_response")
     data, cuts, head = case
     compiled, reference = parse(CoreResponseParser, data, cuts, head), parse(PyResponseParser, data, cuts, head)
     if compiled != reference:
         assert known_divergence(data, head, compiled, reference), (compiled, reference)
-        COUNTS["http1_response_known_divergence"] += 1
+        count("http1_response_known_divergence")
 
 
 # -- VTL: only the documented errors ---------------------------------------------------------------
@@ -263,7 +274,7 @@ BODIES = st.one_of(st.sampled_from(['{"a": 1, "items": [1, 2]}', "not json", "",
 @budget(300, 150_000)
 @given(VTL_TEXT, BODIES)
 def test_vtl_raises_only_documented_errors(text, body):
-    COUNTS["vtl"] += 1
+    count("vtl")
     try:
         template = compile_template(text)
     except TemplateError as exc:
@@ -367,14 +378,14 @@ def configs(draw):
 @budget(60, 25_000)
 @given(configs())
 def test_config_loader_gives_a_plan_or_located_errors(tmp_path_factory, text):
-    COUNTS["config"] += 1
+    count("config")
     check_loads(text, str(tmp_path_factory.getbasetemp() / "fuzz.yaml"))
 
 
 @budget(40, 20_000)
 @given(st.integers(0, len(BASE_CONFIG)), st.integers(0, 20), st.text(alphabet=":{}[]-,'\"\n #&*!|>%@`", max_size=4))
 def test_config_loader_survives_broken_yaml(tmp_path_factory, at, cut, junk):
-    COUNTS["config_text"] += 1
+    count("config_text")
     check_loads(BASE_CONFIG[:at] + junk + BASE_CONFIG[at + cut:], str(tmp_path_factory.getbasetemp() / "fuzz.yaml"))
 
 
@@ -385,7 +396,7 @@ OPENAPI_DOCS = sorted((SHARED / "conformance" / "openapi").glob("*.json")) if SH
 @budget(40, 20_000)
 @given(st.data())
 def test_openapi_loader_gives_a_plan_or_located_errors(tmp_path_factory, data):
-    COUNTS["openapi"] += 1
+    count("openapi")
     doc_path = data.draw(st.sampled_from(OPENAPI_DOCS))
     doc = json.loads(Path(doc_path).read_text())
     text = json.dumps(_mutate(doc, data.draw))
