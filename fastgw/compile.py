@@ -9,6 +9,7 @@ problems `read_config` finds.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ._accel import Router
@@ -17,10 +18,11 @@ from .config.loader import ConfigError, Document, Problem, resolve_env
 from .config.model import CURRENT_DEPLOYMENT, Api, GatewayConfig, Route, RouteAuth, Stage, read_config, read_selection
 from .config.model.reader import _Reader
 from .config.overlay import resolve_state_dir
+from .config.stagevars import NO_VARIABLE
 from .context import api_id
 from .errors import GatewayResponseOverride, GatewayResponses
 from .handlers import add_search_path, compile_function
-from .integrations import INTEGRATIONS
+from .integrations import INTEGRATIONS, MisconfiguredPlan
 from .integrations.connections import MANAGEMENT_ROUTES, ConnectionsPlan
 from .integrations.target import ROUTE_PARAM, compile_target
 from .openapi.source import expand
@@ -36,6 +38,8 @@ from .tracing import compile_tracing
 from .upstream import UpstreamPool
 from .vtl import TemplateError, compile_template
 
+log = logging.getLogger("fastgw")
+
 
 def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, problems: list[Problem],
                          config: GatewayConfig | None, variables: dict[str, str]) -> Any:
@@ -46,7 +50,18 @@ def _compile_integration(api: Api, route: Route, stage: Stage, pools: dict, prob
     if kind is None:
         problems.append(Problem(f"{integration.path}.type", f"integration type {integration.type} is not implemented"))
         return None
-    return kind.compile(api, route, stage, variables, pools, problems, config)
+    if not api.awsCompat:
+        return kind.compile(api, route, stage, variables, pools, problems, config)
+    # awsCompat: a stage variable the stage lacks is AWS's run-time 500, not a config error.
+    found: list[Problem] = []
+    plan = kind.compile(api, route, stage, variables, pools, found, config)
+    missing = [p for p in found if p.path == f"{integration.path}.uri" and NO_VARIABLE in p.message]
+    if plan is None and missing and len(missing) == len(found):
+        log.warning("%s (stage %s): %s; answering 500 as AWS does", route.key, stage.name,
+                    "; ".join(p.message for p in missing))
+        return MisconfiguredPlan("; ".join(p.message for p in missing), integration.uri)
+    problems.extend(found)
+    return plan
 
 
 def _compile_stage(api: Api, api_plan: ApiPlan, stage: Stage, pools: dict, problems: list[Problem],
@@ -308,7 +323,8 @@ def _compile_ws_route(api: Api, route: Route, route_plan: RoutePlan, stage: Stag
         if ws.function is None:
             return None
     elif kind in ("HTTP_PROXY", "HTTP"):
-        ws.proxy = compile_target(route, stage, pools, problems, config.upstreams, stage.variables)
+        ws.proxy = compile_target(route, stage, pools, problems, config.upstreams, stage.variables,
+                                  config.upstreamGroups)
         if ws.proxy is None:
             return None
         ws.method = integration.httpMethod if integration.httpMethod not in (None, "ANY") else "POST"

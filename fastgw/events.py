@@ -67,6 +67,25 @@ class Call:
     body: bytes
     is_canary: bool = False
     auth: Any = None  # fastgw/policies/authorizers/base.py Authorization: what the route's authorizer asserted
+    context_path: str | None = None  # requestContext.path when it is not stage prefix + resource_path
+    raw_params: frozenset[str] = frozenset()  # path parameters AWS delivers still percent-encoded
+
+
+def aws_rest_paths(raw_path: str, stage_prefix: str, resource: str) -> tuple[str, str, str | None]:
+    """A REST Lambda proxy event's `path`, `requestContext.path` and greedy parameter as AWS
+    delivers them (tests/data/aws_lambda_proxy_paths.json, recorded on AWS): leading slashes collapse
+    to one, slashes inside the path are kept, percent-encoding is kept, and requestContext.path is the
+    path as sent. Routing still used the normalised path: this only shapes what the handler sees."""
+    context_path = "/" + raw_path.lstrip("/")
+    rest = context_path
+    if stage_prefix and (rest == stage_prefix or rest.startswith(stage_prefix + "/")):
+        rest = rest[len(stage_prefix):]
+    path = "/" + rest.lstrip("/")
+    greedy = None
+    if resource.endswith("+}"):
+        fixed = resource.count("/") - 1  # the template's segments before the greedy one
+        greedy = "/".join(path[1:].split("/")[fixed:]).rstrip("/")
+    return path, context_path, greedy
 
 
 def _header_maps(headers: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -131,7 +150,7 @@ def build_event_v1(plan: FunctionPlan, call: Call, stage_prefix: str) -> dict[st
             "principalOrgId": None, "sourceIp": call.source_ip, "user": None, "userAgent": single.get("user-agent"),
             "userArn": None, "clientCert": None,
         },
-        "path": stage_prefix + call.resource_path,
+        "path": call.context_path if call.context_path is not None else stage_prefix + call.resource_path,
         "protocol": call.protocol,
         "requestId": call.request_id,
         "requestTime": _clf(now),
@@ -157,7 +176,7 @@ def build_event_v1(plan: FunctionPlan, call: Call, stage_prefix: str) -> dict[st
         "queryStringParameters": query,
         "multiValueQueryStringParameters": multi_query,
         "requestContext": context,
-        "pathParameters": {k: unquote(v) for k, v in call.params.items()} or None,
+        "pathParameters": {k: v if k in call.raw_params else unquote(v) for k, v in call.params.items()} or None,
         "stageVariables": static["stageVariables"],
         "body": body,
         "isBase64Encoded": base64_body,

@@ -77,6 +77,7 @@ class Downstream(Protocol):
     protocol: str
     absolute_form: bool
     trace: Any  # a traced stage's trace context (fastgw/tracing.py Trace), else None
+    conflicting_authority: bool  # HTTP/2: a Host field that differs from :authority
 
     async def read_body(self) -> bytes: ...
     def body_chunks(self) -> Any: ...
@@ -322,6 +323,8 @@ class Gateway:
             raise GatewayError(exc.kind, exc.message, close=True) from None
         if not head.host and down.protocol == "HTTP/1.1":
             raise GatewayError("BAD_REQUEST_PARAMETERS", "Missing Host header", close=True)
+        if down.conflicting_authority:  # RFC 9113 §8.3.1: malformed
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "Host header differs from :authority", close=True)
         return head
 
     def select_stage(self, host: str, raw_path: str) -> tuple[StagePlan, str]:

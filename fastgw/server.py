@@ -56,7 +56,8 @@ GC_THRESHOLD = 20_000  # container allocations between young-generation collecti
 # -- adapters: one object per request, the `Downstream` of the pipeline -----------------------
 class RsgiDownstream:
     __slots__ = ("proto", "scope", "method", "path", "query", "headers", "stream", "absolute_form", "auth",
-                 "pacer", "trace")
+                 "pacer", "trace",
+                 "conflicting_authority")
 
     def __init__(self, scope: Any, proto: Any):
         self.proto = proto
@@ -74,6 +75,9 @@ class RsgiDownstream:
         self.headers = scope.headers.items()
         # An HTTP/1 request whose target carried its own authority (GET http://host/path).
         self.absolute_form = scope.authority is not None and scope.http_version != "2"
+        # HTTP/2 with a Host field naming another authority than :authority (RFC 9113 §8.3.1, H2-04).
+        self.conflicting_authority = (scope.http_version == "2" and scope.authority is not None
+                                      and scope.headers.get("host", scope.authority) != scope.authority)
         self.stream: Any = None
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
         self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
@@ -131,7 +135,8 @@ class RsgiDownstream:
 
 class AsgiDownstream:
     __slots__ = ("scope", "receive", "send_message", "method", "path", "query", "headers", "client", "scheme",
-                 "protocol", "started", "absolute_form", "gone", "auth", "pacer", "trace")
+                 "protocol", "started", "absolute_form", "gone", "auth", "pacer", "trace",
+                 "conflicting_authority")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.scope = scope
@@ -149,6 +154,7 @@ class AsgiDownstream:
         self.started = False
         # granian's ASGI scope does not say whether the target was in absolute form.
         self.absolute_form = False
+        self.conflicting_authority = False  # granian's ASGI scope has no separate :authority
         self.auth: Any = None  # what the route's authorizer asserted (fastgw/policies/authorizers)
         self.trace: Any = None  # a traced stage's trace context (fastgw/tracing.py)
 

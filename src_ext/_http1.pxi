@@ -288,6 +288,8 @@ cdef class ResponseParser:
         cdef const char* base = PyBytes_AS_STRING(buf)
         cdef const char* p
         cdef const char* lf
+        cdef const char* colon
+        cdef Py_ssize_t k
         while True:
             p = base + pos
             lf = <const char*>memchr(p, 10, <size_t>(n - pos))
@@ -301,6 +303,14 @@ cdef class ResponseParser:
             pos = (lf - base) + 1
             if lf - p == 1:
                 return pos
+            # Dropped, but still checked like a header line (as llhttp does): a malformed trailer
+            # section says the upstream's framing cannot be trusted (found by tests/test_fuzz.py).
+            colon = <const char*>memchr(p, 58, <size_t>(lf - p))
+            if colon == NULL or colon == p:
+                raise ResponseError("invalid trailer line", "chunk")
+            for k in range(colon - p):
+                if not _TCHAR[<unsigned char>p[k]]:
+                    raise ResponseError("invalid trailer name", "chunk")
 
     cdef Py_ssize_t _parse_head(self, bytes buf, Py_ssize_t start) except -2:
         """Parse a complete head starting at `start`; -1 if more bytes are needed."""

@@ -10,11 +10,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support.gateway import GatewayProcess  # noqa: E402
+from support.reliability_report import ReliabilityReport, add_options  # noqa: E402
 from support.upstream import RecordingUpstream  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 if not SHARED.exists():  # CI lays shared/ beside the clone
     SHARED = Path(os.environ.get("FASTGW_SHARED", SHARED))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The reliability report (tests/support/reliability_report.py): rows of shared/RELIABILITY.md
+    proved by the tests marked `@pytest.mark.reliability(...)`."""
+    config.pluginmanager.register(ReliabilityReport(config, SHARED / "RELIABILITY.md"), "fastgw-reliability")
 
 
 @pytest.fixture

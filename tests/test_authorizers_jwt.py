@@ -174,6 +174,7 @@ def test_lambda_events_carry_the_jwt_claims_and_scopes(gateway, issuer):
 
 
 # -- AU-01..AU-03: algorithms ----------------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-01")
 def test_au01_alg_none_in_any_case_is_refused(gateway, issuer):
     claims = issuer.claims()
     kept = issuer.token("k1").rsplit(".", 1)[1]
@@ -183,6 +184,7 @@ def test_au01_alg_none_in_any_case_is_refused(gateway, issuer):
             assert refused(get(gateway, "/items", token)), (alg, signature[:5])
 
 
+@pytest.mark.reliability("AU-02")
 def test_au02_hmac_signed_with_the_public_key_is_refused(gateway, issuer):
     public = issuer.keys["k1"][0].public_key()
     pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -195,6 +197,7 @@ def test_au02_hmac_signed_with_the_public_key_is_refused(gateway, issuer):
             assert refused(get(gateway, "/items", token)), (alg, secret[:20])
 
 
+@pytest.mark.reliability("AU-03")
 def test_au03_algorithms_outside_the_allow_list_are_refused(gateway, issuer):
     # PS256 is a fine algorithm, but this authorizer allows RS256, ES256 and EdDSA only.
     assert refused(get(gateway, "/items", issuer.token("k1", alg="PS256")))
@@ -218,6 +221,7 @@ def test_embedded_keys_and_key_urls_in_the_header_are_ignored(gateway, issuer):
 
 
 # -- AU-04: kid ------------------------------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-04")
 def test_au04_hostile_and_unknown_kids_refetch_at_most_once_per_window(gateway, issuer):
     assert get(gateway, "/items", issuer.token("k1")).status_code == 200  # the JWKS is known
     before = issuer.requests("/jwks")
@@ -240,6 +244,7 @@ def test_au04_hostile_and_unknown_kids_refetch_at_most_once_per_window(gateway, 
 
 
 # -- AU-06..AU-08: claims --------------------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-06")
 def test_au06_exp_61s_past_or_missing_is_refused(gateway, issuer):
     now = int(time.time())
     assert refused(get(gateway, "/items", issuer.token("k1", exp=now - 61)))
@@ -248,6 +253,7 @@ def test_au06_exp_61s_past_or_missing_is_refused(gateway, issuer):
     assert get(gateway, "/items", issuer.token("k1", exp=now - 30)).status_code == 200  # within the leeway
 
 
+@pytest.mark.reliability("AU-07")
 def test_au07_nbf_or_iat_61s_ahead_is_refused(gateway, issuer):
     now = int(time.time())
     assert refused(get(gateway, "/items", issuer.token("k1", nbf=now + 61)))
@@ -255,6 +261,7 @@ def test_au07_nbf_or_iat_61s_ahead_is_refused(gateway, issuer):
     assert get(gateway, "/items", issuer.token("k1", nbf=now + 30, iat=now + 30)).status_code == 200
 
 
+@pytest.mark.reliability("AU-08")
 def test_au08_issuer_and_audience(gateway, issuer):
     assert refused(get(gateway, "/items", issuer.token("k1", iss="https://evil.example")))
     assert refused(get(gateway, "/items", issuer.token("k1", iss=issuer.url + "/")))
@@ -270,6 +277,7 @@ def test_au08_issuer_and_audience(gateway, issuer):
 
 
 # -- AU-09: scopes ---------------------------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-09")
 def test_au09_scopes(gateway, issuer):
     forbidden = get(gateway, "/admin", issuer.token("k1", scope="read write"))
     assert forbidden.status_code == 403 and forbidden.json() == {"message": "Forbidden"}
@@ -287,6 +295,7 @@ def test_au09_scopes(gateway, issuer):
 
 
 # -- AU-10: malformed tokens -----------------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-10")
 def test_au10_malformed_tokens_are_401_never_5xx(gateway, issuer):
     good = issuer.token("k1")
     head, payload, signature = good.split(".")
@@ -318,6 +327,7 @@ def test_au10_malformed_tokens_are_401_never_5xx(gateway, issuer):
 
 
 # -- AU-12: one token, from one place --------------------------------------------------------------------------------
+@pytest.mark.reliability("AU-12")
 def test_au12_a_second_token_elsewhere_is_never_chosen(gateway, issuer):
     good = issuer.token("k1")
     other = issuer.token("k1", sub="other")
@@ -364,6 +374,7 @@ def own_issuer() -> Iterator[Issuer]:
     server.stop()
 
 
+@pytest.mark.reliability("F-18")
 def test_issuer_down_after_the_first_fetch_keeps_serving(own_issuer, upstream, start_gateway):
     own_issuer.start(own_issuer.port)
     gateway = start_gateway(http_config(own_issuer, upstream), env=ENV)
@@ -374,6 +385,7 @@ def test_issuer_down_after_the_first_fetch_keeps_serving(own_issuer, upstream, s
     assert refused(get(gateway, "/items", own_issuer.token("k1", headers={"kid": "k-unknown"})))
 
 
+@pytest.mark.reliability("F-18")
 def test_issuer_down_at_the_first_fetch_is_refused_then_recovers(own_issuer, upstream, start_gateway):
     gateway = start_gateway(http_config(own_issuer, upstream), env=ENV)  # nothing listens on the issuer's port
     token = own_issuer.token("k1")

@@ -92,6 +92,7 @@ def get(gateway, path: str, token: str | None = None, method: str = "GET", **kwa
     return httpx.request(method, f"{gateway.url}{path}", headers=headers, timeout=10, **kwargs)
 
 
+@pytest.mark.reliability("AU-15")
 def test_token_authorizer_decisions(start_gateway, calls):
     gateway = start_gateway(rest_config(ttl=0), env=env(calls))
     assert get(gateway, "/prod/open").status_code == 200
@@ -119,6 +120,7 @@ def test_token_authorizer_decisions(start_gateway, calls):
         assert response.headers["x-amzn-errortype"] == kind, token
 
 
+@pytest.mark.reliability("AU-15", "F-19")
 def test_a_slow_authorizer_fails_closed_within_its_timeout(start_gateway, calls):
     gateway = start_gateway(rest_config(ttl=0, timeout=300), env=env(calls))
     started = time.monotonic()

@@ -192,6 +192,7 @@ def test_methods_get_and_head_by_default_others_only_when_the_route_opts_in(star
     assert len(numbered.requests) == 1 + 1 + 2 + 2 + 1
 
 
+@pytest.mark.reliability("CA-03", "CA-07", "CA-08")
 @pytest.mark.parametrize("path", ["/cookie", "/private", "/nostore", "/nocache", "/varystar", "/varylang",
                                   "/error", "/notfound", "/huge"])
 def test_responses_that_must_not_be_stored(start_gateway, numbered, path):
@@ -226,6 +227,7 @@ def test_vary_on_a_header_in_the_key_and_max_age_from_the_upstream(start_gateway
     assert time.monotonic() - stored >= 1.0
 
 
+@pytest.mark.reliability("CA-02")
 def test_authorization_is_not_cached_unless_the_key_names_the_caller(start_gateway, numbered):
     """CA-02 and RFC 9111 §3.5."""
     gw = start_gateway(config(numbered.address, DEBUG, ITEM_KEYS), args=("--no-access-log",))
@@ -240,6 +242,7 @@ def test_authorization_is_not_cached_unless_the_key_names_the_caller(start_gatew
     assert alice == ["4", "4"] and bob == ["5", "5"] and anonymous == ["6", "6"]
 
 
+@pytest.mark.reliability("CA-04")
 def test_cpdos_errors_caused_by_odd_requests_are_never_cached(start_gateway):
     """CA-04: a request that makes the upstream fail (an override header here) must not poison the
     entry the next, normal, request gets."""
@@ -323,6 +326,7 @@ def test_a_streamed_response_is_stored_whole_up_to_1mib(start_gateway, chunks):
 STRATEGY = "{{debugHeader: true, unauthorizedCacheControlHeaderStrategy: {0}, invalidationTokens: [{1}]}}"
 
 
+@pytest.mark.reliability("CA-05")
 def test_max_age_0_without_authorization_is_403_under_fail_with_403(start_gateway, numbered):
     """CA-05, AWS requireAuthorizationForCacheControl with FAIL_WITH_403."""
     gw = start_gateway(config(numbered.address, STRATEGY.format("FAIL_WITH_403", TOKEN), ITEM_KEYS),

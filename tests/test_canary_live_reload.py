@@ -12,6 +12,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from support.waiting import wait_for
 
 
@@ -36,6 +37,7 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
     return requests, int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0
 
 
+@pytest.mark.reliability("F-22")
 def test_twenty_reloads_under_wrk_drop_nothing(start_gateway, upstream):
     assert shutil.which("wrk"), "wrk is missing: scripts/bootstrap.sh test installs it"
     gateway = start_gateway(config(upstream.address, "v0"), workers=2, args=("--no-access-log",))
@@ -107,6 +109,7 @@ functions: {hello: "watched_handlers:hello"}
     assert until(lambda: all(httpx.get(f"{gateway.url}/hello").text == "two" for _ in range(6)))
 
 
+@pytest.mark.reliability("F-22")
 def test_requests_in_flight_finish_with_the_old_plan(start_gateway):
     from support.upstream import Action, RecordingUpstream
 

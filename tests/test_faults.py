@@ -179,6 +179,7 @@ def assert_gateway_error(response: httpx.Response, status: int, message: str) ->
 
 
 # -- F-01: connection refused ------------------------------------------------------------------
+@pytest.mark.reliability("F-01")
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_f01_refused_is_fast_502(faults: Faults, method: str) -> None:
     faults.get("/prod/refused/warm", method)  # the first request of a worker may pay for imports
@@ -189,6 +190,7 @@ def test_f01_refused_is_fast_502(faults: Faults, method: str) -> None:
 
 
 # -- F-02: SYNs blackholed --------------------------------------------------------------------
+@pytest.mark.reliability("F-02")
 def test_f02_connect_timeout_is_504_after_the_connect_timeout(faults: Faults) -> None:
     assert faults.blackhole.works(), "the blackhole's accept queue no longer drops SYNs"
     response, elapsed = faults.get("/prod/blackhole/x")
@@ -199,6 +201,7 @@ def test_f02_connect_timeout_is_504_after_the_connect_timeout(faults: Faults) ->
 
 
 # -- F-03: accepted, never answered -----------------------------------------------------------------
+@pytest.mark.reliability("F-03")
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_f03_no_answer_is_504_and_the_connection_is_closed(faults: Faults, method: str) -> None:
     faults.script.behaviour = lambda request: Action(hang=True)
@@ -227,6 +230,7 @@ TRUNCATED = {
 }
 
 
+@pytest.mark.reliability("F-04")
 @pytest.mark.parametrize("variant", list(TRUNCATED))
 def test_f04_truncated_response_is_never_a_clean_response(faults: Faults, variant: str) -> None:
     faults.script.behaviour = lambda request: Action(raw=TRUNCATED[variant], close=True)
@@ -251,6 +255,7 @@ def test_f04_truncated_response_is_never_a_clean_response(faults: Faults, varian
     faults.still_serving()
 
 
+@pytest.mark.reliability("F-04")
 def test_f04_a_small_response_cut_short_is_a_clean_502(faults: Faults) -> None:
     # A response with a Content-Length up to 256 KiB is read whole before anything is relayed
     # (fastgw/upstream.py BUFFER_RESPONSE_BYTES), so a cut is noticed in time for a gateway error.
@@ -262,6 +267,7 @@ def test_f04_a_small_response_cut_short_is_a_clean_502(faults: Faults) -> None:
 
 
 # -- F-06: reset before the response headers ----------------------------------------------------------
+@pytest.mark.reliability("F-06")
 def test_f06_reset_get_is_502_after_exactly_one_retry(faults: Faults) -> None:
     faults.script.behaviour = lambda request: Action(reset=True)
     since = len(faults.script.requests)
@@ -273,6 +279,7 @@ def test_f06_reset_get_is_502_after_exactly_one_retry(faults: Faults) -> None:
     faults.still_serving()
 
 
+@pytest.mark.reliability("F-06")
 def test_f06_reset_post_is_502_and_never_retried(faults: Faults) -> None:
     faults.script.behaviour = lambda request: Action(reset=True)
     since = len(faults.script.requests)
@@ -282,6 +289,7 @@ def test_f06_reset_post_is_502_and_never_retried(faults: Faults) -> None:
     faults.still_serving()
 
 
+@pytest.mark.reliability("F-06")
 def test_f06_retry_that_succeeds_is_transparent(faults: Faults) -> None:
     lock = threading.Lock()
     seen: list[str] = []
@@ -317,6 +325,7 @@ INVALID = {
 }
 
 
+@pytest.mark.reliability("F-07", "F-08")
 @pytest.mark.parametrize("variant", list(INVALID))
 def test_f07_f08_invalid_response_is_502_and_the_connection_is_dropped(faults: Faults, variant: str) -> None:
     # The scripted upstream keeps its side open: closing is up to the gateway.

@@ -232,6 +232,7 @@ def test_render_error_is_a_500(gateway):
     assert httpx.get(f"{gateway.url}/prod/mock", params={"scope": "internal"}).status_code == 200  # still serving
 
 
+@pytest.mark.reliability("SZ-07")
 def test_template_body_cap(gateway, upstream):
     count = len(upstream.requests)
     big = json.dumps({"items": [{"name": "x" * 1000}] * 1100})  # > 1 MiB

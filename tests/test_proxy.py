@@ -65,6 +65,7 @@ def test_wrong_method_is_405_with_allow(example):
     assert not upstream.requests
 
 
+@pytest.mark.reliability("F-01")
 def test_upstream_down_is_fast_502_with_gateway_response_header(start_gateway):
     stopped = RecordingUpstream().start()
     try:
@@ -83,6 +84,7 @@ def test_upstream_down_is_fast_502_with_gateway_response_header(start_gateway):
     assert elapsed < 2.0  # a bound, not a speed check: no wait for the 5 s connect timeout
 
 
+@pytest.mark.reliability("F-03")
 def test_integration_timeout_is_504_after_timeout_in_millis(start_gateway):
     hanging = RecordingUpstream(lambda request: Action(hang=True)).start()
     try:
@@ -98,6 +100,7 @@ def test_integration_timeout_is_504_after_timeout_in_millis(start_gateway):
     assert 0.45 <= elapsed < 3.0  # not before the 500 ms timeout; the upper bound only proves it ended
 
 
+@pytest.mark.reliability("RL-07")
 def test_encoded_slash_decoded_by_default_and_spaces_forwarded_encoded(example):
     """The default (nginx's): %2F is a separator, and the path is normalised after decoding, so an
     encoded dot-dot cannot leave the route the gateway matched. interface: auto serves it over RSGI."""
@@ -132,6 +135,7 @@ def test_encoded_slash_passed_when_configured(start_gateway, upstream):
     assert upstream.requests[-1].target == "/static/a%2Fb"
 
 
+@pytest.mark.reliability("RL-07")
 def test_path_is_normalised_before_routing(example):
     gateway, upstream = example
     # Dot segments and repeated slashes are resolved before the stage and route are chosen.
@@ -202,6 +206,7 @@ def test_upstream_connections_are_kept_alive_and_reused(start_gateway, upstream)
     assert upstream.connections <= 4, f"110 requests, at most 4 at a time, opened {upstream.connections} connections"
 
 
+@pytest.mark.reliability("F-21")
 def test_sigterm_lets_in_flight_request_finish(start_gateway):
     slow = RecordingUpstream(lambda request: Action(delay=2.0, body=b"done")).start()
     try:
@@ -260,6 +265,7 @@ def test_validate_and_routes_on_the_example():
     assert "ANY /files/{path+}" in run.stdout and "/prod" in run.stdout
 
 
+@pytest.mark.reliability("UP-05")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_x_forwarded_for_is_the_peer_host_v4_v6_and_after_trusted_hops(tmp_path, upstream, interface):
     """X-Forwarded-For carries the client's host without its port, over both server interfaces,

@@ -237,6 +237,11 @@ class Row:
     te_only_ok: bool = False  # CL+TE: the server layer's RFC-allowed TE-only handling is accepted
 
 
+def params(rows: list[Row]) -> list:
+    """Each row as a pytest.param marked with its catalogue id (tests/support/reliability_report.py)."""
+    return [pytest.param(row, id=row.id, marks=pytest.mark.reliability(row.id[:5])) for row in rows]
+
+
 def chunked(te: bytes, body: bytes = b"1\r\nZ\r\n0\r\n\r\n") -> bytes:
     return POST + b"Transfer-Encoding: " + te + b"\r\n\r\n" + body
 
@@ -380,27 +385,27 @@ UPGRADE_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", FRAMING_ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", params(FRAMING_ROWS))
 def test_b1_framing_rejected(env: Env, row: Row) -> None:
     run_reject(env, row.request, allowed=row.allowed, exact=row.exact, close=row.close, te_only_ok=row.te_only_ok)
 
 
-@pytest.mark.parametrize("row", HEADER_ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", params(HEADER_ROWS))
 def test_b2_header_syntax_rejected(env: Env, row: Row) -> None:
     run_reject(env, row.request, allowed=row.allowed, exact=row.exact, close=row.close)
 
 
-@pytest.mark.parametrize("row", REQUEST_LINE_ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", params(REQUEST_LINE_ROWS))
 def test_b3_request_line_rejected(env: Env, row: Row) -> None:
     run_reject(env, row.request, allowed=row.allowed, exact=row.exact, close=row.close)
 
 
-@pytest.mark.parametrize("row", SIZE_ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", params(SIZE_ROWS))
 def test_b4_size_limits_rejected(env: Env, row: Row) -> None:
     run_reject(env, row.request, allowed=row.allowed, exact=row.exact, close=row.close)
 
 
-@pytest.mark.parametrize("row", UPGRADE_ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", params(UPGRADE_ROWS))
 def test_b6_rejected(env: Env, row: Row) -> None:
     run_reject(env, row.request, allowed=row.allowed, exact=row.exact, close=row.close)
 
@@ -467,6 +472,7 @@ SMUGGLER_FORMS = {
 }
 
 
+@pytest.mark.reliability("FR-07")
 @pytest.mark.parametrize("form", list(SMUGGLER_FORMS))
 @pytest.mark.parametrize("name", list(GADGETS))
 def test_fr07_smuggler_te_mutations(env: Env, name: str, form: str) -> None:
@@ -507,6 +513,7 @@ def test_fr07_gadget_classification_is_sane() -> None:
 
 
 # -- rows that may be accepted: what reaches the upstream must be exactly what was understood ------
+@pytest.mark.reliability("FR-08")
 def test_fr08_te_on_http10_never_keep_alive(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, b"POST /prod/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + CANARY,
@@ -521,6 +528,7 @@ def test_fr08_te_on_http10_never_keep_alive(env: Env) -> None:
     finish(env, mark, problems, result=result)
 
 
+@pytest.mark.reliability("FR-10")
 @pytest.mark.parametrize("variant", ["list-5-5", "two-lines-5"])
 def test_fr10_content_length_list(env: Env, variant: str) -> None:
     fields = b"Content-Length: 5, 5\r\n" if variant == "list-5-5" else b"Content-Length: 5\r\nContent-Length: 5\r\n"
@@ -540,6 +548,7 @@ def test_fr10_content_length_list(env: Env, variant: str) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("FR-13")
 def test_fr13_leading_zeros_forwarded_canonical(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, POST + b"Content-Length: 010\r\n\r\n0123456789", wait_close=0.1)
@@ -556,6 +565,7 @@ def test_fr13_leading_zeros_forwarded_canonical(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("FR-20")
 def test_fr20_trailer_smuggling(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, chunked(b"chunked", b"0\r\nX:POST / HTTP/1.1\r\n\r\n"), wait_close=0.1)
@@ -569,6 +579,7 @@ def test_fr20_trailer_smuggling(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("FR-21")
 def test_fr21_get_with_body(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, b"GET /prod/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n1234567890",
@@ -583,6 +594,7 @@ def test_fr21_get_with_body(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("FR-22")
 def test_fr22_two_pipelined_requests(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, b"GET /prod/one HTTP/1.1\r\nHost: a\r\n\r\nGET /prod/two HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -604,6 +616,7 @@ def padded_canary(size: int) -> bytes:
     return CANARY[:-2] + b"X: " + b"p" * filler + b"\r\n\r\n"
 
 
+@pytest.mark.reliability("FR-23")
 @pytest.mark.parametrize("target", ["/nostage/x", "/prod/a%2Fb"], ids=["404-no-stage", "400-encoded-slash"])
 def test_fr23_early_response_desync(env: Env, target: str) -> None:
     """POST with Content-Length: 60 to a path fastgw answers itself; the body is a whole request.
@@ -626,6 +639,7 @@ def test_fr23_early_response_desync(env: Env, target: str) -> None:
     finish(env, mark, problems, result=result)
 
 
+@pytest.mark.reliability("HS-04")
 def test_hs04_bare_lf_rejected_or_reserialised(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, b"GET /prod/x HTTP/1.1\nHost: a\nConnection: close\n\n", wait_close=0.1)
@@ -642,6 +656,7 @@ def test_hs04_bare_lf_rejected_or_reserialised(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("HS-11")
 def test_hs11_100_fields_accepted(env: Env) -> None:
     mark = env.mark()
     request = GET + b"".join(b"X-%d: v\r\n" % i for i in range(99)) + b"\r\n"  # Host + 99 = 100 fields
@@ -659,6 +674,7 @@ def test_hs11_100_fields_accepted(env: Env) -> None:
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "granian's ASGI scope drops the authority of an absolute-form target (GET http://h/p arrives as /p "
     "with the Host field), so fastgw cannot refuse it there; the RSGI interface refuses it with 400"))
+@pytest.mark.reliability("RL-03")
 def test_rl03_absolute_form(env: Env) -> None:
     mark = env.mark()
     request = b"GET http://evil.example/prod/admin HTTP/1.1\r\nHost: good.example\r\n\r\n"
@@ -688,6 +704,7 @@ def test_rl03_absolute_form(env: Env) -> None:
     ("/prod/ADMIN", "/ADMIN"),
 ], ids=["encoded-slash", "encoded-dots", "dot-dot", "double-slash", "dot-segment", "semicolon", "encoded-nul",
         "case-kept"])
+@pytest.mark.reliability("RL-07")
 def test_rl07_path_confusion(env: Env, path: str, expected: str | None) -> None:
     mark = env.mark()
     result = send_raw(env.port, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: a\r\n\r\n", wait_close=0.1)
@@ -702,6 +719,7 @@ def test_rl07_path_confusion(env: Env, path: str, expected: str | None) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("RL-08")
 def test_rl08_request_line_under_limit_accepted(env: Env) -> None:
     # RFC 9112 §3: support request lines of at least 8000 octets.
     mark = env.mark()
@@ -714,6 +732,7 @@ def test_rl08_request_line_under_limit_accepted(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("SZ-01")
 def test_sz01_header_block_under_limit_accepted(env: Env) -> None:
     mark = env.mark()
     request = b"GET /prod/x HTTP/1.1\r\n" + field_lines(59 * 1024) + b"\r\n"
@@ -725,6 +744,7 @@ def test_sz01_header_block_under_limit_accepted(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("SZ-02")
 def test_sz02_field_under_limit_accepted(env: Env) -> None:
     mark = env.mark()
     result = send_raw(env.port, GET + b"Authorization: " + b"a" * (15 * 1024) + b"\r\n\r\n", wait_close=0.1)
@@ -735,6 +755,7 @@ def test_sz02_field_under_limit_accepted(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("SZ-05")
 def test_sz05_chunked_body_over_limit(env: Env) -> None:
     """A chunked body that passes 10 MiB mid-stream: 413 or reset + close; the upstream never gets
     a complete over-limit request (its connection is closed before the last chunk)."""
@@ -765,6 +786,7 @@ def test_sz05_chunked_body_over_limit(env: Env) -> None:
     finish(env, mark, problems, result=result)
 
 
+@pytest.mark.reliability("UP-01")
 def test_up01_h2c_upgrade_not_forwarded(env: Env) -> None:
     request = GET + (b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
                      b"Connection: Upgrade, HTTP2-Settings\r\n\r\n")
@@ -789,6 +811,7 @@ def test_up01_h2c_upgrade_not_forwarded(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("UP-04")
 def test_up04_client_nominated_hop_by_hop_fields_stripped(env: Env) -> None:
     request = GET + (b"Connection: keep-alive, X-Forwarded-For, Authorization, X-Consumer-Id\r\n"
                      b"Authorization: Bearer secret\r\nX-Consumer-Id: 7\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
@@ -810,6 +833,7 @@ def test_up04_client_nominated_hop_by_hop_fields_stripped(env: Env) -> None:
     finish(env, mark, problems, canary=False, result=result)
 
 
+@pytest.mark.reliability("UP-05")
 def test_up05_spoofed_identity_replaced_by_peer(env: Env) -> None:
     request = GET + b"X-Forwarded-For: 127.0.0.9\r\nX-Real-IP: 10.0.0.1\r\nForwarded: for=127.0.0.8\r\n\r\n"
     mark = env.mark()

@@ -111,6 +111,7 @@ def test_slow_header_client_is_cut_off(start_gateway, upstream):
     assert not upstream.requests
 
 
+@pytest.mark.reliability("F-22")
 def test_reload_applies_a_valid_config_and_keeps_serving_on_an_invalid_one(start_gateway, upstream):
     gateway = start_gateway(_config(upstream, "first"))
     assert httpx.get(f"{gateway.url}/v1/hello/a").status_code == 200

@@ -65,6 +65,7 @@ def _head(length: int) -> bytes:
     return b"POST /prod/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length
 
 
+@pytest.mark.reliability("F-27")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 @pytest.mark.parametrize(("length", "sent"), [
     (100, 10),            # a small body, read whole
@@ -82,6 +83,7 @@ def test_stalled_body_is_408_and_closed(start_gateway, upstream, interface: str,
     assert httpx.get(f"{gateway.url}/prod/after", timeout=5).status_code == 200  # and the worker serves on
 
 
+@pytest.mark.reliability("F-27")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_stalled_streamed_body_aborts_the_upstream_request(start_gateway, upstream, interface: str) -> None:
     gateway = start_gateway(CONFIG.format(interface=interface, idle=IDLE_MS, upstream=upstream.address))
@@ -224,6 +226,7 @@ def _warm(gateway) -> float:
     return _rss_mib(worker)
 
 
+@pytest.mark.reliability("F-28")
 @pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_a_client_that_stops_reading_a_stream_is_cut_off(start_gateway, interface: str) -> None:
     """RELIABILITY.md F-28: a client that keeps its connection but reads nothing more of a streamed

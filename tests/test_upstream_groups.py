@@ -97,6 +97,7 @@ def test_round_robin_spreads_requests_by_weight_and_the_host_is_the_group(start_
                                    target=a.address) == 30, "the per-target request count")
 
 
+@pytest.mark.reliability("F-01")
 def test_a_dead_target_is_skipped_ejected_and_taken_back(start_gateway, two_targets):
     a, b = two_targets
     gateway = start_gateway(config([a.address, b.address],
@@ -125,6 +126,7 @@ def test_a_dead_target_is_skipped_ejected_and_taken_back(start_gateway, two_targ
         b.stop()
 
 
+@pytest.mark.reliability("F-12")
 def test_when_no_target_is_available_the_circuit_is_open(start_gateway, two_targets):
     a, b = two_targets
     gateway = start_gateway(config([a.address, b.address],
@@ -150,6 +152,7 @@ def test_when_no_target_is_available_the_circuit_is_open(start_gateway, two_targ
                 listener.accept()  # nobody connected
 
 
+@pytest.mark.reliability("F-06")
 def test_a_connection_dropped_without_an_answer_is_retried_on_another_target_when_idempotent(start_gateway):
     def drop(request) -> Action:
         return Action(reset=True)
@@ -169,6 +172,7 @@ def test_a_connection_dropped_without_an_answer_is_retried_on_another_target_whe
         good.stop()
 
 
+@pytest.mark.reliability("F-12")
 def test_active_health_checks_take_a_target_out_and_bring_it_back(start_gateway, two_targets):
     a, b = two_targets
     sick = threading.Event()

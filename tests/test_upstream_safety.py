@@ -134,6 +134,7 @@ def answer_early(status: int, continue_reading: bool = True) -> Callable[[Connec
     return behaviour
 
 
+@pytest.mark.reliability("F-11")
 @pytest.mark.parametrize("size", [200 * 1024, 1024])
 def test_an_early_413_is_relayed_and_its_connection_never_reused(safety: Safety, size: int) -> None:
     # The reproduced bug: 413 after the head of a POST, body unread, connection kept open; fastgw
@@ -149,6 +150,7 @@ def test_an_early_413_is_relayed_and_its_connection_never_reused(safety: Safety,
     safety.check(target)
 
 
+@pytest.mark.reliability("F-11")
 def test_a_response_while_the_body_is_still_coming_stops_the_upload(safety: Safety) -> None:
     # A 200 (not an error) before the body ended: the gateway stops sending, relays it, closes both
     # the upstream connection and the client's (the rest of the client's body is never read).
@@ -267,6 +269,7 @@ FRAMING = {
 }
 
 
+@pytest.mark.reliability("F-07")
 @pytest.mark.parametrize("name", list(FRAMING))
 def test_a_framing_fault_is_a_502_and_closes_the_connection(safety: Safety, name: str) -> None:
     payload, kind = FRAMING[name]
@@ -318,6 +321,7 @@ NO_BODY = {
 }
 
 
+@pytest.mark.reliability("F-07")
 @pytest.mark.parametrize("name", list(NO_BODY))
 def test_a_body_where_none_is_allowed_is_dropped_and_closes(safety: Safety, name: str) -> None:
     method, payload, status, kind = NO_BODY[name]
@@ -409,20 +413,24 @@ def _post_head(path: str, length: int) -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
+@pytest.mark.reliability("FR-23")
 def test_no_route_for_a_post_closes_the_client_connection(safety: Safety) -> None:
     rest = SMUGGLED + b"z" * 1000
     _early_answer(safety, _post_head("/prod/nowhere", 1000 + len(rest)), b"z" * 1000, rest, 404)
 
 
+@pytest.mark.reliability("FR-23")
 def test_unknown_stage_for_a_post_closes_the_client_connection(safety: Safety) -> None:
     rest = SMUGGLED + b"z" * 1000
     _early_answer(safety, _post_head("/nostage/x", 1000 + len(rest)), b"z" * 1000, rest, 404)
 
 
+@pytest.mark.reliability("SZ-04")
 def test_a_content_length_over_the_limit_closes_the_client_connection(safety: Safety) -> None:
     _early_answer(safety, _post_head("/prod/s/big", MAX_BODY + 1), b"z" * 1000, SMUGGLED, 413)
 
 
+@pytest.mark.reliability("SZ-05")
 def test_a_chunked_body_over_the_limit_closes_the_client_connection(safety: Safety) -> None:
     head = b"POST /prod/s/big-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     piece = b"%x\r\n%s\r\n" % (64 * 1024, b"z" * (64 * 1024))

@@ -167,6 +167,7 @@ apiKeys:
     assert "too-short-secret" not in err  # a secret is never echoed
 
 
+@pytest.mark.reliability("AU-13")
 def test_missing_wrong_disabled_and_other_plan_keys_are_403(gateway_with, upstream) -> None:
     gateway = gateway_with(workers=1)
     cases = {"missing": None, "wrong": "x" * 30, "disabled": CAROL, "other plan": BOB}
@@ -186,6 +187,7 @@ def test_missing_wrong_disabled_and_other_plan_keys_are_403(gateway_with, upstre
         wait_line(gateway.admin, f'fastgw_api_key_rejected_total{{api="shop",reason="{reason}",stage="prod"}} 1.0')
 
 
+@pytest.mark.reliability("RT-01", "RT-03")
 @pytest.mark.parametrize("level", ["stage", "plan"])
 def test_two_workers_share_one_limit_exactly(gateway_with, upstream, level: str) -> None:
     setting = "throttle: {rateLimit: 10, burstLimit: 10}"
@@ -247,6 +249,7 @@ def test_levels_apply_in_aws_order_and_rejected_requests_consume_nothing(gateway
     wait_line(gateway.admin, 'fastgw_throttled_total{api="shop",level="plan-method",plan="basic",stage="prod"} 50.0')
 
 
+@pytest.mark.reliability("AU-14")
 def test_quota_is_exact_and_survives_a_restart(start_gateway, upstream) -> None:
     text = config(upstream.address, quota="quota: {limit: 100, period: DAY}")
     gateway = start_gateway(text, workers=2, env=ENV, args=("--no-access-log",))

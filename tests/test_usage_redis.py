@@ -64,6 +64,7 @@ def metric(gateway, name: str) -> float:
     return total
 
 
+@pytest.mark.reliability("F-16")
 def test_three_nodes_share_one_quota_exactly_and_it_survives_a_redis_restart(start_gateway, upstream, redis_server):
     nodes = start_nodes(start_gateway, upstream, redis_server, 3, quota="quota: {limit: 100, period: DAY}",
                         timeout=1000)
@@ -88,6 +89,7 @@ def test_three_nodes_share_one_quota_exactly_and_it_survives_a_redis_restart(sta
     wait_value(lambda: usage_today(nodes[2], "alice"), 100 + admitted_meanwhile, what="alice's usage in Redis")
 
 
+@pytest.mark.reliability("RT-02")
 def test_three_nodes_share_one_throttle_exactly(start_gateway, upstream, redis_server):
     # rateLimit 0.01: no token comes back during the test, so exactly the burst passes.
     nodes = start_nodes(start_gateway, upstream, redis_server, 3,
@@ -100,6 +102,7 @@ def test_three_nodes_share_one_throttle_exactly(start_gateway, upstream, redis_s
     assert statuses(burst([n.port for n in nodes], 30, "/prod/orders/1", ALICE)) == {429: 30}
 
 
+@pytest.mark.reliability("F-14")
 def test_redis_down_fails_open_then_shared_limits_return_and_no_count_is_lost(start_gateway, upstream,
                                                                               redis_server):
     (node,) = start_nodes(start_gateway, upstream, redis_server, 1, quota="quota: {limit: 1000, period: DAY}")
@@ -125,6 +128,7 @@ def test_redis_down_fails_open_then_shared_limits_return_and_no_count_is_lost(st
     wait_value(lambda: metric(node, "fastgw_state_backend_up"), 1.0, what="fastgw_state_backend_up")
 
 
+@pytest.mark.reliability("F-14")
 def test_redis_down_fails_closed_with_503(start_gateway, upstream, redis_server):
     (node,) = start_nodes(start_gateway, upstream, redis_server, 1, fail_mode="closed",
                           quota="quota: {limit: 1000, period: DAY}")

@@ -205,6 +205,7 @@ def test_model_chosen_by_content_type(start_gateway, quiet_upstream):
     assert response.status_code == 200 and quiet_upstream.requests[-1].body == b"<pet/>"
 
 
+@pytest.mark.reliability("SZ-07")
 def test_oversize_and_deeply_nested_bodies(start_gateway, quiet_upstream):
     gateway = start_gateway(native_config(quiet_upstream.address, "maxValidatedBodyBytes: 8192"))
     url = f"{gateway.url}/prod/body-only"

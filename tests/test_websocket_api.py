@@ -656,6 +656,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 GOOD = {"Origin": "https://good.example"}
 
 
+@pytest.mark.reliability("WS-01")
 def test_ws01_origin_allowlist(tight: GatewayProcess) -> None:
     async def status(origin: str | None) -> int:
         headers = {"Origin": origin} if origin else {}
@@ -841,6 +842,7 @@ def test_ws07_ping_flood_without_reading_pongs(tight: GatewayProcess) -> None:
         assert _rss_kib(worker) - before < 20_000
 
 
+@pytest.mark.reliability("WS-08")
 def test_ws08_slow_consumer_is_closed_and_memory_stays_bounded(tight: GatewayProcess) -> None:
     """A client that stops reading while the backend pushes 100 MB through @connections: posts wait for the
     bounded queue (back-pressure on the poster), then the connection is closed and later posts are 410."""

@@ -46,6 +46,11 @@ class RequestFacts:
         self.api_key = ""
 
 
+def _one_byte(text: str) -> bool:
+    """Every character fits one byte (what granian hands over: latin-1 decoded or ASCII)."""
+    return text.isascii() or max(text) <= "\xff"
+
+
 def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_total: int, max_field: int,
                          max_body: int) -> RequestFacts:
     facts = RequestFacts()
@@ -55,6 +60,8 @@ def scan_request_headers(headers: list[tuple[str, str]], max_count: int, max_tot
     seen: set[str] = set()
     nominated: set[str] = set()
     for name, value in headers:
+        if not (_one_byte(name) and _one_byte(value)):  # as the compiled scan: before any limit
+            raise RequestRejected("BAD_REQUEST_PARAMETERS", "Invalid header field")
         size = len(name) + len(value)
         total += size + 4
         if size > max_field:

@@ -9,6 +9,7 @@ from .model import Stage
 
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+NO_VARIABLE = "has no variable"  # the problem's wording: awsCompat turns it into a 500 at run time
 
 
 def substitute_stage_variables(text: str, stage: Stage, where: str, problems: list[Problem],
@@ -26,7 +27,7 @@ def substitute_stage_variables(text: str, stage: Stage, where: str, problems: li
 
     result = STAGE_VARIABLE.sub(stage_variable, text)
     for name in missing:
-        problems.append(Problem(where, f"stage '{stage.name}' has no variable '{name}'"))
+        problems.append(Problem(where, f"stage '{stage.name}' {NO_VARIABLE} '{name}'"))
     if missing:
         return None
     unknown = PLACEHOLDER.search(result)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .aws import AWS
-from .base import IntegrationType, Run
+from .base import IntegrationType, MisconfiguredPlan, Run, run_misconfigured
 from .connections import RUN as CONNECTIONS_RUN
 from .function import FUNCTION
 from .http_proxy import HTTP_PROXY
@@ -32,6 +32,7 @@ INTEGRATIONS: dict[str, IntegrationType] = {kind.name: kind for kind in (
 # plan class -> run step, for the pipeline
 RUNS: dict[type, Run] = {plan: run for kind in INTEGRATIONS.values() for plan, run in kind.runs}
 RUNS[CONNECTIONS_RUN[0]] = CONNECTIONS_RUN[1]  # a WebSocket API's @connections routes (not a config type)
+RUNS[MisconfiguredPlan] = run_misconfigured
 
 
 def target_of(plan: Any) -> Any:
@@ -40,4 +41,4 @@ def target_of(plan: Any) -> Any:
     return target if getattr(target, "pool", None) is not None else None
 
 
-__all__ = ["INTEGRATIONS", "RUNS", "IntegrationType", "target_of"]
+__all__ = ["INTEGRATIONS", "RUNS", "IntegrationType", "MisconfiguredPlan", "target_of"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config.loader import Problem
 from ..config.model import Api, GatewayConfig, Route, Stage
+from ..errors import GatewayError
 
 # compile(api, route, stage, variables, pools, problems, config) -> the integration's plan, or None with
 # problems recorded. `pools` is the plan's upstream pools by (scheme, host, port), shared by all routes.
@@ -23,3 +24,19 @@ class IntegrationType:
     compile: Compile
     runs: tuple[tuple[type, Run], ...]  # each plan class this type compiles to, and how it runs
     served: bool = True  # False: the route exists but answers 501 (AWS service integrations)
+
+
+@dataclass(frozen=True, slots=True)
+class MisconfiguredPlan:
+    """awsCompat: an integration AWS deploys but fails when called, because its URI names a stage
+    variable the stage does not define. AWS answers each request 500 (reference/aws.md); fastgw does
+    the same instead of refusing the config (and warns at load time)."""
+
+    reason: str
+    uri: str = ""  # as configured, for `fastgw routes` and the dashboard
+
+
+async def run_misconfigured(gateway: Any, down: Any, head: Any, stage: Any, route: Any, route_path: str,
+                            plan: MisconfiguredPlan, params: dict[str, str], request_id: str,
+                            fill: Any = None) -> tuple[int, int]:
+    raise GatewayError("API_CONFIGURATION_ERROR", "Internal server error")

@@ -37,7 +37,7 @@ import orjson
 from ..config.loader import Problem
 from ..config.model import Api, GatewayConfig, Route, Stage
 from ..errors import GatewayError
-from ..events import Call, build_event_v1, build_event_v2, matches_binary
+from ..events import Call, aws_rest_paths, build_event_v1, build_event_v2, matches_binary
 from ..handlers import FunctionPlan, compile_function, invoke
 from ..httpsyntax import media_type
 from .base import IntegrationType
@@ -226,6 +226,12 @@ async def run_function(gateway: Any, down: Any, head: Any, stage: Any, route: An
     rest_compat = api.type == "REST" and api.aws_compat
     call = Call(down.method, path, route_path, down.query, client_headers(down.headers, rest_compat), down.client,
                 down.protocol, head.host, request_id, params, body, stage.is_canary, getattr(down, "auth", None))
+    if rest_compat and plan.version == "1.0":
+        call.resource_path, call.context_path, greedy = aws_rest_paths(path, prefix, plan.static["resource"])
+        if greedy is not None:
+            name = plan.static["resource"].rsplit("{", 1)[1][:-2]
+            call.params = {**params, name: greedy}
+            call.raw_params = frozenset((name,))
     status, headers, payload = await run(plan, call, stage_prefix)
     headers = response_rules(api.type, api.aws_compat, "FUNCTION").finish(headers, api.name)
     return await gateway.answer(down, status, headers, payload, request_id, fill)

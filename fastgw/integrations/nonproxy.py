@@ -99,6 +99,9 @@ def _static(source: str) -> bool:
 
 def _compile_templates(templates: dict[str, Any], where: str, problems: list[Problem]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if not isinstance(templates, dict):
+        problems.append(Problem(where, "must be a mapping of content type to mapping template"))
+        return out
     for content_type, text in templates.items():
         try:
             out[str(content_type).lower()] = compile_template("" if text is None else str(text))

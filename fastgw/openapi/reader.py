@@ -509,5 +509,90 @@ def _is_api_key_scheme(scheme: dict[str, Any]) -> bool:
             and scheme.get("in") == "header" and X + "authorizer" not in scheme)
 
 
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace", X + "any-method")
+
+
+def shape_problems(doc: Any) -> list[Problem]:
+    """The containers the reader walks must have their OpenAPI types: a located problem for each that
+    does not, instead of a traceback (found by tests/test_fuzz.py on mutated AWS documents)."""
+    problems: list[Problem] = []
+
+    def expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> bool:
+        if isinstance(value, kind):
+            return True
+        problems.append(Problem(where, f"must be {what}"))
+        return False
+
+    if not expect(doc, dict, "", "a mapping (an OpenAPI document)"):
+        return problems
+    for key in ("info", "components", "paths", "definitions", "securityDefinitions"):
+        if key in doc:
+            expect(doc[key], dict, key, "a mapping")
+    if "security" in doc:
+        expect(doc["security"], list, "security", "a list")
+    for group in ("components", "definitions", "securityDefinitions"):
+        if isinstance(doc.get(group), dict):
+            for name, value in doc[group].items():
+                expect(value, (dict, bool) if group != "components" else dict, f"{group}.{name}", "a mapping")
+    components = doc.get("components")
+    if isinstance(components, dict):
+        for group in ("schemas", "securitySchemes"):
+            if isinstance(components.get(group), dict):
+                for name, value in components[group].items():
+                    expect(value, (dict, bool), f"components.{group}.{name}", "a mapping")
+    responses = doc.get(X + "gateway-responses")
+    if responses is not None and expect(responses, dict, X + "gateway-responses", "a mapping"):
+        for kind, spec in responses.items():
+            at = f"{X}gateway-responses.{kind}"
+            if expect(spec, dict, at, "a mapping"):
+                for key in ("responseParameters", "responseTemplates"):
+                    if key in spec and spec[key] is not None:
+                        expect(spec[key], dict, f"{at}.{key}", "a mapping")
+    paths = doc.get("paths")
+    if not isinstance(paths, dict):
+        return problems
+    for path, item in paths.items():
+        where = f"paths.{path}"
+        if not expect(item, dict, where, "a mapping (a path item)"):
+            continue
+        if "parameters" in item:
+            expect(item["parameters"], list, f"{where}.parameters", "a list")
+        for method in METHODS:
+            if method not in item:
+                continue
+            operation = item[method]
+            at = f"{where}.{method}"
+            if not expect(operation, dict, at, "a mapping (an operation)"):
+                continue
+            for key, kind, what in (("parameters", list, "a list"), ("responses", dict, "a mapping"),
+                                    ("security", list, "a list"), ("tags", list, "a list"),
+                                    (X + "integration", dict, "a mapping"), ("requestBody", dict, "a mapping")):
+                if key in operation:
+                    expect(operation[key], kind, f"{at}.{key}", what)
+            for key in ("parameters", "security"):
+                if isinstance(operation.get(key), list):
+                    for i, entry in enumerate(operation[key]):
+                        expect(entry, dict, f"{at}.{key}[{i}]", "a mapping")
+            if isinstance(operation.get("responses"), dict):
+                for status, response in operation["responses"].items():
+                    expect(response, dict, f"{at}.responses.{status}", "a mapping")
+            integration = operation.get(X + "integration")
+            if isinstance(integration, dict):
+                for key in ("requestTemplates", "requestParameters", "responses"):
+                    if key in integration:
+                        expect(integration[key], dict, f"{at}.{X}integration.{key}", "a mapping")
+                if isinstance(integration.get("responses"), dict):
+                    for pattern, response in integration["responses"].items():
+                        where_r = f"{at}.{X}integration.responses.{pattern}"
+                        if expect(response, dict, where_r, "a mapping"):
+                            for key in ("responseParameters", "responseTemplates"):
+                                if key in response and response[key] is not None:
+                                    expect(response[key], dict, f"{where_r}.{key}", "a mapping")
+    return problems
+
+
 def read_openapi(document: Document, params: dict[str, str], api_type: str | None = None) -> Imported:
+    problems = shape_problems(document.data)
+    if problems:
+        return Imported(api={}, problems=problems)
     return Reader(document, params, api_type).read()

@@ -133,11 +133,13 @@ def _java_class(v):
 
 
 def java_equals(a, b):
-    """Velocity 1.7 ``==``: numbers by value, same classes by equals(), otherwise their strings."""
+    """Velocity 1.7 ``==``: numbers by value, same classes by equals(), otherwise their strings.
+    API Gateway's engine also takes null and the empty string as equal, both ways (recorded on AWS:
+    tests/data/aws_vtl_input_path.json, `$input.path` of a missing or null value)."""
     if _is_num(a) and _is_num(b):
         return a == b
     if a is None or b is None:
-        return a is None and b is None
+        return (a is None and b is None) or a == "" or b == ""
     if _java_class(a) is _java_class(b):
         return a == b
     return to_str(a) == to_str(b)
