@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .compile import load_plan
-from .config.loader import ConfigError, Document, load_document
+from .config.loader import ConfigError, Document, Problem, load_document
 from .config.model import default_workers
 from .openapi import source
 from .openapi.source import Expanded
@@ -397,9 +397,20 @@ def compile_file(path: str, overrides: dict[str, Any], options: Any = None) -> P
 
 
 def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> None:
+    """The command line's server settings over a compiled plan's. `--interface asgi|rsgi` also sets the
+    interface the plan runs on (compiling chose it from the file's setting)."""
     for name, value in overrides.items():
         if value is not None:
             setattr(plan.server, name, value)
+    interface = overrides.get("interface")
+    if interface in ("asgi", "rsgi") and interface != plan.interface:
+        raw_path = sorted({stage.api.name for stage in plan.stages if stage.api.encoded_slashes != "DECODE"})
+        if interface == "rsgi" and raw_path:
+            # As compiling refuses `interface: rsgi` in the file: RSGI hands over decoded paths only.
+            raise ConfigError("--interface rsgi", [Problem("server.interface", (
+                f"rsgi cannot see encoded slashes (%2F) in paths; set encodedSlashes: DECODE on API(s) "
+                f"{', '.join(raw_path)} or use asgi/auto"))])
+        plan.interface = interface
 
 
 def reload_rejected(exc: ConfigError, trigger: str) -> None:

@@ -81,6 +81,7 @@ def test_h2c_http2_without_tls_with_prior_knowledge(start_gateway, upstream, int
     if interface == "rsgi":
         config = config.replace("    type: REST\n", "    type: REST\n    encodedSlashes: DECODE\n")
     gateway = start_gateway(config, args=("--interface", interface))
+    assert f"(interface {interface}," in gateway.stderr()  # the flag, not the file, chose it
     with httpx.Client(http1=False, http2=True) as client:
         response = client.get(f"{gateway.url}/v1/hello/h2c")
     assert (response.status_code, response.http_version) == (200, "HTTP/2")
@@ -90,6 +91,24 @@ def test_h2c_http2_without_tls_with_prior_knowledge(start_gateway, upstream, int
                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
     assert upstream.requests[-1].target == "/greet/up"
+
+
+def test_the_interface_flag_chooses_the_interface_and_refuses_rsgi_where_paths_must_stay_raw(start_gateway, upstream,
+                                                                                              tmp_path):
+    config = _config(upstream).replace("    type: REST\n", "    type: REST\n    encodedSlashes: DECODE\n")
+    for interface in ("asgi", "rsgi"):
+        gateway = start_gateway(config, args=("--interface", interface), name=f"gw-{interface}")
+        assert f"(interface {interface}," in gateway.stderr()
+        assert httpx.get(f"{gateway.url}/v1/hello/x", timeout=10).status_code == 200
+        gateway.stop()
+    # An API that refuses encoded slashes needs the raw path, which RSGI never hands over.
+    strict = _config(upstream).replace("    type: REST\n", "    type: REST\n    encodedSlashes: REJECT\n")
+    path = tmp_path / "strict.yaml"
+    path.write_text(strict)
+    result = subprocess.run([sys.executable, "-m", "fastgw", "serve", str(path), "--interface", "rsgi",
+                             "--port", "0", "--admin-port", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "rsgi cannot see encoded slashes" in result.stderr
 
 
 def test_slow_header_client_is_cut_off(start_gateway, upstream):
