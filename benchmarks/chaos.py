@@ -260,6 +260,12 @@ def upstream_restart(tmp: Path, seconds: float) -> dict:
         upstream = RecordingUpstream(port=port).start()
         load.mark = None
         recovered_at = time.monotonic()
+        # "After the restart" starts once the upstream answers again: requests sent while it was down may
+        # still be failing (a 502 on their refused connect) for a moment after it is back.
+        ok_at_restart = load.counts["ok"]
+        deadline = time.monotonic() + 10
+        while load.counts["ok"] < ok_at_restart + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
         counts_at_restart = Counter(load.counts)
         time.sleep(seconds / 3)
         result = load.stop().summary()

@@ -109,6 +109,14 @@ def plain_asgi_config(upstream: str) -> dict[str, Any]:
     return plain_config(upstream, rsgi=False)
 
 
+def traced_config(upstream: str) -> dict[str, Any]:
+    """The plain route with OpenTelemetry export at 1 % sampling (issue 17's cost target): spans go to the
+    upstream nginx, which answers the POST (405) as cheaply as a collector would take it."""
+    config = plain_config(upstream)
+    config["server"]["tracing"] = {"otlpEndpoint": upstream + "/v1/traces", "sampleRate": 0.01}
+    return config
+
+
 def full_config(upstream: str) -> dict[str, Any]:
     """The full gateway path: path parameter, API key, usage-plan throttle and quota, metrics (always on)."""
     return {
@@ -316,6 +324,8 @@ CONTENDERS: tuple[Contender, ...] = (
               "fastgw", bodies=("13",), headers=JwtHeader(), config=jwt_auth_config, later_issue=15,
               checks=(Check("no token is 401", "/", 401, {"authorization": ""}),
                       Check("a forged token is 401", "/", 401, {"authorization": "Bearer a.b.c"}))),
+    Contender("fastgw-traced", "fastgw plain HTTP_PROXY (RSGI), OTLP export at 1 % sampling", "fastgw",
+              bodies=("13",), config=traced_config, later_issue=17, default=False),
     Contender("fastgw-plain-dashboard", "fastgw plain HTTP_PROXY (RSGI), dashboard open (polled every 2 s)",
               "fastgw", bodies=("13",), config=plain_config, dashboard=True, later_issue=21, default=False),
     Contender("direct", "upstream nginx served directly on core 1 (reference)", "direct",

@@ -31,6 +31,12 @@ class _Reader:
             self.error(path, f"must be a mapping, not {_kind(value)}")
             return {}
         for key in value:
+            if not isinstance(key, str) or not key:
+                # YAML gives null (the loader makes it ''), numbers or booleans as keys (`&x: 1`, `1: a`):
+                # the problem names the mapping, since the key names nothing.
+                self.error(path or "(the document)", f"a key must be a name, not {_kind(key) if key else 'empty'} "
+                           f"({key!r})")
+                continue
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
