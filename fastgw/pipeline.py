@@ -382,13 +382,7 @@ class Gateway:
                          params: dict[str, str], request_id: str, fill: Any = None) -> tuple[int, int]:
         """HTTP_PROXY: forward the request, stream the response back. Returns (status, bytes sent).
         `fill`: a cache miss (fastgw/policies/cache/stage.py Fill) that may store the response."""
-        template = integration.path_template
-        target = template.render(params) if template is not None else integration.static_path
-        query = down.query
-        if integration.uri_query:
-            query = f"{integration.uri_query}&{query}" if query else integration.uri_query
-        if query:
-            target = f"{target}?{query}"
+        target = integration.target(params, down.query)
         method = down.method
         content_length = head.content_length
         pool = integration.pool

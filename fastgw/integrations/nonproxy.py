@@ -454,8 +454,7 @@ async def _call_http(plan: NonProxyPlan, call: Call, down: Any, payload: bytes,
             query = [(k, v) for k, v in query if k != name]
             query.append((str(name), _text(value)))
     text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
-    if proxy.uri_query:
-        text = f"{proxy.uri_query}&{text}" if text else proxy.uri_query
+    text = proxy.query(text)
     if text:
         target = f"{target}?{text}"
     method = plan.method or down.method

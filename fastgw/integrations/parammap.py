@@ -406,8 +406,7 @@ async def run_mapped_proxy(gateway: Any, down: Any, head: Any, plan: MappedProxy
     forward = [(k, v) for k, v in _apply_headers(mapping.request, forward, variables) if safe_field(k, v)]
     query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query) if query is not None \
         else down.query
-    if proxy.uri_query:
-        query_text = f"{proxy.uri_query}&{query_text}" if query_text else proxy.uri_query
+    query_text = proxy.query(query_text)
     target = quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query_text}" if query_text else "")
     method = proxy.method or down.method
     framing = length_framing(method, len(body))

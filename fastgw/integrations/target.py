@@ -42,6 +42,20 @@ class HttpProxyPlan:
     uri: str  # for display
     method: str | None = None  # the integration's httpMethod when it differs from the client's (AWS)
 
+    def query(self, query: str) -> str:
+        """The upstream query string: the URI's own query, then the request's (either may be empty)."""
+        uri_query = self.uri_query
+        if uri_query:
+            return f"{uri_query}&{query}" if query else uri_query
+        return query
+
+    def target(self, params: dict[str, str], query: str) -> str:
+        """The upstream request target: the URI's path with the route's parameters, and `query`."""
+        template = self.path_template
+        path = template.render(params) if template is not None else self.static_path
+        query = self.query(query)
+        return f"{path}?{query}" if query else path
+
 
 def _pool_for(plan_pools: dict[tuple[str, str, int], Any], scheme: str, host: str, port: int,
               connect_timeout: float, group: UpstreamGroup | None = None) -> UpstreamPool | GroupPool:

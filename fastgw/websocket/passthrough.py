@@ -155,13 +155,7 @@ async def handshake(gateway: Gateway, down: Downstream, channel: Any, head: Requ
 async def open_upstream(gateway: Gateway, down: Downstream, channel: Any, head: RequestFacts,
                         integration: HttpProxyPlan, params: dict[str, str]) -> ClientConnection:
     """The upstream's WebSocket handshake at the integration URI, with what an HTTP request to it carries."""
-    template = integration.path_template
-    target = template.render(params) if template is not None else integration.static_path
-    query = down.query
-    if integration.uri_query:
-        query = f"{integration.uri_query}&{query}" if query else integration.uri_query
-    if query:
-        target = f"{target}?{query}"
+    target = integration.target(params, down.query)
     pool = integration.pool
     uri = f"{'wss' if pool.scheme == 'https' else 'ws'}://{integration.host_header}{target}"
     # The head an HTTP request would send (forwardable client fields, X-Forwarded-*), less what
