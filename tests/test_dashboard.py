@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from support.waiting import wait_until
 
 from fastgw.admin.dashboard import quantile
 
@@ -82,16 +82,6 @@ def traffic(url: str, key: str) -> Iterator[list[int]]:
         thread.join(10)
 
 
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def data(gateway) -> dict:
     response = httpx.get(f"{gateway.admin}/dashboard/data", timeout=10)
     assert response.status_code == 200, response.text
@@ -106,7 +96,7 @@ def live_rate(gateway, route: str) -> float | None:
 def test_the_snapshot_has_routes_canaries_live_rates_usage_and_cache(start_gateway, upstream):
     gateway = start_gateway(config(upstream.address))
     with traffic(gateway.url, ALICE) as sent:
-        wait_for(lambda: live_rate(gateway, "GET /items/{id}"), "a live rate on GET /items/{id}")
+        wait_until(lambda: live_rate(gateway, "GET /items/{id}"), "a live rate on GET /items/{id}")
         snap = data(gateway)
     assert snap["ready"] is True and snap["tokenRequired"] is True
     routes = {(r["stage"], r["route"], r["integration"]) for r in snap["routes"]}
@@ -122,13 +112,13 @@ def test_the_snapshot_has_routes_canaries_live_rates_usage_and_cache(start_gatew
     [row] = [u for u in snap["usage"] if u["name"] == "alice"]
     assert row["plan"] == "basic" and row["limit"] == 100000 and row["period"] == "DAY"
     done = sent[0] // 2
-    final = wait_for(lambda: next(u for u in data(gateway)["usage"] if u["name"] == "alice")["today"] >= done,
+    final = wait_until(lambda: next(u for u in data(gateway)["usage"] if u["name"] == "alice")["today"] >= done,
                      "usage to count every request")
     assert final
     alice = next(u for u in data(gateway)["usage"] if u["name"] == "alice")
     assert alice["today"] == done and alice["remaining"] == 100000 - done
     # The cache: five distinct ids on a cached stage, so most lookups hit.
-    cache = wait_for(lambda: [c for c in data(gateway)["cache"] if c["stage"] == "prod" and c["hits"]], "cache hits")
+    cache = wait_until(lambda: [c for c in data(gateway)["cache"] if c["stage"] == "prod" and c["hits"]], "cache hits")
     assert cache[0]["hitRatio"] > 0.5 and cache[0]["entries"] >= 1 and cache[0]["capacity"] > 0
 
 
@@ -196,7 +186,7 @@ def chromium(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
 def test_the_page_renders_in_headless_chromium_with_live_traffic(start_gateway, upstream, tmp_path):
     gateway = start_gateway(config(upstream.address))
     with traffic(gateway.url, ALICE):
-        wait_for(lambda: live_rate(gateway, "GET /items/{id}"), "a live rate before the browser looks")
+        wait_until(lambda: live_rate(gateway, "GET /items/{id}"), "a live rate before the browser looks")
         dom = chromium("--dump-dom", f"{gateway.admin}/dashboard")
         shot = tmp_path / "dashboard.png"
         chromium("--window-size=1280,1400", f"--screenshot={shot}", f"{gateway.admin}/dashboard")
@@ -239,7 +229,7 @@ apis:
         url = gateway.url.replace("http", "ws") + "/live"
         async with websockets.connect(url, open_timeout=20), websockets.connect(url, open_timeout=20):
             # The workers publish the gauge each second: wait for both connections, off the event loop.
-            await asyncio.to_thread(wait_for, lambda: connections() == 2, "2 open connections")
-        await asyncio.to_thread(wait_for, lambda: connections() == 0, "the connections closed")
+            await asyncio.to_thread(wait_until, lambda: connections() == 2, "2 open connections")
+        await asyncio.to_thread(wait_until, lambda: connections() == 0, "the connections closed")
 
     asyncio.run(hold())

@@ -15,8 +15,8 @@ import time
 
 import httpx
 import pytest
-
-from tests.support.upstream import Action, RecordingUpstream
+from support.upstream import Action, RecordingUpstream
+from support.waiting import metric, wait_until
 
 
 def config(targets: list[str], extra: str = "", balance: str = "round_robin", outlier: str = "",
@@ -52,24 +52,6 @@ def two_targets():
     b.stop()
 
 
-def metric(gateway, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx.get(f"{gateway.admin}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def restart(target: RecordingUpstream, behaviour=who) -> RecordingUpstream:
     """A new upstream on the same port (the old one stopped)."""
     again = RecordingUpstream(behaviour, port=target.port)
@@ -93,7 +75,7 @@ def test_round_robin_spreads_requests_by_weight_and_the_host_is_the_group(start_
     # One worker: smooth weighted round robin is exact, 3:1.
     assert (len(a.requests), len(b.requests)) == (30, 10)
     assert a.requests[0].header("host") == "orders"
-    assert wait_for(lambda: metric(gateway, "fastgw_upstream_target_requests_total", group="orders",
+    assert wait_until(lambda: metric(gateway.admin, "fastgw_upstream_target_requests_total", group="orders",
                                    target=a.address) == 30, "the per-target request count")
 
 
@@ -110,10 +92,10 @@ def test_a_dead_target_is_skipped_ejected_and_taken_back(start_gateway, two_targ
             assert client.get(f"{gateway.url}/items/{i}").status_code == 200
             assert client.post(f"{gateway.url}/items/{i}", content=b"x").status_code == 200
     assert len(a.requests) == 20
-    assert wait_for(lambda: metric(gateway, "fastgw_upstream_target_ejections_total", target=b.address) >= 1,
+    assert wait_until(lambda: metric(gateway.admin, "fastgw_upstream_target_ejections_total", target=b.address) >= 1,
                     "b's ejection")
-    assert metric(gateway, "fastgw_upstream_target_available", target=b.address) == 0
-    assert wait_for(lambda: metric(gateway, "fastgw_upstream_target_failures_total", target=b.address) >= 2,
+    assert metric(gateway.admin, "fastgw_upstream_target_available", target=b.address) == 0
+    assert wait_until(lambda: metric(gateway.admin, "fastgw_upstream_target_failures_total", target=b.address) >= 2,
                     "b's failures counted")
     b = restart(b)
     try:
@@ -121,7 +103,7 @@ def test_a_dead_target_is_skipped_ejected_and_taken_back(start_gateway, two_targ
         def b_serves() -> bool:
             httpx.get(f"{gateway.url}/items/again", timeout=10)
             return len(b.requests) > 0
-        wait_for(b_serves, "b to take requests again")
+        wait_until(b_serves, "b to take requests again")
     finally:
         b.stop()
 
@@ -189,8 +171,8 @@ def test_active_health_checks_take_a_target_out_and_bring_it_back(start_gateway,
         gateway = start_gateway(config(
             [a.address, b.address],
             health="healthCheck: {path: /health, intervalMs: 200, unhealthyThreshold: 2, healthyThreshold: 2}"))
-        wait_for(lambda: metric(gateway, "fastgw_upstream_target_available", target=b.address) == 0 and
-                 metric(gateway, "fastgw_upstream_health_checks_total", target=b.address, result="fail") >= 2,
+        wait_until(lambda: metric(gateway.admin, "fastgw_upstream_target_available", target=b.address) == 0 and
+                 metric(gateway.admin, "fastgw_upstream_health_checks_total", target=b.address, result="fail") >= 2,
                  "b marked unhealthy")
         served_before = len([r for r in b.requests if r.target != "/health"])
         with httpx.Client(timeout=10) as client:
@@ -203,7 +185,7 @@ def test_active_health_checks_take_a_target_out_and_bring_it_back(start_gateway,
         def b_serves() -> bool:
             httpx.get(f"{gateway.url}/items/x", timeout=10)
             return any(r.target == "/items/x" for r in b.requests)
-        wait_for(b_serves, "b healthy again and served")
+        wait_until(b_serves, "b healthy again and served")
     finally:
         b.stop()
 
@@ -280,6 +262,6 @@ def test_the_dashboard_shows_each_target_and_its_state(start_gateway, two_target
         done = found.get(b.address, {}).get("failures") and found.get(a.address, {}).get("requests", 0) >= 3
         return found if done else {}
 
-    targets = wait_for(rows, "the targets on the dashboard")
+    targets = wait_until(rows, "the targets on the dashboard")
     assert targets[a.address]["available"] is True
     assert targets[b.address]["available"] is False and targets[b.address]["ejections"] == 1

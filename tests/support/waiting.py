@@ -30,6 +30,18 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str =
         time.sleep(interval)
 
 
+def wait_until(read: Callable[[], T], what: str = "value", timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `read()` until it gives something truthy, and return that (a row, a count, a snapshot)."""
+    started = time.monotonic()
+    while True:
+        value = read()
+        if value:
+            return value
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 def wait_value(read: Callable[[], T], expected: T, timeout: float = 20.0, what: str = "value",
                interval: float = 0.05) -> T:
     """Poll `read()` until it equals `expected`; fails at the deadline with the last value read
