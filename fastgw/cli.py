@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="TLS private key (PEM)")
     serve.add_argument("--drain-seconds", type=float, help="SIGTERM drain deadline (default 25)")
     serve.add_argument("--cpu-scheduling", choices=POLICIES,
-                       help="worker CPU policy: normal (default) or batch, for cores given to the gateway "
-                            "(env FASTGW_CPU_SCHEDULING)")
+                       help="worker CPU policy: auto (default: batch while other programs leave the "
+                            "worker's CPUs idle, normal otherwise), normal, or batch (env FASTGW_CPU_SCHEDULING)")
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--iam-credentials", metavar="FILE",
                        help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")

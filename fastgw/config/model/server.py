@@ -85,7 +85,7 @@ class ServerConfig:
     drainSeconds: float = 25.0
     reusePort: bool = False  # start even if another process listens on host:port, and share it (handover)
     trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
-    cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
+    cpuScheduling: str = "auto"  # auto | normal | batch: SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
     iam: IamConfig = field(default_factory=IamConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
