@@ -14,12 +14,12 @@ shares its cores with other busy processes (a sidecar beside its application), a
 the running program's time slice: beside a CPU-bound program on the same core, `batch` halved the
 gateway's req/s and doubled its median latency (docs/PERF.md).
 
-Hence "auto", the default: each worker watches, once a second, how much CPU *other* programs use on
+Hence "auto", the default: each worker watches, twice a second, how much CPU *other* programs use on
 the CPUs it may run on (/proc/stat's user+nice+system time of those CPUs, minus the time of the
 gateway's own workers, this one and its siblings under granian's process). While they use more than
 BUSY_SHARE of them the worker runs under "normal"; once they have used under QUIET_SHARE for
 QUIET_CHECKS checks in a row it switches to "batch". So a gateway given its own cores batches, and a
-gateway beside a busy application gives way within a second. "normal" and "batch" fix the policy.
+gateway beside a busy application gives way within half a second. "normal" and "batch" fix the policy.
 SCHED_BATCH needs no privilege; the nice value is kept.
 """
 
@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger("fastgw.scheduling")
 
 POLICIES = ("auto", "normal", "batch")
-CHECK_SECONDS = 1.0
+CHECK_SECONDS = 0.5
 BUSY_SHARE = 0.10  # others' share of our CPUs above which "auto" gives up batch at once
 QUIET_SHARE = 0.03  # ... and under which, QUIET_CHECKS times in a row, it takes it
-QUIET_CHECKS = 3
+QUIET_CHECKS = 2  # a second of quiet
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
