@@ -228,11 +228,13 @@ def known_divergence(data: bytes, head: bool, compiled, reference) -> str | None
     compiled parser refuses (a 502, never a desync) what llhttp lets through, does not reuse a
     connection llhttp would, or keeps a HEAD response's connection that llhttp would close (a HEAD
     response has no body: RFC 9112 §6.3)."""
-    status_line = data.split(b"\n", 1)[0]
+    # the first line, and any later one that starts a response (the final one after a 1xx)
+    lines = data.split(b"\n")
+    status_lines = [lines[0]] + [line for line in lines[1:] if line.startswith(b"HTTP/")]
     if compiled == "error" and data.startswith((b"\r", b"\n")):
         return "empty lines before the status line (llhttp skips them)"
-    if compiled == "error" and any(c < 32 and c != 13 or c == 127 for c in status_line):
-        return "a control character in the status line (llhttp accepts it in the reason phrase)"
+    if compiled == "error" and any(c < 32 and c != 13 or c == 127 for line in status_lines for c in line):
+        return "a control character in a status line (llhttp accepts it in the reason phrase)"
     if (head and compiled != "error" and reference != "error" and compiled[:3] == reference[:3]
             and compiled[4] == reference[4] and compiled[3] and not reference[3]):
         return "HEAD response without framing: kept alive (llhttp closes)"
@@ -417,6 +419,17 @@ def test_regression_malformed_trailers_are_refused_by_both_parsers(trailer):
 
 
 @compiled_only
+@compiled_only
+def test_regression_a_control_character_in_the_status_line_after_a_100_is_refused():
+    """Found by the long run (2026-12-07): the compiled parser refuses (502) a NUL in the final status
+    line that follows a 100 Continue, as it does in a first status line; llhttp lets it through. The
+    oracle only looked at the first line."""
+    data = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 \x00reated\r\nContent-Length: 2\r\n\r\nok"
+    compiled, reference = parse(CoreResponseParser, data, [], False), parse(PyResponseParser, data, [], False)
+    assert compiled == "error" and reference == (201, [], b"ok", True, True)
+    assert known_divergence(data, False, compiled, reference)
+
+
 def test_regression_a_wide_character_is_refused_before_any_limit():
     """Found by test_request_scanner_agrees_with_its_twin: the twin checked sizes first and the
     compiled scan the characters first; both now refuse a character above U+00FF first."""
