@@ -271,7 +271,7 @@ def _fixture(name: str) -> dict[str, Any]:
 
 def test_events_have_the_fields_and_types_of_aws_fixtures(gateway: GatewayProcess, events: Events) -> None:
     async def scenario() -> str:
-        ws, connection_id = await connect_and_id(f"{gateway.url.replace('http', 'ws')}/prod?name=me&tag=a&tag=b",
+        ws, connection_id = await connect_and_id(f"{gateway.ws_url}/prod?name=me&tag=a&tag=b",
                                                  additional_headers={"X-Custom": "1"})
         await ws.send(json.dumps({"action": "quiet", "n": 1}))
         await ws.close(1001, "bye")
@@ -318,14 +318,14 @@ def test_events_have_the_fields_and_types_of_aws_fixtures(gateway: GatewayProces
     assert connect["headers"]["x-custom"] == "1" and connect["multiValueHeaders"]["x-custom"] == ["1"]
     assert message["body"] == '{"action": "quiet", "n": 1}' and message["isBase64Encoded"] is False
     assert context_of(disconnect)["disconnectStatusCode"] == 1001
-    assert context_of(disconnect)["disconnectReason"] == ""  # granian hands over the client's code, not its reason
+    assert context_of(disconnect)["disconnectReason"] == "bye"  # the client's close reason, as AWS passes it
     assert disconnect["headers"]["x-custom"] == "1"
 
 
 # -- route selection and two-way routes -------------------------------------------------------------------------
 def test_route_selection_json_non_json_and_binary(gateway: GatewayProcess) -> None:
     async def scenario() -> list[Any]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/prod") as ws:
             answers = []
             for message in (json.dumps({"action": "echo", "x": 1}), json.dumps({"action": "nosuchroute"}),
                             json.dumps({"no": "action"}), "plain text", "[1, 2]", b"\x00\xffbinary"):
@@ -343,7 +343,7 @@ def test_route_selection_json_non_json_and_binary(gateway: GatewayProcess) -> No
 
 def test_a_one_way_route_answers_nothing_and_a_failing_one_says_so(gateway: GatewayProcess) -> None:
     async def scenario() -> tuple[Any, Any]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/prod") as ws:
             await ws.send(json.dumps({"action": "quiet"}))  # one-way: nothing comes back
             await ws.send(json.dumps({"action": "echo"}))
             first = json.loads(await ws.recv())
@@ -358,7 +358,7 @@ def test_a_one_way_route_answers_nothing_and_a_failing_one_says_so(gateway: Gate
 
 def test_compound_selection_expressions(gateway: GatewayProcess) -> None:
     async def scenario() -> list[str]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/pairs") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/pairs") as ws:
             await ws.send(json.dumps({"a": "x", "b": "y"}))
             return [await ws.recv()]
 
@@ -372,7 +372,7 @@ def test_compound_selection_expressions(gateway: GatewayProcess) -> None:
 
 
 def test_api_mapping_custom_domain(gateway: GatewayProcess) -> None:
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", gateway.ws_port), timeout=5) as sock:
         key = base64.b64encode(os.urandom(16))
         sock.sendall(b"GET / HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -387,7 +387,7 @@ def test_api_mapping_custom_domain(gateway: GatewayProcess) -> None:
 def test_http_proxy_http_with_templates_and_mock_integrations(gateway: GatewayProcess,
                                                               upstream: RecordingUpstream) -> None:
     async def scenario() -> list[Any]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/prod") as ws:
             out = []
             for message in ({"action": "relay", "text": "hi"}, {"action": "templated", "kind": "short", "text": "yo"},
                             {"action": "templated", "kind": "long"}, {"action": "mocked"}):
@@ -410,7 +410,7 @@ def test_http_proxy_http_with_templates_and_mock_integrations(gateway: GatewayPr
 def test_connect_refused_by_its_integration_with_its_status(gateway: GatewayProcess) -> None:
     async def scenario(status: int) -> int:
         try:
-            async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod?status={status}"):
+            async with websockets.connect(f"{gateway.ws_url}/prod?status={status}"):
                 return 101
         except InvalidStatus as exc:
             return exc.response.status_code  # type: ignore[no-any-return]
@@ -423,7 +423,7 @@ def test_connect_refused_by_its_integration_with_its_status(gateway: GatewayProc
 
 def test_connect_picks_a_subprotocol(gateway: GatewayProcess) -> None:
     async def scenario() -> str | None:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod",
+        async with websockets.connect(f"{gateway.ws_url}/prod",
                                       subprotocols=["chat.v2", "chat.v1"]) as ws:  # type: ignore[list-item]
             return ws.subprotocol
 
@@ -431,7 +431,7 @@ def test_connect_picks_a_subprotocol(gateway: GatewayProcess) -> None:
 
 
 def test_connect_authorizer(gateway: GatewayProcess, events: Events) -> None:
-    base = f"{gateway.url.replace('http', 'ws')}/guarded"
+    base = f"{gateway.ws_url}/guarded"
 
     async def status(query: str) -> int:
         try:
@@ -459,7 +459,7 @@ def test_connect_authorizer(gateway: GatewayProcess, events: Events) -> None:
 
 
 def test_connect_requires_an_api_key(gateway: GatewayProcess) -> None:
-    base = f"{gateway.url.replace('http', 'ws')}/keyed"
+    base = f"{gateway.ws_url}/keyed"
 
     async def attempt(key: str | None) -> Any:
         try:
@@ -479,7 +479,7 @@ def test_connect_with_aws_iam_presigned_url(gateway: GatewayProcess, events: Eve
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    request = AWSRequest("GET", f"{gateway.url}/signed")
+    request = AWSRequest("GET", f"{gateway.ws_url.replace('ws://', 'http://')}/signed")
     SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "execute-api", "us-east-1", expires=60).add_auth(request)
     signed = request.url.replace("http://", "ws://")
 
@@ -491,7 +491,7 @@ def test_connect_with_aws_iam_presigned_url(gateway: GatewayProcess, events: Eve
         except InvalidStatus as exc:
             return exc.response.status_code
 
-    assert run(attempt(f"{gateway.url.replace('http', 'ws')}/signed")) == 403  # not signed
+    assert run(attempt(f"{gateway.ws_url}/signed")) == 403  # not signed
     assert run(attempt(signed.replace("X-Amz-Signature=", "X-Amz-Signature=0"))) == 403
     assert run(attempt(signed)) == 101
     message = events.wait(lambda e: context_of(e).get("stage") == "signed")
@@ -505,7 +505,7 @@ def test_connect_throttle_caps_new_connections(gateway: GatewayProcess) -> None:
         out = []
         for _ in range(4):
             try:
-                async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/limited"):
+                async with websockets.connect(f"{gateway.ws_url}/limited"):
                     out.append(101)
             except InvalidStatus as exc:
                 out.append(exc.response.status_code)
@@ -516,7 +516,7 @@ def test_connect_throttle_caps_new_connections(gateway: GatewayProcess) -> None:
 
 def test_message_routes_are_throttled(gateway: GatewayProcess) -> None:
     async def scenario() -> list[str]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/metered") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/metered") as ws:
             answers = []
             for _ in range(4):
                 await ws.send("m")
@@ -533,7 +533,7 @@ def test_message_routes_are_throttled(gateway: GatewayProcess) -> None:
 # -- @connections across 2 workers ----------------------------------------------------------------------------
 def test_management_api_across_workers_with_boto3(gateway: GatewayProcess, events: Events) -> None:
     client = management(gateway)
-    url = f"{gateway.url.replace('http', 'ws')}/prod"
+    url = f"{gateway.ws_url}/prod"
 
     async def scenario() -> list[str]:
         # connections until both workers own some (the id says which worker owns it)
@@ -580,7 +580,7 @@ def test_management_api_requires_sigv4(gateway: GatewayProcess) -> None:
 
 def test_metrics_count_connections_messages_and_errors(gateway: GatewayProcess) -> None:
     async def scenario() -> None:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/prod") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/prod") as ws:
             await ws.send(json.dumps({"action": "echo"}))
             await ws.recv()
             text = httpx.get(f"{gateway.admin}/metrics").text
@@ -661,7 +661,7 @@ def test_ws01_origin_allowlist(tight: GatewayProcess) -> None:
     async def status(origin: str | None) -> int:
         headers = {"Origin": origin} if origin else {}
         try:
-            async with websockets.connect(f"{tight.url.replace('http', 'ws')}/t", origin=None,
+            async with websockets.connect(f"{tight.ws_url}/t", origin=None,
                                           additional_headers=headers):
                 return 101
         except InvalidStatus as exc:
@@ -674,7 +674,7 @@ def test_ws01_origin_allowlist(tight: GatewayProcess) -> None:
 
 def test_ws03_message_over_the_limit_closes_1009(tight: GatewayProcess) -> None:
     async def scenario() -> tuple[int | None, str]:
-        async with websockets.connect(f"{tight.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
+        async with websockets.connect(f"{tight.ws_url}/t", additional_headers=GOOD) as ws:
             await ws.send("x" * 65536)  # at the limit: routed
             answer = json.loads(await ws.recv())
             assert answer["route"] == "$default"
@@ -692,7 +692,7 @@ def test_ws03_message_over_the_limit_closes_1009(tight: GatewayProcess) -> None:
 
 def test_idle_timeout_closes_1001_and_runs_disconnect(tight: GatewayProcess) -> None:
     async def scenario() -> tuple[int | None, str, float]:
-        async with websockets.connect(f"{tight.url.replace('http', 'ws')}/t", additional_headers=GOOD,
+        async with websockets.connect(f"{tight.ws_url}/t", additional_headers=GOOD,
                                       ping_interval=None) as ws:
             await ws.send("hi")
             connection_id = json.loads(await ws.recv())["connectionId"]
@@ -709,7 +709,7 @@ def test_idle_timeout_closes_1001_and_runs_disconnect(tight: GatewayProcess) -> 
 
 def test_connection_lifetime_closes_1001_however_busy(tight: GatewayProcess) -> None:
     async def scenario() -> tuple[int | None, float, int]:
-        async with websockets.connect(f"{tight.url.replace('http', 'ws')}/brief") as ws:
+        async with websockets.connect(f"{tight.ws_url}/brief") as ws:
             began = time.monotonic()
             answered = 0
             with pytest.raises(ConnectionClosed):
@@ -735,7 +735,7 @@ def test_connection_ids_name_their_worker() -> None:
 
 def _raw_handshake(gateway: GatewayProcess, path: str = "/t", version: bytes = b"13", key: bool = True,
                    extra: bytes = b"", method: bytes = b"GET") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", gateway.ws_port), timeout=5)
     request = (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                b"Connection: Upgrade\r\nOrigin: https://good.example\r\n")
     if key:
@@ -834,7 +834,7 @@ def test_ws07_ping_flood_without_reading_pongs(tight: GatewayProcess) -> None:
             pass  # the gateway stopped reading a client that takes no pongs: back-pressure
 
         async def other() -> str:
-            async with websockets.connect(f"{tight.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
+            async with websockets.connect(f"{tight.ws_url}/t", additional_headers=GOOD) as ws:
                 await ws.send("x")
                 return json.loads(await ws.recv())["route"]  # type: ignore[no-any-return]
 
@@ -884,7 +884,7 @@ def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any
     assert "interface rsgi" in gateway.stderr()
 
     async def scenario() -> tuple[Any, str]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
+        async with websockets.connect(f"{gateway.ws_url}/t", additional_headers=GOOD) as ws:
             await ws.send(json.dumps({"action": "anything"}))
             answer = json.loads(await ws.recv())
             response = httpx.post(f"{gateway.url}/t/@connections/{answer['connectionId']}", content=b"pushed")
@@ -898,12 +898,12 @@ def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any
 
     async def refused() -> int:
         with pytest.raises(InvalidStatus) as caught:
-            await websockets.connect(f"{gateway.url.replace('http', 'ws')}/t",
+            await websockets.connect(f"{gateway.ws_url}/t",
                                      additional_headers={"Origin": "https://evil.example"})
         return caught.value.response.status_code  # type: ignore[no-any-return]
 
     async def deleted() -> int | None:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/t", additional_headers=GOOD) as ws:
+        async with websockets.connect(f"{gateway.ws_url}/t", additional_headers=GOOD) as ws:
             await ws.send("x")
             connection_id = json.loads(await ws.recv())["connectionId"]
             assert httpx.delete(f"{gateway.url}/t/@connections/{connection_id}").status_code == 204
@@ -952,13 +952,22 @@ apis:
 
 
 # -- the example chat room (examples/chat.yaml) runs as documented -----------------------------------------------
-def test_example_chat_room(tmp_path: Path, start_gateway: Any) -> None:
+def test_example_chat_room(tmp_path: Path) -> None:
     examples = TESTS.parent / "examples"
     (tmp_path / "handlers").mkdir()
     (tmp_path / "handlers" / "chat.py").write_text((examples / "handlers" / "chat.py").read_text())
-    gateway = start_gateway((examples / "chat.yaml").read_text(), workers=2,
-                            env={"CHAT_DB": str(tmp_path / "chat.sqlite3")})
-    url = f"{gateway.url.replace('http', 'ws')}/chat"
+    gateway = GatewayProcess((examples / "chat.yaml").read_text(), tmp_path, workers=2,
+                             env={"CHAT_DB": str(tmp_path / "chat.sqlite3")})
+    gateway.env["CHAT_CALLBACK"] = f"{gateway.url}/chat"  # @connections: the HTTP port
+    try:
+        gateway.start()
+        _chat(gateway)
+    finally:
+        gateway.stop()
+
+
+def _chat(gateway: GatewayProcess) -> None:
+    url = f"{gateway.ws_url}/chat"
 
     async def scenario() -> None:
         with pytest.raises(InvalidStatus) as refused:
@@ -1013,7 +1022,7 @@ apis:
     gateway = start_gateway(config("before"), workers=2)
 
     async def scenario() -> list[str]:
-        async with websockets.connect(f"{gateway.url.replace('http', 'ws')}/live") as ws:
+        async with websockets.connect(f"{gateway.ws_url}/live") as ws:
             await ws.send("x")
             answers = [await ws.recv()]
             gateway.config_path.write_text(config("after"))
@@ -1037,7 +1046,7 @@ def test_shutdown_closes_connections_1001_and_runs_disconnect(tmp_path: Path, st
     async def scenario() -> list[tuple[int | None, str]]:
         connections = []
         for _ in range(4):
-            ws, connection_id = await connect_and_id(f"{gateway.url.replace('http', 'ws')}/t",
+            ws, connection_id = await connect_and_id(f"{gateway.ws_url}/t",
                                                      additional_headers=GOOD)
             connections.append((ws, connection_id))
         gateway.signal(signal.SIGTERM)
