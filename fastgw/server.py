@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from granian._granian import RSGIProtocolClosed, RSGIProtocolError
+from granian._granian import RSGIProtocolClosed
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
@@ -32,7 +32,7 @@ from . import allocator, runtime, scheduling
 from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
-from .backpressure import ClientGone, StreamPacer, free_bytes, shut_down_connection
+from .backpressure import ClientGone, StreamPacer, free_bytes
 from .config.model import default_workers, websocket_address
 from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
@@ -42,8 +42,8 @@ from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
 from .websocket import passthrough
 from .websocket.api import Hub
-from .websocket.listener import Listener
 from .websocket.channel import AsgiChannel, RsgiChannel
+from .websocket.listener import Listener
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.

@@ -384,6 +384,12 @@ def test_api_mapping_custom_domain(gateway: GatewayProcess) -> None:
     assert b"matched x/y" in data
 
 
+def test_the_http_port_says_where_websocket_apis_listen(gateway: GatewayProcess) -> None:
+    with _raw_handshake(gateway, path="/prod", on_http_port=True) as sock:
+        answer = _read_until_closed(sock, 3)
+    assert answer.startswith(b"HTTP/1.1 400") and f"listen on port {gateway.ws_port}".encode() in answer
+
+
 def test_http_proxy_http_with_templates_and_mock_integrations(gateway: GatewayProcess,
                                                               upstream: RecordingUpstream) -> None:
     async def scenario() -> list[Any]:
@@ -626,6 +632,15 @@ apis:
       - route: $default
         routeResponseSelectionExpression: $default
         integration: {type: FUNCTION, uri: ws}
+  - name: big
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {maxMessageBytes: 1048576, managementAuthorization: NONE, allowedOrigins: [https://good.example]}
+    stages:
+      big: {}
+    routes:
+      - route: $default
+        integration: {type: MOCK}
   - name: brief
     type: WEBSOCKET
     routeSelectionExpression: $request.body.action
@@ -672,6 +687,7 @@ def test_ws01_origin_allowlist(tight: GatewayProcess) -> None:
     assert run(status("https://good.example")) == 101
 
 
+@pytest.mark.reliability("WS-03")
 def test_ws03_message_over_the_limit_closes_1009(tight: GatewayProcess) -> None:
     async def scenario() -> tuple[int | None, str]:
         async with websockets.connect(f"{tight.ws_url}/t", additional_headers=GOOD) as ws:
@@ -734,8 +750,8 @@ def test_connection_ids_name_their_worker() -> None:
 
 
 def _raw_handshake(gateway: GatewayProcess, path: str = "/t", version: bytes = b"13", key: bool = True,
-                   extra: bytes = b"", method: bytes = b"GET") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", gateway.ws_port), timeout=5)
+                   extra: bytes = b"", method: bytes = b"GET", on_http_port: bool = False) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", gateway.port if on_http_port else gateway.ws_port), timeout=5)
     request = (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                b"Connection: Upgrade\r\nOrigin: https://good.example\r\n")
     if key:
@@ -776,33 +792,70 @@ def _upgraded(sock: socket.socket) -> bytes:
     return data.split(b"\r\n\r\n", 1)[1]
 
 
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The server's (unmasked) frames in `data`: (opcode, payload)."""
+    out, i = [], 0
+    while i + 2 <= len(data):
+        opcode, size = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if size == 126:
+            (size,) = struct.unpack(">H", data[i:i + 2])
+            i += 2
+        elif size == 127:
+            (size,) = struct.unpack(">Q", data[i:i + 8])
+            i += 8
+        out.append((opcode, data[i:i + size]))
+        i += size
+    return out
+
+
+def _close_code(data: bytes) -> int | None:
+    """The code of the first close frame in `data` (1005: a close frame without one), None: no close frame."""
+    for opcode, payload in _frames(data):
+        if opcode == 8:
+            return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+    return None
+
+
+@pytest.mark.reliability("WS-02")
 def test_ws02_bad_handshakes(tight: GatewayProcess) -> None:
-    # granian answers a wrong version itself: 400, not RFC 6455's 426 (docs/DESIGN.md "WebSocket APIs")
-    with _raw_handshake(tight, version=b"8") as sock:
-        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 400")
+    with _raw_handshake(tight, version=b"8") as sock:  # RFC 6455 4.4: 426 and the version spoken
+        answer = _read_until_closed(sock, 3, head_only=True)
+        assert answer.startswith(b"HTTP/1.1 426") and b"\r\nSec-WebSocket-Version: 13\r\n" in answer
     with _raw_handshake(tight, key=False) as sock:
         assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 400")
-    with _raw_handshake(tight, extra=b"Content-Length: 5\r\n") as sock:  # a handshake with a body
-        sock.sendall(b"hello")
-        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 400")
+    for body in (b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"):  # a handshake with a body
+        with _raw_handshake(tight, extra=body) as sock:
+            sock.sendall(b"hello" if b"Length" in body else b"5\r\nhello\r\n0\r\n\r\n")
+            assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 400"), body
     with _raw_handshake(tight, path="/t/other") as sock:  # a WebSocket API is at the stage's root
         assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 404")
+    with _raw_handshake(tight, method=b"POST") as sock:
+        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 405")
 
 
-@pytest.mark.parametrize("frame", [
-    pytest.param(_frame(1, b'{"a": 1}', mask=False), id="WS-04 unmasked"),
-    pytest.param(_frame(1, b"\xff\xfe"), id="WS-05 invalid UTF-8"),
-    pytest.param(_frame(9, b"p" * 126), id="ping over 125 bytes"),
-    pytest.param(_frame(9, b"p", fin=False), id="fragmented ping"),
+@pytest.mark.reliability("WS-03")
+def test_ws03_a_frame_announcing_too_much_is_closed_1009_before_it_is_read(tight: GatewayProcess) -> None:
+    """1 MiB + 1 announced on a stage whose limit is 1 MiB: the close comes before any of the payload is sent."""
+    with _raw_handshake(tight, path="/big") as sock:
+        rest = _upgraded(sock)
+        sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack(">Q", 1024 * 1024 + 1) + os.urandom(4))
+        assert _close_code(rest + _read_until_closed(sock)) == 1009
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    pytest.param(_frame(1, b'{"a": 1}', mask=False), 1002, id="unmasked", marks=pytest.mark.reliability("WS-04")),
+    pytest.param(_frame(1, b"\xff\xfe"), 1007, id="invalid UTF-8", marks=pytest.mark.reliability("WS-05")),
+    pytest.param(_frame(9, b"p" * 126), 1002, id="ping over 125 bytes"),
+    pytest.param(_frame(9, b"p", fin=False), 1002, id="fragmented ping"),
 ])
-def test_ws04_ws05_protocol_violations_close_the_connection(tight: GatewayProcess, frame: bytes) -> None:
-    """RFC 6455 wants 1002 / 1007 here; granian (tungstenite) closes with a close frame without a code,
-    and the message never reaches a route."""
+def test_ws04_ws05_protocol_violations_close_with_their_code(tight: GatewayProcess, frame: bytes, code: int) -> None:
+    """RFC 6455 5.1 / 8.1 / 5.5: the connection is closed with the code, and the message never reaches a route."""
     with _raw_handshake(tight) as sock:
         rest = _upgraded(sock)
         sock.sendall(frame)
         closing = rest + _read_until_closed(sock)
-    assert closing[:1] == b"\x88"  # a close frame, then the end of the connection
+    assert _close_code(closing) == code
     assert b"route" not in closing
     with _raw_handshake(tight) as sock:  # the worker is fine
         _upgraded(sock)
@@ -817,29 +870,61 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def test_ws07_ping_flood_without_reading_pongs(tight: GatewayProcess) -> None:
-    """10 000 pings from a client that never reads: tungstenite answers pings itself and keeps one pending
-    pong at most, so the worker's memory stays flat and the other clients are served."""
-    worker = tight.worker_pids()[0]
+PINGS = """
+server: {webSocket: {pingIntervalSeconds: 0.5, pingTimeoutSeconds: 0.5, maxPingsPerSecond: 10}}
+apis:
+  - name: pinged
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    webSocket: {managementAuthorization: NONE}
+    stages:
+      p: {}
+    routes:
+      - route: $default
+        routeResponseSelectionExpression: $default
+        integration: {type: MOCK, responses: {$default: {responseTemplates: {$default: 'pong?'}}}}
+"""
+
+
+@pytest.mark.reliability("WS-07")
+def test_ws07_ping_flood_closes_1008_and_a_silent_peer_1011(start_gateway: Any) -> None:
+    """10 000 pings from a client that never reads the pongs: closed with 1008 past maxPingsPerSecond, the
+    worker's memory flat; a client that never answers the keepalive ping: closed with 1011 after
+    pingIntervalSeconds + pingTimeoutSeconds."""
+    gateway = start_gateway(PINGS)
+    worker = gateway.worker_pids()[0]
     before = _rss_kib(worker)
-    with _raw_handshake(tight) as sock:
-        _upgraded(sock)
+    with _raw_handshake(gateway, path="/p") as sock:
+        rest = _upgraded(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(5)
         ping = _frame(9, b"p" * 125)
         try:
             for _ in range(100):
                 sock.sendall(ping * 100)
-        except (TimeoutError, OSError):
-            pass  # the gateway stopped reading a client that takes no pongs: back-pressure
+        except OSError:
+            pass  # closed under the flood
+        closing = rest + _read_until_closed(sock)
+    frames = _frames(closing)
+    assert _close_code(closing) == 1008
+    assert sum(1 for opcode, _ in frames if opcode == 10) < 10_000  # pongs stopped with the close
+    assert _rss_kib(worker) - before < 20_000
 
-        async def other() -> str:
-            async with websockets.connect(f"{tight.ws_url}/t", additional_headers=GOOD) as ws:
-                await ws.send("x")
-                return json.loads(await ws.recv())["route"]  # type: ignore[no-any-return]
+    with _raw_handshake(gateway, path="/p") as sock:  # reads, never answers a ping
+        rest = _upgraded(sock)
+        began = time.monotonic()
+        closing = rest + _read_until_closed(sock, 10)
+        waited = time.monotonic() - began
+    assert [opcode for opcode, _ in _frames(closing)][:1] == [9]  # the keepalive ping came first
+    assert _close_code(closing) == 1011 and 0.8 < waited < 5
 
-        assert run(other()) == "$default"
-        assert _rss_kib(worker) - before < 20_000
+    async def answering() -> str:  # a client that answers pings stays, well past the timeout
+        async with websockets.connect(f"{gateway.ws_url}/p", ping_interval=None) as ws:
+            await asyncio.sleep(1.5)
+            await ws.send("x")
+            return await ws.recv()  # type: ignore[no-any-return]
+
+    assert run(answering()) == "pong?"
 
 
 @pytest.mark.reliability("WS-08")
@@ -875,13 +960,18 @@ def test_ws08_slow_consumer_is_closed_and_memory_stays_bounded(tight: GatewayPro
     assert _rss_kib(worker) - before < 30_000
 
 
-# -- RSGI -----------------------------------------------------------------------------------------------------
-def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any) -> None:
+# -- the listener is the same whatever granian's interface ------------------------------------------------------
+def test_websocket_apis_under_the_rsgi_interface(tmp_path: Path, start_gateway: Any) -> None:
+    """`interface: auto` picks RSGI when no route needs raw paths: WebSocket APIs are not a reason for ASGI any
+    more (their clients have their own listener), close codes included."""
     events = tmp_path / "events.jsonl"
-    config = "server: {interface: rsgi}\n" + LIMITS.replace("IDLE", "600").replace(
+    config = LIMITS.replace("IDLE", "600").replace(
         "    type: WEBSOCKET\n", "    type: WEBSOCKET\n    encodedSlashes: DECODE\n")
     gateway = start_gateway(config, env={"PYTHONPATH": str(TESTS), "WS_EVENTS": str(events)})
     assert "interface rsgi" in gateway.stderr()
+    assert f"WebSocket APIs listening on ws://127.0.0.1:{gateway.ws_port}" in gateway.stderr()
+    with _raw_handshake(gateway, on_http_port=True) as sock:  # refused (RSGI cannot say why: its body)
+        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 400")
 
     async def scenario() -> tuple[Any, str]:
         async with websockets.connect(f"{gateway.ws_url}/t", additional_headers=GOOD) as ws:
@@ -912,9 +1002,7 @@ def test_rsgi_interface_serves_websocket_apis(tmp_path: Path, start_gateway: Any
             return ws.close_code
 
     assert run(refused()) == 403
-    with _raw_handshake(gateway, method=b"POST") as sock:  # RSGI says which method asked to upgrade
-        assert _read_until_closed(sock, 3, head_only=True).startswith(b"HTTP/1.1 405")
-    assert run(deleted()) == 1005  # RSGI's close frame carries no code (docs/DESIGN.md)
+    assert run(deleted()) == 1000
 
 
 # -- configuration errors ---------------------------------------------------------------------------------------
