@@ -640,7 +640,8 @@ apis:
       big: {}
     routes:
       - route: $default
-        integration: {type: MOCK}
+        routeResponseSelectionExpression: $default
+        integration: {type: MOCK, responses: {$default: {responseTemplates: {$default: 'took it'}}}}
   - name: brief
     type: WEBSOCKET
     routeSelectionExpression: $request.body.action
@@ -836,9 +837,17 @@ def test_ws02_bad_handshakes(tight: GatewayProcess) -> None:
 
 @pytest.mark.reliability("WS-03")
 def test_ws03_a_frame_announcing_too_much_is_closed_1009_before_it_is_read(tight: GatewayProcess) -> None:
-    """1 MiB + 1 announced on a stage whose limit is 1 MiB: the close comes before any of the payload is sent."""
+    """1 MiB + 1 announced on a stage whose limit is 1 MiB: the close comes before any of the payload is sent
+    (a message of 512 KiB, over the listener's default but within the stage's limit, is routed)."""
     with _raw_handshake(tight, path="/big") as sock:
         rest = _upgraded(sock)
+        payload, key = b"x" * 512 * 1024, os.urandom(4)
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key * (len(payload) // 4), "big")).to_bytes(
+            len(payload), "big")
+        sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack(">Q", len(payload)) + key + masked)
+        while b"took it" not in rest and (chunk := sock.recv(4096)):
+            rest += chunk
+        assert b"took it" in rest, _frames(rest)
         sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack(">Q", 1024 * 1024 + 1) + os.urandom(4))
         assert _close_code(rest + _read_until_closed(sock)) == 1009
 

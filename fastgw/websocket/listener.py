@@ -216,7 +216,7 @@ class Listener:
         if connection is None:
             return down.response
         ws.fastgw = connection
-        ws.protocol.max_size = connection.ws.max_message_bytes  # checked on each frame's header
+        ws.protocol.max_message_size = connection.ws.max_message_bytes  # checked on each frame's header
         return None
 
     async def _run(self, ws: WsConnection) -> None:  # type: ignore[override]
