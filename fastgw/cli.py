@@ -95,6 +95,13 @@ def cmd_routes(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    if any(stage.websocket is not None for stage in plan.stages):
+        from .config.model import websocket_address
+
+        host, port = websocket_address(plan.server)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        print(f"WebSocket APIs listen on {'wss' if plan.server.tlsCert else 'ws'}://{where} "
+              f"(@connections: the HTTP port {plan.server.port})")
     return 0
 
 
