@@ -1091,6 +1091,24 @@ def _chat(gateway: GatewayProcess) -> None:
     run(scenario())
 
 
+def test_the_websocket_port_defaults_next_to_the_http_port_and_must_be_free(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    chat = str(TESTS.parent / "examples" / "chat.yaml")
+    routes = subprocess.run([sys.executable, "-m", "fastgw", "routes", chat], capture_output=True, text=True,
+                            timeout=60)
+    assert "WebSocket APIs listen on ws://127.0.0.1:8081 (@connections: the HTTP port 8080)" in routes.stdout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        gateway = GatewayProcess(PINGS, tmp_path)
+        gateway.ws_port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"the WebSocket port 127.0.0.1:{gateway.ws_port} is already in use"):
+            gateway.start()
+        gateway.stop()
+
+
 def test_openapi_export_refuses_websocket_apis() -> None:
     import subprocess
     import sys
