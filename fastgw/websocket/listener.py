@@ -201,7 +201,7 @@ class Listener:
             self.starting.cancel()
         self.stop_accepting()
 
-    async def _handshake(self, ws: WsConnection, request: Request) -> Response | None:  # type: ignore[override]
+    async def _handshake(self, ws: WsConnection, request: Request) -> Response | None:
         versions = request.headers.get_all("Sec-WebSocket-Version")
         if len(versions) == 1 and versions[0] != "13":
             response = ws.respond(426, "Upgrade Required: WebSocket version 13\n")
@@ -219,12 +219,12 @@ class Listener:
         ws.protocol.max_message_size = connection.ws.max_message_bytes  # checked on each frame's header
         return None
 
-    async def _run(self, ws: WsConnection) -> None:  # type: ignore[override]
+    async def _run(self, ws: WsConnection) -> None:
         connection, ws.fastgw = ws.fastgw, None
         if connection is not None:
             await self.hub.run(connection)
 
 
-def _subprotocol(ws: WsConnection, offered: Any) -> Any:  # type: ignore[override]
+def _subprotocol(ws: WsConnection, offered: Any) -> Any:
     """What $connect chose (AWS: its function's Sec-WebSocket-Protocol header), else none."""
     return ws.fastgw.subprotocol if ws.fastgw is not None else None
