@@ -228,10 +228,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM). WebSocket
-        # APIs: only ASGI sends close codes (1001, 1008, 1009...) and answers Sec-WebSocket-Protocol.
-        interface = "asgi" if raw_path_apis or any(_signs_paths(a) or a.type == "WEBSOCKET" for a in config.apis) \
-            else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM routes, and
+        # a WebSocket API's @connections API). WebSocket API clients have their own listener either way.
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))

@@ -68,7 +68,16 @@ from .cache import (
 )
 from .document import GatewayConfig, read_config
 from .reader import ROUTE_KEY
-from .server import INTERFACES, IamConfig, Limits, ServerConfig, TracingConfig, default_workers, env_name
+from .server import (
+    INTERFACES,
+    IamConfig,
+    Limits,
+    ServerConfig,
+    TracingConfig,
+    default_workers,
+    env_name,
+    websocket_address,
+)
 from .upstreams import BALANCES, GroupTarget, HealthCheck, OutlierDetection, UpstreamGroup
 from .usage import (
     API_KEY_VALUE,
@@ -101,6 +110,7 @@ __all__ = [
     "ROUTE_KEY",
     # server
     "INTERFACES", "IamConfig", "Limits", "ServerConfig", "TracingConfig", "default_workers", "env_name",
+    "websocket_address",
     # usage
     "API_KEY_VALUE", "AWS_METHOD_PATH", "FAIL_MODES", "QUOTA_MAX", "QUOTA_PERIODS", "STATE_BACKENDS",
     "ApiKeyConfig", "Quota", "RedisTls", "StateConfig", "Throttle", "UsagePlan", "UsagePlanStage",

@@ -51,6 +51,18 @@ class WebSocketPassThrough:
 
 
 @dataclass(slots=True)
+class WebSocketListener:
+    """`server.webSocket`: the listener of WebSocket APIs (fastgw/websocket/listener.py). As in AWS, a
+    WebSocket API has an endpoint of its own: its own port, next to the HTTP port by default. Restart only."""
+
+    host: str | None = None  # None: server.host
+    port: int | None = None  # None: server.port + 1
+    pingIntervalSeconds: float = 20.0  # a keepalive ping this often (0: none)
+    pingTimeoutSeconds: float = 20.0  # no pong this long after a ping: closed with 1011
+    maxPingsPerSecond: float = 10.0  # a client pinging faster (over a 1 s burst of as many) is closed with 1008
+
+
+@dataclass(slots=True)
 class IamConfig:
     """`server.iam`: who may call AWS_IAM routes (fastgw/policies/authorizers/iam.py)."""
 
@@ -90,11 +102,19 @@ class ServerConfig:
     iam: IamConfig = field(default_factory=IamConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     webSocketPassThrough: WebSocketPassThrough = field(default_factory=WebSocketPassThrough)
+    webSocket: WebSocketListener = field(default_factory=WebSocketListener)
+
+
+def websocket_address(server: ServerConfig) -> tuple[str, int]:
+    """Where the WebSocket APIs listen: `server.webSocket` host and port, else the HTTP host and port + 1."""
+    listener = server.webSocket
+    host = listener.host or server.host
+    return host, listener.port if listener.port is not None else (server.port + 1 if server.port else 0)
 
 
 # Sections of `server` whose fields have variables of their own (FASTGW_LIMITS_*, FASTGW_IAM_*, ...).
 SECTIONS: dict[str, Any] = {"limits": Limits, "iam": IamConfig, "tracing": TracingConfig,
-                            "webSocketPassThrough": WebSocketPassThrough}
+                            "webSocketPassThrough": WebSocketPassThrough, "webSocket": WebSocketListener}
 SECRET_FIELDS = ("adminToken",)  # never echoed in a problem
 
 
@@ -171,6 +191,19 @@ def _read_passthrough(r: _Reader, value: Any, path: str) -> WebSocketPassThrough
         maxMessageBytes=r.integer(obj, "maxMessageBytes", path, d.maxMessageBytes, 1, 64 * 1024 * 1024),
         idleTimeoutSeconds=r.number(obj, "idleTimeoutSeconds", path, d.idleTimeoutSeconds, 0.05),
         maxLifetimeSeconds=r.number(obj, "maxLifetimeSeconds", path, d.maxLifetimeSeconds, 0.05),
+    )
+
+
+def _read_listener(r: _Reader, value: Any, path: str) -> WebSocketListener:
+    obj = r.mapping(value, path, tuple(WebSocketListener.__dataclass_fields__))
+    d = WebSocketListener()
+    port = obj.get("port")
+    return WebSocketListener(
+        host=r.string(obj, "host", path) or None,
+        port=None if port is None else r.integer(obj, "port", path, 0, 1, 65535),
+        pingIntervalSeconds=r.number(obj, "pingIntervalSeconds", path, d.pingIntervalSeconds),
+        pingTimeoutSeconds=r.number(obj, "pingTimeoutSeconds", path, d.pingTimeoutSeconds, 0.05),
+        maxPingsPerSecond=r.number(obj, "maxPingsPerSecond", path, d.maxPingsPerSecond, 0.1),
     )
 
 
@@ -252,6 +285,7 @@ def _read_server_fields(r: _Reader, value: Any) -> ServerConfig:
         iam=_read_iam(r, obj.get("iam"), f"{path}.iam"),
         tracing=_read_tracing(r, obj.get("tracing"), f"{path}.tracing"),
         webSocketPassThrough=_read_passthrough(r, obj.get("webSocketPassThrough"), f"{path}.webSocketPassThrough"),
+        webSocket=_read_listener(r, obj.get("webSocket"), f"{path}.webSocket"),
     )
 
 
