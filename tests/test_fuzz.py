@@ -434,6 +434,18 @@ def test_regression_a_status_code_outside_the_range_is_refused(status):
 
 
 @compiled_only
+@pytest.mark.parametrize("extension", [b";\x00=1", b";\rx=1", b";x=\x7f", b";x\x01"])
+def test_regression_a_control_character_in_a_chunk_extension_is_refused(extension):
+    """Found by the long run (2026-12-07): the compiled parser let a NUL or a bare CR through in a chunk
+    extension (it skipped extensions unread); llhttp refuses them. A bare CR there is how some parsers
+    disagree on where a chunk line ends: refused now, as llhttp does."""
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3" + extension + b"\r\nabc\r\n0\r\n\r\n"
+    assert parse(CoreResponseParser, data, [], False) == "error" == parse(PyResponseParser, data, [], False)
+    tab = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"a\tb\"\r\nabc\r\n0\r\n\r\n"
+    assert parse(CoreResponseParser, tab, [], False)[2] == b"abc"
+
+
+@compiled_only
 def test_regression_a_control_character_in_the_status_line_after_a_100_is_refused():
     """Found by the long run (2026-12-07): the compiled parser refuses (502) a NUL in the final status
     line that follows a 100 Continue, as it does in a first status line; llhttp lets it through. The
@@ -474,3 +486,22 @@ def test_regression_escaped_pairs_are_joined_and_lone_surrogates_refused():
         parse_text('{"apis": ["\\udcff"]}', "x.json")
     (problem,) = caught.value.problems
     assert problem.path == "apis[0]" and problem.line == 1 and "surrogate" in problem.message
+
+
+def test_regression_an_unknown_yaml_tag_is_a_located_error():
+    """Found by the long run (2026-12-07): `awsCompat: !true` raised yaml's ConstructorError."""
+    with pytest.raises(ConfigError) as caught:
+        parse_text("apis:\n  - name: a\n    awsCompat: !true\n", "x.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.path, problem.line) == ("apis[0].awsCompat", 3) and "!true" in problem.message
+
+
+@pytest.mark.skipif(not OPENAPI_DOCS, reason="shared/conformance is not laid out beside the clone")
+def test_regression_security_scopes_that_are_not_a_list_are_a_located_error(tmp_path):
+    """Found by the long run (2026-12-07): a security requirement's scopes set to `true` raised TypeError."""
+    path = next(p for p in OPENAPI_DOCS if "cognito-auth" in p.name)
+    doc = json.loads(path.read_text())
+    doc["paths"]["/default-no-scope"]["get"]["security"][0]["cognito-test-identity-source"] = True
+    with pytest.raises(ConfigError) as caught:
+        load_plan(parse_text(json.dumps(doc), str(tmp_path / path.name)))
+    assert any("scopes" in problem.message and problem.path for problem in caught.value.problems)

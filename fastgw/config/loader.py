@@ -78,7 +78,12 @@ def _construct(
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, _child(path, i), lines, problems, loader) for i, item in enumerate(node.value)]
-    value = loader.construct_object(node, deep=True)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # a tag YAML's safe loader has no constructor for (`!true`, `!!python/...`)
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(path, f"not valid YAML/JSON: {problem}", lines[path]))
+        return None
     return _text(value, path, lines[path], problems) if isinstance(value, str) else value
 
 
