@@ -148,7 +148,7 @@ class Gateway:
         for key, pool in list(plan.pools.items()):
             kept = old.pools.get(key)
             if kept is not None:
-                kept.connect_timeout = pool.connect_timeout
+                kept.adopt(pool)  # the new plan's settings (connect timeout, maxRequests, names)
                 plan.pools[key] = kept
             else:
                 pool.bind(loop)
