@@ -60,6 +60,12 @@ UPSTREAM_OVERFLOW = Counter(
     "fastgw_upstream_overflow", "Requests refused with 503: the upstream's maxRequests were in flight",
     ("upstream",),
 )
+# Failed lookups of an upstream host name (fastgw/upstream.py, RELIABILITY.md F-30): the last good
+# addresses are kept meanwhile, and the log says so once per failing streak.
+UPSTREAM_DNS_FAILURES = Counter(
+    "fastgw_upstream_dns_failures", "Failed lookups of an upstream host name (the last good address is kept)",
+    ("host",),
+)
 # Requests a worker shed with 503 before reading them (fastgw/pipeline.py, RELIABILITY.md F-23), by
 # reason: `requests` (maxRequestsInFlight) or `memory` (maxRssBytes).
 OVERLOAD_SHED = Counter(

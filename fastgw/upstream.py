@@ -81,6 +81,12 @@ def count_overflow(name: str) -> None:
     metrics.UPSTREAM_OVERFLOW.labels(name).inc()
 
 
+def count_dns_failure(host: str) -> None:
+    from . import metrics
+
+    metrics.UPSTREAM_DNS_FAILURES.labels(host).inc()
+
+
 class UpstreamPool:
     """Keep-alive connections to one upstream (scheme, host, port) in one worker."""
 
@@ -180,6 +186,7 @@ class UpstreamPool:
         try:
             found = await lookup(self.loop, self.host, self.port, self.hosts_file)
         except OSError as exc:
+            count_dns_failure(self.host)
             if not self.resolve_failed:
                 self.resolve_failed = True
                 kept = ", ".join(ip for _, ip in self.addresses) or "no address yet"

@@ -4,14 +4,17 @@ host name that moves to another address is followed after its refresh, the old c
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from support.scripted import Connection, Head, ScriptedUpstream, respond
 from support.upstream import Action, RecordingUpstream
-from support.waiting import wait_for, wait_metric, wait_until
+from support.waiting import metric, wait_for, wait_metric, wait_until
 
 LIMIT = 4
 SENT = 12
@@ -113,3 +116,72 @@ def test_limit_settings_errors_name_the_place():
     where = {p.path for p in problems}
     assert {"upstreamGroups.g.circuitBreaker.maxRequests", "server.upstream.maxRequests",
             "server.upstream.dnsRefreshSeconds"} <= where, problems
+
+
+def names_config(hosts: Path, port: int) -> str:
+    return f"""
+server:
+  upstream: {{hostsFile: "{hosts}", dnsRefreshSeconds: 0.5}}
+apis:
+  - name: shop
+    type: HTTP
+    stages: {{$default: {{}}}}
+    routes:
+      - route: GET /who
+        integration: {{type: HTTP_PROXY, uri: "http://backend.test:{port}/who"}}
+"""
+
+
+@pytest.mark.reliability("F-30")
+def test_f30_a_moved_host_name_is_followed_after_its_refresh_and_old_connections_are_drained(start_gateway,
+                                                                                              tmp_path: Path):
+    """backend.test is A (127.0.0.1) in the hosts file the gateway resolves through, then B (127.0.0.2,
+    same port): after the refresh every request goes to B and the pooled connection to A is closed,
+    not reused. A hosts file that becomes unreadable keeps the last good address (logged once)."""
+    a = RecordingUpstream(lambda request: Action(body=b"a")).start()
+    # B closes after each answer: every request to it needs a connection, so a name that stops resolving
+    # must still give the last good address.
+    b = RecordingUpstream(lambda request: Action(body=b"b", close=True), port=a.port, host="127.0.0.2").start()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# a stub resolver\n127.0.0.1   backend.test  backend\n")
+    try:
+        gateway = start_gateway(names_config(hosts, a.port))
+        with httpx.Client(timeout=10) as client:
+            def who() -> str:
+                response = client.get(f"{gateway.url}/who")
+                assert response.status_code == 200, response.text
+                return response.text
+
+            assert [who() for _ in range(5)] == ["a"] * 5
+            assert (a.connections, a.open_connections) == (1, 1)  # one pooled keep-alive connection
+            assert a.requests[0].header("host") == f"backend.test:{a.port}"
+            hosts.write_text("127.0.0.2 backend.test\n")
+            wait_for(lambda: who() == "b", 10, "a request answered by the new address")
+            # Drained: the connection to A was closed by the gateway, and nothing goes there any more.
+            wait_for(lambda: a.open_connections == 0, 10, "the pooled connection to the old address closed")
+            served_by_a = len(a.requests)
+            assert [who() for _ in range(5)] == ["b"] * 5
+            assert len(a.requests) == served_by_a
+            assert b.requests[-1].header("host") == f"backend.test:{b.port}"
+            # The hosts file goes away: lookups fail, the last good address (B) keeps serving.
+            hosts.unlink()
+            # (A refresh is due at the next connect: requests go on meanwhile, each answered by B.)
+            wait_for(lambda: who() == "b" and metric(gateway.admin, "fastgw_upstream_dns_failures_total",
+                                                     host="backend.test") >= 3, 15, "three failed lookups")
+            hosts.write_text("127.0.0.1 backend.test\n")
+            wait_for(lambda: who() == "a", 10, "the name back on A")
+        log = gateway.stderr() + gateway.stdout()
+        assert log.count("could not be resolved") == 1, log
+        assert "resolves again" in log
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_an_unreadable_hosts_file_refuses_to_load(tmp_path: Path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(names_config(tmp_path / "missing", 8080))
+    result = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "server.upstream.hostsFile" in result.stderr + result.stdout
