@@ -232,6 +232,9 @@ def _read_overload(r: _Reader, value: Any, path: str) -> OverloadSettings:
         r.error(f"{path}.maxRssBytes", f"must be 0 (no limit) or at least 64 MiB (67108864); got {rss}: "
                 "a worker needs that much to start")
         rss = d.maxRssBytes
+    if rss and not os.path.exists("/proc/self/statm"):  # fail closed: a limit fastgw cannot watch
+        r.error(f"{path}.maxRssBytes", "needs /proc/self/statm (Linux) to read the worker's memory")
+        rss = d.maxRssBytes
     return OverloadSettings(
         maxRequestsInFlight=r.integer(obj, "maxRequestsInFlight", path, d.maxRequestsInFlight, 0, 10_000_000),
         maxRssBytes=rss,
