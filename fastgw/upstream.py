@@ -185,7 +185,7 @@ class UpstreamPool:
     async def _refresh(self) -> None:
         try:
             found = await lookup(self.loop, self.host, self.port, self.hosts_file)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # gaierror, an unreadable hosts file, a name IDNA refuses
             count_dns_failure(self.host)
             if not self.resolve_failed:
                 self.resolve_failed = True
