@@ -185,3 +185,26 @@ def test_an_unreadable_hosts_file_refuses_to_load(tmp_path: Path):
                             text=True, timeout=60)
     assert result.returncode != 0
     assert "server.upstream.hostsFile" in result.stderr + result.stdout
+
+
+def test_hosts_file_lookup_and_the_system_resolver_behind_it(tmp_path: Path):
+    import asyncio
+    import socket
+
+    from fastgw.resolver import lookup, read_hosts
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# comment\n10.0.0.5 Orders.internal orders  # trailing\n::1 orders\nnot-an-ip x\n10.0.0.6\n"
+                     "10.0.0.7 orders\n")
+    assert read_hosts(str(hosts)) == {"orders.internal": [(socket.AF_INET, "10.0.0.5")],
+                                      "orders": [(socket.AF_INET, "10.0.0.5"), (socket.AF_INET6, "::1"),
+                                                 (socket.AF_INET, "10.0.0.7")]}
+
+    async def both() -> tuple:
+        loop = asyncio.get_running_loop()
+        return (await lookup(loop, "ORDERS.internal", 80, str(hosts)),
+                await lookup(loop, "localhost", 80, str(hosts)))  # not listed: getaddrinfo (/etc/hosts)
+
+    listed, system = asyncio.run(both())
+    assert listed == ((socket.AF_INET, "10.0.0.5"),)
+    assert {ip for _, ip in system} <= {"127.0.0.1", "::1"} and system
