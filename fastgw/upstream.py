@@ -98,7 +98,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.max_requests = settings.maxRequests
         self.connecting = 0  # connects under way (they count against max_requests)
-        # Name resolution (None for an IP address): the last good addresses, when to look again.
+        # Name resolution (not for an IP address): the last good addresses, when to look again.
         self.named = not is_address(host)
         self.dns_refresh = settings.dnsRefreshSeconds
         self.hosts_file = settings.hostsFile
