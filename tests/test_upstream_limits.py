@@ -4,6 +4,7 @@ host name that moves to another address is followed after its refresh, the old c
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -16,8 +17,9 @@ from support.scripted import Connection, Head, ScriptedUpstream, respond
 from support.upstream import Action, RecordingUpstream
 from support.waiting import metric, wait_for, wait_metric, wait_until
 
-LIMIT = 4
-SENT = 12
+# RELIABILITY.md F-13 says 1000 slow requests: FASTGW_F13_FULL=1 runs that (100 allowed, 900 refused; ~1000
+# client threads); the suite's default is the same scenario, small.
+LIMIT, SENT = (100, 1000) if os.environ.get("FASTGW_F13_FULL") else (4, 12)
 
 
 class GatedUpstream(ScriptedUpstream):
@@ -66,7 +68,8 @@ apis:
 ])
 def test_f13_requests_above_the_limit_are_refused_at_once_and_other_routes_are_unaffected(
         start_gateway, where: str, path: str, upstream_label: str | None):
-    """12 requests to an upstream that holds them, 4 allowed in flight: the 8 others answer 503 with
+    """12 requests (FASTGW_F13_FULL=1: 1000) to an upstream that holds them, 4 (100) allowed in flight:
+    the 8 (900) others answer 503 with
     Retry-After and a JSON body while the 4 are still held (no connection made, no timeout waited
     for), a route to another upstream answers meanwhile, and the 4 finish when the upstream answers."""
     slow = GatedUpstream().start()
@@ -80,8 +83,9 @@ def test_f13_requests_above_the_limit_are_refused_at_once_and_other_routes_are_u
                 results.append(httpx.get(f"{gateway.url}{path}/{i}", timeout=30))
 
             futures = [pool.submit(call, i) for i in range(SENT)]
-            refused = wait_until(lambda: len(results) >= SENT - LIMIT and results,
-                                 f"{SENT - LIMIT} answers while the upstream holds its requests", timeout=15)
+            refused = wait_until(lambda: len(results) >= SENT - LIMIT and list(results),
+                                 f"{SENT - LIMIT} answers while the upstream holds its requests",
+                                 timeout=15 + SENT / 20)
             assert not slow.gate.is_set()
             assert sorted(r.status_code for r in refused) == [503] * (SENT - LIMIT)
             for response in refused:
