@@ -96,8 +96,8 @@ def test_f13_requests_above_the_limit_are_refused_at_once_and_other_routes_are_u
             wait_for(lambda: len(slow.heads()) == LIMIT, 10, "the allowed requests at the upstream")
             assert slow.mark() == LIMIT
             # Another upstream's route is not held behind the saturated one.
-            answer = fast_client.get(f"{gateway.url}/fast")
-            assert (answer.status_code, answer.text) == (200, "fast")
+            answers = [fast_client.get(f"{gateway.url}/fast") for _ in range(20)]
+            assert {(a.status_code, a.text) for a in answers} == {(200, "fast")}
             slow.gate.set()
             for future in futures:
                 future.result(30)
