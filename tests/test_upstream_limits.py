@@ -212,3 +212,21 @@ def test_hosts_file_lookup_and_the_system_resolver_behind_it(tmp_path: Path):
     listed, system = asyncio.run(both())
     assert listed == ((socket.AF_INET, "10.0.0.5"),)
     assert {ip for _, ip in system} <= {"127.0.0.1", "::1"} and system
+
+
+def test_a_reload_gives_kept_pools_the_new_limits():
+    from fastgw.config.model import UpstreamGroup, UpstreamSettings
+    from fastgw.config.model.upstreams import GroupTarget
+    from fastgw.upstream import UpstreamPool
+    from fastgw.upstream_groups import GroupPool
+
+    kept = UpstreamPool("http", "backend.internal", 80, 5.0, UpstreamSettings(maxRequests=4))
+    kept.adopt(UpstreamPool("http", "backend.internal", 80, 2.0,
+                            UpstreamSettings(maxRequests=8, dnsRefreshSeconds=5, hostsFile="/h")))
+    assert (kept.max_requests, kept.connect_timeout, kept.dns_refresh, kept.hosts_file) == (8, 2.0, 5, "/h")
+    assert UpstreamPool("http", "127.0.0.1", 80).named is False and kept.named is True
+    group = UpstreamGroup("g", (GroupTarget("127.0.0.1", 1), GroupTarget("127.0.0.1", 2)), maxRequests=3)
+    pool = GroupPool(group, "http", 5.0, UpstreamSettings(maxRequests=100))
+    assert pool.max_requests == 3 and {m.pool.max_requests for m in pool.members} == {3}
+    pool.adopt(GroupPool(group, "http", 5.0, UpstreamSettings(maxRequests=100, dnsRefreshSeconds=7)))
+    assert {m.pool.dns_refresh for m in pool.members} == {7}
