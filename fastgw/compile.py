@@ -33,6 +33,7 @@ from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
+from .resolver import read_hosts
 from .state.canary import overlay
 from .tracing import compile_tracing
 from .upstream import UpstreamPool
@@ -322,8 +323,7 @@ def _compile_ws_route(api: Api, route: Route, route_plan: RoutePlan, stage: Stag
         if ws.function is None:
             return None
     elif kind in ("HTTP_PROXY", "HTTP"):
-        ws.proxy = compile_target(route, stage, pools, problems, config.upstreams, stage.variables,
-                                  config.upstreamGroups)
+        ws.proxy = compile_target(route, stage, pools, problems, config, stage.variables)
         if ws.proxy is None:
             return None
         ws.method = integration.httpMethod if integration.httpMethod not in (None, "ANY") else "POST"
@@ -370,6 +370,13 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     problems.extend(found)
     if config.server.iam.credentialsFile is not None:  # relative to the config file, like the state directory
         config.server.iam.credentialsFile = resolve_state_dir(config.server.iam.credentialsFile, document.source)
+    if config.server.upstream.hostsFile is not None:  # read at every lookup (fastgw/resolver.py)
+        config.server.upstream.hostsFile = resolve_state_dir(config.server.upstream.hostsFile, document.source)
+        try:
+            read_hosts(config.server.upstream.hostsFile)
+        except OSError as exc:
+            problems.append(Problem("server.upstream.hostsFile", f"cannot read '{config.server.upstream.hostsFile}': "
+                                    f"{exc.strerror or exc}"))
     plan = None
     if config.functions:
         add_search_path(document.source)
