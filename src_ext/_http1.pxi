@@ -54,6 +54,50 @@ cdef inline bint _name_is(const char* name, Py_ssize_t n, const char* lower, Py_
     return n == ln and strncasecmp(name, lower, <size_t>n) == 0
 
 
+cdef bint _chunk_extensions(const char* p, const char* end) noexcept:
+    """`;name[=value]` repeated, as llhttp reads them: name a token, value a token or a quoted string
+    (RFC 9112 §7.1.1), no whitespace, no control character (a bare CR there is how parsers come to
+    disagree on where a chunk line ends). The extensions are then ignored."""
+    cdef unsigned char c
+    while p < end:
+        if p[0] != 59:  # ;
+            return False
+        p += 1
+        if p >= end or not _TCHAR[<unsigned char>p[0]]:
+            return False
+        while p < end and _TCHAR[<unsigned char>p[0]]:
+            p += 1
+        if p < end and p[0] == 61:  # =
+            p += 1
+            if p >= end:
+                return False
+            if p[0] == 34:  # a quoted string
+                p += 1
+                while True:
+                    if p >= end:
+                        return False
+                    c = <unsigned char>p[0]
+                    if c == 34:
+                        p += 1
+                        break
+                    if c == 92:  # a quoted pair
+                        p += 1
+                        if p >= end:
+                            return False
+                        c = <unsigned char>p[0]
+                        if (c < 32 and c != 9) or c == 127:
+                            return False
+                    elif (c < 32 and c != 9) or c == 127:
+                        return False
+                    p += 1
+            else:
+                if not _TCHAR[<unsigned char>p[0]]:
+                    return False
+                while p < end and _TCHAR[<unsigned char>p[0]]:
+                    p += 1
+    return True
+
+
 cdef inline bint _dropped(const char* name, Py_ssize_t n):
     """Fields a proxy never relays as they are (hop-by-hop) or computes itself."""
     if n == 4:
@@ -275,11 +319,8 @@ cdef class ResponseParser:
             raise ResponseError("invalid chunk size", "chunk")
         if p < lf - 1 and p[0] != 59:  # only ";extension" may follow the size
             raise ResponseError("invalid chunk size", "chunk")
-        while p < lf - 1:  # the extension (ignored): no control character, a bare CR least of all (RFC 9112 §7.1.1)
-            c = <unsigned char>p[0]
-            if (c < 32 and c != 9) or c == 127:
-                raise ResponseError("invalid chunk extension", "chunk")
-            p += 1
+        if p < lf - 1 and not _chunk_extensions(p, lf - 1):
+            raise ResponseError("invalid chunk extension", "chunk")
         pos = (lf - base) + 1
         if size == 0:
             self.state = ST_TRAILERS
@@ -316,6 +357,13 @@ cdef class ResponseParser:
             for k in range(colon - p):
                 if not _TCHAR[<unsigned char>p[k]]:
                     raise ResponseError("invalid trailer name", "chunk")
+            if (_name_is(p, colon - p, b"content-length", 14) or _name_is(p, colon - p, b"transfer-encoding", 17)
+                    or _name_is(p, colon - p, b"host", 4)):
+                # framing and routing fields may not be trailers (RFC 9110 §6.5.1); llhttp refuses them
+                raise ResponseError("a framing field among the trailers", "chunk")
+            for k in range(colon + 1 - p, lf - 1 - p):  # the value: no control character but HTAB
+                if (<unsigned char>p[k] < 32 and p[k] != 9) or <unsigned char>p[k] == 127:
+                    raise ResponseError("invalid character in a trailer value", "chunk")
 
     cdef Py_ssize_t _parse_head(self, bytes buf, Py_ssize_t start) except -2:
         """Parse a complete head starting at `start`; -1 if more bytes are needed."""
