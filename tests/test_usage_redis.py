@@ -224,3 +224,70 @@ def test_a_counter_never_goes_backwards_but_an_update_usage_lowers_it(start_gate
         assert int(client.get(counter)) == 6
     finally:
         client.close()
+
+
+def counted_today(server: RedisServer) -> tuple[int, int]:
+    """(alice's quota counter, her usage today) as Redis holds them."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        counter = next(k for k in client.scan_iter(match="fastgw:{k:*}:q:basic:*"))
+        daily = client.hget(next(client.scan_iter(match="fastgw:{k:*}:u:basic")),
+                            time.strftime("%Y-%m-%d", time.gmtime()))
+        return int(client.get(counter) or 0), int(daily or 0)
+    finally:
+        client.close()
+
+
+def test_checks_whose_outcome_is_unknown_are_counted_exactly_once(start_gateway, upstream, redis_server):
+    """The link to Redis fails mid-request in both ways a client cannot tell apart: the script ran and
+    its answer was lost (the proxy resets each connection as Redis answers), and the script had not
+    run yet when the request gave up (the proxy holds the command; Redis runs it late, after the
+    request was admitted by the local share). Either way each admitted request is counted once:
+    the quota counter and the day's usage equal what the upstream served."""
+    from support.faultproxy import FaultProxy
+
+    proxy = FaultProxy(("127.0.0.1", redis_server.port)).start()
+    try:
+        node = start_gateway(config(upstream.address, f"redis://{proxy.address}/0", "n0", nodes=1,
+                                    quota="quota: {limit: 100000, period: DAY}"),
+                             workers=1, env=ENV, args=("--no-access-log",))
+        served = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(5)])
+        assert served == {200: 5}
+
+        # Answers lost: every command reaches Redis, the connection is reset as the answer comes back.
+        proxy.reset_after = 0
+        proxy.cut()
+        during = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(12)])
+        assert during == {200: 12}, during  # fail open
+        proxy.reset_after = None
+        wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 200 and
+                 metric(node, "fastgw_state_backend_up") == 1, what="the worker back on Redis")
+
+        # Commands held: each check times out (50 ms) with its command still on the way, and is
+        # admitted by the local share. The worker settles with Redis over new connections; then the held
+        # commands reach Redis, late: they must not count again.
+        proxy.hold = True
+        during = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(12)])
+        assert during == {200: 12}, during
+        proxy.hold = False
+        wait_for(lambda: proxy.held > 0, what="commands held by the proxy")
+        wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 200 and
+                 metric(node, "fastgw_state_backend_up") == 1, what="the worker back on Redis")
+        def excess() -> tuple[int, int]:
+            """What the counter and the day's usage hold beyond the requests served (< 0: missing)."""
+            admitted = sum(1 for r in upstream.requests if r.target.startswith("/orders/"))
+            counter, daily = counted_today(redis_server)
+            return counter - admitted, daily - admitted
+
+        wait_value(excess, (0, 0), what="counter and day's usage beyond the requests served")
+        held = proxy.held
+        proxy.release()
+        wait_for(lambda: proxy.held_answered >= held, what="Redis answering the late commands")
+        assert excess() == (0, 0)
+        # Later hand-overs add nothing: a few more checks through Redis stay exact.
+        for _ in range(3):
+            assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+            time.sleep(0.5)  # let a Reconciler round (every second) pass between checks
+            assert excess() == (0, 0)
+    finally:
+        proxy.stop()

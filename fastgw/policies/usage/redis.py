@@ -15,6 +15,8 @@ server or a Redis Cluster (`state.cluster`; connections: fastgw/state/redisconn.
   to this node's share of what was left when Redis last answered (see `UsageStage._share`). What
   was admitted then is handed to Redis by the main process's Reconciler when Redis answers again,
   idempotently (a hand-over whose answer was lost is not counted twice).
+* A check sent and not answered (Redis may have run it, or may still) is admitted by the local
+  share and settled by its worker once Redis answers (`Epoch`, RESOLVE): counted exactly once.
 * Counters never go backwards: each check carries the highest count this node has seen for the
   counter (a floor), so a counter that lost writes (a failover to a replica that lagged, a Redis
   restart without persistence) resumes from at least what the nodes saw.
@@ -26,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
 from ...state.channel import Subscriber, publish
@@ -51,13 +53,15 @@ DOWN_SECONDS = 1.0  # after a failure, Redis is left alone this long (no 50 ms w
 USAGE_TTL = 400 * 86400  # daily usage kept for GetUsage
 SECOND_US = 1_000_000
 
-# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version]
+# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version,
+#       applied hash]
 # ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
 #       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw),
 #       the adjustment version that floor was seen under (an UpdateUsage lowers a counter on
-#       purpose: it moves the version, and a floor from before it no longer applies)
+#       purpose: it moves the version, and a floor from before it no longer applies), origin (the
+#       worker's name for the checks it sends: RESOLVE)
 # -> {0, 0, used, version} admitted; {i, retry_us, 0, 0} level i refused; {n + 1, 0, used, version}
-#    quota refused
+#    quota refused; {-1, 0, 0, 0} the origin was resolved (fenced): nothing done
 CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -90,6 +94,9 @@ if mode ~= -2 then
   version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
   if version == tonumber(ARGV[q + 6]) and used < tonumber(ARGV[q + 5]) then used = tonumber(ARGV[q + 5]) end
   if mode >= 0 and used + 1 > mode then return {n + 1, 0, used, version} end
+  local applied = redis.call('HINCRBY', KEYS[n + 5], ARGV[q + 7], 1)
+  if applied < 0 then return {-1, 0, 0, 0} end
+  if applied == 1 then redis.call('EXPIRE', KEYS[n + 5], ARGV[q + 3]) end
 end
 for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
 if mode ~= -2 then
@@ -131,6 +138,30 @@ redis.call('EXPIRE', KEYS[2], 34560000)
 return used
 """
 
+# The checks one origin sent whose outcome the worker does not know (their answer was lost, or the
+# request gave up waiting) are settled once: how many of the origin's checks Redis counted is read
+# from the applied hash, the origin is fenced (a check of it that arrives later is refused, so the
+# number cannot grow), and what the worker admitted beyond that is added. `target` is what the
+# origin's checks should have counted: those answered "counted" plus those the worker admitted
+# locally. A retry after a lost answer finds the marker and adds nothing.
+# KEYS: applied hash, counter, daily hash; ARGV: origin, target, ttl, day -> {added, counter}
+RESOLVE = """
+local done = redis.call('HGET', KEYS[1], ARGV[1] .. '!')
+if done then return {tonumber(done), tonumber(redis.call('GET', KEYS[2]) or '0')} end
+local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local add = tonumber(ARGV[2]) - applied
+if add < 0 then add = 0 end
+redis.call('HSET', KEYS[1], ARGV[1], -1000000000000000, ARGV[1] .. '!', add)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if add > 0 then
+  redis.call('INCRBY', KEYS[2], add)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[3], ARGV[4], add)
+  redis.call('EXPIRE', KEYS[3], 34560000)
+end
+return {add, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+
 
 def key_tag(key_id: str) -> str:
     return PREFIX + "{k:" + key_id + "}"
@@ -150,6 +181,10 @@ def handover_key(key_id: str, plan: str, period: int) -> str:
 
 def version_key(key_id: str, plan: str) -> str:
     return f"{key_tag(key_id)}:v:{plan}"
+
+
+def applied_key(key_id: str, plan: str, period: int) -> str:
+    return f"{key_tag(key_id)}:a:{plan}:{period}"
 
 
 def marker_key(key_id: str, plan: str) -> str:
@@ -190,6 +225,26 @@ def _record(raw: bytes) -> KeyRecord:
 
 
 # -- the worker side ---------------------------------------------------------------------------------
+class Epoch:
+    """The key checks a worker sends under one origin name. Each counted check adds one to the
+    origin's field in the counter's applied hash (CHECK), so when some checks' outcome is unknown,
+    Redis can say how many of the origin's checks it counted (RESOLVE). An epoch ends at its first
+    unknown outcome (the worker goes on under a new origin) and is settled once none of its checks is
+    in flight any more."""
+
+    __slots__ = ("origin", "confirmed", "unknown", "inflight")
+
+    def __init__(self, origin: str):
+        self.origin = origin
+        self.confirmed: dict[str, int] = {}  # quota key -> checks answered "counted"
+        # quota key -> [binding, period, day, checks admitted locally after an unknown outcome]
+        self.unknown: dict[str, list[Any]] = {}
+        self.inflight = 0
+
+
+MAX_UNSETTLED = 1000  # epochs waiting for Redis; beyond that the oldest is dropped (under-counted)
+
+
 class RedisLimiter:
     """One worker's Redis client and scripts; decisions come back to UsageStage as exceptions."""
 
@@ -200,7 +255,8 @@ class RedisLimiter:
         self.budget = setup.state.timeoutMillis / 1000
         # Socket operations get at least a second (the keys' poll, refunds, the cluster's slot map);
         # a request waits at most its budget (`asyncio.timeout` in `check`).
-        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE)
+        # No client retries: a check sent again after its answer was lost would count twice.
+        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE, retries=0)
         self.gate = Gate(POOL_SIZE)
         self.events = Subscriber(_link(setup), loop)
         self.events.on("keys", self._keys_changed)
@@ -216,6 +272,13 @@ class RedisLimiter:
         self._errors = metrics.BACKEND_ERRORS
         self._route_args: dict[int, tuple[list[str], list[Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.resolve_script = self.client.register_script(RESOLVE)
+        self._origin = os.urandom(6).hex()  # this worker; an epoch's origin adds its number
+        self._epochs = 0
+        self.epoch = self._new_epoch()
+        self.unsettled: list[Epoch] = []
+        self._settling = False
+        self._epoch_periods: tuple[int, ...] = ()
 
     def usable(self) -> bool:
         return self.up or time.monotonic() >= self.down_until
@@ -254,7 +317,8 @@ class RedisLimiter:
             args = self._route_args[id(usage)] = (keys, argv + [-2])
         return args
 
-    def _key_args(self, usage: RouteUsage, binding: Binding, now: float) -> tuple[list[str], list[Any], list[str]]:
+    def _key_args(self, usage: RouteUsage, binding: Binding, now: float,
+                  origin: str) -> tuple[list[str], list[Any], list[str], int]:
         plan = binding.plan
         tag = key_tag(binding.key_id)
         keys: list[str] = []
@@ -272,10 +336,11 @@ class RedisLimiter:
         argv[0] = len(keys)
         period = period_of(binding.period_kind, now)
         keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
-                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name)]
+                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name),
+                 applied_key(binding.key_id, plan.name, period)]
         argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
-                 day_text(now), *self._seen(binding, period)]
-        return keys, argv, kinds
+                 day_text(now), *self._seen(binding, period), origin]
+        return keys, argv, kinds, period
 
     def _seen(self, binding: Binding, period: int) -> tuple[int, int]:
         """(the highest count of the key's counter this host saw in `period` (0: none), the adjustment
@@ -302,10 +367,12 @@ class RedisLimiter:
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
-        sent = False  # past the gate: Redis may have run what a timeout interrupted
+        epoch = self.epoch
+        sent = False  # the key's script was written: Redis may have run it, whatever happens next
+        qkey = ""
+        epoch.inflight += 1
         try:
             async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
-                sent = True
                 if route_keys:
                     index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
                     if index:
@@ -315,10 +382,20 @@ class RedisLimiter:
                                          (0, *gcra_us(level.rate, level.burst)))
                 if binding is not None:
                     now = time.time()
-                    keys, argv, kinds = self._key_args(usage, binding, now)
+                    keys, argv, kinds, period = self._key_args(usage, binding, now, epoch.origin)
+                    qkey = keys[len(kinds)]
+                    sent = True
                     index, retry_us, used, version = await self.check_script(keys=keys, args=argv)
+                    sent = False  # answered: the outcome is known
+                    if index == 0:
+                        epoch.confirmed[qkey] = epoch.confirmed.get(qkey, 0) + 1
                     if index == 0 or index == len(kinds) + 1:
-                        self._saw(binding, argv[-5], used, version)
+                        self._saw(binding, period, used, version)
+                    if index < 0:
+                        # The origin was settled: nothing was counted. Cannot happen (an epoch is settled
+                        # once none of its checks is in flight); if it did, this is counted locally, once.
+                        stage.check_local(usage, binding, True)
+                        return
                     if index:
                         if route_keys:
                             self._give_back(route_keys, route_argv)
@@ -333,11 +410,79 @@ class RedisLimiter:
                 from ...errors import GatewayError
 
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
-            # A timeout is ambiguous (Redis may have counted the request): admitted within the
-            # node's share, but not handed to Redis later, so it is never counted twice.
-            stage.check_local(usage, binding, True, unsure=sent and isinstance(exc, TimeoutError | RedisTimeout))
+            # Sent and not answered: Redis may have counted it or not (or may still, if the command
+            # is late). Admitted within the node's share, kept out of the Reconciler's hand-overs
+            # (`unsure`), and settled with Redis once it answers again (`_settle`): counted once.
+            stage.check_local(usage, binding, True, unsure=sent)
+            if sent:
+                assert binding is not None
+                self._unknown(epoch, qkey, binding, period, now)
             return
+        finally:
+            epoch.inflight -= 1
         self._recovered()
+
+    # -- checks whose outcome is unknown ----------------------------------------------------------
+    def _new_epoch(self) -> Epoch:
+        self._epochs += 1
+        return Epoch(f"{self._origin}.{self._epochs}")
+
+    def _unknown(self, epoch: Epoch, qkey: str, binding: Binding, period: int, now: float) -> None:
+        """A request whose check's outcome is unknown was admitted locally: remember it for `_settle`,
+        and send the next checks under a new origin (the settlement fences this one)."""
+        entry = epoch.unknown.get(qkey)
+        if entry is None:
+            entry = epoch.unknown[qkey] = [binding, period, day_text(now), 0]
+        entry[3] += 1
+        if epoch is self.epoch:
+            self.epoch = self._new_epoch()
+        if epoch not in self.unsettled:
+            self.unsettled.append(epoch)
+            if len(self.unsettled) > MAX_UNSETTLED:
+                dropped = self.unsettled.pop(0)
+                log.warning("usage: %d checks of unknown outcome not settled with Redis (too many waiting)",
+                            sum(e[3] for e in dropped.unknown.values()))
+
+    def adopt(self, old: RedisLimiter) -> None:
+        """A reload replaced `old` (same worker): its unsettled epochs are this one's to settle. The list
+        is shared, so a check of `old` still in flight whose outcome turns out unknown lands here too;
+        a settlement `old` had under way when it stopped is sent again (RESOLVE adds nothing twice)."""
+        old.unsettled.extend(e for e in self.unsettled if e not in old.unsettled)
+        self.unsettled = old.unsettled
+
+    def settle(self) -> None:
+        """Called each second: settle the epochs that have unknown outcomes and nothing in flight."""
+        if self._settling or not self.unsettled or not self.usable():
+            return
+        self._settling = True
+        task = self.loop.create_task(self._settle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self) -> None:
+        try:
+            for epoch in [e for e in self.unsettled if e.inflight == 0]:
+                for qkey, (binding, period, day, admitted) in list(epoch.unknown.items()):
+                    # What the origin's checks should have counted on this counter.
+                    target = epoch.confirmed.get(qkey, 0) + admitted
+                    plan = binding.plan.name
+                    async with asyncio.timeout(max(self.budget, 1.0)), self.gate:
+                        _, counter = await self.resolve_script(
+                            keys=[applied_key(binding.key_id, plan, period), qkey, usage_key(binding.key_id, plan)],
+                            args=[epoch.origin, target, counter_ttl(binding.period_kind, period, time.time()), day])
+                    # The count Redis now has first, then the local share's `unsure` given back: a share
+                    # computed in between counts these requests twice (too strict), never zero times.
+                    seen_period, seen = self.stage.slots.count_get(binding.seen_slot)
+                    if seen_period in (0, period) and counter > seen:
+                        self.stage.slots.count_set(binding.seen_slot, period, counter)
+                    self.stage.slots.count_release(self.stage._find(ident("unsure", binding.key_id, plan)), period,
+                                                   admitted)
+                    del epoch.unknown[qkey]
+                self.unsettled.remove(epoch)
+        except ERRORS as exc:
+            self._failed(exc)  # the rest waits for the next round
+        finally:
+            self._settling = False
 
     def _give_back(self, keys: list[str], argv: list[Any]) -> None:
         intervals = [argv[1 + 2 * i] for i in range(len(keys))]
@@ -382,6 +527,7 @@ class RedisLimiter:
             if records is not None:
                 self.keys_version = version_n
                 self.stage._build_keys(records)
+            self._recovered()
         except ERRORS as exc:
             self._failed(exc)
         finally:
@@ -393,6 +539,14 @@ class RedisLimiter:
     def tick(self) -> None:
         if not self.up and time.monotonic() >= self.down_until:
             self.poll_keys()  # a cheap probe: reconnects, and flips the state back when it answers
+        periods = tuple(self.stage.periods.current.values())
+        if periods != self._epoch_periods:
+            # A new period: the counts of checks answered are kept per epoch, so a fresh one bounds
+            # them to the counters still in use (one more applied-hash field per longer period).
+            self._epoch_periods = periods
+            if not self.epoch.unknown:
+                self.epoch = self._new_epoch()
+        self.settle()
 
     def close(self) -> None:
         self.events.close()
