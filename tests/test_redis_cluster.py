@@ -283,8 +283,8 @@ def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_
     from support.gateway import GatewayProcess
     from test_websocket_nodes import ACCESS_KEY, SECRET_KEY, management
 
-    from fastgw.websocket.api import owner_of
-    from fastgw.websocket.relay import GRACE_SECONDS, worker_key
+    from fastgw.websocket.api import new_connection_id, owner_of
+    from fastgw.websocket.relay import GRACE_SECONDS, request_channel, worker_key
 
     seeds = ", ".join(f'"{s}"' for s in redis_cluster.seeds)
     started: list[GatewayProcess] = []
@@ -300,6 +300,27 @@ def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_
             gateway.start()
         a, b, c = started
         via_b, via_c = management(b), management(c)
+
+        direct = cluster_client(redis_cluster)
+
+        def answer_late(owner: tuple[int, int], at: float) -> bytes:
+            """A stand-in owner that subscribes at `at`, answers the first call, and returns its body."""
+            time.sleep(max(0.0, at - time.monotonic()))  # the scenario's delay, not a wait for a condition
+            pubsub = direct.pubsub()
+            try:
+                pubsub.ssubscribe(request_channel(*owner))
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message["type"] == "smessage":
+                        head, _, body = message["data"].partition(b"\n")
+                        call = json.loads(head)
+                        if call["op"] == "POST":
+                            direct.spublish(call["reply"], json.dumps({"n": call["n"], "found": True}))
+                            return body
+                raise AssertionError("no call reached the late owner")
+            finally:
+                pubsub.close()
 
         async def connect() -> tuple[object, str]:
             ws = await websockets.connect(f"{a.url.replace('http', 'ws')}/prod")
@@ -345,6 +366,17 @@ def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_
                 with pytest.raises(client.exceptions.GoneException):
                     await run(lambda client=client: client.post_to_connection(ConnectionId=connection_id,
                                                                                Data=b"late"))
+
+            # An owner that is registered but not subscribed yet (as after a failover) gets the call once
+            # it subscribes within the grace period: not 410 at once.
+            owner = (0xABCDEF, 4242)
+            late_id = new_connection_id(*owner)
+            direct.set(worker_key(*owner), b"1", ex=30)
+            began = time.monotonic()
+            answering = loop.run_in_executor(None, answer_late, owner, began + 1.0)
+            await run(lambda: via_b.post_to_connection(ConnectionId=late_id, Data=b"late owner"))
+            assert await answering == b"late owner"
+            assert time.monotonic() - began >= 1.0
 
             # Node A dies without a goodbye: its connections are gone (410) once nobody has listened
             # on its channel for the grace period, well within its registry key's lifetime.
