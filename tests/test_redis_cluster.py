@@ -209,6 +209,10 @@ def test_cluster_settings_are_checked(tmp_path: Path):
     assert done.returncode != 0
     assert "state.url" in done.stderr and "only database 0" in done.stderr
     assert "state.seeds[0]" in done.stderr and "host:port" in done.stderr
+    bad.write_text("state: {backend: local, leaseMillis: 100}\napis: []\n")
+    done = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "state.leaseMillis" in done.stderr and "needs backend: redis" in done.stderr
     # WebSocket APIs run on a cluster (their relay between nodes uses sharded pub/sub).
     from test_websocket_nodes import ACCESS_KEY, SECRET_KEY
 

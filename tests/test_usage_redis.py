@@ -291,3 +291,55 @@ def test_checks_whose_outcome_is_unknown_are_counted_exactly_once(start_gateway,
             assert excess() == (0, 0)
     finally:
         proxy.stop()
+
+
+def test_a_lease_takes_what_every_level_allows_at_once(redis_server):
+    from fastgw.policies.usage.redis import LEASE, REFUND
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        lease, refund = client.register_script(LEASE), client.register_script(REFUND)
+        keys = ["fastgw:{g}:t:a", "fastgw:{g}:t:b"]
+        # 1 s intervals (no refill during the test): level a holds 5 tokens, level b 3.
+        levels = [1_000_000, 5_000_000, 1_000_000, 3_000_000]
+        assert lease(keys=keys, args=[10, *levels]) == [3, 0, 0]  # all that b allows
+        granted, index, retry_us = lease(keys=keys, args=[1, *levels])
+        assert (granted, index) == (0, 2) and 0 < retry_us <= 1_000_000  # b is empty: refused, retry ~1 s
+        refund(keys=keys, args=[2 * 1_000_000, 2 * 1_000_000])  # 2 unspent tokens given back
+        assert lease(keys=keys, args=[10, *levels]) == [2, 0, 0]
+    finally:
+        client.close()
+
+
+def test_leased_stage_throttle_is_never_exceeded_across_nodes_and_costs_fewer_scripts(start_gateway, upstream,
+                                                                                      redis_server):
+    lease = "throttle: {rateLimit: 0.01, burstLimit: 20}"
+    nodes = [start_gateway(config(upstream.address, redis_server.url, f"n{i}", nodes=2, timeout=1000,
+                                  stage_throttle=lease).replace("timeoutMillis: 1000", "timeoutMillis: 1000, "
+                                                                "leaseMillis: 500"),
+                           workers=1, env=ENV, args=("--no-access-log",), name=f"node{i}") for i in range(2)]
+    # Leases hand out only tokens Redis granted: a burst over both nodes admits exactly the bucket.
+    assert statuses(burst([n.port for n in nodes], 60, "/prod/orders/1", ALICE)) == {200: 20, 429: 40}
+    assert statuses([one(n.port, "/prod/orders/1", ALICE) for n in nodes for _ in range(5)]) == {429: 10}
+
+    # A steady stream on one node: the stage's bucket is leased ~500 ms of traffic at a time, so the
+    # requests cost about one script each (the key's) instead of two. (A fresh Redis: same bucket names.)
+    redis.Redis.from_url(redis_server.url).flushall()
+    node = start_gateway(config(upstream.address, redis_server.url, "n9", nodes=1, timeout=1000,
+                                stage_throttle="throttle: {rateLimit: 100000, burstLimit: 100000}")
+                         .replace("timeoutMillis: 1000", "timeoutMillis: 1000, leaseMillis: 500"),
+                         workers=1, env=ENV, args=("--no-access-log",), name="steady")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        def evalsha() -> int:
+            return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+        before = evalsha()
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:  # the load's length: a lease needs a rate to be sized
+            assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+        sent = len([r for r in upstream.requests if r.target == "/orders/1"]) - 20
+        scripts = evalsha() - before
+        assert sent > 20 and scripts < 1.3 * sent, (scripts, sent)  # 2 per request without leases
+    finally:
+        client.close()

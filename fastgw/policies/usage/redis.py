@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,33 @@ for i = 1, #KEYS do
   if v then redis.call('SET', KEYS[i], tonumber(v) - tonumber(ARGV[i]), 'KEEPTTL') end
 end
 return 0
+"""
+
+# Up to `want` tokens of the key-independent levels at once (a worker's lease, state.leaseMillis): as
+# many as every level allows now, each level's TAT advanced by that many intervals.
+# KEYS: TAT keys; ARGV: want, (interval_us, tolerance_us) per key -> {granted, 0, 0} or {0, i, retry_us}
+LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local want = tonumber(ARGV[1])
+local tat = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  if tolerance < 0 then return {0, i, 1000000} end
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if v < now then v = now end
+  local room = math.floor((tolerance - (v - now)) / interval)
+  if room < 1 then return {0, i, v + interval - now - tolerance} end
+  if room < want then want = room end
+  tat[i] = v
+end
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local next_tat = tat[i] + want * interval
+  redis.call('SET', KEYS[i], next_tat, 'PX', math.floor((next_tat - now) / 1000) + 1000)
+end
+return {want, 0, 0}
 """
 
 # Usage admitted by one node while Redis was away, handed over idempotently: ARGV[2] is the node's
@@ -242,6 +270,23 @@ class Epoch:
         self.inflight = 0
 
 
+class Lease:
+    """Tokens of one route's key-independent levels this worker took from Redis and spends locally."""
+
+    __slots__ = ("keys", "argv", "tokens", "expires", "demand", "since", "rate")
+
+    def __init__(self, keys: list[str], argv: list[Any]) -> None:
+        self.keys = keys  # the route's TAT keys and CHECK arguments (RedisLimiter._route)
+        self.argv = argv
+        self.tokens = 0
+        self.expires = 0.0
+        self.demand = 0  # requests since `since`: the worker's rate on these levels sizes the next lease
+        self.since = time.monotonic()
+        self.rate = 0.0
+
+
+MAX_LEASE = 10_000  # tokens in one lease, whatever the rate
+
 MAX_UNSETTLED = 1000  # epochs waiting for Redis; beyond that the oldest is dropped (under-counted)
 
 
@@ -273,6 +318,9 @@ class RedisLimiter:
         self._route_args: dict[int, tuple[list[str], list[Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.resolve_script = self.client.register_script(RESOLVE)
+        self.lease_script = self.client.register_script(LEASE)
+        self.lease_s = setup.state.leaseMillis / 1000
+        self._leases: dict[int, Lease] = {}
         self._origin = os.urandom(6).hex()  # this worker; an epoch's origin adds its number
         self._epochs = 0
         self.epoch = self._new_epoch()
@@ -374,7 +422,10 @@ class RedisLimiter:
         try:
             async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
                 if route_keys:
-                    index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
+                    if self.lease_s:
+                        index, retry_us = await self._leased(usage, route_keys, route_argv)
+                    else:
+                        index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
                     if index:
                         level = usage.levels[index - 1]
                         self._recovered()
@@ -397,7 +448,9 @@ class RedisLimiter:
                         stage.check_local(usage, binding, True)
                         return
                     if index:
-                        if route_keys:
+                        if route_keys and self.lease_s:
+                            self._leases[id(usage)].tokens += 1  # the token goes back to the lease
+                        elif route_keys:
                             self._give_back(route_keys, route_argv)
                         self._recovered()
                         if index == len(kinds) + 1:
@@ -484,8 +537,45 @@ class RedisLimiter:
         finally:
             self._settling = False
 
-    def _give_back(self, keys: list[str], argv: list[Any]) -> None:
-        intervals = [argv[1 + 2 * i] for i in range(len(keys))]
+    # -- leases of the key-independent levels (state.leaseMillis) -----------------------------------
+    async def _leased(self, usage: RouteUsage, keys: list[str], argv: list[Any]) -> tuple[int, int]:
+        """One token of the route's levels from this worker's lease; a new lease from Redis when it is
+        spent or expired, sized to about `leaseMillis` of this worker's traffic on the route (1 token
+        while it is quiet, so a quiet route is as exact as without leases). (index, retry_us) as CHECK:
+        index 0 admitted."""
+        lease = self._leases.get(id(usage))
+        if lease is None:
+            lease = self._leases[id(usage)] = Lease(keys, argv)
+        now = time.monotonic()
+        lease.demand += 1
+        if lease.tokens > 0 and now < lease.expires:
+            lease.tokens -= 1
+            return 0, 0
+        if lease.tokens > 0:  # expired: what was not spent goes back, the next lease is fresh
+            self._give_back(keys, argv, lease.tokens)
+            lease.tokens = 0
+        elapsed = now - lease.since
+        if elapsed >= self.lease_s:
+            lease.rate, lease.demand, lease.since = lease.demand / elapsed, 0, now
+        want = max(1, min(MAX_LEASE, math.ceil(lease.rate * self.lease_s)))
+        granted, index, retry_us = await self.lease_script(keys=keys, args=[want, *argv[1:-1]])
+        if not granted:
+            return index, retry_us
+        # Requests that renewed at the same time each add what they got.
+        lease.tokens += granted - 1
+        lease.expires = time.monotonic() + self.lease_s
+        return 0, 0
+
+    def _expire_leases(self) -> None:
+        """Tokens of leases that ran out of time go back to Redis (a route that went quiet)."""
+        now = time.monotonic()
+        for lease in self._leases.values():
+            if lease.tokens > 0 and now >= lease.expires:
+                self._give_back(lease.keys, lease.argv, lease.tokens)
+                lease.tokens = 0
+
+    def _give_back(self, keys: list[str], argv: list[Any], tokens: int = 1) -> None:
+        intervals = [argv[1 + 2 * i] * tokens for i in range(len(keys))]
         task = self.loop.create_task(self._refund(keys, intervals))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -547,6 +637,8 @@ class RedisLimiter:
             if not self.epoch.unknown:
                 self.epoch = self._new_epoch()
         self.settle()
+        if self._leases and self.usable():
+            self._expire_leases()
 
     def close(self) -> None:
         self.events.close()
