@@ -238,6 +238,7 @@ def counted_today(server: RedisServer) -> tuple[int, int]:
         client.close()
 
 
+@pytest.mark.reliability("F-14")
 def test_checks_whose_outcome_is_unknown_are_counted_exactly_once(start_gateway, upstream, redis_server):
     """The link to Redis fails mid-request in both ways a client cannot tell apart: the script ran and
     its answer was lost (the proxy resets each connection as Redis answers), and the script had not
