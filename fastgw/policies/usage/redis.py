@@ -286,6 +286,7 @@ class Lease:
 
 
 MAX_LEASE = 10_000  # tokens in one lease, whatever the rate
+RATE_WINDOW = 0.1  # seconds of demand that size the next lease (or leaseMillis, if shorter)
 
 MAX_UNSETTLED = 1000  # epochs waiting for Redis; beyond that the oldest is dropped (under-counted)
 
@@ -555,7 +556,7 @@ class RedisLimiter:
             self._give_back(keys, argv, lease.tokens)
             lease.tokens = 0
         elapsed = now - lease.since
-        if elapsed >= self.lease_s:
+        if elapsed >= min(self.lease_s, RATE_WINDOW):
             lease.rate, lease.demand, lease.since = lease.demand / elapsed, 0, now
         want = max(1, min(MAX_LEASE, math.ceil(lease.rate * self.lease_s)))
         granted, index, retry_us = await self.lease_script(keys=keys, args=[want, *argv[1:-1]])
