@@ -57,6 +57,7 @@ class Contender:
     path: str  # the client connects to ws://127.0.0.1:PORT/PATH
     config: Callable[[int, int], dict[str, Any]] | None = None  # fastgw: (upstream port, message size) -> config
     text: bool = False  # text messages (a MOCK template answers text), else binary
+    ws_listener: bool = False  # a WebSocket API: PORT is fastgw's --ws-port (its own listener), not --port
 
 
 def passthrough_config(upstream_port: int, size: int, rsgi: bool = True) -> dict[str, Any]:
@@ -93,7 +94,7 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("fastgw-ws-asgi", "fastgw pass-through, HTTP_PROXY route (ASGI)", "fastgw", "/echo",
               lambda port, size: passthrough_config(port, size, rsgi=False)),
     Contender("fastgw-ws-api", "fastgw WebSocket API, $default MOCK echo (no upstream; text)", "fastgw", "/prod",
-              ws_api_config, text=True),
+              ws_api_config, text=True, ws_listener=True),
 )
 
 
@@ -163,8 +164,9 @@ class Run:
             if c.name == "fastgw-ws-api":
                 return f"this fastgw does not serve WebSocket APIs yet (`fastgw validate`: {reason})"
             return f"`fastgw validate` rejects the config: {reason}"
+        ports = ["--port", str(measure.free_port()), "--ws-port", str(port)] if c.ws_listener else ["--port", str(port)]
         return peers.Launch(cmd=[
-            self.fastgw, "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            self.fastgw, "serve", str(path), "--host", "127.0.0.1", *ports, "--workers", str(workers),
             "--admin-port", str(measure.free_port()), "--no-access-log", "--cpu-scheduling", peers.CPU_SCHEDULING,
         ], config=path)
 

@@ -1,8 +1,11 @@
 """Memory per idle WebSocket API connection: one `fastgw serve` worker, N raw clients that complete the
 handshake and then say nothing.
 
-    python -m benchmarks.ws_idle                  # 10 000 connections, interface asgi
-    python -m benchmarks.ws_idle 2000 --interface rsgi
+    python -m benchmarks.ws_idle                  # 10 000 connections
+    python -m benchmarks.ws_idle 2000
+
+The connections go to the WebSocket APIs' own listener (fastgw/websocket/listener.py, `--ws-port`);
+granian's interface does not matter to them any more.
 
 Prints the worker's RSS before and after, and the difference per connection (KiB). The gateway and the
 clients run on this machine: the figure is the worker's own memory, independent of the load.
@@ -24,7 +27,6 @@ from pathlib import Path
 import httpx
 
 CONFIG = """
-server: {interface: INTERFACE}
 apis:
   - name: idle
     type: WEBSOCKET
@@ -74,14 +76,13 @@ async def open_all(port: int, count: int) -> list[asyncio.StreamWriter]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("count", type=int, nargs="?", default=10_000)
-    ap.add_argument("--interface", choices=("asgi", "rsgi"), default="asgi")
     args = ap.parse_args()
     directory = tempfile.mkdtemp(prefix="fastgw-ws-idle-")
     config = Path(directory, "gateway.yaml")
-    config.write_text(CONFIG.replace("INTERFACE", args.interface))
-    port, admin = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve", str(config), "--port", str(port),
-                             "--admin-port", str(admin), "--workers", "1"],
+    config.write_text(CONFIG)
+    http_port, port, admin = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve", str(config), "--port", str(http_port),
+                             "--ws-port", str(port), "--admin-port", str(admin), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -102,7 +103,7 @@ def main() -> None:
             writers = await open_all(port, args.count)
             await asyncio.sleep(2)
             after = rss_kib(worker)
-            print(f"{args.count} idle connections ({args.interface}): worker RSS {before} KiB -> {after} KiB, "
+            print(f"{args.count} idle connections: worker RSS {before} KiB -> {after} KiB, "
                   f"{(after - before) / args.count:.2f} KiB per connection")
             for writer in warm + writers:
                 writer.close()

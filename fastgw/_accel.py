@@ -23,7 +23,9 @@ from ._py import Template as PyTemplate
 from ._py.http1 import ResponseError as PyResponseError
 from ._py.http1 import ResponseParser as PyResponseParser
 from ._py.limiter import emission_interval, span  # plain Python helpers of the GCRA, used at compile time
+from ._py.logline import LineBuffer as PyLineBuffer
 from ._py.logline import access_line as py_access_line
+from ._py.logline import clf_time  # a helper of both, no compiled twin
 from ._py.request import RequestFacts as PyRequestFacts
 from ._py.request import RequestIds as PyRequestIds
 from ._py.request import RequestRejected as PyRequestRejected
@@ -65,7 +67,7 @@ ResponseParser, ResponseError = PyResponseParser, PyResponseError
 RequestFacts, RequestRejected, scan_request_headers = PyRequestFacts, PyRequestRejected, py_scan_request_headers
 RequestIds, scan_request, upstream_request_head = PyRequestIds, py_scan_request, py_upstream_request_head
 peer_host = py_peer_host
-access_line = py_access_line
+access_line, LineBuffer = py_access_line, PyLineBuffer
 latin1_headers, bytes_headers = py_latin1_headers, py_bytes_headers
 Tally = PyTally
 UpstreamConnection, UpstreamError = PyUpstreamConnection, PyUpstreamError
@@ -90,6 +92,7 @@ if _core is not None:
     latin1_headers = _core.latin1_headers
     peer_host = _core.peer_host
     access_line = _core.access_line
+    LineBuffer = _core.LineBuffer
     scan_request = _core.scan_request
     scan_request_headers = _core.scan_request_headers
     upstream_request_head = _core.upstream_request_head
@@ -99,6 +102,9 @@ __all__ = [
     "IMPL",
     "access_line",
     "py_access_line",
+    "LineBuffer",
+    "clf_time",
+    "PyLineBuffer",
     "KERNELS",
     "NO_EXTENSIONS",
     "GcraTable",

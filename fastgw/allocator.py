@@ -46,3 +46,18 @@ def tune_for_proxy() -> bool:
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1,
         mallopt(M_TOP_PAD, TOP_PAD_BYTES) == 1,
     ))
+
+
+def give_back() -> bool:
+    """Return the heap's free memory to the system now (glibc `malloc_trim(0)`); the overload guard
+    calls it when the worker nears its memory limit (fastgw/overload.py). False when not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

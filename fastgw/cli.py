@@ -25,6 +25,7 @@ SERVER_FLAGS: dict[str, tuple[str, Any]] = {
     "admin_host": ("adminHost", str),
     "admin_port": ("adminPort", int),
     "admin_token": ("adminToken", str),
+    "ws_port": ("webSocket.port", int),
     "interface": ("interface", str),
     "tls_cert": ("tlsCert", str),
     "tls_key": ("tlsKey", str),
@@ -94,6 +95,13 @@ def cmd_routes(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    if any(stage.websocket is not None for stage in plan.stages):
+        from .config.model import websocket_address
+
+        host, port = websocket_address(plan.server)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        print(f"WebSocket APIs listen on {'wss' if plan.server.tlsCert else 'ws'}://{where} "
+              f"(@connections: the HTTP port {plan.server.port})")
     return 0
 
 
@@ -179,14 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU; env FASTGW_WORKERS)")
     serve.add_argument("--admin-host", help="admin listen address (default 127.0.0.1)")
     serve.add_argument("--admin-port", type=int, help="admin port (default 9901; env FASTGW_ADMIN_PORT)")
+    serve.add_argument("--ws-port", type=int,
+                       help="port of the WebSocket APIs (default: --port + 1; env FASTGW_WEB_SOCKET_PORT)")
     serve.add_argument("--admin-token", help="bearer token for the admin API (env FASTGW_ADMIN_TOKEN)")
     serve.add_argument("--interface", choices=("auto", "asgi", "rsgi"), help="granian interface (default auto)")
     serve.add_argument("--tls-cert", help="TLS certificate (PEM)")
     serve.add_argument("--tls-key", help="TLS private key (PEM)")
     serve.add_argument("--drain-seconds", type=float, help="SIGTERM drain deadline (default 25)")
     serve.add_argument("--cpu-scheduling", choices=POLICIES,
-                       help="worker CPU policy: normal (default) or batch, for cores given to the gateway "
-                            "(env FASTGW_CPU_SCHEDULING)")
+                       help="worker CPU policy: auto (default: batch while other programs leave the "
+                            "worker's CPUs idle, normal otherwise), normal, or batch (env FASTGW_CPU_SCHEDULING)")
     serve.add_argument("--no-access-log", action="store_true", help="no JSON access log on stdout")
     serve.add_argument("--iam-credentials", metavar="FILE",
                        help="AWS shared-credentials file of the principals AWS_IAM routes trust (server.iam)")

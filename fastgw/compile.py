@@ -33,6 +33,7 @@ from .policies.compression import compile_compression
 from .policies.cors import compile_cors
 from .policies.usage.plan import compile_usage
 from .policies.validation import compile_validation
+from .resolver import read_hosts
 from .state.canary import overlay
 from .tracing import compile_tracing
 from .upstream import UpstreamPool
@@ -221,10 +222,9 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
     interface = config.server.interface
     raw_path_apis = [a.name for a in config.apis if a.encodedSlashes != "DECODE"]
     if interface == "auto":
-        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM). WebSocket
-        # APIs: only ASGI sends close codes (1001, 1008, 1009...) and answers Sec-WebSocket-Protocol.
-        interface = "asgi" if raw_path_apis or any(_signs_paths(a) or a.type == "WEBSOCKET" for a in config.apis) \
-            else "rsgi"
+        # SigV4 signs the path as the client encoded it: only ASGI hands over the raw path (AWS_IAM routes, and
+        # a WebSocket API's @connections API). WebSocket API clients have their own listener either way.
+        interface = "asgi" if raw_path_apis or any(_signs_paths(a) for a in config.apis) else "rsgi"
     elif interface == "rsgi" and raw_path_apis:
         problems.append(Problem("server.interface", "rsgi cannot see encoded slashes (%2F) in paths; set "
                                 f"encodedSlashes: DECODE on API(s) {', '.join(raw_path_apis)} or use asgi/auto"))
@@ -316,8 +316,7 @@ def _compile_ws_route(api: Api, route: Route, route_plan: RoutePlan, stage: Stag
         if ws.function is None:
             return None
     elif kind in ("HTTP_PROXY", "HTTP"):
-        ws.proxy = compile_target(route, stage, pools, problems, config.upstreams, stage.variables,
-                                  config.upstreamGroups)
+        ws.proxy = compile_target(route, stage, pools, problems, config, stage.variables)
         if ws.proxy is None:
             return None
         ws.method = integration.httpMethod if integration.httpMethod not in (None, "ANY") else "POST"
@@ -364,6 +363,13 @@ def load_plan(document: Document | Any, options: Any = None) -> Plan:
     problems.extend(found)
     if config.server.iam.credentialsFile is not None:  # relative to the config file, like the state directory
         config.server.iam.credentialsFile = resolve_state_dir(config.server.iam.credentialsFile, document.source)
+    if config.server.upstream.hostsFile is not None:  # read at every lookup (fastgw/resolver.py)
+        config.server.upstream.hostsFile = resolve_state_dir(config.server.upstream.hostsFile, document.source)
+        try:
+            read_hosts(config.server.upstream.hostsFile)
+        except OSError as exc:
+            problems.append(Problem("server.upstream.hostsFile", f"cannot read '{config.server.upstream.hostsFile}': "
+                                    f"{exc.strerror or exc}"))
     plan = None
     if config.functions:
         add_search_path(document.source)

@@ -54,6 +54,23 @@ RESPONSE_HEADERS_DROPPED = Counter(
     "fastgw_response_headers_dropped", "Response header fields dropped before the client, by reason",
     ("api", "reason"),
 )
+# Requests refused at once because an upstream (or upstream group) had its `maxRequests` in flight
+# (fastgw/upstream.py, RELIABILITY.md F-13): Envoy's upstream_rq_pending_overflow.
+UPSTREAM_OVERFLOW = Counter(
+    "fastgw_upstream_overflow", "Requests refused with 503: the upstream's maxRequests were in flight",
+    ("upstream",),
+)
+# Failed lookups of an upstream host name (fastgw/upstream.py, RELIABILITY.md F-30): the last good
+# addresses are kept meanwhile, and the log says so once per failing streak.
+UPSTREAM_DNS_FAILURES = Counter(
+    "fastgw_upstream_dns_failures", "Failed lookups of an upstream host name (the last good address is kept)",
+    ("host",),
+)
+# Requests a worker shed with 503 before reading them (fastgw/pipeline.py, RELIABILITY.md F-23), by
+# reason: `requests` (maxRequestsInFlight) or `memory` (maxRssBytes).
+OVERLOAD_SHED = Counter(
+    "fastgw_overload_shed", "Requests refused with 503 by the worker's overload limits, by reason", ("reason",),
+)
 INFLIGHT = Gauge(
     "fastgw_inflight_requests", "Requests being handled (sampled each flush)", multiprocess_mode="livesum"
 )

@@ -36,6 +36,7 @@ from .errors import (
 from .httpsyntax import host_name, normalize_path
 from .integrations import RUNS, target_of
 from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
+from .overload import OverloadGuard
 from .plan import Plan, RoutePlan, StagePlan
 from .policies.authorizers.base import Authorization, NeedsBody
 from .policies.cache.stage import CacheStage
@@ -97,6 +98,7 @@ class Gateway:
         self.plan = plan
         self.stages_seen: dict[Any, tuple[StagePlan, str]] = {}
         self.routes_seen: dict[tuple[StagePlan, str, str], tuple[RoutePlan, dict[str, str]]] = {}
+        self.overload = OverloadGuard(plan.server.overload)  # load shedding (fastgw/overload.py)
         self.apply_limits(plan)
         p = os.urandom(10).hex()  # a random prefix per worker process
         self.ids = RequestIds(f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-")
@@ -122,6 +124,7 @@ class Gateway:
         self.send_idle_seconds = limits.sendIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
         self.traced = any(stage.tracing is not None for stage in plan.stages)
+        self.overload.configure(plan.server.overload)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -130,6 +133,7 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.bind(loop)
         self.metrics.start(loop)
+        self.overload.start(loop)
         if self.websockets is not None:
             self.websockets.start(loop)
         if self.usage is not None:
@@ -148,7 +152,7 @@ class Gateway:
         for key, pool in list(plan.pools.items()):
             kept = old.pools.get(key)
             if kept is not None:
-                kept.connect_timeout = pool.connect_timeout
+                kept.adopt(pool)  # the new plan's settings (connect timeout, maxRequests, names)
                 plan.pools[key] = kept
             else:
                 pool.bind(loop)
@@ -193,6 +197,7 @@ class Gateway:
             self.access_log.flush(final=True)
         tracing.shutdown()  # spans still queued go to the collector
         self.metrics.stop()
+        self.overload.stop()
         if self.websockets is not None:
             self.websockets.stop()
         if self.usage is not None:
@@ -218,6 +223,8 @@ class Gateway:
             head = self.receive(down)
             # match
             stage, route_path = self.select_stage(head.host, down.path)
+            if self.metrics.inflight > self.overload.limit:  # shed before reading the body (server.overload)
+                raise self.overload.refuse()
             if stage.canary is not None and random() * 100.0 < stage.canary_percent:
                 stage = stage.canary  # the canary deployment serves this request
             if stage.tracing is not None:  # X-Ray / W3C / OTLP (fastgw/tracing.py); None: not sampled

@@ -31,7 +31,7 @@ from typing import Any
 
 from .compile import load_plan
 from .config.loader import ConfigError, Document, Problem, load_document
-from .config.model import default_workers
+from .config.model import default_workers, websocket_address
 from .openapi import source
 from .openapi.source import Expanded
 from .plan import Plan
@@ -216,7 +216,7 @@ class WorkerFollower:
         self.channel.ack(generation)
 
 
-RESTART_ONLY = ("host", "port", "workers", "interface", "adminPort", "cpuScheduling")
+RESTART_ONLY = ("host", "port", "workers", "interface", "adminPort", "cpuScheduling", "webSocket")
 
 
 def keep_restart_only(plan: Plan, running: Plan) -> bool:
@@ -227,7 +227,7 @@ def keep_restart_only(plan: Plan, running: Plan) -> bool:
         plan.interface != running.interface
     if any(stage.websocket is not None for stage in plan.stages) and \
             not any(stage.websocket is not None for stage in running.stages):
-        log.warning("a WebSocket API was added: granian answers WebSocket handshakes after a restart only")
+        log.warning("a WebSocket API was added: its listener starts after a restart only")
     if changed:
         plan.server = old
         plan.interface = running.interface
@@ -401,7 +401,8 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> None:
     interface the plan runs on (compiling chose it from the file's setting)."""
     for name, value in overrides.items():
         if value is not None:
-            setattr(plan.server, name, value)
+            section, _, field = name.rpartition(".")  # "webSocket.port": a field of a section
+            setattr(getattr(plan.server, section) if section else plan.server, field, value)
     interface = overrides.get("interface")
     if interface in ("asgi", "rsgi") and interface != plan.interface:
         raw_path = sorted({stage.api.name for stage in plan.stages if stage.api.encoded_slashes != "DECODE"})
@@ -478,6 +479,9 @@ def readiness() -> tuple[bool, str]:
     if current.confirmed != key:
         server = current.plan.server
         if not accepts_connections(server.host, server.port):
+            return False, "starting"
+        if any(stage.websocket is not None for stage in current.plan.stages) and \
+                not accepts_connections(*websocket_address(server)):  # the WebSocket APIs' listener
             return False, "starting"
         current.confirmed = key
         log.debug("ready: generation %d runs in worker(s) %s, and %s:%d accepts connections", generation,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from granian._granian import RSGIProtocolClosed, RSGIProtocolError
+from granian._granian import RSGIProtocolClosed
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server as GranianServer
@@ -32,8 +32,8 @@ from . import allocator, runtime, scheduling
 from ._accel import bytes_headers, latin1_headers, peer_host
 from .accesslog import AccessLog
 from .admin import ENDPOINTS, start_admin
-from .backpressure import ClientGone, StreamPacer, free_bytes, shut_down_connection
-from .config.model import default_workers
+from .backpressure import ClientGone, StreamPacer, free_bytes
+from .config.model import default_workers, websocket_address
 from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
 from .pipeline import SEEN_PATH_MAX, Gateway, remember
@@ -41,8 +41,9 @@ from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
 from .websocket import passthrough
-from .websocket.api import NO_STATUS, Closed, Hub
+from .websocket.api import Hub
 from .websocket.channel import AsgiChannel, RsgiChannel
+from .websocket.listener import Listener
 
 log = logging.getLogger("fastgw")
 # Paths as received (percent-decoded by RSGI) -> encoded back; a worker remembers the short ones.
@@ -234,95 +235,6 @@ class AsgiDownstream:
             self.pacer.close()
 
 
-# -- WebSocket adapters: one object per connection, the `WsDownstream` of fastgw/websocket/api.py ----------
-class RsgiWebSocket(RsgiDownstream):
-    """granian's RSGI WebSocket protocol. Its close() sends a close frame without a status code (granian
-    2.8): clients see 1005 whatever code fastgw meant; the ASGI adapter sends the code."""
-
-    __slots__ = ("transport",)
-
-    def __init__(self, scope: Any, proto: Any):
-        super().__init__(scope, proto)
-        self.transport: Any = None
-
-    async def refuse(self, status: int) -> None:
-        self.proto.close(status)
-
-    async def accept(self, subprotocol: str | None) -> None:
-        if subprotocol is not None:  # RSGI's accept() sets no header
-            log.warning("interface rsgi cannot answer Sec-WebSocket-Protocol (%s): use asgi", subprotocol)
-        self.transport = await self.proto.accept()
-
-    async def next_message(self) -> str | bytes | Closed:
-        try:
-            message = await self.transport.receive()
-        except (RSGIProtocolClosed, RSGIProtocolError):
-            return Closed(1006)
-        if message.kind == 0:
-            return Closed(NO_STATUS)
-        return message.data  # type: ignore[no-any-return]
-
-    async def send(self, data: str | bytes) -> None:
-        if data.__class__ is str:
-            await self.transport.send_str(data)
-        else:
-            await self.transport.send_bytes(data)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.proto.close(code)
-
-    def abort(self) -> None:
-        shut_down_connection(self.scope.client or "", self.scope.server or "")
-
-
-class AsgiWebSocket(AsgiDownstream):
-    __slots__ = ()
-
-    def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
-        scope.setdefault("method", "GET")  # an ASGI websocket scope has no method: a POST upgrade looks the same
-        super().__init__(scope, receive, send)
-        self.protocol = "HTTP/1.1"
-        self.scheme = "https" if scope.get("scheme") == "wss" else "http"
-
-    async def refuse(self, status: int) -> None:
-        if (await self.receive())["type"] != "websocket.connect":
-            return
-        await self.send_message({"type": "websocket.http.response.start", "status": status,
-                                 "headers": [(b"content-length", b"0")]})
-        await self.send_message({"type": "websocket.http.response.body", "body": b""})
-
-    async def accept(self, subprotocol: str | None) -> None:
-        if (await self.receive())["type"] != "websocket.connect":
-            raise RuntimeError("the client went away before the handshake")
-        message: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            message["subprotocol"] = subprotocol
-        await self.send_message(message)
-
-    async def next_message(self) -> str | bytes | Closed:
-        message = await self.receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            return text if text is not None else message.get("bytes") or b""
-        return Closed(message.get("code") or NO_STATUS, message.get("reason") or "")
-
-    async def send(self, data: str | bytes) -> None:
-        if data.__class__ is str:
-            await self.send_message({"type": "websocket.send", "text": data})
-        else:
-            await self.send_message({"type": "websocket.send", "bytes": data})
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.send_message({"type": "websocket.close", "code": code, "reason": reason})
-
-    def abort(self) -> None:
-        client = self.scope.get("client")
-        server = self.scope.get("server")
-        if client and server:
-            shut_down_connection(f"{client[0]}:{client[1]}", f"{server[0]}:{server[1]}")
-
-
 # -- the apps granian calls in each worker --------------------------------------------------------
 class RsgiApp:
     def __init__(self, gateway: Gateway):
@@ -338,8 +250,6 @@ class RsgiApp:
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
             if scope.proto == "ws":
-                if _websocket_api(self.gateway, scope.headers.get("host") or "", scope.path):
-                    return self.gateway.websockets.serve(RsgiWebSocket(scope, proto))
                 return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
             return _nothing()
         return self.gateway.handle(RsgiDownstream(scope, proto))
@@ -347,18 +257,6 @@ class RsgiApp:
 
 async def _nothing() -> None:
     pass
-
-
-def _websocket_api(gateway: Gateway, host: str, path: str) -> bool:
-    """Whether an upgrade is for a WebSocket API's stage (fastgw/websocket/api.py) rather than a pass-through
-    on an HTTP_PROXY route; the session itself checks the request again, as any request is checked."""
-    if gateway.websockets is None:
-        return False
-    try:
-        stage, _ = gateway.select_stage(host.lower(), path)
-    except Exception:  # noqa: BLE001 - a path no stage takes: the pass-through's checks answer it
-        return False
-    return stage.websocket is not None
 
 
 async def serve_websocket(gateway: Gateway, down: Any, channel: Any) -> None:
@@ -370,6 +268,9 @@ async def serve_websocket(gateway: Gateway, down: Any, channel: Any) -> None:
             raise GatewayError("BAD_REQUEST_PARAMETERS", "WebSocket connections are not accepted here")
         head = gateway.receive(down)
         stage, route_path = gateway.select_stage(head.host, down.path)
+        if stage.websocket is not None:  # WebSocket APIs have their own port (fastgw/websocket/listener.py)
+            raise GatewayError("BAD_REQUEST_PARAMETERS", "WebSocket APIs listen on port "
+                               f"{websocket_address(gateway.plan.server)[1]}")
     except GatewayError as exc:
         await passthrough.refuse_error(channel, DEFAULT_RESPONSES, exc, gateway.ids.next())
         return
@@ -385,14 +286,10 @@ class AsgiApp:
         if kind == "http":
             await self.gateway.handle(AsgiDownstream(scope, receive, send))
         elif kind == "websocket":
-            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-            if _websocket_api(self.gateway, host, scope.get("path", "/")):
-                await self.gateway.websockets.serve(AsgiWebSocket(scope, receive, send))
-            else:
-                # An upgrade is a GET; ASGI names its scheme ws/wss, the forwarded fields say http/https.
-                request = {**scope, "method": "GET", "scheme": "https" if scope.get("scheme") == "wss" else "http"}
-                channel = AsgiChannel(scope, receive, send)
-                await serve_websocket(self.gateway, AsgiDownstream(request, receive, send), channel)
+            # An upgrade is a GET; ASGI names its scheme ws/wss, the forwarded fields say http/https.
+            request = {**scope, "method": "GET", "scheme": "https" if scope.get("scheme") == "wss" else "http"}
+            channel = AsgiChannel(scope, receive, send)
+            await serve_websocket(self.gateway, AsgiDownstream(request, receive, send), channel)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -416,8 +313,9 @@ def load_app() -> Any:
     access_log = AccessLog() if plan.server.accessLog else None
     gateway = Gateway(plan, access_log)
     runtime.attach(gateway)  # live reloads: follow the main process's plan generations
-    if has_websockets(plan):  # granian serves WebSocket handshakes only then (serve)
-        gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
+    if has_websockets(plan):  # WebSocket APIs: their port and connections in this worker
+        hub = gateway.websockets = Hub(gateway, runtime.LIVE.directory if runtime.LIVE is not None else None)
+        hub.listener = Listener(hub, plan, websocket_address(plan.server))
     app = RsgiApp(gateway) if plan.interface == "rsgi" else AsgiApp(gateway)
     # PERF: the request path leaves no reference cycles behind (checked with gc.DEBUG_SAVEALL under
     # load: none), yet the cyclic collector took ~3 % of the worker's CPU walking live objects.
@@ -491,6 +389,8 @@ def log_startup(current: runtime.Runtime, workers: int) -> None:
              url("https" if server.tlsCert else "http", server.host, server.port), plan.interface, workers,
              url("http", server.adminHost, server.adminPort), os.path.abspath(current.config_path),
              state or "none (in memory)")
+    if has_websockets(plan):
+        log.info("WebSocket APIs listening on %s", url("wss" if server.tlsCert else "ws", *websocket_address(server)))
 
 
 # -- start-up checks: each failure is one line and a non-zero exit -------------------------------------
@@ -569,6 +469,13 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
                     url("http", server.host, server.port))
     else:
         check_port(server.host, server.port, "data")
+    if has_websockets(plan):
+        ws_host, ws_port = websocket_address(server)
+        if ws_port == 0 or (ws_port == server.port and ws_host == server.host):
+            raise fail("WebSocket APIs need a port of their own: set server.webSocket.port (--ws-port, "
+                       "env FASTGW_WEB_SOCKET_PORT)")
+        if not server.reusePort:
+            check_port(ws_host, ws_port, "WebSocket")
     check_tls(server.tlsCert, server.tlsKey)
     granian = FastgwGranian(
         target="fastgw",
@@ -578,9 +485,9 @@ def serve(config_path: str, plan: Plan, overrides: dict[str, Any], log_level: st
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.auto,
-        # granian answers WebSocket handshakes only when there is a WebSocket API or pass-through is on
-        # (off: granian's plain HTTP path has no upgrade check)
-        websockets=has_websockets(plan) or server.webSocketPassThrough.enabled,
+        # granian answers WebSocket handshakes only for the pass-through (off: granian's plain HTTP path has
+        # no upgrade check); WebSocket APIs have their own listener (fastgw/websocket/listener.py)
+        websockets=server.webSocketPassThrough.enabled,
         backlog=2048,
         http1_settings=HTTP1Settings(
             header_read_timeout=limits.headerReadTimeoutMs,

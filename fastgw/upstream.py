@@ -19,16 +19,32 @@ written before the response began, the response was framed by Content-Length or 
 to its end, nothing came after it, the upstream did not ask to close, and it was not an error answer
 to a request with a body (the upstream may not have read that body). Anything else closes it, and
 the framing faults are counted in fastgw_upstream_framing_errors_total{upstream, kind}.
+
+Saturation (RELIABILITY.md F-13): past `server.upstream.maxRequests` exchanges in flight to one upstream
+(connecting ones included; per worker, Envoy's circuit breaker `max_requests`) the next request is
+refused at once with 503 + Retry-After (`Saturated`), before any connection is made, and counted in
+fastgw_upstream_overflow_total{upstream}: slow upstreams cannot pile up timeouts and connections.
+
+Names (RELIABILITY.md F-30): a host name is looked up (fastgw/resolver.py) when the pool first connects
+and again every `server.upstream.dnsRefreshSeconds`, in the background: a connect uses the last good
+addresses and never waits for a refresh. When the addresses change, idle connections to an address
+the name lost are closed and busy ones are closed when their exchange ends (drained, not reused); a
+failed lookup keeps the last good addresses and is logged once until the name resolves again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from typing import Any
 
 from ._accel import UpstreamConnection, UpstreamError
+from .config.model import UpstreamSettings
+from .resolver import Address, is_address, lookup
+
+log = logging.getLogger("fastgw.upstream")
 
 # Response header limits (RELIABILITY.md F-08): beyond these the response is refused with 502.
 MAX_RESPONSE_HEADER_BYTES = 60 * 1024
@@ -47,18 +63,50 @@ BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
 POOL_IDLE_SECONDS = 30.0
 BODY_IDLE_SECONDS = 30.0
-MAX_IN_FLIGHT = 1024
 REAPER_TICK = 0.05
+DEFAULT_SETTINGS = UpstreamSettings()
+
+
+class Saturated(UpstreamError):
+    """Too many requests in flight to one upstream (or upstream group): answered at once with 503."""
+
+    def __init__(self, name: str, limit: int):
+        super().__init__("SERVICE_UNAVAILABLE", f"upstream {name} has {limit} requests in flight (maxRequests)")
+        self.headers = (("retry-after", "1"),)
+
+
+def count_overflow(name: str) -> None:
+    from . import metrics  # not at the top: the metric files' directory is set before serving starts
+
+    metrics.UPSTREAM_OVERFLOW.labels(name).inc()
+
+
+def count_dns_failure(host: str) -> None:
+    from . import metrics
+
+    metrics.UPSTREAM_DNS_FAILURES.labels(host).inc()
 
 
 class UpstreamPool:
     """Keep-alive connections to one upstream (scheme, host, port) in one worker."""
 
-    def __init__(self, scheme: str, host: str, port: int, connect_timeout: float = 5.0):
+    def __init__(self, scheme: str, host: str, port: int, connect_timeout: float = 5.0,
+                 settings: UpstreamSettings = DEFAULT_SETTINGS):
         self.scheme = scheme
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.max_requests = settings.maxRequests
+        self.connecting = 0  # connects under way (they count against max_requests)
+        # Name resolution (not for an IP address): the last good addresses, when to look again.
+        self.named = not is_address(host)
+        self.dns_refresh = settings.dnsRefreshSeconds
+        self.hosts_file = settings.hostsFile
+        self.addresses: tuple[Address, ...] = ()
+        self.resolve_due = 0.0
+        self.resolving: asyncio.Task | None = None
+        self.resolve_failed = False
+        self.stale: set[UpstreamConnection] = set()  # busy connections to a lost address: closed at release
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         # What each connection of this pool is made with (see fastgw/_py/upstream.py).
         self.connection_settings = (MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_COUNT, BUFFER_RESPONSE_BYTES,
@@ -73,23 +121,110 @@ class UpstreamPool:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
+    def adopt(self, other: UpstreamPool) -> None:
+        """A reload kept this pool for an upstream `other` (just compiled) also names: take its settings."""
+        self.connect_timeout = other.connect_timeout
+        self.max_requests = other.max_requests
+        self.dns_refresh = other.dns_refresh
+        if other.hosts_file != self.hosts_file:
+            self.hosts_file = other.hosts_file
+            self.resolve_due = 0.0  # look again at the next connect
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
     async def _connect(self) -> UpstreamConnection:
         loop = self.loop
+        factory = lambda: UpstreamConnection(self)  # noqa: E731
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl
-                ),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                if not self.named:
+                    _, conn = await loop.create_connection(factory, self.host, self.port, ssl=self.ssl)
+                    return conn
+                addresses = await self._addresses()
+                error: OSError | None = None
+                for family, ip in addresses:  # in the resolver's order, as create_connection does
+                    try:
+                        _, conn = await loop.create_connection(
+                            factory, ip, self.port, family=family, ssl=self.ssl,
+                            server_hostname=self.host if self.ssl is not None else None)
+                    except OSError as exc:
+                        error = exc
+                        continue
+                    if self.addresses is not addresses:
+                        self.stale.add(conn)  # the name moved while this connected: use it once
+                    return conn
+                assert error is not None
+                raise error
         except TimeoutError:
             raise UpstreamError("INTEGRATION_TIMEOUT", "upstream connect timed out") from None
         except OSError as exc:
             raise UpstreamError("INTEGRATION_FAILURE", f"upstream connect failed: {exc.strerror or exc}") from None
-        return conn
 
+    # -- names ---------------------------------------------------------------------------------------
+    async def _addresses(self) -> tuple[Address, ...]:
+        """The addresses to connect to: the last good ones (a due refresh starts in the background), or
+        the first lookup's, waited for."""
+        if self.addresses:
+            if self.loop.time() >= self.resolve_due:
+                self._refresh_soon()
+            return self.addresses
+        task = self._refresh_soon()
+        await asyncio.shield(task)
+        if not self.addresses:
+            raise UpstreamError("INTEGRATION_FAILURE", f"upstream host {self.host} could not be resolved")
+        return self.addresses
+
+    def _refresh_soon(self) -> asyncio.Task:
+        task = self.resolving
+        if task is None:
+            task = self.resolving = self.loop.create_task(self._refresh())
+        return task
+
+    async def _refresh(self) -> None:
+        try:
+            found = await lookup(self.loop, self.host, self.port, self.hosts_file)
+        except (OSError, UnicodeError) as exc:  # gaierror, an unreadable hosts file, a name IDNA refuses
+            count_dns_failure(self.host)
+            if not self.resolve_failed:
+                self.resolve_failed = True
+                kept = ", ".join(ip for _, ip in self.addresses) or "no address yet"
+                log.warning("upstream host %s could not be resolved (%s); keeping %s", self.host, exc, kept)
+            self.resolve_due = self.loop.time() + self.dns_refresh
+            return
+        finally:
+            self.resolving = None
+        if self.resolve_failed:
+            self.resolve_failed = False
+            log.warning("upstream host %s resolves again", self.host)
+        self.resolve_due = self.loop.time() + self.dns_refresh
+        if found == self.addresses:
+            return
+        old, self.addresses = self.addresses, found
+        if old:
+            log.info("upstream host %s now resolves to %s (was %s)", self.host,
+                     ", ".join(ip for _, ip in found), ", ".join(ip for _, ip in old))
+            self._drain_lost({ip for _, ip in found})
+
+    def _drain_lost(self, kept: set[str]) -> None:
+        """Connections to an address the name no longer has: idle ones close now, busy ones at release."""
+        def lost(conn: UpstreamConnection) -> bool:
+            transport = conn.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            return peer is None or peer[0] not in kept
+
+        for conn in [c for c in self.idle if lost(c)]:
+            self.idle.remove(conn)
+            conn.close()
+        self.stale.update(c for c in self.busy if lost(c))
+
+    # -- connections ---------------------------------------------------------------------------------
     def take_idle(self) -> UpstreamConnection | None:
         """A pooled keep-alive connection for one exchange, or None (then `connect`)."""
+        if len(self.busy) + self.connecting >= self.max_requests:
+            count_overflow(self.name)
+            raise Saturated(self.name, self.max_requests)
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -102,7 +237,14 @@ class UpstreamPool:
         """A new connection for one exchange."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        conn = await self._connect()
+        if len(self.busy) + self.connecting >= self.max_requests:
+            count_overflow(self.name)
+            raise Saturated(self.name, self.max_requests)
+        self.connecting += 1
+        try:
+            conn = await self._connect()
+        finally:
+            self.connecting -= 1
         self._track(conn)
         return conn
 
@@ -110,11 +252,7 @@ class UpstreamPool:
         return (None if fresh else self.take_idle()) or await self.connect()
 
     def _track(self, conn: UpstreamConnection) -> None:
-        busy = self.busy
-        if len(busy) >= MAX_IN_FLIGHT:
-            conn.close()
-            raise UpstreamError("SERVICE_UNAVAILABLE", "upstream connection limit reached")
-        busy.add(conn)
+        self.busy.add(conn)
         if self._reaper is None:
             self._reaper = self.loop.call_later(REAPER_TICK, self._reap)
 
@@ -125,6 +263,9 @@ class UpstreamPool:
         if self.member is not None:
             self.member.succeeded(parser.status)
         conn.exchanging = False
+        if self.stale and conn in self.stale:  # its address is no longer the name's (F-30)
+            self.stale.discard(conn)
+            conn.reusable = False
         if not conn.reusable or conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
             if conn.request_done and not conn.early:
                 conn.close()
@@ -140,6 +281,7 @@ class UpstreamPool:
 
     def discard(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
+        self.stale.discard(conn)
         conn.abort()
         # The error is on its way up with a traceback whose frames hold this connection: dropping it
         # here breaks that cycle, so the request's objects (under RSGI the client's body stream, which
@@ -149,6 +291,7 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
+        self.stale.discard(conn)
 
     def framing_fault(self, kind: str) -> None:
         """A connection of this pool saw an upstream framing fault (the connection calls this)."""
@@ -162,6 +305,9 @@ class UpstreamPool:
         for conn in [c for c in self.busy if c.deadline and c.deadline <= now]:
             conn.timed_out()
             self.busy.discard(conn)
+            self.stale.discard(conn)
+        if self.named and now >= self.resolve_due and self.resolving is None and self.addresses:
+            self._refresh_soon()  # pooled connections keep a pool busy without connects: look again here
         idle = self.idle
         while idle and (idle[0].closed or now - idle[0].idle_since > POOL_IDLE_SECONDS):
             idle.popleft().close()
@@ -175,6 +321,10 @@ class UpstreamPool:
             conn.close()
         self.idle.clear()
         self.busy.clear()
+        self.stale.clear()
+        if self.resolving is not None:
+            self.resolving.cancel()
+            self.resolving = None
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None

@@ -15,6 +15,9 @@ is served by the group's targets, one keep-alive pool per target (fastgw/upstrea
   target for idempotent methods only (fastgw/upstream.py `exchange`).
 * Circuit open: when no target is available the answer is an immediate 503 (SERVICE_UNAVAILABLE,
   `Retry-After`: seconds until the first target may be back), not a wait for timeouts per request.
+* Circuit breaker (`circuitBreaker.maxRequests`, else `server.upstream.maxRequests`): past that many
+  requests in flight to the group's targets together (per worker), the next is answered 503 at once
+  (`Saturated`, fastgw/upstream.py), as Envoy's per-cluster `max_requests`.
 
 A GroupPool has the UpstreamPool methods the pipeline calls (take_idle, connect, acquire, discard,
 bind, close); connections belong to their target's pool, which releases them.
@@ -30,8 +33,8 @@ from typing import Any
 
 from . import metrics
 from ._accel import UpstreamError
-from .config.model import UpstreamGroup
-from .upstream import UpstreamPool, exchange, read_whole_response
+from .config.model import UpstreamGroup, UpstreamSettings
+from .upstream import DEFAULT_SETTINGS, Saturated, UpstreamPool, exchange, read_whole_response
 
 log = logging.getLogger("fastgw.upstream")
 
@@ -85,7 +88,8 @@ class Member:
 
 
 class GroupPool:
-    def __init__(self, config: UpstreamGroup, scheme: str, connect_timeout: float):
+    def __init__(self, config: UpstreamGroup, scheme: str, connect_timeout: float,
+                 settings: UpstreamSettings = DEFAULT_SETTINGS):
         self.config = config
         self.scheme = scheme
         self.host = config.name
@@ -93,8 +97,12 @@ class GroupPool:
         # A changed group (targets, checks...) is a new pool: a reload keeps a pool only when equal.
         self.key: tuple[str, str, int] = (f"group-{scheme}", config.name, hash(config))
         self.connect_timeout = connect_timeout
-        self.members = [Member(self, UpstreamPool(scheme, t.host, t.port, connect_timeout), t.address, t.weight)
-                        for t in config.targets]
+        self.settings = settings
+        self.max_requests = config.maxRequests or settings.maxRequests
+        self.members = [Member(self, UpstreamPool(scheme, t.host, t.port, connect_timeout, settings), t.address,
+                               t.weight) for t in config.targets]
+        for member in self.members:  # the group's limit is the one that counts (checked across targets)
+            member.pool.max_requests = self.max_requests
         self.total_weight = sum(m.weight for m in self.members)
         self.loop: Any = None
         self.chosen: Member | None = None  # take_idle's choice, for the connect() that may follow it
@@ -113,7 +121,23 @@ class GroupPool:
         if health is not None and not self.checks:
             self.checks = [loop.create_task(self._check_loop(member)) for member in self.members]
 
+    def adopt(self, other: GroupPool) -> None:
+        """A reload kept this group's pool (the group is unchanged): take the server's new settings."""
+        self.connect_timeout = other.connect_timeout
+        self.max_requests = other.max_requests
+        for member, new in zip(self.members, other.members, strict=True):
+            member.pool.adopt(new.pool)
+
+    def in_flight(self) -> int:
+        return sum(len(m.pool.busy) + m.pool.connecting for m in self.members)
+
+    def _check_limit(self) -> None:
+        if self.in_flight() >= self.max_requests:
+            metrics.UPSTREAM_OVERFLOW.labels(self.config.name).inc()
+            raise Saturated(self.config.name, self.max_requests)
+
     def take_idle(self) -> Any:
+        self._check_limit()
         member = self.pick()
         self.chosen = member
         return member.pool.take_idle()
@@ -122,6 +146,8 @@ class GroupPool:
         """A new connection on the target take_idle chose (or the next one); a target that refuses the
         connection counts a failure and the next available one is tried."""
         member, self.chosen = self.chosen, None
+        if member is None:  # not right after take_idle (which checked): a retry, or a fresh connection
+            self._check_limit()
         tried: set[Member] = set()
         while True:
             if member is None or member in tried:
@@ -208,7 +234,7 @@ class GroupPool:
         assert health is not None
         # Checks go on a pool of their own: they never take a connection a request could use, and a
         # failed check is not a failed request (passive ejection counts requests only).
-        pool = UpstreamPool(self.scheme, member.pool.host, member.pool.port, health.timeoutMs / 1000)
+        pool = UpstreamPool(self.scheme, member.pool.host, member.pool.port, health.timeoutMs / 1000, self.settings)
         pool.bind(self.loop)
         host = member.address if member.pool.port != (443 if self.scheme == "https" else 80) else member.pool.host
         head = f"GET {health.path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: fastgw-health-check\r\n\r\n".encode()

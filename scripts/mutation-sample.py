@@ -81,6 +81,15 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("benchmark harness (--strict)", "benchmarks/run.py",
      'ROUTES = (("GET /", "/"),', 'ROUTES = (("GET /gone", "/"),',
      ["BENCH"]),
+    ("upstream limits: a saturated upstream answers 503 at once", "fastgw/upstream.py",
+     "        self.max_requests = settings.maxRequests", "        self.max_requests = 1 << 30",
+     ["tests/test_upstream_limits.py", "-k", "server-upstream"]),
+    ("upstream names: a moved host name is followed, old connections drained", "fastgw/upstream.py",
+     "        if old:\n            log.info(", "        if False:\n            log.info(",
+     ["tests/test_upstream_limits.py", "-k", "f30"]),
+    ("overload: shedding load per worker", "fastgw/pipeline.py",
+     "if self.metrics.inflight > self.overload.limit:", "if False:",
+     ["tests/test_overload.py", "-k", "in_flight"]),
 ]
 
 

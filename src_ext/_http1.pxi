@@ -275,6 +275,11 @@ cdef class ResponseParser:
             raise ResponseError("invalid chunk size", "chunk")
         if p < lf - 1 and p[0] != 59:  # only ";extension" may follow the size
             raise ResponseError("invalid chunk size", "chunk")
+        while p < lf - 1:  # the extension (ignored): no control character, a bare CR least of all (RFC 9112 §7.1.1)
+            c = <unsigned char>p[0]
+            if (c < 32 and c != 9) or c == 127:
+                raise ResponseError("invalid chunk extension", "chunk")
+            p += 1
         pos = (lf - base) + 1
         if size == 0:
             self.state = ST_TRAILERS

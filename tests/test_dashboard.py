@@ -226,7 +226,7 @@ apis:
         return rows[0]["connections"] if rows else 0
 
     async def hold() -> None:
-        url = gateway.url.replace("http", "ws") + "/live"
+        url = gateway.ws_url + "/live"
         async with websockets.connect(url, open_timeout=20), websockets.connect(url, open_timeout=20):
             # The workers publish the gauge each second: wait for both connections, off the event loop.
             await asyncio.to_thread(wait_until, lambda: connections() == 2, "2 open connections")

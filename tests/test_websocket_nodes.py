@@ -75,7 +75,7 @@ def test_management_api_across_nodes_on_one_redis(nodes: tuple[GatewayProcess, G
 
     async def scenario() -> str:
         loop = asyncio.get_running_loop()
-        async with websockets.connect(f"{a.url.replace('http', 'ws')}/prod") as ws:
+        async with websockets.connect(f"{a.ws_url}/prod") as ws:
             await ws.send("who")
             connection_id = await ws.recv()
             assert isinstance(connection_id, str)
@@ -103,7 +103,7 @@ def test_a_dead_node_s_connections_are_gone(nodes: tuple[GatewayProcess, Gateway
     client = management(b)
 
     async def connect() -> tuple[Any, str]:
-        ws = await websockets.connect(f"{a.url.replace('http', 'ws')}/prod")
+        ws = await websockets.connect(f"{a.ws_url}/prod")
         await ws.send("who")
         return ws, await ws.recv()
 

@@ -4,6 +4,8 @@ Members are kept in a small SQLite file (CHAT_DB, default: the system's temp dir
 fastgw's workers are separate processes. A message is pushed to each member through the @connections
 API of the same gateway, as a Lambda does on AWS (there with boto3's apigatewaymanagementapi client and
 `https://{domainName}/{stage}`; here a plain POST, the example's management API being open on loopback).
+fastgw serves @connections on its HTTP port, WebSocket clients on their own (8081 next to 8080): the
+callback is the HTTP port's stage URL, CHAT_CALLBACK.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             name = (event.get("queryStringParameters") or {}).get("name")
             if not name:
                 return {"statusCode": 400}  # refuses the handshake
-            callback = f"http://{event['headers']['host']}/{ctx['stage']}"
+            callback = os.environ.get("CHAT_CALLBACK", f"http://127.0.0.1:8080/{ctx['stage']}")
             db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (me, name, callback))
             return {"statusCode": 200}
         if route == "$disconnect":

@@ -6,7 +6,7 @@ Use fastgw._accel rather than importing this package directly.
 from .cache import LruTtlCache
 from .http1 import ResponseError, ResponseParser
 from .limiter import GcraTable
-from .logline import access_line
+from .logline import LineBuffer, access_line
 from .request import (
     RequestFacts,
     RequestIds,
@@ -24,5 +24,5 @@ from .template import Template
 __all__ = [
     "GcraTable", "LruTtlCache", "RequestFacts", "RequestIds", "RequestRejected", "ResponseError", "ResponseParser",
     "Router", "SlotTable", "Tally", "Template", "peer_host", "scan_request", "scan_request_headers",
-    "upstream_request_head", "access_line",
+    "upstream_request_head", "access_line", "LineBuffer",
 ]

@@ -70,7 +70,7 @@ def _construct(
             if not isinstance(key_node, yaml.ScalarNode):
                 problems.append(Problem(path, "a key must be a plain value", key_node.start_mark.line + 1))
                 continue
-            key = str(key_node.value)
+            key = _text(str(key_node.value), path, key_node.start_mark.line + 1, problems)
             child = _child(path, key)
             if key in result:
                 problems.append(Problem(child, "duplicate key", key_node.start_mark.line + 1))
@@ -78,7 +78,26 @@ def _construct(
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, _child(path, i), lines, problems, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # a tag YAML's safe loader has no constructor for (`!true`, `!!python/...`)
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(path, f"not valid YAML/JSON: {problem}", lines[path]))
+        return None
+    return _text(value, path, lines[path], problems) if isinstance(value, str) else value
+
+
+def _text(value: str, path: str, line: int, problems: list[Problem]) -> str:
+    """A scalar as text. YAML leaves a JSON escape of a character outside the BMP ("\\ud800\\udc00")
+    as two UTF-16 surrogates: joined here into the one character JSON means. A lone surrogate is not
+    text (it cannot be encoded, as a file name, a header or a log line): refused with its place."""
+    if not any("\ud800" <= c <= "\udfff" for c in value):
+        return value
+    try:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        problems.append(Problem(path, "not valid text: a lone UTF-16 surrogate (\\ud800-\\udfff)", line))
+        return value
 
 
 def parse_text(text: str, source: str) -> Document:

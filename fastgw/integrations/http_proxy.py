@@ -23,8 +23,7 @@ def compile_http_proxy(api: Api, route: Route, stage: Stage, variables: dict[str
                        problems: list[Problem], config: GatewayConfig | None) -> HttpProxyPlan | MappedProxyPlan | None:
     integration = route.integration
     assert integration is not None
-    proxy = compile_target(route, stage, pools, problems, config.upstreams if config is not None else {}, variables,
-                           config.upstreamGroups if config is not None else {})
+    proxy = compile_target(route, stage, pools, problems, config, variables)
     if proxy is None:
         return None
     if api.type == "HTTP":

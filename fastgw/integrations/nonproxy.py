@@ -541,9 +541,7 @@ def _compile(kind: str) -> Compile:
                      problems: list[Problem], config: GatewayConfig | None) -> NonProxyPlan | None:
         proxy = function = None
         if kind == "HTTP":
-            upstreams = config.upstreams if config is not None else {}
-            groups = config.upstreamGroups if config is not None else {}
-            proxy = compile_target(route, stage, pools, problems, upstreams, variables, groups)
+            proxy = compile_target(route, stage, pools, problems, config, variables)
             if proxy is None:
                 return None
         elif kind == "FUNCTION_CUSTOM":

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from .._accel import Template
 from ..config.loader import Problem
-from ..config.model import Route, Stage, UpstreamGroup
+from ..config.model import GatewayConfig, Route, Stage, UpstreamGroup, UpstreamSettings
 from ..config.stagevars import substitute_stage_variables
 from ..upstream import UpstreamPool
 from ..upstream_groups import GroupPool
@@ -58,9 +58,10 @@ class HttpProxyPlan:
 
 
 def _pool_for(plan_pools: dict[tuple[str, str, int], Any], scheme: str, host: str, port: int,
-              connect_timeout: float, group: UpstreamGroup | None = None) -> UpstreamPool | GroupPool:
-    pool: UpstreamPool | GroupPool = GroupPool(group, scheme, connect_timeout) if group is not None else \
-        UpstreamPool(scheme, host, port, connect_timeout)
+              connect_timeout: float, group: UpstreamGroup | None,
+              settings: UpstreamSettings) -> UpstreamPool | GroupPool:
+    pool: UpstreamPool | GroupPool = GroupPool(group, scheme, connect_timeout, settings) if group is not None else \
+        UpstreamPool(scheme, host, port, connect_timeout, settings)
     kept = plan_pools.get(pool.key)
     if kept is None:
         plan_pools[pool.key] = pool
@@ -90,9 +91,13 @@ def mapped_path_parameters(template: str, request_parameters: dict[str, str]) ->
     return template
 
 
-def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Problem],
-                   upstreams: dict[str, str] | None = None, variables: dict[str, str] | None = None,
-                   groups: dict[str, UpstreamGroup] | None = None) -> HttpProxyPlan | None:
+def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Problem], config: GatewayConfig | None,
+                   variables: dict[str, str] | None = None) -> HttpProxyPlan | None:
+    """The route's upstream target; `config` gives the URI rewrites (`upstreams`), the upstream groups
+    and the pools' settings (`server.upstream`)."""
+    upstreams = config.upstreams if config is not None else {}
+    groups = config.upstreamGroups if config is not None else {}
+    settings = config.server.upstream if config is not None else UpstreamSettings()
     integration = route.integration
     assert integration is not None
     where = f"{integration.path}.uri"
@@ -142,7 +147,7 @@ def compile_target(route: Route, stage: Stage, pools: dict, problems: list[Probl
     if "{" in parts.query:
         problems.append(Problem(where, "route parameters in the URI query are not supported yet"))
         return None
-    pool = _pool_for(pools, parts.scheme, host, port, integration.connectTimeoutInMillis / 1000, group)
+    pool = _pool_for(pools, parts.scheme, host, port, integration.connectTimeoutInMillis / 1000, group, settings)
     return HttpProxyPlan(
         pool=pool,
         host_header=host_header,

@@ -411,7 +411,11 @@ class Reader:
         self.result.origins.append((f"routes[{index}].authorizer", f"{where}.security"))
         for requirement in self.security_of(op):
             if isinstance(requirement, dict) and requirement.get(name):
-                route["authorizationScopes"] = [str(s) for s in requirement[name]]
+                scopes = requirement[name]
+                if not isinstance(scopes, list):
+                    self.problem(f"{where}.security", f"the scopes of '{name}' must be a list")
+                    continue
+                route["authorizationScopes"] = [str(s) for s in scopes]
                 self.result.origins.append((f"routes[{index}].authorizationScopes", f"{where}.security"))
 
     def authorizers_of(self, op: dict[str, Any]) -> list[str]:

@@ -43,7 +43,11 @@ class Refs:
         self.problems: list[Problem] = []
 
     def _document(self, name: str, where: str) -> Any:
-        path = str((self.base / name).resolve())
+        try:
+            path = str((self.base / name).resolve())
+        except (OSError, ValueError) as exc:  # a name no file system can hold (NUL, a lone surrogate)
+            self.problems.append(Problem(where, f"$ref to {name!r}: not a file name ({exc})"))
+            return None
         if path not in self.files:
             try:
                 self.files[path] = load_document(path).data

@@ -9,7 +9,7 @@
                 messages); the route's integration runs (FUNCTION, HTTP_PROXY, HTTP, MOCK); a two-way
                 route (routeResponseSelectionExpression) sends the integration's answer back. Messages
                 of one connection are handled one at a time: a connection that sends faster than its
-                integrations answer is simply not read (granian's and TCP's buffers push back)
+                integrations answer is simply not read (the listener's queue of 4 frames and TCP push back)
     $disconnect runs once per connection, whoever closed it (client, DELETE @connections, idle timeout,
                 lifetime, a limit), with disconnectStatusCode / disconnectReason
     sending     everything sent to a client (two-way answers, @connections POSTs) goes through the
@@ -17,8 +17,9 @@
                 read makes posters wait up to sendTimeoutSeconds, then it is closed with 1008; a send
                 stuck longer than sendTimeoutSeconds closes it with 1011 (and its socket is shut down)
     limits      maxMessageBytes (AWS 128 KB) closes with 1009; idleTimeoutSeconds (10 min) and
-                maxLifetimeSeconds (2 h) close with 1001. What granian itself enforces (frames, control
-                frames, UTF-8, masking) is in docs/DESIGN.md "WebSocket APIs"
+                maxLifetimeSeconds (2 h) close with 1001. What the listener enforces on the wire (frame
+                sizes before they are read, masking, UTF-8, control frames, pings: 1002 / 1007 / 1008 /
+                1009 / 1011) is fastgw/websocket/listener.py
 
 The hub (`Hub`, one per worker) holds this worker's connections. A connection id (AWS's form: 16
 base64 characters ending in '=') carries the node and the pid of the worker that owns it, so a
@@ -82,7 +83,7 @@ class Closed:
 
 
 class WsDownstream(Protocol):
-    """A WebSocket handshake and, once accepted, its connection (fastgw/server.py: RSGI and ASGI)."""
+    """A WebSocket handshake and, once accepted, its connection (fastgw/websocket/listener.py)."""
 
     method: str
     path: str
@@ -96,7 +97,6 @@ class WsDownstream(Protocol):
     protocol: str
 
     async def refuse(self, status: int) -> None: ...
-    async def accept(self, subprotocol: str | None) -> None: ...
     async def next_message(self) -> str | bytes | Closed: ...
     async def send(self, data: str | bytes) -> None: ...
     async def close(self, code: int, reason: str) -> None: ...
@@ -174,6 +174,8 @@ class Connection:
         self.writer: asyncio.Task[Any] | None = None  # runs while the queue holds something
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
+        self.opened = 0.0  # perf_counter at the handshake (the CONNECT log line's latency)
+        self.request_id = ""  # the handshake's
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -242,8 +244,7 @@ class Connection:
             return
         self.closing = (code, reason)
         self.space.set()
-        # granian's ASGI close waits for the receive lock: a pending receive would hold the close frame
-        # back until the client sends something. Cancelling it releases the lock (granian drops the future).
+        # The reader stops waiting for the client's next message (websockets: cancelling recv() loses nothing).
         if self.receiving is not None and not self.receiving.done():
             self.receiving.cancel()
         loop = asyncio.get_running_loop()
@@ -278,6 +279,7 @@ class Hub:
         self.relay: RedisRelay | None = None  # node to node (state backend redis)
         self.connections: dict[str, Connection] = {}
         self.server: asyncio.AbstractServer | None = None
+        self.listener: Any = None  # the clients' port (fastgw/websocket/listener.py), set by the server
         self.drained: Any = None  # shutdown: called once the last connection is gone (drain)
         self.live: dict[tuple[str, str], int] = {}  # (api, stage) -> connections, for the gauge
         # MessageCount per stage plan, flushed with the worker's other metrics (a dict update per message)
@@ -289,8 +291,10 @@ class Hub:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Listen for the other workers (bound now, so a call never finds the socket missing), and for
-        the other nodes through Redis when the state backend is Redis."""
+        the other nodes through Redis when the state backend is Redis; the clients' listener."""
         self.pid = os.getpid()
+        if self.listener is not None:
+            self.listener.start(loop)
         state = getattr(self.gateway.plan, "state", None)
         if state is not None and state.backend == "redis" and state.url and \
                 any(stage.websocket is not None for stage in self.gateway.plan.stages):
@@ -313,6 +317,8 @@ class Hub:
         self.server = await asyncio.start_unix_server(self._peer, sock=sock)
 
     def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         if self.relay is not None:
             self.relay.stop()
         if self.server is not None:
@@ -327,12 +333,15 @@ class Hub:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return  # no loop left: granian drops the connections itself
+            return  # no loop left: the worker is gone, and its sockets with it
         for connection in list(self.connections.values()):
             connection.shut(GOING_AWAY, "Server shutting down")
 
     def drain(self, done: Any) -> None:
-        """Shutdown: close every connection (1001; each runs its $disconnect), then `done()`."""
+        """Shutdown: accept no more clients, close every connection (1001; each runs its $disconnect), then
+        `done()`."""
+        if self.listener is not None:
+            self.listener.stop_accepting()
         self.drained = done
         if not self.connections:
             done()
@@ -415,7 +424,9 @@ class Hub:
             writer.close()
 
     # -- one connection --------------------------------------------------------------------------------------
-    async def serve(self, down: WsDownstream) -> None:
+    async def open(self, down: WsDownstream) -> Connection | None:
+        """A handshake: the request's checks, the stage, $connect (authorizer, API key, integration). The
+        connection to accept (with `connection.subprotocol`), or None once `down.refuse` has answered."""
         gateway = self.gateway
         started = time.perf_counter()
         request_id = gateway.ids.next()
@@ -436,6 +447,7 @@ class Hub:
                     raise GatewayError("ACCESS_DENIED", "Forbidden")
             connection = Connection(new_connection_id(self.node, self.pid), down, stage, head.host)
             connection.plan = gateway.plan
+            connection.opened, connection.request_id = started, request_id
             connect = ws.connect
             if connect is not None:
                 route = connect.route
@@ -453,23 +465,17 @@ class Hub:
                     metrics.WS_ERRORS.labels(stage.api.name, stage.name, "client").inc()
                     self.log_event(connection, "CONNECT", "$connect", status, started, request_id)
                     await down.refuse(status)
-                    return
+                    return None
         except GatewayError as exc:
             status = (stage.api.responses if stage is not None else DEFAULT_RESPONSES).render(exc.kind, exc.message)[0]
             log.debug("WebSocket handshake refused: %s %s", status, exc.kind)
             await self.refuse(down, stage, status, started, request_id)
-            return
-        except Exception:  # noqa: BLE001 - never a traceback to granian, never a half-open handshake
+            return None
+        except Exception:  # noqa: BLE001 - never a traceback to the client, never a half-open handshake
             log.exception("WebSocket handshake failed: %s", down.path)
             await self.refuse(down, stage, 500, started, request_id)
-            return
-        try:
-            await down.accept(connection.subprotocol)
-        except Exception:  # noqa: BLE001 - the client left during $connect: $disconnect pairs with it
-            log.debug("WebSocket client %s left before the handshake completed", down.client)
-            await self.disconnect(connection, ABNORMAL, "")
-            return
-        await self.run(connection, started, request_id)
+            return None
+        return connection
 
     async def refuse(self, down: WsDownstream, stage: StagePlan | None, status: int, started: float,
                      request_id: str) -> None:
@@ -484,14 +490,15 @@ class Hub:
         except Exception:  # noqa: BLE001 - the client went away first
             log.debug("could not refuse the handshake of %s", down.path)
 
-    async def run(self, connection: Connection, started: float, request_id: str) -> None:
+    async def run(self, connection: Connection) -> None:
+        """An accepted connection, to its end: its messages one at a time, then $disconnect."""
         ws, stage = connection.ws, connection.stage
         labels = (stage.api.name, stage.name)
         self.connections[connection.id] = connection
         self.live[labels] = self.live.get(labels, 0) + 1
         metrics.WS_CONNECTIONS.labels(*labels).set(self.live[labels])
         metrics.WS_CONNECTS.labels(*labels).inc()
-        self.log_event(connection, "CONNECT", "$connect", 200, started, request_id)
+        self.log_event(connection, "CONNECT", "$connect", 200, connection.opened, connection.request_id)
         loop = asyncio.get_running_loop()
         connection.reader = asyncio.current_task()
         connection.timer = loop.call_later(min(ws.idle_seconds, ws.lifetime_seconds), self.watch, connection)
@@ -524,7 +531,7 @@ class Hub:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-        except Exception:  # noqa: BLE001 - one connection's failure never reaches granian
+        except Exception:  # noqa: BLE001 - one connection's failure never reaches the listener
             log.exception("WebSocket connection %s failed", connection.id)
             metrics.WS_ERRORS.labels(*labels, "execution").inc()
             code = INTERNAL
@@ -541,7 +548,7 @@ class Hub:
         if connection.closing is not None:
             code, reason = connection.closing
             if connection.closer is not None:
-                # before returning to granian, which would otherwise close the connection without a code
+                # before returning to the listener, which would otherwise close with its own code (1000)
                 await asyncio.wait((connection.closer,), timeout=CLOSE_GRACE_SECONDS)
         await self.disconnect(connection, code, reason)
         if connection.writer is not None:
@@ -641,7 +648,7 @@ class Hub:
             except GatewayError as exc:
                 status = connection.stage.api.responses.render(exc.kind, exc.message)[0]
                 metrics.WS_ERRORS.labels(connection.stage.api.name, connection.stage.name, "integration").inc()
-            except Exception:  # noqa: BLE001 - $disconnect failing must not reach granian
+            except Exception:  # noqa: BLE001 - $disconnect failing must not reach the listener
                 log.exception("$disconnect of %s failed", connection.id)
                 status = 500
         self.log_event(connection, "DISCONNECT", "$disconnect", status, started, request_id, code)

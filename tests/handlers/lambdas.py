@@ -132,3 +132,18 @@ def header_result(event: dict[str, Any], context: Any) -> dict[str, Any]:
     case = (event.get("queryStringParameters") or {}).get("case")
     headers = HEADER_CASES[case] if case else json.loads(event.get("body") or "{}")
     return {"statusCode": 200, "headers": headers, "body": "hello"}
+
+
+async def hold(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Marks its arrival in $FASTGW_TEST_GATE, then holds the request (and its body, in memory) until
+    the test creates the file `open` there (at most 30 s); answers the body's length."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    gate = Path(os.environ["FASTGW_TEST_GATE"])
+    (gate / f"arrived-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + 30
+    while not (gate / "open").exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return {"statusCode": 200, "body": str(len(event.get("body") or ""))}

@@ -101,7 +101,7 @@ def reference_scan(headers: list[tuple[str, str]], max_count: int, max_total: in
     chunked = bool(fields)
     if chunked and length is not None:
         broken.add("BAD_REQUEST_PARAMETERS")
-    if length is not None and length.isdigit() and int(length) > max_body:
+    if length is not None and re.fullmatch(r"[0-9]{1,18}", length) and int(length) > max_body:
         broken.add("REQUEST_TOO_LARGE")
     if any(n == "expect" and v.lower() != "100-continue" for n, v in headers):
         broken.add("EXPECTATION_FAILED")

@@ -30,6 +30,7 @@ class GatewayProcess:
         self.err_path = directory / f"{name}.stderr"
         self.port = free_port()
         self.admin_port = free_port()
+        self.ws_port = free_port()  # WebSocket APIs' own listener (fastgw/websocket/listener.py)
         self.workers = workers
         self.args = args
         self.env = {**os.environ, **(env or {})}
@@ -41,6 +42,12 @@ class GatewayProcess:
         return f"http://{host}:{self.port}"
 
     @property
+    def ws_url(self) -> str:
+        """The WebSocket APIs' endpoint (their own port, as in AWS)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.ws_port}"
+
+    @property
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
@@ -48,6 +55,7 @@ class GatewayProcess:
         return [
             sys.executable, "-m", "fastgw", "serve", str(self.config_path),
             "--host", self.host, "--port", str(self.port), "--admin-port", str(self.admin_port),
+            "--ws-port", str(self.ws_port),
             "--workers", str(self.workers), *self.args,
         ]
 

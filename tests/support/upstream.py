@@ -149,8 +149,10 @@ class _Conn(asyncio.Protocol):
 
 
 class RecordingUpstream:
-    def __init__(self, behaviour: Callable[[Recorded], Action] | None = None, port: int = 0):
+    def __init__(self, behaviour: Callable[[Recorded], Action] | None = None, port: int = 0,
+                 host: str = "127.0.0.1"):
         self.behaviour = behaviour or (lambda request: Action())
+        self.host = host  # any loopback address (127.0.0.0/8 on Linux): two upstreams may share a port
         self.requests: list[Recorded] = []
         self.raw_connections: list[bytearray] = []
         self.transports: set = set()
@@ -172,7 +174,7 @@ class RecordingUpstream:
             self.open_connections += 1
             return _Conn(self)
 
-        self._server = await self._loop.create_server(factory, "127.0.0.1", self.port)
+        self._server = await self._loop.create_server(factory, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
@@ -197,7 +199,7 @@ class RecordingUpstream:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def all_bytes(self) -> bytes:
         return b"".join(bytes(raw) for raw in self.raw_connections)

@@ -8,7 +8,8 @@ One module per concern; this package re-exports their public names, so `from fas
 import X` is the way to import them:
 
 * `reader`: `_Reader`, which reads typed fields and records each problem, and the shared small readers;
-* `server`: the `server` section (`ServerConfig`, `Limits`, `IamConfig`, `TracingConfig`), its `FASTGW_*`
+* `server`: the `server` section (`ServerConfig`, `Limits`, `IamConfig`, `TracingConfig`, `UpstreamSettings`,
+  `OverloadSettings`), its `FASTGW_*`
   environment variables and `default_workers`;
 * `usage`: usage plans, API keys, throttling and state (issue 4);
 * `cache`: the response cache (issue 5);
@@ -68,7 +69,18 @@ from .cache import (
 )
 from .document import GatewayConfig, read_config
 from .reader import ROUTE_KEY
-from .server import INTERFACES, IamConfig, Limits, ServerConfig, TracingConfig, default_workers, env_name
+from .server import (
+    INTERFACES,
+    IamConfig,
+    Limits,
+    OverloadSettings,
+    ServerConfig,
+    TracingConfig,
+    UpstreamSettings,
+    default_workers,
+    env_name,
+    websocket_address,
+)
 from .upstreams import BALANCES, GroupTarget, HealthCheck, OutlierDetection, UpstreamGroup
 from .usage import (
     API_KEY_VALUE,
@@ -100,7 +112,8 @@ __all__ = [
     # reader
     "ROUTE_KEY",
     # server
-    "INTERFACES", "IamConfig", "Limits", "ServerConfig", "TracingConfig", "default_workers", "env_name",
+    "INTERFACES", "IamConfig", "Limits", "OverloadSettings", "ServerConfig", "TracingConfig", "UpstreamSettings",
+    "default_workers", "env_name", "websocket_address",
     # usage
     "API_KEY_VALUE", "AWS_METHOD_PATH", "FAIL_MODES", "QUOTA_MAX", "QUOTA_PERIODS", "STATE_BACKENDS",
     "ApiKeyConfig", "Quota", "RedisTls", "StateConfig", "Throttle", "UsagePlan", "UsagePlanStage",

@@ -51,6 +51,18 @@ class WebSocketPassThrough:
 
 
 @dataclass(slots=True)
+class WebSocketListener:
+    """`server.webSocket`: the listener of WebSocket APIs (fastgw/websocket/listener.py). As in AWS, a
+    WebSocket API has an endpoint of its own: its own port, next to the HTTP port by default. Restart only."""
+
+    host: str | None = None  # None: server.host
+    port: int | None = None  # None: server.port + 1
+    pingIntervalSeconds: float = 20.0  # a keepalive ping this often (0: none)
+    pingTimeoutSeconds: float = 20.0  # no pong this long after a ping: closed with 1011
+    maxPingsPerSecond: float = 10.0  # a client pinging faster (over a 1 s burst of as many) is closed with 1008
+
+
+@dataclass(slots=True)
 class IamConfig:
     """`server.iam`: who may call AWS_IAM routes (fastgw/policies/authorizers/iam.py)."""
 
@@ -71,6 +83,35 @@ class TracingConfig:
 
 
 @dataclass(slots=True)
+class UpstreamSettings:
+    """`server.upstream`: what every upstream pool of a worker is made with (fastgw/upstream.py)."""
+
+    # Requests in flight to one upstream (per worker, connecting ones included) past which the next is
+    # answered 503 at once: Envoy's circuit breaker `max_requests` (1024). An upstream group sets its
+    # own (`upstreamGroups.<name>.circuitBreaker.maxRequests`). RELIABILITY.md F-13.
+    maxRequests: int = 1024
+    # A host name is looked up again after this long; connections to an address it no longer has are
+    # closed once idle (RELIABILITY.md F-30). Envoy's `dns_refresh_rate` is 5 s, nginx's `valid` 30 s.
+    dnsRefreshSeconds: float = 30.0
+    # A hosts file (`/etc/hosts` format) read before the system resolver at each lookup: static names
+    # for upstreams that need no DNS, and a test's stub resolver. Relative to the config file.
+    hostsFile: str | None = None
+
+
+@dataclass(slots=True)
+class OverloadSettings:
+    """`server.overload`: load shedding per worker (fastgw/pipeline.py `Gateway.handle`, RELIABILITY.md F-23).
+    Past either limit a new request is answered 503 with Retry-After before anything of it is read;
+    requests already admitted finish."""
+
+    maxRequestsInFlight: int = 10_000  # requests being handled by one worker (0: no limit)
+    # The worker's resident memory past which it stops admitting requests (0: no limit); at 95 % of it
+    # freed heap memory is given back to the system first (Envoy's overload manager: 95 % shrink, 98 % stop).
+    maxRssBytes: int = 0
+    retryAfterSeconds: int = 1  # the Retry-After of a shed request
+
+
+@dataclass(slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
@@ -85,16 +126,27 @@ class ServerConfig:
     drainSeconds: float = 25.0
     reusePort: bool = False  # start even if another process listens on host:port, and share it (handover)
     trustedHops: int = 0  # proxies in front of fastgw whose X-Forwarded-For is trusted
-    cpuScheduling: str = "normal"  # "batch": SCHED_BATCH workers (fastgw/scheduling.py)
+    cpuScheduling: str = "auto"  # auto | normal | batch: SCHED_BATCH workers (fastgw/scheduling.py)
     limits: Limits = field(default_factory=Limits)
     iam: IamConfig = field(default_factory=IamConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     webSocketPassThrough: WebSocketPassThrough = field(default_factory=WebSocketPassThrough)
+    webSocket: WebSocketListener = field(default_factory=WebSocketListener)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
+
+
+def websocket_address(server: ServerConfig) -> tuple[str, int]:
+    """Where the WebSocket APIs listen: `server.webSocket` host and port, else the HTTP host and port + 1."""
+    listener = server.webSocket
+    host = listener.host or server.host
+    return host, listener.port if listener.port is not None else (server.port + 1 if server.port else 0)
 
 
 # Sections of `server` whose fields have variables of their own (FASTGW_LIMITS_*, FASTGW_IAM_*, ...).
 SECTIONS: dict[str, Any] = {"limits": Limits, "iam": IamConfig, "tracing": TracingConfig,
-                            "webSocketPassThrough": WebSocketPassThrough}
+                            "webSocketPassThrough": WebSocketPassThrough, "webSocket": WebSocketListener,
+                            "upstream": UpstreamSettings, "overload": OverloadSettings}
 SECRET_FIELDS = ("adminToken",)  # never echoed in a problem
 
 
@@ -171,6 +223,55 @@ def _read_passthrough(r: _Reader, value: Any, path: str) -> WebSocketPassThrough
         maxMessageBytes=r.integer(obj, "maxMessageBytes", path, d.maxMessageBytes, 1, 64 * 1024 * 1024),
         idleTimeoutSeconds=r.number(obj, "idleTimeoutSeconds", path, d.idleTimeoutSeconds, 0.05),
         maxLifetimeSeconds=r.number(obj, "maxLifetimeSeconds", path, d.maxLifetimeSeconds, 0.05),
+    )
+
+
+def _read_listener(r: _Reader, value: Any, path: str) -> WebSocketListener:
+    obj = r.mapping(value, path, tuple(WebSocketListener.__dataclass_fields__))
+    d = WebSocketListener()
+    port = obj.get("port")
+    return WebSocketListener(
+        host=r.string(obj, "host", path) or None,
+        port=None if port is None else r.integer(obj, "port", path, 0, 1, 65535),
+        pingIntervalSeconds=r.number(obj, "pingIntervalSeconds", path, d.pingIntervalSeconds),
+        pingTimeoutSeconds=r.number(obj, "pingTimeoutSeconds", path, d.pingTimeoutSeconds, 0.05),
+        maxPingsPerSecond=r.number(obj, "maxPingsPerSecond", path, d.maxPingsPerSecond, 0.1),
+    )
+
+
+def _read_upstream(r: _Reader, value: Any, path: str) -> UpstreamSettings:
+    obj = r.mapping(value, path, tuple(UpstreamSettings.__dataclass_fields__))
+    d = UpstreamSettings()
+    hosts = r.string(obj, "hostsFile", path)
+    if hosts is not None and not hosts.strip():
+        r.error(f"{path}.hostsFile", "is empty")
+        hosts = None
+    refresh = r.number(obj, "dnsRefreshSeconds", path, d.dnsRefreshSeconds, 0.1)
+    if refresh > 86_400:
+        r.error(f"{path}.dnsRefreshSeconds", f"must be at most 86400 (a day); got {refresh}")
+        refresh = d.dnsRefreshSeconds
+    return UpstreamSettings(
+        maxRequests=r.integer(obj, "maxRequests", path, d.maxRequests, 1, 1_000_000),
+        dnsRefreshSeconds=refresh,
+        hostsFile=hosts,
+    )
+
+
+def _read_overload(r: _Reader, value: Any, path: str) -> OverloadSettings:
+    obj = r.mapping(value, path, tuple(OverloadSettings.__dataclass_fields__))
+    d = OverloadSettings()
+    rss = r.integer(obj, "maxRssBytes", path, d.maxRssBytes, 0, 1 << 50)
+    if 0 < rss < 64 * 1024 * 1024:
+        r.error(f"{path}.maxRssBytes", f"must be 0 (no limit) or at least 64 MiB (67108864); got {rss}: "
+                "a worker needs that much to start")
+        rss = d.maxRssBytes
+    if rss and not os.path.exists("/proc/self/statm"):  # fail closed: a limit fastgw cannot watch
+        r.error(f"{path}.maxRssBytes", "needs /proc/self/statm (Linux) to read the worker's memory")
+        rss = d.maxRssBytes
+    return OverloadSettings(
+        maxRequestsInFlight=r.integer(obj, "maxRequestsInFlight", path, d.maxRequestsInFlight, 0, 10_000_000),
+        maxRssBytes=rss,
+        retryAfterSeconds=r.integer(obj, "retryAfterSeconds", path, d.retryAfterSeconds, 1, 3600),
     )
 
 
@@ -252,6 +353,9 @@ def _read_server_fields(r: _Reader, value: Any) -> ServerConfig:
         iam=_read_iam(r, obj.get("iam"), f"{path}.iam"),
         tracing=_read_tracing(r, obj.get("tracing"), f"{path}.tracing"),
         webSocketPassThrough=_read_passthrough(r, obj.get("webSocketPassThrough"), f"{path}.webSocketPassThrough"),
+        webSocket=_read_listener(r, obj.get("webSocket"), f"{path}.webSocket"),
+        upstream=_read_upstream(r, obj.get("upstream"), f"{path}.upstream"),
+        overload=_read_overload(r, obj.get("overload"), f"{path}.overload"),
     )
 
 

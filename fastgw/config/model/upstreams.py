@@ -7,6 +7,7 @@ balancing, active health checks and passive outlier ejection.
         balance: round_robin            # or least_request
         healthCheck: {path: /health, intervalMs: 5000, timeoutMs: 1000, unhealthyThreshold: 2, healthyThreshold: 2}
         outlierDetection: {consecutiveErrors: 5, baseEjectionMs: 30000, maxEjectionPercent: 100}
+        circuitBreaker: {maxRequests: 1024}   # requests in flight to the group per worker; more: 503 at once
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class UpstreamGroup:
     healthCheck: HealthCheck | None = None
     outlierDetection: OutlierDetection = field(default_factory=OutlierDetection)
     path: str = ""
+    # Requests in flight to the group's targets together, per worker, past which the next is answered
+    # 503 at once (Envoy's per-cluster circuit breaker `max_requests`); None: server.upstream.maxRequests.
+    maxRequests: int | None = None
 
 
 def _read_target(r: _Reader, item: Any, where: str) -> GroupTarget | None:
@@ -86,7 +90,8 @@ def read_upstream_groups(r: _Reader, root: dict[str, Any], key: str) -> dict[str
     if value is None:
         return {}
     if not isinstance(value, dict):
-        r.error(key, "must be a mapping of group name -> {targets, balance, healthCheck, outlierDetection}")
+        r.error(key, "must be a mapping of group name -> {targets, balance, healthCheck, outlierDetection, "
+                "circuitBreaker}")
         return {}
     groups = {}
     for name, raw in value.items():
@@ -94,7 +99,7 @@ def read_upstream_groups(r: _Reader, root: dict[str, Any], key: str) -> dict[str
         if not GROUP_NAME.match(str(name)):
             r.error(where, "a group name is letters, digits, '.', '_' and '-' (it is the host of integration URIs)")
             continue
-        obj = r.mapping(raw, where, ("targets", "balance", "healthCheck", "outlierDetection"))
+        obj = r.mapping(raw, where, ("targets", "balance", "healthCheck", "outlierDetection", "circuitBreaker"))
         raw_targets = obj.get("targets")
         if not isinstance(raw_targets, list) or not raw_targets:
             r.error(_join(where, "targets"), "must be a non-empty list of 'host:port'")
@@ -128,5 +133,8 @@ def read_upstream_groups(r: _Reader, root: dict[str, Any], key: str) -> dict[str
                                    r.integer(o, "baseEjectionMs", owhere, 30000, 10, 86_400_000),
                                    r.integer(o, "maxEjectionMs", owhere, 300000, 10, 86_400_000),
                                    r.integer(o, "maxEjectionPercent", owhere, 100, 0, 100))
-        groups[str(name)] = UpstreamGroup(str(name), tuple(targets), balance, health, outlier, where)
+        cwhere = _join(where, "circuitBreaker")
+        breaker = r.mapping(obj.get("circuitBreaker"), cwhere, ("maxRequests",))
+        max_requests = r.integer(breaker, "maxRequests", cwhere, 0, 1, 1_000_000) or None
+        groups[str(name)] = UpstreamGroup(str(name), tuple(targets), balance, health, outlier, where, max_requests)
     return groups
