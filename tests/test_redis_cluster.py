@@ -327,7 +327,7 @@ def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_
                 pubsub.close()
 
         async def connect() -> tuple[object, str]:
-            ws = await websockets.connect(f"{a.url.replace('http', 'ws')}/prod")
+            ws = await websockets.connect(f"{a.ws_url}/prod")
             await ws.send("who")
             return ws, await ws.recv()
 
