@@ -56,15 +56,23 @@ SCENARIOS = {
     "stage throttle + API key + plan throttle + quota": (
         "throttle: {rateLimit: 1000000, burstLimit: 1000000}",
         "throttle: {rateLimit: 1000000, burstLimit: 1000000}\n    quota: {limit: 1000000000, period: DAY}", ""),
+    "stage throttle + API key + plan throttle + quota, leaseMillis 100": (
+        "throttle: {rateLimit: 1000000, burstLimit: 1000000}",
+        "throttle: {rateLimit: 1000000, burstLimit: 1000000}\n    quota: {limit: 1000000000, period: DAY}", "",
+        "leaseMillis: 100"),
+    "stage throttle only (no API key)": ("throttle: {rateLimit: 1000000, burstLimit: 1000000}", "", ""),
+    "stage throttle only (no API key), leaseMillis 100": (
+        "throttle: {rateLimit: 1000000, burstLimit: 1000000}", "", "", "leaseMillis: 100"),
     "cache (Redis tier), every request a local hit": ("", "", "cache: {backend: redis, ttlInSeconds: 300}"),
     "cache (Redis tier), every request a miss (new id)": ("", "", "cache: {backend: redis, ttlInSeconds: 300}"),
 }
 
 
-def config(upstream: int, redis_url: str, stage_throttle: str, plan: str, cache: str) -> str:
+def config(upstream: int, redis_url: str, stage_throttle: str, plan: str, cache: str, state: str = "") -> str:
     keyed = "true" if plan else "false"
+    extra = f", {state}" if state else ""
     return f"""
-state: {{backend: redis, url: "{redis_url}", path: state}}
+state: {{backend: redis, url: "{redis_url}", path: state{extra}}}
 apis:
   - name: shop
     type: REST
@@ -118,7 +126,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-def measure(name: str, parts: tuple[str, str, str], requests: int, work: Path, upstream: int, redis_port: int,
+def measure(name: str, parts: tuple[str, ...], requests: int, work: Path, upstream: int, redis_port: int,
             fastgw: str) -> tuple[dict[str, float], float]:
     folder = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
     folder.mkdir()

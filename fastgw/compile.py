@@ -160,13 +160,6 @@ def compile_config(config: GatewayConfig) -> tuple[Plan | None, list[Problem]]:
         api_names[api.name] = api.path
         api_plan = ApiPlan(api.name, api.type, api.awsCompat, api.encodedSlashes, _responses(api),
                            compile_cors(api.aws.cors), compile_compression(api.aws.minimumCompressionSize))
-        if api.type == "WEBSOCKET" and config.state.backend == "redis" and config.state.cluster:
-            # Fail closed: the relay of @connections calls between nodes (fastgw/websocket/relay.py) uses
-            # classic pub/sub, whose PUBLISH on a cluster counts one node's subscribers only, so a live
-            # connection would look gone (410). Sharded channels are the way (docs/DESIGN.md).
-            problems.append(Problem(f"{api.path}.type", "WebSocket APIs do not run on a Redis Cluster yet "
-                                    "(state.cluster: true): their @connections relay between nodes needs one "
-                                    "Redis server"))
         # Route template problems are the same in every stage: report them once.
         reported = len(problems)
         for stage in api.stages:

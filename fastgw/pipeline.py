@@ -165,6 +165,8 @@ class Gateway:
         if cache is not None:
             cache.start(loop)
         self.apply_limits(plan)
+        if usage is not None and self.usage is not None:
+            usage.adopt(self.usage)
         old_usage, self.usage = self.usage, usage
         old_cache, self.cache = self.cache, cache
         self.stages_seen = {}

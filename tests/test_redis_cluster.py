@@ -209,13 +209,22 @@ def test_cluster_settings_are_checked(tmp_path: Path):
     assert done.returncode != 0
     assert "state.url" in done.stderr and "only database 0" in done.stderr
     assert "state.seeds[0]" in done.stderr and "host:port" in done.stderr
-    # Fail closed: the WebSocket APIs' relay between nodes needs one Redis server for now.
-    bad.write_text('state: {backend: redis, cluster: true, url: "redis://127.0.0.1:7000/0"}\n'
+    bad.write_text("state: {backend: local, leaseMillis: 100}\napis: []\n")
+    done = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "state.leaseMillis" in done.stderr and "needs backend: redis" in done.stderr
+    # WebSocket APIs run on a cluster (their relay between nodes uses sharded pub/sub).
+    from test_websocket_nodes import ACCESS_KEY, SECRET_KEY
+
+    (tmp_path / "creds.ini").write_text(f"[p]\naws_access_key_id = {ACCESS_KEY}\n"
+                                        f"aws_secret_access_key = {SECRET_KEY}\n")
+    bad.write_text('server: {iam: {credentialsFile: creds.ini}}\n'
+                   'state: {backend: redis, cluster: true, url: "redis://127.0.0.1:7000/0"}\n'
                    "apis: [{name: chat, type: WEBSOCKET, routeSelectionExpression: $request.body.action,\n"
                    "        stages: {prod: {}}, routes: [{route: $default, integration: {type: MOCK}}]}]\n")
     done = subprocess.run([sys.executable, "-m", "fastgw", "validate", str(bad)], capture_output=True, text=True,
                           timeout=60)
-    assert done.returncode != 0 and "WebSocket APIs do not run on a Redis Cluster yet" in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_canary_change_on_one_node_is_served_by_every_node_within_a_second(start_gateway, upstream,
@@ -245,3 +254,147 @@ def test_a_canary_change_on_one_node_is_served_by_every_node_within_a_second(sta
     # A reset on another node gives every node the config file's stage back.
     assert httpx.post(f"{nodes[2].admin}/canary/shop/prod/reset", timeout=30).status_code == 200
     wait_for(lambda: targets() == ["/v1/stable/1"] * 3, timeout=10)
+
+
+WS_CONFIG = """
+server:
+  iam: {credentialsFile: creds.ini, region: us-east-1}
+state: {backend: redis, cluster: true, url: "URL", seeds: [SEEDS], path: state}
+apis:
+  - name: chat
+    type: WEBSOCKET
+    routeSelectionExpression: $request.body.action
+    stages:
+      prod: {}
+    routes:
+      - route: $default
+        routeResponseSelectionExpression: $default
+        integration:
+          type: MOCK
+          responses: {$default: {responseTemplates: {$default: '$context.connectionId'}}}
+"""
+
+
+def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_gone(tmp_path, redis_cluster):
+    """Three nodes on the cluster: a client on node A; boto3's @connections calls through B and C reach
+    it (sharded pub/sub, SigV4); the master holding A's channel is killed and delivery resumes on the
+    promoted replica, never answering 410 meanwhile; a gone connection and a dead node's are 410."""
+    import asyncio
+    import os
+    import signal
+
+    import websockets
+    from support.gateway import GatewayProcess
+    from test_websocket_nodes import ACCESS_KEY, SECRET_KEY, management
+
+    from fastgw.websocket.api import new_connection_id, owner_of
+    from fastgw.websocket.relay import GRACE_SECONDS, request_channel, worker_key
+
+    seeds = ", ".join(f'"{s}"' for s in redis_cluster.seeds)
+    started: list[GatewayProcess] = []
+    try:
+        for name in ("a", "b", "c"):
+            directory = tmp_path / name
+            directory.mkdir()
+            (directory / "creds.ini").write_text(f"[p]\naws_access_key_id = {ACCESS_KEY}\n"
+                                                 f"aws_secret_access_key = {SECRET_KEY}\n")
+            gateway = GatewayProcess(WS_CONFIG.replace("URL", redis_cluster.url).replace("SEEDS", seeds), directory,
+                                     name=name)
+            started.append(gateway)
+            gateway.start()
+        a, b, c = started
+        via_b, via_c = management(b), management(c)
+
+        direct = cluster_client(redis_cluster)
+
+        def answer_late(owner: tuple[int, int], at: float) -> bytes:
+            """A stand-in owner that subscribes at `at`, answers the first call, and returns its body."""
+            time.sleep(max(0.0, at - time.monotonic()))  # the scenario's delay, not a wait for a condition
+            pubsub = direct.pubsub()
+            try:
+                pubsub.ssubscribe(request_channel(*owner))
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message["type"] == "smessage":
+                        head, _, body = message["data"].partition(b"\n")
+                        call = json.loads(head)
+                        if call["op"] == "POST":
+                            direct.spublish(call["reply"], json.dumps({"n": call["n"], "found": True}))
+                            return body
+                raise AssertionError("no call reached the late owner")
+            finally:
+                pubsub.close()
+
+        async def connect() -> tuple[object, str]:
+            ws = await websockets.connect(f"{a.ws_url}/prod")
+            await ws.send("who")
+            return ws, await ws.recv()
+
+        async def scenario() -> None:
+            loop = asyncio.get_running_loop()
+
+            def run(call):
+                return loop.run_in_executor(None, call)
+
+            ws, connection_id = await connect()
+            await run(lambda: via_b.post_to_connection(ConnectionId=connection_id, Data=b"from b"))
+            assert await asyncio.wait_for(ws.recv(), 10) == "from b"
+            info = await run(lambda: via_c.get_connection(ConnectionId=connection_id))
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+
+            # The master of A's channel (and registry key) dies: calls fail with 503 (never 410: the
+            # connection is alive) until the replica is promoted and A has subscribed again.
+            victim = redis_cluster.master_of(worker_key(*owner_of(connection_id)))
+            victim.kill()
+            killed = time.monotonic()
+            statuses: list[int] = []
+            while True:
+                try:
+                    await run(lambda: via_b.post_to_connection(ConnectionId=connection_id, Data=b"after"))
+                    break
+                except via_b.exceptions.GoneException:
+                    raise AssertionError("410 for a live connection during the failover") from None
+                except via_b.exceptions.ClientError as exc:
+                    statuses.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+                assert time.monotonic() - killed < 20, statuses
+                await asyncio.sleep(0.2)
+            assert set(statuses) <= {503}, statuses
+            assert await asyncio.wait_for(ws.recv(), 10) == "after"
+            info = await run(lambda: via_c.get_connection(ConnectionId=connection_id))
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+
+            # The client leaves: 410 from every node.
+            await ws.close()
+            for client in (via_b, via_c, management(a)):
+                with pytest.raises(client.exceptions.GoneException):
+                    await run(lambda client=client: client.post_to_connection(ConnectionId=connection_id,
+                                                                               Data=b"late"))
+
+            # An owner that is registered but not subscribed yet (as after a failover) gets the call once
+            # it subscribes within the grace period: not 410 at once.
+            owner = (0xABCDEF, 4242)
+            late_id = new_connection_id(*owner)
+            direct.set(worker_key(*owner), b"1", ex=30)
+            began = time.monotonic()
+            answering = loop.run_in_executor(None, answer_late, owner, began + 1.0)
+            await run(lambda: via_b.post_to_connection(ConnectionId=late_id, Data=b"late owner"))
+            assert await answering == b"late owner"
+            assert time.monotonic() - began >= 1.0
+
+            # Node A dies without a goodbye: its connections are gone (410) once nobody has listened
+            # on its channel for the grace period, well within its registry key's lifetime.
+            ws, connection_id = await connect()
+            assert a.proc is not None
+            os.killpg(a.proc.pid, signal.SIGKILL)
+            a.proc.wait(10)
+            began = time.monotonic()
+            with pytest.raises(via_b.exceptions.GoneException):
+                await run(lambda: via_b.post_to_connection(ConnectionId=connection_id, Data=b"anyone?"))
+            assert time.monotonic() - began < GRACE_SECONDS + 3
+            ws.transport.abort()
+
+        asyncio.run(asyncio.wait_for(scenario(), 90))
+    finally:
+        for gateway in started:
+            gateway.stop()

@@ -224,3 +224,127 @@ def test_a_counter_never_goes_backwards_but_an_update_usage_lowers_it(start_gate
         assert int(client.get(counter)) == 6
     finally:
         client.close()
+
+
+def counted_today(server: RedisServer) -> tuple[int, int]:
+    """(alice's quota counter, her usage today) as Redis holds them."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        counter = next(k for k in client.scan_iter(match="fastgw:{k:*}:q:basic:*"))
+        daily = client.hget(next(client.scan_iter(match="fastgw:{k:*}:u:basic")),
+                            time.strftime("%Y-%m-%d", time.gmtime()))
+        return int(client.get(counter) or 0), int(daily or 0)
+    finally:
+        client.close()
+
+
+@pytest.mark.reliability("F-14")
+def test_checks_whose_outcome_is_unknown_are_counted_exactly_once(start_gateway, upstream, redis_server):
+    """The link to Redis fails mid-request in both ways a client cannot tell apart: the script ran and
+    its answer was lost (the proxy resets each connection as Redis answers), and the script had not
+    run yet when the request gave up (the proxy holds the command; Redis runs it late, after the
+    request was admitted by the local share). Either way each admitted request is counted once:
+    the quota counter and the day's usage equal what the upstream served."""
+    from support.faultproxy import FaultProxy
+
+    proxy = FaultProxy(("127.0.0.1", redis_server.port)).start()
+    try:
+        node = start_gateway(config(upstream.address, f"redis://{proxy.address}/0", "n0", nodes=1,
+                                    quota="quota: {limit: 100000, period: DAY}"),
+                             workers=1, env=ENV, args=("--no-access-log",))
+        served = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(5)])
+        assert served == {200: 5}
+
+        # Answers lost: every command reaches Redis, the connection is reset as the answer comes back.
+        proxy.reset_after = 0
+        proxy.cut()
+        during = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(12)])
+        assert during == {200: 12}, during  # fail open
+        proxy.reset_after = None
+        wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 200 and
+                 metric(node, "fastgw_state_backend_up") == 1, what="the worker back on Redis")
+
+        # Commands held: each check times out (50 ms) with its command still on the way, and is
+        # admitted by the local share. The worker settles with Redis over new connections; then the held
+        # commands reach Redis, late: they must not count again.
+        proxy.hold = True
+        during = statuses([one(node.port, "/prod/orders/1", ALICE) for _ in range(12)])
+        assert during == {200: 12}, during
+        proxy.hold = False
+        wait_for(lambda: proxy.held > 0, what="commands held by the proxy")
+        wait_for(lambda: one(node.port, "/prod/orders/1", ALICE)[0] == 200 and
+                 metric(node, "fastgw_state_backend_up") == 1, what="the worker back on Redis")
+        def excess() -> tuple[int, int]:
+            """What the counter and the day's usage hold beyond the requests served (< 0: missing)."""
+            admitted = sum(1 for r in upstream.requests if r.target.startswith("/orders/"))
+            counter, daily = counted_today(redis_server)
+            return counter - admitted, daily - admitted
+
+        wait_value(excess, (0, 0), what="counter and day's usage beyond the requests served")
+        held = proxy.held
+        proxy.release()
+        wait_for(lambda: proxy.held_answered >= held, what="Redis answering the late commands")
+        assert excess() == (0, 0)
+        # Later hand-overs add nothing: a few more checks through Redis stay exact.
+        for _ in range(3):
+            assert one(node.port, "/prod/orders/1", ALICE)[0] == 200
+            time.sleep(0.5)  # let a Reconciler round (every second) pass between checks
+            assert excess() == (0, 0)
+    finally:
+        proxy.stop()
+
+
+def test_a_lease_takes_what_every_level_allows_at_once(redis_server):
+    from fastgw.policies.usage.redis import LEASE, REFUND
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        lease, refund = client.register_script(LEASE), client.register_script(REFUND)
+        keys = ["fastgw:{g}:t:a", "fastgw:{g}:t:b"]
+        # 1 s intervals (no refill during the test): level a holds 5 tokens, level b 3.
+        levels = [1_000_000, 5_000_000, 1_000_000, 3_000_000]
+        assert lease(keys=keys, args=[10, *levels]) == [3, 0, 0]  # all that b allows
+        granted, index, retry_us = lease(keys=keys, args=[1, *levels])
+        assert (granted, index) == (0, 2) and 0 < retry_us <= 1_000_000  # b is empty: refused, retry ~1 s
+        refund(keys=keys, args=[2 * 1_000_000, 2 * 1_000_000])  # 2 unspent tokens given back
+        assert lease(keys=keys, args=[10, *levels]) == [2, 0, 0]
+    finally:
+        client.close()
+
+
+def test_leased_stage_throttle_is_never_exceeded_across_nodes_and_costs_fewer_scripts(start_gateway, upstream,
+                                                                                      redis_server):
+    lease = "throttle: {rateLimit: 0.01, burstLimit: 20}"
+    nodes = [start_gateway(config(upstream.address, redis_server.url, f"n{i}", nodes=2, timeout=1000,
+                                  stage_throttle=lease).replace("timeoutMillis: 1000", "timeoutMillis: 1000, "
+                                                                "leaseMillis: 500"),
+                           workers=1, env=ENV, args=("--no-access-log",), name=f"node{i}") for i in range(2)]
+    # Leases hand out only tokens Redis granted: a burst over both nodes admits exactly the bucket.
+    assert statuses(burst([n.port for n in nodes], 60, "/prod/orders/1", ALICE)) == {200: 20, 429: 40}
+    assert statuses([one(n.port, "/prod/orders/1", ALICE) for n in nodes for _ in range(5)]) == {429: 10}
+
+    # A steady stream on one node: the stage's bucket is leased ~500 ms of traffic at a time, so the
+    # requests cost about one script each (the key's) instead of two. The first nodes stopped and Redis
+    # emptied: the same stage, so the same bucket name.
+    for gateway in nodes:
+        gateway.stop()
+    redis.Redis.from_url(redis_server.url).flushall()
+    node = start_gateway(config(upstream.address, redis_server.url, "n9", nodes=1, timeout=1000,
+                                stage_throttle="throttle: {rateLimit: 100000, burstLimit: 100000}")
+                         .replace("timeoutMillis: 1000", "timeoutMillis: 1000, leaseMillis: 500"),
+                         workers=1, env=ENV, args=("--no-access-log",), name="steady")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        def evalsha() -> int:
+            return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+        before = evalsha()
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:  # the load's length: a lease needs a rate to be sized
+            status, answer = one(node.port, "/prod/orders/1", ALICE)
+            assert status == 200, (answer, client.time(), {k: client.get(k) for k in client.scan_iter("fastgw:{g}*")})
+        sent = len([r for r in upstream.requests if r.target == "/orders/1"]) - 20
+        scripts = evalsha() - before
+        assert sent > 20 and scripts < 1.3 * sent, (scripts, sent)  # 2 per request without leases
+    finally:
+        client.close()

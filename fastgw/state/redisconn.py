@@ -100,8 +100,12 @@ def _seeds(link: RedisLink, node_class: Any) -> list[Any]:
     return nodes
 
 
-def async_client(link: RedisLink, timeout: float, pool_size: int) -> Any:
-    """A worker's client. lib_name/lib_version None: no CLIENT SETINFO round trips per new connection."""
+def async_client(link: RedisLink, timeout: float, pool_size: int, retries: int = 1) -> Any:
+    """A worker's client. lib_name/lib_version None: no CLIENT SETINFO round trips per new connection.
+    `retries`: how often a cluster client sends a command again after a connection error or timeout
+    (the slot map reloaded in between). 0 for writes that must not run twice: a command whose answer
+    was lost may have run (the usage checks; a plain client never retries, its connections are made
+    without a Retry)."""
     options = _options(link, timeout)
     if link.cluster:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -111,7 +115,8 @@ def async_client(link: RedisLink, timeout: float, pool_size: int) -> Any:
         # The cluster client refuses a command when a node's pool is full (it does not queue):
         # callers queue on a semaphore of `pool_size` (`Gate`) instead.
         return RedisCluster.from_url(link.url, startup_nodes=seeds or None, max_connections=pool_size,
-                                     retry=AsyncRetry(NoBackoff(), 1), require_full_coverage=False, **options)
+                                     retry=AsyncRetry(NoBackoff(), retries), require_full_coverage=False,
+                                     **options)
     if link.tls and not link.url.startswith("rediss://"):
         options.pop("ssl")
         options["connection_class"] = redis_async.SSLConnection

@@ -298,7 +298,7 @@ class Hub:
         state = getattr(self.gateway.plan, "state", None)
         if state is not None and state.backend == "redis" and state.url and \
                 any(stage.websocket is not None for stage in self.gateway.plan.stages):
-            self.relay = RedisRelay(state.url, self.node, self.pid, self.local)
+            self.relay = RedisRelay(state, self.node, self.pid, self.local)
             self.relay.start(loop)
         path = self.socket_path(self.pid)
         if path is None:

@@ -6,6 +6,9 @@
     proxy.down = True            # new connections are reset at once; open ones are cut
     proxy.reset_after = 0        # reset each new connection after this many upstream->client bytes
     proxy.stall = True           # accept and pass nothing on (a blackhole once connected)
+    proxy.hold = True            # chunks sent to the target while set wait until release(): commands
+                                 # held in flight, run late (after their client gave up) while chunks
+                                 # sent after `hold = False` pass
     proxy.stop()
 
 Toxics apply to the chunks forwarded after they are set. Threads, not asyncio: a test sets a
@@ -36,6 +39,10 @@ class FaultProxy:
         self.down = False
         self.stall = False
         self.reset_after: int | None = None
+        self.hold = False
+        self.held = 0  # chunks waiting for release()
+        self.held_answered = 0  # chunks the target sent back, after release(), on connections that had one held
+        self._gate = threading.Event()
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", port), backlog=256)
         self.port = self._listener.getsockname()[1]
@@ -54,6 +61,7 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._stopped.set()
+        self.release()
         with contextlib.suppress(OSError):
             self._listener.close()
         self.cut()
@@ -66,6 +74,11 @@ class FaultProxy:
             self._open.clear()
         for sock in open_now:
             _reset(sock)
+
+    def release(self) -> None:
+        """Let the held chunks through (to a target whose client may be gone)."""
+        gate, self._gate = self._gate, threading.Event()
+        gate.set()
 
     def set_down(self, down: bool) -> None:
         self.down = down
@@ -95,10 +108,12 @@ class FaultProxy:
         with self._lock:
             self._open.update((client, server))
         budget = [self.reset_after]
-        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
-        self._pump(server, client, budget)
+        held = [False]  # a chunk of this connection was held: its answers are counted after release
+        threading.Thread(target=self._pump, args=(client, server, None, held, True), daemon=True).start()
+        self._pump(server, client, budget, held, False)
 
-    def _pump(self, source: socket.socket, sink: socket.socket, budget: list[int | None] | None) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, budget: list[int | None] | None,
+              held: list[bool], to_target: bool) -> None:
         try:
             while True:
                 data = source.recv(65536)
@@ -106,6 +121,17 @@ class FaultProxy:
                     with contextlib.suppress(OSError):
                         sink.shutdown(socket.SHUT_WR)
                     return
+                if to_target and self.hold:
+                    held[0] = True
+                    gate = self._gate
+                    with self._lock:
+                        self.held += 1
+                    gate.wait()
+                    with self._lock:
+                        self.held -= 1
+                elif not to_target and held[0]:
+                    with self._lock:
+                        self.held_answered += 1
                 while self.stall and not self._stopped.is_set():
                     time.sleep(0.01)
                 if self.latency:

@@ -40,6 +40,9 @@ class StateConfig:
     username: str | None = None  # Redis ACL user (or in the URL)
     password: str | None = None  # (or in the URL); ${env:NAME} keeps it out of the file
     tls: RedisTls | None = None  # client TLS files; a rediss:// URL turns TLS on with the system CAs
+    # > 0: each worker leases tokens of the key-independent throttles (gateway, stage, method) from Redis,
+    # about this many milliseconds of its traffic at a time, instead of one script per request
+    leaseMillis: int = 0
 
 
 @dataclass(slots=True)
@@ -101,7 +104,7 @@ def _read_throttle(r: _Reader, value: Any, path: str) -> Throttle | None:
 def _read_state(r: _Reader, value: Any) -> StateConfig:
     path = "state"
     obj = r.mapping(value, path, ("backend", "path", "url", "failMode", "timeoutMillis", "nodes", "cluster",
-                                  "seeds", "username", "password", "tls"))
+                                  "seeds", "username", "password", "tls", "leaseMillis"))
     d = StateConfig()
     backend = r.string(obj, "backend", path, d.backend, choices=STATE_BACKENDS) or d.backend
     url = r.string(obj, "url", path)
@@ -123,6 +126,9 @@ def _read_state(r: _Reader, value: Any) -> StateConfig:
             r.error(_join(_join(path, "seeds"), i), f"must be host:port; got '{seed}'")
     if seeds and not cluster:
         r.error(_join(path, "seeds"), "are Redis Cluster seed nodes: set cluster: true")
+    lease = r.integer(obj, "leaseMillis", path, d.leaseMillis, 0, 10_000)
+    if lease and backend != "redis":
+        r.error(_join(path, "leaseMillis"), "leases tokens from Redis: needs backend: redis")
     return StateConfig(
         backend=backend,
         path=r.string(obj, "path", path, d.path) or d.path,
@@ -135,6 +141,7 @@ def _read_state(r: _Reader, value: Any) -> StateConfig:
         username=r.string(obj, "username", path),
         password=r.string(obj, "password", path),
         tls=_read_tls(r, obj.get("tls"), _join(path, "tls")),
+        leaseMillis=lease,
     )
 
 

@@ -15,6 +15,8 @@ server or a Redis Cluster (`state.cluster`; connections: fastgw/state/redisconn.
   to this node's share of what was left when Redis last answered (see `UsageStage._share`). What
   was admitted then is handed to Redis by the main process's Reconciler when Redis answers again,
   idempotently (a hand-over whose answer was lost is not counted twice).
+* A check sent and not answered (Redis may have run it, or may still) is admitted by the local
+  share and settled by its worker once Redis answers (`Epoch`, RESOLVE): counted exactly once.
 * Counters never go backwards: each check carries the highest count this node has seen for the
   counter (a floor), so a counter that lost writes (a failover to a replica that lagged, a Redis
   restart without persistence) resumes from at least what the nodes saw.
@@ -26,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from ... import metrics
 from ...state.channel import Subscriber, publish
@@ -51,13 +54,15 @@ DOWN_SECONDS = 1.0  # after a failure, Redis is left alone this long (no 50 ms w
 USAGE_TTL = 400 * 86400  # daily usage kept for GetUsage
 SECOND_US = 1_000_000
 
-# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version]
+# KEYS: n TAT keys [, quota counter, initial-period marker, daily usage hash, adjustment version,
+#       applied hash]
 # ARGV: n, (interval_us, tolerance_us) x n, quota mode (-2: no quota part, -1: count only,
 #       >= 0: limit), offset, period, counter ttl (s), day, floor (the highest count the node saw),
 #       the adjustment version that floor was seen under (an UpdateUsage lowers a counter on
-#       purpose: it moves the version, and a floor from before it no longer applies)
+#       purpose: it moves the version, and a floor from before it no longer applies), origin (the
+#       worker's name for the checks it sends: RESOLVE)
 # -> {0, 0, used, version} admitted; {i, retry_us, 0, 0} level i refused; {n + 1, 0, used, version}
-#    quota refused
+#    quota refused; {-1, 0, 0, 0} the origin was resolved (fenced): nothing done
 CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -90,6 +95,9 @@ if mode ~= -2 then
   version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
   if version == tonumber(ARGV[q + 6]) and used < tonumber(ARGV[q + 5]) then used = tonumber(ARGV[q + 5]) end
   if mode >= 0 and used + 1 > mode then return {n + 1, 0, used, version} end
+  local applied = redis.call('HINCRBY', KEYS[n + 5], ARGV[q + 7], 1)
+  if applied < 0 then return {-1, 0, 0, 0} end
+  if applied == 1 then redis.call('EXPIRE', KEYS[n + 5], ARGV[q + 3]) end
 end
 for i = 1, n do redis.call('SET', KEYS[i], new[i], 'PX', ttl[i]) end
 if mode ~= -2 then
@@ -108,6 +116,33 @@ for i = 1, #KEYS do
   if v then redis.call('SET', KEYS[i], tonumber(v) - tonumber(ARGV[i]), 'KEEPTTL') end
 end
 return 0
+"""
+
+# Up to `want` tokens of the key-independent levels at once (a worker's lease, state.leaseMillis): as
+# many as every level allows now, each level's TAT advanced by that many intervals.
+# KEYS: TAT keys; ARGV: want, (interval_us, tolerance_us) per key -> {granted, 0, 0} or {0, i, retry_us}
+LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local want = tonumber(ARGV[1])
+local tat = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  if tolerance < 0 then return {0, i, 1000000} end
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if v < now then v = now end
+  local room = math.floor((tolerance - (v - now)) / interval)
+  if room < 1 then return {0, i, v + interval - now - tolerance} end
+  if room < want then want = room end
+  tat[i] = v
+end
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local next_tat = tat[i] + want * interval
+  redis.call('SET', KEYS[i], next_tat, 'PX', math.floor((next_tat - now) / 1000) + 1000)
+end
+return {want, 0, 0}
 """
 
 # Usage admitted by one node while Redis was away, handed over idempotently: ARGV[2] is the node's
@@ -131,6 +166,30 @@ redis.call('EXPIRE', KEYS[2], 34560000)
 return used
 """
 
+# The checks one origin sent whose outcome the worker does not know (their answer was lost, or the
+# request gave up waiting) are settled once: how many of the origin's checks Redis counted is read
+# from the applied hash, the origin is fenced (a check of it that arrives later is refused, so the
+# number cannot grow), and what the worker admitted beyond that is added. `target` is what the
+# origin's checks should have counted: those answered "counted" plus those the worker admitted
+# locally. A retry after a lost answer finds the marker and adds nothing.
+# KEYS: applied hash, counter, daily hash; ARGV: origin, target, ttl, day -> {added, counter}
+RESOLVE = """
+local done = redis.call('HGET', KEYS[1], ARGV[1] .. '!')
+if done then return {tonumber(done), tonumber(redis.call('GET', KEYS[2]) or '0')} end
+local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local add = tonumber(ARGV[2]) - applied
+if add < 0 then add = 0 end
+redis.call('HSET', KEYS[1], ARGV[1], -1000000000000000, ARGV[1] .. '!', add)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if add > 0 then
+  redis.call('INCRBY', KEYS[2], add)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[3], ARGV[4], add)
+  redis.call('EXPIRE', KEYS[3], 34560000)
+end
+return {add, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+
 
 def key_tag(key_id: str) -> str:
     return PREFIX + "{k:" + key_id + "}"
@@ -150,6 +209,10 @@ def handover_key(key_id: str, plan: str, period: int) -> str:
 
 def version_key(key_id: str, plan: str) -> str:
     return f"{key_tag(key_id)}:v:{plan}"
+
+
+def applied_key(key_id: str, plan: str, period: int) -> str:
+    return f"{key_tag(key_id)}:a:{plan}:{period}"
 
 
 def marker_key(key_id: str, plan: str) -> str:
@@ -190,6 +253,44 @@ def _record(raw: bytes) -> KeyRecord:
 
 
 # -- the worker side ---------------------------------------------------------------------------------
+class Epoch:
+    """The key checks a worker sends under one origin name. Each counted check adds one to the
+    origin's field in the counter's applied hash (CHECK), so when some checks' outcome is unknown,
+    Redis can say how many of the origin's checks it counted (RESOLVE). An epoch ends at its first
+    unknown outcome (the worker goes on under a new origin) and is settled once none of its checks is
+    in flight any more."""
+
+    __slots__ = ("origin", "confirmed", "unknown", "inflight")
+
+    def __init__(self, origin: str):
+        self.origin = origin
+        self.confirmed: dict[str, int] = {}  # quota key -> checks answered "counted"
+        # quota key -> [binding, period, day, checks admitted locally after an unknown outcome]
+        self.unknown: dict[str, list[Any]] = {}
+        self.inflight = 0
+
+
+class Lease:
+    """Tokens of one route's key-independent levels this worker took from Redis and spends locally."""
+
+    __slots__ = ("keys", "argv", "tokens", "expires", "demand", "since", "rate")
+
+    def __init__(self, keys: list[str], argv: list[Any]) -> None:
+        self.keys = keys  # the route's TAT keys and CHECK arguments (RedisLimiter._route)
+        self.argv = argv
+        self.tokens = 0
+        self.expires = 0.0
+        self.demand = 0  # requests since `since`: the worker's rate on these levels sizes the next lease
+        self.since = time.monotonic()
+        self.rate = 0.0
+
+
+MAX_LEASE = 10_000  # tokens in one lease, whatever the rate
+RATE_WINDOW = 0.1  # seconds of demand that size the next lease (or leaseMillis, if shorter)
+
+MAX_UNSETTLED = 1000  # epochs waiting for Redis; beyond that the oldest is dropped (under-counted)
+
+
 class RedisLimiter:
     """One worker's Redis client and scripts; decisions come back to UsageStage as exceptions."""
 
@@ -200,7 +301,8 @@ class RedisLimiter:
         self.budget = setup.state.timeoutMillis / 1000
         # Socket operations get at least a second (the keys' poll, refunds, the cluster's slot map);
         # a request waits at most its budget (`asyncio.timeout` in `check`).
-        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE)
+        # No client retries: a check sent again after its answer was lost would count twice.
+        self.client = async_client(_link(setup), max(self.budget, 1.0), POOL_SIZE, retries=0)
         self.gate = Gate(POOL_SIZE)
         self.events = Subscriber(_link(setup), loop)
         self.events.on("keys", self._keys_changed)
@@ -216,6 +318,16 @@ class RedisLimiter:
         self._errors = metrics.BACKEND_ERRORS
         self._route_args: dict[int, tuple[list[str], list[Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.resolve_script = self.client.register_script(RESOLVE)
+        self.lease_script = self.client.register_script(LEASE)
+        self.lease_s = setup.state.leaseMillis / 1000
+        self._leases: dict[int, Lease] = {}
+        self._origin = os.urandom(6).hex()  # this worker; an epoch's origin adds its number
+        self._epochs = 0
+        self.epoch = self._new_epoch()
+        self.unsettled: list[Epoch] = []
+        self._settling = False
+        self._epoch_periods: tuple[int, ...] = ()
 
     def usable(self) -> bool:
         return self.up or time.monotonic() >= self.down_until
@@ -254,7 +366,8 @@ class RedisLimiter:
             args = self._route_args[id(usage)] = (keys, argv + [-2])
         return args
 
-    def _key_args(self, usage: RouteUsage, binding: Binding, now: float) -> tuple[list[str], list[Any], list[str]]:
+    def _key_args(self, usage: RouteUsage, binding: Binding, now: float,
+                  origin: str) -> tuple[list[str], list[Any], list[str], int]:
         plan = binding.plan
         tag = key_tag(binding.key_id)
         keys: list[str] = []
@@ -272,10 +385,11 @@ class RedisLimiter:
         argv[0] = len(keys)
         period = period_of(binding.period_kind, now)
         keys += [quota_key(binding.key_id, plan.name, period), marker_key(binding.key_id, plan.name),
-                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name)]
+                 usage_key(binding.key_id, plan.name), version_key(binding.key_id, plan.name),
+                 applied_key(binding.key_id, plan.name, period)]
         argv += [binding.quota_limit, binding.quota_offset, period, counter_ttl(binding.period_kind, period, now),
-                 day_text(now), *self._seen(binding, period)]
-        return keys, argv, kinds
+                 day_text(now), *self._seen(binding, period), origin]
+        return keys, argv, kinds, period
 
     def _seen(self, binding: Binding, period: int) -> tuple[int, int]:
         """(the highest count of the key's counter this host saw in `period` (0: none), the adjustment
@@ -302,12 +416,17 @@ class RedisLimiter:
     async def check(self, usage: RouteUsage, binding: Binding | None) -> None:
         stage = self.stage
         route_keys, route_argv = self._route(usage) if usage.levels else ((), ())
-        sent = False  # past the gate: Redis may have run what a timeout interrupted
+        epoch = self.epoch
+        sent = False  # the key's script was written: Redis may have run it, whatever happens next
+        qkey = ""
+        epoch.inflight += 1
         try:
             async with asyncio.timeout(self.budget), self.gate:  # every call of this request, redirects included
-                sent = True
                 if route_keys:
-                    index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
+                    if self.lease_s:
+                        index, retry_us = await self._leased(usage, route_keys, route_argv)
+                    else:
+                        index, retry_us, _, _ = await self.check_script(keys=route_keys, args=route_argv)
                     if index:
                         level = usage.levels[index - 1]
                         self._recovered()
@@ -315,12 +434,24 @@ class RedisLimiter:
                                          (0, *gcra_us(level.rate, level.burst)))
                 if binding is not None:
                     now = time.time()
-                    keys, argv, kinds = self._key_args(usage, binding, now)
+                    keys, argv, kinds, period = self._key_args(usage, binding, now, epoch.origin)
+                    qkey = keys[len(kinds)]
+                    sent = True
                     index, retry_us, used, version = await self.check_script(keys=keys, args=argv)
+                    sent = False  # answered: the outcome is known
+                    if index == 0:
+                        epoch.confirmed[qkey] = epoch.confirmed.get(qkey, 0) + 1
                     if index == 0 or index == len(kinds) + 1:
-                        self._saw(binding, argv[-5], used, version)
+                        self._saw(binding, period, used, version)
+                    if index < 0:
+                        # The origin was settled: nothing was counted. Cannot happen (an epoch is settled
+                        # once none of its checks is in flight); if it did, this is counted locally, once.
+                        stage.check_local(usage, binding, True)
+                        return
                     if index:
-                        if route_keys:
+                        if route_keys and self.lease_s:
+                            self._leases[id(usage)].tokens += 1  # the token goes back to the lease
+                        elif route_keys:
                             self._give_back(route_keys, route_argv)
                         self._recovered()
                         if index == len(kinds) + 1:
@@ -333,14 +464,119 @@ class RedisLimiter:
                 from ...errors import GatewayError
 
                 raise GatewayError("SERVICE_UNAVAILABLE") from None
-            # A timeout is ambiguous (Redis may have counted the request): admitted within the
-            # node's share, but not handed to Redis later, so it is never counted twice.
-            stage.check_local(usage, binding, True, unsure=sent and isinstance(exc, TimeoutError | RedisTimeout))
+            # Sent and not answered: Redis may have counted it or not (or may still, if the command
+            # is late). Admitted within the node's share, kept out of the Reconciler's hand-overs
+            # (`unsure`), and settled with Redis once it answers again (`_settle`): counted once.
+            stage.check_local(usage, binding, True, unsure=sent)
+            if sent:
+                assert binding is not None
+                self._unknown(epoch, qkey, binding, period, now)
             return
+        finally:
+            epoch.inflight -= 1
         self._recovered()
 
-    def _give_back(self, keys: list[str], argv: list[Any]) -> None:
-        intervals = [argv[1 + 2 * i] for i in range(len(keys))]
+    # -- checks whose outcome is unknown ----------------------------------------------------------
+    def _new_epoch(self) -> Epoch:
+        self._epochs += 1
+        return Epoch(f"{self._origin}.{self._epochs}")
+
+    def _unknown(self, epoch: Epoch, qkey: str, binding: Binding, period: int, now: float) -> None:
+        """A request whose check's outcome is unknown was admitted locally: remember it for `_settle`,
+        and send the next checks under a new origin (the settlement fences this one)."""
+        entry = epoch.unknown.get(qkey)
+        if entry is None:
+            entry = epoch.unknown[qkey] = [binding, period, day_text(now), 0]
+        entry[3] += 1
+        if epoch is self.epoch:
+            self.epoch = self._new_epoch()
+        if epoch not in self.unsettled:
+            self.unsettled.append(epoch)
+            if len(self.unsettled) > MAX_UNSETTLED:
+                dropped = self.unsettled.pop(0)
+                log.warning("usage: %d checks of unknown outcome not settled with Redis (too many waiting)",
+                            sum(e[3] for e in dropped.unknown.values()))
+
+    def adopt(self, old: RedisLimiter) -> None:
+        """A reload replaced `old` (same worker): its unsettled epochs are this one's to settle. The list
+        is shared, so a check of `old` still in flight whose outcome turns out unknown lands here too;
+        a settlement `old` had under way when it stopped is sent again (RESOLVE adds nothing twice)."""
+        old.unsettled.extend(e for e in self.unsettled if e not in old.unsettled)
+        self.unsettled = old.unsettled
+
+    def settle(self) -> None:
+        """Called each second: settle the epochs that have unknown outcomes and nothing in flight."""
+        if self._settling or not self.unsettled or not self.usable():
+            return
+        self._settling = True
+        task = self.loop.create_task(self._settle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self) -> None:
+        try:
+            for epoch in [e for e in self.unsettled if e.inflight == 0]:
+                for qkey, (binding, period, day, admitted) in list(epoch.unknown.items()):
+                    # What the origin's checks should have counted on this counter.
+                    target = epoch.confirmed.get(qkey, 0) + admitted
+                    plan = binding.plan.name
+                    async with asyncio.timeout(max(self.budget, 1.0)), self.gate:
+                        _, counter = await self.resolve_script(
+                            keys=[applied_key(binding.key_id, plan, period), qkey, usage_key(binding.key_id, plan)],
+                            args=[epoch.origin, target, counter_ttl(binding.period_kind, period, time.time()), day])
+                    # The count Redis now has first, then the local share's `unsure` given back: a share
+                    # computed in between counts these requests twice (too strict), never zero times.
+                    seen_period, seen = self.stage.slots.count_get(binding.seen_slot)
+                    if seen_period in (0, period) and counter > seen:
+                        self.stage.slots.count_set(binding.seen_slot, period, counter)
+                    self.stage.slots.count_release(self.stage._find(ident("unsure", binding.key_id, plan)), period,
+                                                   admitted)
+                    del epoch.unknown[qkey]
+                self.unsettled.remove(epoch)
+        except ERRORS as exc:
+            self._failed(exc)  # the rest waits for the next round
+        finally:
+            self._settling = False
+
+    # -- leases of the key-independent levels (state.leaseMillis) -----------------------------------
+    async def _leased(self, usage: RouteUsage, keys: list[str], argv: list[Any]) -> tuple[int, int]:
+        """One token of the route's levels from this worker's lease; a new lease from Redis when it is
+        spent or expired, sized to about `leaseMillis` of this worker's traffic on the route (1 token
+        while it is quiet, so a quiet route is as exact as without leases). (index, retry_us) as CHECK:
+        index 0 admitted."""
+        lease = self._leases.get(id(usage))
+        if lease is None:
+            lease = self._leases[id(usage)] = Lease(keys, argv)
+        now = time.monotonic()
+        lease.demand += 1
+        if lease.tokens > 0 and now < lease.expires:
+            lease.tokens -= 1
+            return 0, 0
+        if lease.tokens > 0:  # expired: what was not spent goes back, the next lease is fresh
+            self._give_back(keys, argv, lease.tokens)
+            lease.tokens = 0
+        elapsed = now - lease.since
+        if elapsed >= min(self.lease_s, RATE_WINDOW):
+            lease.rate, lease.demand, lease.since = lease.demand / elapsed, 0, now
+        want = max(1, min(MAX_LEASE, math.ceil(lease.rate * self.lease_s)))
+        granted, index, retry_us = await self.lease_script(keys=keys, args=[want, *argv[1:-1]])
+        if not granted:
+            return index, retry_us
+        # Requests that renewed at the same time each add what they got.
+        lease.tokens += granted - 1
+        lease.expires = time.monotonic() + self.lease_s
+        return 0, 0
+
+    def _expire_leases(self) -> None:
+        """Tokens of leases that ran out of time go back to Redis (a route that went quiet)."""
+        now = time.monotonic()
+        for lease in self._leases.values():
+            if lease.tokens > 0 and now >= lease.expires:
+                self._give_back(lease.keys, lease.argv, lease.tokens)
+                lease.tokens = 0
+
+    def _give_back(self, keys: list[str], argv: list[Any], tokens: int = 1) -> None:
+        intervals = [argv[1 + 2 * i] * tokens for i in range(len(keys))]
         task = self.loop.create_task(self._refund(keys, intervals))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -382,6 +618,7 @@ class RedisLimiter:
             if records is not None:
                 self.keys_version = version_n
                 self.stage._build_keys(records)
+            self._recovered()
         except ERRORS as exc:
             self._failed(exc)
         finally:
@@ -393,6 +630,16 @@ class RedisLimiter:
     def tick(self) -> None:
         if not self.up and time.monotonic() >= self.down_until:
             self.poll_keys()  # a cheap probe: reconnects, and flips the state back when it answers
+        periods = tuple(self.stage.periods.current.values())
+        if periods != self._epoch_periods:
+            # A new period: the counts of checks answered are kept per epoch, so a fresh one bounds
+            # them to the counters still in use (one more applied-hash field per longer period).
+            self._epoch_periods = periods
+            if not self.epoch.unknown:
+                self.epoch = self._new_epoch()
+        self.settle()
+        if self._leases and self.usable():
+            self._expire_leases()
 
     def close(self) -> None:
         self.events.close()

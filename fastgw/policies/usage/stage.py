@@ -155,6 +155,12 @@ class UsageStage:
         self._reload_keys()
         self._timer = loop.call_later(FLUSH_SECONDS, self._tick)
 
+    def adopt(self, old: UsageStage) -> None:
+        """A reload replaces `old` with this stage in the same worker: what `old` still owes Redis
+        (checks whose outcome is unknown) is settled by this one."""
+        if self.remote is not None and old.remote is not None:
+            self.remote.adopt(old.remote)
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
