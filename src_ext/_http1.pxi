@@ -488,6 +488,8 @@ cdef class ResponseParser:
             if status == 101:
                 # Only a WebSocket route may switch protocols, and fastgw has none yet.
                 raise ResponseError("unexpected 101 Switching Protocols", "switching_protocols")
+            if http10:  # HTTP/1.0 has no interim responses (RFC 9110 §15.2); llhttp refuses them too
+                raise ResponseError("an interim response in HTTP/1.0", "status_line")
             return start  # interim response: the final one follows
         if chunked and content_length >= 0:
             raise ResponseError("both Content-Length and Transfer-Encoding in the response", "transfer_encoding")

@@ -224,8 +224,9 @@ def mutated_responses(draw):
     return bytes(data), cuts, draw(st.booleans())
 
 
-INTERIM_THEN_EMPTY_LINE = re.compile(rb"HTTP/1\.[01] 1[0-9][0-9][^\n]*\n(?:[^\n]+\n)*?\r?\n\r?\n")
-CHUNK_EXTENSION_EMPTY = re.compile(rb"\n[0-9A-Fa-f]+;[^\n]*(;=|^=|=;|=\r)|\n[0-9A-Fa-f]+;=", re.M)
+INTERIM_THEN_EMPTY_LINE = re.compile(rb"HTTP/1\.[01] 1[0-9][0-9][^\n]*\n(?:[^\n]+\n)*?\r?\n[\r\n]")
+FRAMING_TRAILER = re.compile(rb"\n0+(?:;[^\n]*)?\r\n(?:[^\n]+\n)*?(?i:transfer-encoding|host|content-length)[ \t]*:")
+CHUNK_EXTENSION_EMPTY = re.compile(rb"\n[0-9A-Fa-f]+(?=;)[^\n]*?(;=|;;|=;|=\r|;\r)")
 
 
 def known_divergence(data: bytes, head: bool, compiled, reference) -> str | None:
@@ -239,9 +240,11 @@ def known_divergence(data: bytes, head: bool, compiled, reference) -> str | None
     if compiled == "error" and data.startswith((b"\r", b"\n")):
         return "empty lines before the status line (llhttp skips them)"
     if compiled == "error" and INTERIM_THEN_EMPTY_LINE.match(data):
-        return "empty lines before the status line after a 1xx response (llhttp skips them)"
+        return "empty lines (or a stray CR) before the status line after a 1xx response (llhttp skips them)"
     if compiled == "error" and any(c < 32 and c != 13 or c == 127 for line in status_lines for c in line):
         return "a control character in a status line (llhttp accepts it in the reason phrase)"
+    if compiled == "error" and reference != "error" and FRAMING_TRAILER.search(data):
+        return "a framing field among the trailers (RFC 9110 §6.5.1; llhttp lets Transfer-Encoding and Host through)"
     if compiled == "error" and reference != "error" and CHUNK_EXTENSION_EMPTY.search(data):
         return "a chunk extension with an empty name or value (RFC 9112 §7.1.1 has neither; llhttp accepts them)"
     if compiled == "error" and reference != "error" and reference[0] < 100:
@@ -459,7 +462,7 @@ def test_regression_a_status_code_outside_the_range_is_refused(status):
 
 @compiled_only
 @pytest.mark.parametrize("extension", [b";\x00=1", b";\rx=1", b";x=\x7f", b";x\x01", b"; x=1", b";x =1", b";x=\"a",
-                                       b";=1", b";x="])
+                                       b";=1", b";x=", b";;x=1", b";x;"])
 def test_regression_a_control_character_in_a_chunk_extension_is_refused(extension):
     """Found by the long run (2026-12-07): the compiled parser let a NUL or a bare CR through in a chunk
     extension (it skipped extensions unread); llhttp refuses them, and whitespace around `;` and `=`.
@@ -473,6 +476,14 @@ def test_regression_a_control_character_in_a_chunk_extension_is_refused(extensio
     assert parse(CoreResponseParser, tab, [], False)[2] == b"abc"
     many = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a;b=c;d=\"e\\\"f\"\r\nabc\r\n0\r\n\r\n"
     assert parse(CoreResponseParser, many, [], False) == parse(PyResponseParser, many, [], False)
+
+
+@compiled_only
+def test_regression_an_interim_response_in_http10_is_refused():
+    """Found by the long run (2026-12-07): `HTTP/1.0 100 Continue` then a final response passed the
+    compiled parser; llhttp refuses it (HTTP/1.0 has no 1xx responses, RFC 9110 §15.2)."""
+    data = b"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    assert parse(CoreResponseParser, data, [], False) == "error" == parse(PyResponseParser, data, [], False)
 
 
 @compiled_only
@@ -535,3 +546,14 @@ def test_regression_security_scopes_that_are_not_a_list_are_a_located_error(tmp_
     with pytest.raises(ConfigError) as caught:
         load_plan(parse_text(json.dumps(doc), str(tmp_path / path.name)))
     assert any("scopes" in problem.message and problem.path for problem in caught.value.problems)
+
+
+@pytest.mark.skipif(not OPENAPI_DOCS, reason="shared/conformance is not laid out beside the clone")
+def test_regression_a_parameter_location_that_is_not_text_is_a_located_error(tmp_path):
+    """Found by the long run (2026-12-07): a parameter's `in` set to a list raised TypeError."""
+    path = next(p for p in OPENAPI_DOCS if "request-validation-sample" in p.name)
+    doc = json.loads(path.read_text())
+    doc["paths"]["/validation"]["post"]["parameters"][1]["in"] = []
+    with pytest.raises(ConfigError) as caught:
+        load_plan(parse_text(json.dumps(doc), str(tmp_path / path.name)))
+    assert any(problem.path.endswith("parameters[1].in") for problem in caught.value.problems)

@@ -332,6 +332,10 @@ class Reader:
                 parameter = self.refs.deref(parameter, f"{at}.parameters[{i}]")
                 if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
                     continue
+                if not isinstance(parameter.get("in"), str):
+                    self.problem(f"{at}.parameters[{i}].in", "must be a location (query, header, path, cookie, body, "
+                                 "formData)")
+                    continue
                 if parameter.get("in") == "body":
                     body = (parameter.get("schema"), f"{at}.parameters[{i}].schema")
                 kind = kinds.get(parameter.get("in"))
