@@ -557,3 +557,14 @@ def test_regression_a_parameter_location_that_is_not_text_is_a_located_error(tmp
     with pytest.raises(ConfigError) as caught:
         load_plan(parse_text(json.dumps(doc), str(tmp_path / path.name)))
     assert any(problem.path.endswith("parameters[1].in") for problem in caught.value.problems)
+
+
+@pytest.mark.skipif(not OPENAPI_DOCS, reason="shared/conformance is not laid out beside the clone")
+def test_regression_a_security_scheme_that_is_not_an_object_is_a_located_error(tmp_path):
+    """Found by the long run (2026-12-07): a security scheme replaced by `true` raised AttributeError."""
+    path = next(p for p in OPENAPI_DOCS if "global-auth" in p.name)
+    doc = json.loads(path.read_text())
+    doc["components"]["securitySchemes"]["GatewayAuthorizer"] = True
+    with pytest.raises(ConfigError) as caught:
+        load_plan(parse_text(json.dumps(doc), str(tmp_path / path.name)))
+    assert any(problem.path.endswith("securitySchemes.GatewayAuthorizer") for problem in caught.value.problems)

@@ -151,7 +151,14 @@ class Reader:
 
         components = doc.get("components") if isinstance(doc.get("components"), dict) else {}
         schemes = (doc.get("securityDefinitions") if self.swagger else components.get("securitySchemes")) or {}
-        self.schemes = {name: self.refs.deref(s, f"security scheme {name}") or {} for name, s in schemes.items()}
+        self.schemes = {}
+        at = "securityDefinitions" if self.swagger else "components.securitySchemes"
+        for name, scheme in schemes.items():
+            scheme = self.refs.deref(scheme, f"security scheme {name}") or {}
+            if not isinstance(scheme, dict):
+                self.problem(f"{at}.{name}", "must be a security scheme object")
+                continue
+            self.schemes[name] = scheme
         self.global_security = doc.get("security")
 
         routes: list[dict[str, Any]] = []
