@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .redisconn import ERRORS, RedisLink, async_client, sync_client
+from .redisconn import ERRORS, RedisLink, async_client, close_quietly, subscribe, sync_client
 
 log = logging.getLogger("fastgw.state")
 
@@ -81,26 +81,15 @@ class Subscriber:
             client = async_client(self.link, 5.0, 2)
             pubsub = client.pubsub()
             try:
-                if self.link.cluster:
-                    await pubsub.ssubscribe(CHANNEL)
-                    read = pubsub.get_sharded_message
-                else:
-                    await pubsub.subscribe(CHANNEL)
-                    read = pubsub.get_message
+                read = await subscribe(pubsub, self.link, CHANNEL)
                 if connected_once:
                     log.info("events: subscribed again to %s", CHANNEL)
                     for kind in self.handlers:
                         self._dispatch({"kind": kind, "resync": True})
                 connected_once = True
                 while True:
-                    message = await read(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None or message.get("type") not in ("message", "smessage"):
-                        continue
-                    try:
-                        data = orjson.loads(message["data"])
-                    except orjson.JSONDecodeError:
-                        continue
-                    if isinstance(data, dict):
+                    data = _event(await read(ignore_subscribe_messages=True, timeout=1.0))
+                    if data is not None:
                         self.received += 1
                         self._dispatch(data)
             except asyncio.CancelledError:
@@ -108,17 +97,25 @@ class Subscriber:
             except Exception as exc:  # noqa: BLE001 - any failure: start over after a pause
                 log.debug("events: %s; subscribing again in %.0f s", exc, RETRY_SECONDS)
             finally:
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:  # noqa: BLE001
-                    pass
+                await close_quietly(pubsub, client)
             await asyncio.sleep(RETRY_SECONDS)
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+def _event(message: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The event a pub/sub message carries (a JSON object), or None (no message, a subscription notice,
+    a payload that is not one)."""
+    if message is None or message.get("type") not in ("message", "smessage"):
+        return None
+    try:
+        data = orjson.loads(message["data"])
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def follow(link: RedisLink, handlers: dict[str, Callable[[dict[str, Any]], None]], stop: threading.Event) -> None:
@@ -141,14 +138,8 @@ def follow(link: RedisLink, handlers: dict[str, Callable[[dict[str, Any]], None]
                     handler({"kind": kind, "resync": True})
             connected_once = True
             while not stop.is_set():
-                message = read(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") not in ("message", "smessage"):
-                    continue
-                try:
-                    data = orjson.loads(message["data"])
-                except orjson.JSONDecodeError:
-                    continue
-                handler = handlers.get(str(data.get("kind"))) if isinstance(data, dict) else None
+                data = _event(read(ignore_subscribe_messages=True, timeout=1.0))
+                handler = handlers.get(str(data.get("kind"))) if data is not None else None
                 if handler is not None:
                     handler(data)
         except Exception as exc:  # noqa: BLE001 - any failure: start over after a pause

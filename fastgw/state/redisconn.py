@@ -17,6 +17,7 @@ bounds the wait, and a failure is answered by the caller's failMode, not by wait
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -170,3 +171,22 @@ def sync_client(link: RedisLink, timeout: float) -> Any:
                                                         retry=Retry(NoBackoff(), 1), require_full_coverage=False,
                                                         **options))
     return redis_sync.Redis.from_url(link.url, **options)
+
+
+async def subscribe(pubsub: Any, link: RedisLink, *channels: str) -> Callable[..., Any]:
+    """Subscribe an asyncio `pubsub` to `channels`, sharded ones on a cluster (a channel's messages then
+    stay on its shard); returns the pubsub's reader for them."""
+    if link.cluster:
+        await pubsub.ssubscribe(*channels)
+        return pubsub.get_sharded_message
+    await pubsub.subscribe(*channels)
+    return pubsub.get_message
+
+
+async def close_quietly(*resources: Any) -> None:
+    """Close asyncio pubsubs and clients whose connection may already be gone."""
+    for resource in resources:
+        try:
+            await resource.aclose()
+        except Exception:  # noqa: BLE001 - closing what failed may fail again: nothing to do about it
+            pass

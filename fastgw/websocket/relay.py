@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
-from ..state.redisconn import ERRORS, Gate, RedisLink, async_client, link_of
+from ..state.redisconn import ERRORS, Gate, RedisLink, async_client, close_quietly, link_of, subscribe
 
 log = logging.getLogger("fastgw.websocket")
 
@@ -141,12 +141,7 @@ class RedisRelay:
             client = async_client(self.link, 5.0, 2)
             pubsub = client.pubsub()
             try:
-                if self.link.cluster:
-                    await pubsub.ssubscribe(requests, replies)
-                    read = pubsub.get_sharded_message
-                else:
-                    await pubsub.subscribe(requests, replies)
-                    read = pubsub.get_message
+                read = await subscribe(pubsub, self.link, requests, replies)
                 self.lost.clear()
                 async with self.gate:  # registered again at once (the key may have been lost with its shard)
                     await self._client().set(worker_key(self.node, self.pid), b"1", ex=TTL_SECONDS)
@@ -173,11 +168,7 @@ class RedisRelay:
                 log.warning("WebSocket relay: Redis subscription lost (%s); retrying", exc)
             finally:
                 self.ready.clear()
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:  # noqa: BLE001
-                    pass
+                await close_quietly(pubsub, client)
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _serve(self, frame: bytes) -> None:

@@ -504,14 +504,18 @@ class RedisLimiter:
         old.unsettled.extend(e for e in self.unsettled if e not in old.unsettled)
         self.unsettled = old.unsettled
 
+    def _background(self, work: Any) -> None:
+        """Run `work` off the request path; the task is kept (asyncio holds tasks weakly) until done."""
+        task = self.loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def settle(self) -> None:
         """Called each second: settle the epochs that have unknown outcomes and nothing in flight."""
         if self._settling or not self.unsettled or not self.usable():
             return
         self._settling = True
-        task = self.loop.create_task(self._settle())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._settle())
 
     async def _settle(self) -> None:
         try:
@@ -577,9 +581,7 @@ class RedisLimiter:
 
     def _give_back(self, keys: list[str], argv: list[Any], tokens: int = 1) -> None:
         intervals = [argv[1 + 2 * i] * tokens for i in range(len(keys))]
-        task = self.loop.create_task(self._refund(keys, intervals))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._refund(keys, intervals))
 
     async def _refund(self, keys: list[str], intervals: list[int]) -> None:
         try:
@@ -603,9 +605,7 @@ class RedisLimiter:
         if not self.usable():
             return
         self._polling = True
-        task = self.loop.create_task(self._poll())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._poll())
 
     async def _poll(self) -> None:
         try:
