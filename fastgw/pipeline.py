@@ -21,7 +21,7 @@ from random import random
 from typing import Any, Protocol
 
 from . import metrics, tracing
-from ._accel import RequestFacts, RequestIds, RequestRejected, scan_request, upstream_request_head
+from ._accel import RequestFacts, RequestIds, RequestRejected, peer_host, scan_request, upstream_request_head
 from .accesslog import AccessLog
 from .config.model import default_workers
 from .errors import (
@@ -33,7 +33,7 @@ from .errors import (
     GatewayError,
     GatewayResponses,
 )
-from .httpsyntax import host_name, normalize_path
+from .httpsyntax import encode_decoded_path, host_name, normalize_path
 from .integrations import RUNS, target_of
 from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
 from .overload import OverloadGuard
@@ -55,6 +55,9 @@ BUFFER_BODY_BYTES = 64 * 1024
 STAGES_SEEN_MAX = 4096
 ROUTES_SEEN_MAX = 4096
 SEEN_PATH_MAX = 256
+# The plain lane's memory: (method, path as the server gave it) -> its PlainRoute, or False (not plain).
+PLAIN_SEEN_MAX = 4096
+PROTOCOLS = {"1.1": "HTTP/1.1", "1": "HTTP/1.0", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
 def remember(memo: dict[Any, Any], key: Any, value: Any, max_entries: int) -> None:
@@ -98,6 +101,9 @@ class Gateway:
         self.plan = plan
         self.stages_seen: dict[Any, tuple[StagePlan, str]] = {}
         self.routes_seen: dict[tuple[StagePlan, str, str], tuple[RoutePlan, dict[str, str]]] = {}
+        self.plain_seen: dict[tuple[str, str], PlainRoute | bool] = {}
+        # FASTGW_PLAIN_LANE=off: every request through `handle` (to compare, or to rule the lane out)
+        self.plain_lane = os.environ.get("FASTGW_PLAIN_LANE", "on") != "off"
         self.overload = OverloadGuard(plan.server.overload)  # load shedding (fastgw/overload.py)
         self.apply_limits(plan)
         p = os.urandom(10).hex()  # a random prefix per worker process
@@ -171,6 +177,7 @@ class Gateway:
         old_cache, self.cache = self.cache, cache
         self.stages_seen = {}
         self.routes_seen = {}
+        self.plain_seen = {}
         self.plan = plan
         if old_usage is not None:
             old_usage.stop()
@@ -280,33 +287,8 @@ class Gateway:
                 else:
                     status, sent, integration_latency = await self.cache.fill(self, hit, down, head, stage, route,
                                                                               route_path, params, request_id)
-        except GatewayError as exc:
-            exc.__traceback__ = None  # as for UpstreamError below: the failed frames hold the body stream
-            status, sent = await self.answer_error(down, exc, stage, request_id, _has_body(head))
-        except GatewayAnswered as answered:
-            status, sent = answered.status, 0
-            headers = [*answered.headers, ("x-amzn-requestid", request_id)]
-            if _has_body(head):
-                headers.append(("connection", "close"))
-            pending = down.respond(status, headers, b"")
-            if pending is not None:
-                await pending
-        except ClientDisconnected:
-            status, sent = CLIENT_CLOSED_REQUEST, 0
-        except UpstreamError as exc:
-            if stage is not None and route is not None:
-                metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
-            # An upstream group's open circuit carries Retry-After (fastgw/upstream_groups.py).
-            error = GatewayError(exc.kind, _upstream_message(exc), getattr(exc, "headers", ()), close=_has_body(head))
-            # The traceback holds the failed frames and, through them, the client's body stream (the
-            # exchange's future holds the error too: a cycle): dropped now, or the client connection
-            # stays open until the worker's next garbage collection.
-            exc.__traceback__ = None
-            status, sent = await self.answer_error(down, error, stage, request_id)
-        except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
-            log.exception("unexpected error handling %s %s", down.method, down.path)
-            status, sent = await self.answer_error(down, GatewayError("DEFAULT_5XX", close=_has_body(head)), stage,
-                                                 request_id)
+        except Exception as exc:  # noqa: BLE001 - every error has its answer (fail), never a traceback
+            status, sent = await self.fail(down, exc, stage, route, head, request_id)
         finally:
             self.metrics.inflight -= 1
         # respond: metrics and access log
@@ -321,6 +303,133 @@ class Gateway:
             self.access_log.write(request_id, down, stage, route, status, sent, elapsed, integration_latency)
         if trace is not None:
             trace.finish(stage, route, down.method, down.path, status, elapsed, integration_latency, request_id)
+
+    def plain_route(self, scope: Any) -> PlainRoute | None:
+        """The plain lane (RSGI; `handle_plain`) for this request, or None: `handle` serves it (another
+        route, an absolute-form target or HTTP/2's :authority, load shedding)."""
+        key = (scope.method, scope.path)
+        plain = self.plain_seen.get(key)
+        if plain is None:
+            plain = self.learn_plain(key)
+        if plain is False or scope.authority is not None or self.metrics.inflight >= self.overload.limit:
+            return None
+        return plain  # type: ignore[return-value]
+
+    async def handle_plain(self, plain: PlainRoute, scope: Any, proto: Any, adapter: Any) -> None:
+        """`handle` for a request without a body to a route that needs nothing of the pipeline but its usage
+        plan and its HTTP_PROXY integration (`is_plain`), in one frame: what `handle` would find for its method and path
+        is remembered (`PlainRoute`), and it makes no Downstream object unless the response is streamed or
+        fails. A request with a body or a refused head goes to `handle` from its start (nothing was done
+        yet). `adapter`: the server's Downstream for `scope` and `proto` (fastgw/server.py RsgiDownstream).
+        tests/test_plain_lane.py checks that both give the same answers, upstream requests, logs and metrics."""
+        started = time.perf_counter()
+        method = scope.method
+        headers = scope.headers.items()
+        try:
+            head = scan_request(method, plain.path, scope.query_string, False, headers, self.limits)
+        except RequestRejected:
+            return await self.handle(adapter(scope, proto))
+        if head.chunked or head.content_length > 0 or not head.host and scope.http_version == "1.1":
+            return await self.handle(adapter(scope, proto))
+        metrics = self.metrics
+        request_id = self.ids.next()
+        integration = plain.integration
+        query = scope.query_string
+        peer_address = scope.client or ""
+        forward = head.forward
+        trace = None
+        if plain.tracing is not None:  # as in handle and request_head
+            trace = plain.tracing.start(headers, started)
+            if trace is not None:
+                forward = trace.forward(forward)
+        request_head = upstream_request_head(
+            method, integration.target_at(plain.upstream_path, query) if query or integration.uri_query
+            else plain.upstream_path, integration.host_header, forward, peer_address,
+            head.forwarded_for if self.trusted_hops else "", scope.scheme, head.host, plain.framing)
+        down = None
+        integration_latency = -1.0
+        metrics.inflight += 1
+        try:
+            usage = plain.route.usage  # API key -> throttle -> quota, as in handle
+            if usage is not None and (waiter := self.usage.check(usage, head.api_key, None)) is not None:
+                await waiter
+            began = time.perf_counter()
+            conn = await exchange(integration.pool, request_head, b"", method == "HEAD", plain.idempotent,
+                                  integration.timeout)
+            if conn.parser.complete:
+                status, sent, _ = self.relay_whole(proto.response_bytes, conn, request_id, 0, None)
+            else:
+                down = adapter(scope, proto)
+                status, sent = await self.relay_response(down, conn, request_id)
+            integration_latency = time.perf_counter() - began
+        except Exception as exc:  # noqa: BLE001 - as in handle
+            if down is None:
+                down = adapter(scope, proto)
+            status, sent = await self.fail(down, exc, plain.stage, plain.route, head, request_id)
+        finally:
+            metrics.inflight -= 1
+        elapsed = time.perf_counter() - started
+        plain.tally.record(status, elapsed, integration_latency)
+        if self.access_log is not None:
+            if down is None:
+                down = PlainRequest(method, plain.path, peer_host(peer_address),
+                                    PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version)
+            self.access_log.write(request_id, down, plain.stage, plain.route, status, sent, elapsed,
+                                  integration_latency)
+        if trace is not None:
+            trace.finish(plain.stage, plain.route, method, plain.path, status, elapsed, integration_latency, request_id)
+
+    def learn_plain(self, key: tuple[str, str]) -> PlainRoute | bool:
+        """The plain lane's first request for a (method, path as the server gave it): its PlainRoute, or
+        False when `handle` must serve it (the route is not plain, the path matches none or is refused,
+        or an API mapping's base path covers it, so that its stage depends on the host). Remembered for
+        paths up to SEEN_PATH_MAX."""
+        method, server_path = key
+        found: PlainRoute | bool = False
+        if self.plain_lane:
+            path = encode_decoded_path(server_path)
+            try:
+                if not _mapped(self.plan, path):
+                    stage, route_path = self.select_stage("", path)
+                    route, params = self.match(stage, method, route_path)
+                    if is_plain(stage, route):
+                        found = PlainRoute(stage, route, path, params, method, self.metrics)
+            except GatewayError:
+                pass
+        if len(server_path) <= SEEN_PATH_MAX:
+            remember(self.plain_seen, key, found, PLAIN_SEEN_MAX)
+        return found
+
+    async def fail(self, down: Downstream, exc: Exception, stage: StagePlan | None, route: RoutePlan | None,
+                   head: RequestFacts | None, request_id: str) -> tuple[int, int]:
+        """The answer to a request whose pipeline raised `exc`; returns (status, bytes sent). A GatewayError
+        becomes the API's gateway response, an upstream's failure its 502/503/504, anything unexpected is
+        logged and answered with DEFAULT_5XX (never a traceback)."""
+        if isinstance(exc, GatewayError):
+            exc.__traceback__ = None  # as for UpstreamError below: the failed frames hold the body stream
+            return await self.answer_error(down, exc, stage, request_id, _has_body(head))
+        if isinstance(exc, GatewayAnswered):  # a CORS preflight
+            headers = [*exc.headers, ("x-amzn-requestid", request_id)]
+            if _has_body(head):
+                headers.append(("connection", "close"))
+            pending = down.respond(exc.status, headers, b"")
+            if pending is not None:
+                await pending
+            return exc.status, 0
+        if isinstance(exc, ClientDisconnected):
+            return CLIENT_CLOSED_REQUEST, 0
+        if isinstance(exc, UpstreamError):
+            if stage is not None and route is not None:
+                metrics.UPSTREAM_ERRORS.labels(stage.api.name, stage.name, route.key, exc.kind).inc()
+            # An upstream group's open circuit carries Retry-After (fastgw/upstream_groups.py).
+            error = GatewayError(exc.kind, _upstream_message(exc), getattr(exc, "headers", ()), close=_has_body(head))
+            # The traceback holds the failed frames and, through them, the client's body stream (the
+            # exchange's future holds the error too: a cycle): dropped now, or the client connection
+            # stays open until the worker's next garbage collection.
+            exc.__traceback__ = None
+            return await self.answer_error(down, error, stage, request_id)
+        log.error("unexpected error handling %s %s", down.method, down.path, exc_info=exc)
+        return await self.answer_error(down, GatewayError("DEFAULT_5XX", close=_has_body(head)), stage, request_id)
 
     def receive(self, down: Downstream) -> RequestFacts:
         """Limits and syntax of the request line and head (one kernel call: the method, the URI's
@@ -425,7 +534,7 @@ class Gateway:
                 # read, so the client connection closes after this response (never read as a request).
                 conn.parser.headers.append(("connection", "close"))
         if conn.parser.complete:  # PERF: relayed without relay_response's coroutine frame
-            status, sent, pending = self.relay_whole(down, conn, request_id, 0, fill)
+            status, sent, pending = self.relay_whole(down.respond, conn, request_id, 0, fill)
             if pending is not None:
                 await pending
             return status, sent
@@ -604,10 +713,10 @@ class Gateway:
             raise
         return conn
 
-    def relay_whole(self, down: Downstream, conn: UpstreamConnection, request_id: str, status: int,
+    def relay_whole(self, respond: Any, conn: UpstreamConnection, request_id: str, status: int,
                     fill: Any) -> tuple[int, int, Awaitable[None] | None]:
-        """Relay a response read whole in one call; returns (status, bytes sent, the send to await
-        if the server layer needs that). `status` and `fill` as in relay_response."""
+        """Relay a response read whole in one call to `respond` (the downstream's); returns (status, bytes
+        sent, the send to await if the server layer needs that). `status` and `fill` as in relay_response."""
         parser = conn.parser
         status = status or parser.status
         # The parser already dropped hop-by-hop fields and those the gateway computes.
@@ -620,14 +729,14 @@ class Gateway:
         if keep is not None:
             keep(body)
             fill.finish()
-        return status, len(body), down.respond(status, headers, body)
+        return status, len(body), respond(status, headers, body)
 
     async def relay_response(self, down: Downstream, conn: UpstreamConnection, request_id: str,
                              fill: Any = None, status: int = 0) -> tuple[int, int]:
         """`status`: the one to send when a mapping changed the upstream's (fastgw/integrations/parammap.py).
         `fill`: a cache miss (fastgw/policies/cache/stage.py Fill) that may store the response."""
         if conn.parser.complete:
-            status, sent, pending = self.relay_whole(down, conn, request_id, status, fill)
+            status, sent, pending = self.relay_whole(down.respond, conn, request_id, status, fill)
             if pending is not None:
                 await pending
             return status, sent
@@ -684,6 +793,56 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the response had already started: the adapter aborts
             log.debug("could not send the %s response for %s", status, request_id)
         return status, len(body)
+
+
+def is_plain(stage: StagePlan, route: RoutePlan) -> bool:
+    """Whether requests to `route` of `stage` need nothing of the pipeline but tracing, their usage plan and
+    their HTTP_PROXY integration (the plain lane, `Gateway.handle_plain`): no canary, CORS, compression or
+    own access log format on the stage; no authorizer, validation or cache on the route."""
+    api = stage.api
+    return (route.integration.__class__ is HttpProxyPlan and route.authorizer is None
+            and route.validator is None and route.cache is None and stage.canary is None
+            and stage.access_format is None and api.cors is None and api.compression is None)
+
+
+def _mapped(plan: Plan, path: str) -> bool:
+    """Whether an API mapping's base path covers `path`: then its stage depends on the request's host."""
+    if not plan.mappings:
+        return False
+    normalized = normalize_path(path, "PASS")
+    return any(_strip_base(normalized, base) is not None for entries in plan.mappings.values() for base, _ in entries)
+
+
+class PlainRoute:
+    """What `handle` would find for one (method, path) of a plain route, as the plain lane keeps it."""
+
+    __slots__ = ("stage", "route", "integration", "tracing", "path", "upstream_path", "framing", "idempotent",
+                 "tally")
+
+    def __init__(self, stage: StagePlan, route: RoutePlan, path: str, params: dict[str, str], method: str,
+                 worker_metrics: metrics.WorkerMetrics):
+        self.stage = stage
+        self.route = route
+        self.integration: HttpProxyPlan = route.integration
+        self.tracing = stage.tracing
+        self.path = path  # percent-encoded, as the access log shows it
+        self.upstream_path = self.integration.path(params)
+        self.framing = length_framing(method, 0)
+        self.idempotent = method in IDEMPOTENT
+        self.tally = worker_metrics.tally(route, method, stage.api.name, stage.name, route.key, "false")
+
+
+class PlainRequest:
+    """The request fields the access log's line reads (fastgw/accesslog.py), for a plain-lane request that
+    needed no Downstream."""
+
+    __slots__ = ("method", "path", "client", "protocol")
+
+    def __init__(self, method: str, path: str, client: str, protocol: str):
+        self.method = method
+        self.path = path
+        self.client = client
+        self.protocol = protocol
 
 
 def _has_body(head: RequestFacts | None) -> bool:

@@ -36,7 +36,7 @@ from .backpressure import ClientGone, StreamPacer, free_bytes
 from .config.model import default_workers, websocket_address
 from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
-from .pipeline import SEEN_PATH_MAX, Gateway, remember
+from .pipeline import PROTOCOLS, SEEN_PATH_MAX, Gateway, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
@@ -98,7 +98,8 @@ class RsgiDownstream:
 
     @property
     def protocol(self) -> str:
-        return "HTTP/" + self.scope.http_version  # type: ignore[no-any-return]
+        version = self.scope.http_version  # granian's RSGI says "1" for HTTP/1.0 (ASGI: "1.0")
+        return PROTOCOLS.get(version) or "HTTP/" + version
 
     async def read_body(self) -> bytes:
         return await self.proto()
@@ -252,7 +253,11 @@ class RsgiApp:
             if scope.proto == "ws":
                 return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
             return _nothing()
-        return self.gateway.handle(RsgiDownstream(scope, proto))
+        gateway = self.gateway
+        plain = gateway.plain_route(scope)
+        if plain is not None:  # a plain HTTP_PROXY route: the pipeline's plain lane
+            return gateway.handle_plain(plain, scope, proto, RsgiDownstream)
+        return gateway.handle(RsgiDownstream(scope, proto))
 
 
 async def _nothing() -> None:

@@ -49,10 +49,20 @@ class HttpProxyPlan:
             return f"{uri_query}&{query}" if query else uri_query
         return query
 
+    def path(self, params: dict[str, str]) -> str:
+        """The upstream path: the URI's path with the route's parameters."""
+        template = self.path_template
+        return template.render(params) if template is not None else self.static_path
+
     def target(self, params: dict[str, str], query: str) -> str:
         """The upstream request target: the URI's path with the route's parameters, and `query`."""
-        template = self.path_template
+        template = self.path_template  # PERF: `path` and `target_at` inline (every proxied request)
         path = template.render(params) if template is not None else self.static_path
+        query = self.query(query)
+        return f"{path}?{query}" if query else path
+
+    def target_at(self, path: str, query: str) -> str:
+        """The upstream request target for an upstream `path` (see `path`) and the request's `query`."""
         query = self.query(query)
         return f"{path}?{query}" if query else path
 
