@@ -798,9 +798,11 @@ class Gateway:
 def is_plain(stage: StagePlan, route: RoutePlan) -> bool:
     """Whether requests to `route` of `stage` need nothing of the pipeline but tracing, their usage plan and
     their HTTP_PROXY integration (the plain lane, `Gateway.handle_plain`): no canary, CORS, compression or
-    own access log format on the stage; no authorizer, validation or cache on the route."""
+    own access log format on the stage; no authorizer, validation or cache on the route. A new field of
+    RoutePlan, StagePlan or ApiPlan must be decided on here (tests/test_plain_lane.py refuses one that is
+    not): the lane never skips what it does not know."""
     api = stage.api
-    return (route.integration.__class__ is HttpProxyPlan and route.authorizer is None
+    return (route.integration.__class__ is HttpProxyPlan and route.served and route.authorizer is None
             and route.validator is None and route.cache is None and stage.canary is None
             and stage.access_format is None and api.cors is None and api.compression is None)
 
