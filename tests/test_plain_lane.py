@@ -121,11 +121,13 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes]] = [
 ]
 
 # raw requests (what httpx cannot send): a missing Host, an absolute-form target, HTTP/1.0
+# (each ends its connection with its response: the client never half-closes, which the server may take for
+# the client leaving before the answer)
 RAW: list[bytes] = [
-    b"GET /prod/items/1 HTTP/1.1\r\n\r\n",
-    b"GET http://gw.test/prod/items/2 HTTP/1.1\r\nhost: gw.test\r\n\r\n",
+    b"GET /prod/items/1 HTTP/1.1\r\nconnection: close\r\n\r\n",
+    b"GET http://gw.test/prod/items/2 HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n",
     b"GET /prod/items/3 HTTP/1.0\r\nhost: gw.test\r\n\r\n",
-    b"GET /prod/items/4 HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 3\r\n\r\nabc",
+    b"GET /prod/items/4 HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\ncontent-length: 3\r\n\r\nabc",
 ]
 
 # what differs between two runs of the same request, whichever path served it
@@ -151,7 +153,6 @@ def _upstream_request(request: Recorded) -> tuple[Any, ...]:
 def _raw_exchange(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
         out = b""
         while chunk := sock.recv(65536):
             out += chunk
