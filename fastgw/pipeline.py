@@ -130,6 +130,10 @@ class Gateway:
         self.send_idle_seconds = limits.sendIdleTimeoutMs / 1000
         self.trusted_hops = plan.server.trustedHops
         self.traced = any(stage.tracing is not None for stage in plan.stages)
+        # PERF: a plan with no plain route spares every request the lane's lookup (`plain_route`, ~1.8k
+        # instructions)
+        self.has_plain = self.plain_lane and any(is_plain(stage, route) for stage in plan.stages
+                                                 for route in stage.routes)
         self.overload.configure(plan.server.overload)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -254,9 +254,8 @@ class RsgiApp:
                 return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
             return _nothing()
         gateway = self.gateway
-        plain = gateway.plain_route(scope)
-        if plain is not None:  # a plain HTTP_PROXY route: the pipeline's plain lane
-            return gateway.handle_plain(plain, scope, proto, RsgiDownstream)
+        if gateway.has_plain and (plain := gateway.plain_route(scope)) is not None:
+            return gateway.handle_plain(plain, scope, proto, RsgiDownstream)  # a plain route: the plain lane
         return gateway.handle(RsgiDownstream(scope, proto))
 
 
