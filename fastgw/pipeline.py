@@ -42,7 +42,7 @@ from .policies.authorizers.base import Authorization, NeedsBody
 from .policies.cache.stage import CacheStage
 from .policies.usage.stage import UsageStage
 from .policies.validation import ReplayedBody
-from .upstream import UpstreamConnection, UpstreamError, exchange
+from .upstream import UpstreamConnection, UpstreamError, exchange, exchange_failed
 
 log = logging.getLogger("fastgw")
 
@@ -358,8 +358,17 @@ class Gateway:
             if usage is not None and (waiter := self.usage.check(usage, head.api_key, None)) is not None:
                 await waiter
             began = time.perf_counter()
-            conn = await exchange(integration.pool, request_head, b"", method == "HEAD", plain.idempotent,
-                                  integration.timeout)
+            # PERF: `exchange` without its coroutine frame (its retry rule is `exchange_failed`)
+            pool = integration.pool
+            conn = pool.take_idle() or await pool.connect()
+            try:
+                await conn.send(request_head, method == "HEAD", integration.timeout, 0)
+            except UpstreamError as exc:
+                conn = await exchange_failed(pool, conn, exc, request_head, method == "HEAD", plain.idempotent,
+                                             integration.timeout, 0)
+            except asyncio.CancelledError:
+                pool.discard(conn)
+                raise
             if conn.parser.complete:
                 status, sent, _ = self.relay_whole(proto.response_bytes, conn, request_id, 0, None)
             else:

@@ -342,30 +342,45 @@ async def exchange(
 
     The caller reads the body from `conn.parser` / `next_chunk` and hands the connection back with
     `pool.release`. One transparent retry on a fresh connection for idempotent requests when the
-    upstream dropped the connection without answering.
+    upstream dropped the connection without answering (`exchange_failed`).
     """
-    attempt = 0
     data = head + body if body else head
-    while True:
-        conn = (None if attempt else pool.take_idle()) or await pool.connect()
-        try:
-            await conn.send(data, head_request, timeout, 1 if body else 0)
-            return conn
-        except UpstreamError as exc:
-            pool.discard(conn)
-            if conn.pool.member is not None:
-                conn.pool.member.failed()  # passive outlier detection (fastgw/upstream_groups.py)
-            if exc.retryable and idempotent and attempt == 0:
-                # The upstream dropped the connection without answering (typically a keep-alive
-                # connection it had just closed): send once more on a new connection (for an upstream
-                # group, on the next target). Never for non-idempotent methods, which the upstream may
-                # have acted on.
-                attempt += 1
-                continue
-            raise
-        except asyncio.CancelledError:
-            pool.discard(conn)
-            raise
+    conn = pool.take_idle() or await pool.connect()
+    try:
+        await conn.send(data, head_request, timeout, 1 if body else 0)
+    except UpstreamError as exc:
+        return await exchange_failed(pool, conn, exc, data, head_request, idempotent, timeout, 1 if body else 0)
+    except asyncio.CancelledError:
+        pool.discard(conn)
+        raise
+    return conn
+
+
+async def exchange_failed(pool: UpstreamPool, conn: UpstreamConnection, exc: UpstreamError, data: bytes,
+                          head_request: bool, idempotent: bool, timeout: float, body_kind: int) -> UpstreamConnection:
+    """The first attempt of an exchange through `pool` (`data`: head and body; `body_kind` as
+    `UpstreamConnection.send`'s) failed on `conn` with `exc`: drop that connection, and send once more on
+    a new one when the upstream dropped the connection without
+    answering (typically a keep-alive connection it had just closed; for an upstream group, on the next
+    target). Never for non-idempotent methods, which the upstream may have acted on. Raises when there
+    is no second attempt or it fails too."""
+    pool.discard(conn)
+    if conn.pool.member is not None:
+        conn.pool.member.failed()  # passive outlier detection (fastgw/upstream_groups.py)
+    if not (exc.retryable and idempotent):
+        raise exc
+    conn = await pool.connect()
+    try:
+        await conn.send(data, head_request, timeout, body_kind)
+    except UpstreamError:
+        pool.discard(conn)
+        if conn.pool.member is not None:
+            conn.pool.member.failed()
+        raise
+    except asyncio.CancelledError:
+        pool.discard(conn)
+        raise
+    return conn
 
 
 async def read_whole_response(conn: UpstreamConnection, limit: int = INTEGRATION_RESPONSE_LIMIT) -> bytes:
