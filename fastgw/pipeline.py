@@ -328,17 +328,16 @@ class Gateway:
         tests/test_plain_lane.py checks that both give the same answers, upstream requests, logs and metrics."""
         started = time.perf_counter()
         method = scope.method
+        query = scope.query_string
         headers = scope.headers.items()
         try:
-            head = scan_request(method, plain.path, scope.query_string, False, headers, self.limits)
+            head = scan_request(method, plain.path, query, False, headers, self.limits)
         except RequestRejected:
             return await self.handle(adapter(scope, proto))
         if head.chunked or head.content_length > 0 or not head.host and scope.http_version == "1.1":
             return await self.handle(adapter(scope, proto))
         metrics = self.metrics
         request_id = self.ids.next()
-        integration = plain.integration
-        query = scope.query_string
         peer_address = scope.client or ""
         forward = head.forward
         trace = None
@@ -347,25 +346,25 @@ class Gateway:
             if trace is not None:
                 forward = trace.forward(forward)
         request_head = upstream_request_head(
-            method, integration.target_at(plain.upstream_path, query) if query or integration.uri_query
-            else plain.upstream_path, integration.host_header, forward, peer_address,
-            head.forwarded_for if self.trusted_hops else "", scope.scheme, head.host, plain.framing)
+            method, plain.integration.target_at(plain.upstream_path, query) if query else plain.target,
+            plain.host_header, forward, peer_address, head.forwarded_for if self.trusted_hops else "", scope.scheme,
+            head.host, plain.framing)
         down = None
         integration_latency = -1.0
         metrics.inflight += 1
         try:
-            usage = plain.route.usage  # API key -> throttle -> quota, as in handle
+            usage = plain.usage  # API key -> throttle -> quota, as in handle
             if usage is not None and (waiter := self.usage.check(usage, head.api_key, None)) is not None:
                 await waiter
             began = time.perf_counter()
             # PERF: `exchange` without its coroutine frame (its retry rule is `exchange_failed`)
-            pool = integration.pool
+            pool = plain.pool
             conn = pool.take_idle() or await pool.connect()
             try:
-                await conn.send(request_head, method == "HEAD", integration.timeout, 0)
+                await conn.send(request_head, plain.head_request, plain.timeout, 0)
             except UpstreamError as exc:
-                conn = await exchange_failed(pool, conn, exc, request_head, method == "HEAD", plain.idempotent,
-                                             integration.timeout, 0)
+                conn = await exchange_failed(pool, conn, exc, request_head, plain.head_request, plain.idempotent,
+                                             plain.timeout, 0)
             except asyncio.CancelledError:
                 pool.discard(conn)
                 raise
@@ -374,14 +373,16 @@ class Gateway:
             else:
                 down = adapter(scope, proto)
                 status, sent = await self.relay_response(down, conn, request_id)
-            integration_latency = time.perf_counter() - began
+            ended = time.perf_counter()
+            integration_latency = ended - began
         except Exception as exc:  # noqa: BLE001 - as in handle
             if down is None:
                 down = adapter(scope, proto)
             status, sent = await self.fail(down, exc, plain.stage, plain.route, head, request_id)
+            ended = time.perf_counter()
         finally:
             metrics.inflight -= 1
-        elapsed = time.perf_counter() - started
+        elapsed = ended - started
         plain.tally.record(status, elapsed, integration_latency)
         if self.access_log is not None:
             if down is None:
@@ -831,18 +832,25 @@ def _mapped(plan: Plan, path: str) -> bool:
 class PlainRoute:
     """What `handle` would find for one (method, path) of a plain route, as the plain lane keeps it."""
 
-    __slots__ = ("stage", "route", "integration", "tracing", "path", "upstream_path", "framing", "idempotent",
-                 "tally")
+    __slots__ = ("stage", "route", "integration", "tracing", "usage", "path", "upstream_path", "target", "host_header",
+                 "pool", "timeout", "framing", "head_request", "idempotent", "tally")
 
     def __init__(self, stage: StagePlan, route: RoutePlan, path: str, params: dict[str, str], method: str,
                  worker_metrics: metrics.WorkerMetrics):
         self.stage = stage
         self.route = route
-        self.integration: HttpProxyPlan = route.integration
+        integration: HttpProxyPlan = route.integration
+        self.integration = integration
         self.tracing = stage.tracing
+        self.usage = route.usage
         self.path = path  # percent-encoded, as the access log shows it
-        self.upstream_path = self.integration.path(params)
+        self.upstream_path = integration.path(params)
+        self.target = integration.target_at(self.upstream_path, "")  # the upstream target of a request without query
+        self.host_header = integration.host_header
+        self.pool = integration.pool
+        self.timeout = integration.timeout
         self.framing = length_framing(method, 0)
+        self.head_request = method == "HEAD"
         self.idempotent = method in IDEMPOTENT
         self.tally = worker_metrics.tally(route, method, stage.api.name, stage.name, route.key, "false")
 
