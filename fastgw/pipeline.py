@@ -55,8 +55,9 @@ BUFFER_BODY_BYTES = 64 * 1024
 STAGES_SEEN_MAX = 4096
 ROUTES_SEEN_MAX = 4096
 SEEN_PATH_MAX = 256
-# The plain lane's memory: (method, path as the server gave it) -> its PlainRoute, or False (not plain).
+# The plain lane's memory: path as the server gave it -> method -> its PlainRoute, or False (not plain).
 PLAIN_SEEN_MAX = 4096
+PLAIN_METHODS_MAX = 16  # methods remembered per path (clients may send any token as a method)
 PROTOCOLS = {"1.1": "HTTP/1.1", "1": "HTTP/1.0", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
@@ -101,7 +102,7 @@ class Gateway:
         self.plan = plan
         self.stages_seen: dict[Any, tuple[StagePlan, str]] = {}
         self.routes_seen: dict[tuple[StagePlan, str, str], tuple[RoutePlan, dict[str, str]]] = {}
-        self.plain_seen: dict[tuple[str, str], PlainRoute | bool] = {}
+        self.plain_seen: dict[str, dict[str, PlainRoute | bool]] = {}
         # FASTGW_PLAIN_LANE=off: every request through `handle` (to compare, or to rule the lane out)
         self.plain_lane = os.environ.get("FASTGW_PLAIN_LANE", "on") != "off"
         self.overload = OverloadGuard(plan.server.overload)  # load shedding (fastgw/overload.py)
@@ -311,10 +312,10 @@ class Gateway:
     def plain_route(self, scope: Any) -> PlainRoute | None:
         """The plain lane (RSGI; `handle_plain`) for this request, or None: `handle` serves it (another
         route, an absolute-form target or HTTP/2's :authority, load shedding)."""
-        key = (scope.method, scope.path)
-        plain = self.plain_seen.get(key)
+        methods = self.plain_seen.get(scope.path)  # PERF: no tuple key (~0.3k instructions)
+        plain = methods.get(scope.method) if methods is not None else None
         if plain is None:
-            plain = self.learn_plain(key)
+            plain = self.learn_plain(scope.method, scope.path)
         if plain is False or scope.authority is not None or self.metrics.inflight >= self.overload.limit:
             return None
         return plain  # type: ignore[return-value]
@@ -393,12 +394,11 @@ class Gateway:
         if trace is not None:
             trace.finish(plain.stage, plain.route, method, plain.path, status, elapsed, integration_latency, request_id)
 
-    def learn_plain(self, key: tuple[str, str]) -> PlainRoute | bool:
+    def learn_plain(self, method: str, server_path: str) -> PlainRoute | bool:
         """The plain lane's first request for a (method, path as the server gave it): its PlainRoute, or
         False when `handle` must serve it (the route is not plain, the path matches none or is refused,
         or an API mapping's base path covers it, so that its stage depends on the host). Remembered for
         paths up to SEEN_PATH_MAX."""
-        method, server_path = key
         found: PlainRoute | bool = False
         if self.plain_lane:
             path = encode_decoded_path(server_path)
@@ -411,7 +411,11 @@ class Gateway:
             except GatewayError:
                 pass
         if len(server_path) <= SEEN_PATH_MAX:
-            remember(self.plain_seen, key, found, PLAIN_SEEN_MAX)
+            methods = self.plain_seen.get(server_path)
+            if methods is None:
+                remember(self.plain_seen, server_path, {method: found}, PLAIN_SEEN_MAX)
+            else:
+                remember(methods, method, found, PLAIN_METHODS_MAX)
         return found
 
     async def fail(self, down: Downstream, exc: Exception, stage: StagePlan | None, route: RoutePlan | None,

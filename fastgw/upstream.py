@@ -229,7 +229,9 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                self._track(conn)
+                self.busy.add(conn)  # PERF: `_track` inline (the reaper runs while the pool has connections)
+                if self._reaper is None:
+                    self._reaper = self.loop.call_later(REAPER_TICK, self._reap)
                 return conn
         return None
 
@@ -259,25 +261,17 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after its exchange: back to the idle list if it is reusable."""
         self.busy.discard(conn)
-        parser = conn.parser
         if self.member is not None:
-            self.member.succeeded(parser.status)
-        conn.exchanging = False
+            self.member.succeeded(conn.parser.status)
         if self.stale and conn in self.stale:  # its address is no longer the name's (F-30)
             self.stale.discard(conn)
             conn.reusable = False
-        if not conn.reusable or conn.closed or not parser.keep_alive or not parser.complete or conn.error is not None:
-            if conn.request_done and not conn.early:
-                conn.close()
-            else:
-                conn.abort()  # what is left of the request must not go out
-            return
-        if conn.paused_reading and conn.transport is not None:
-            conn.paused_reading = False
-            conn.transport.resume_reading()
-        conn.deadline = 0.0
-        conn.idle_since = self.loop.time()
-        self.idle.append(conn)
+        if conn.settle(self.loop.time()):
+            self.idle.append(conn)
+        elif conn.request_done and not conn.early:
+            conn.close()
+        else:
+            conn.abort()  # what is left of the request must not go out
 
     def discard(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)

@@ -97,6 +97,21 @@ cdef class UpstreamConnection:
         """The caller wrote the last byte of a streamed request body."""
         self.request_done = True
 
+    cpdef bint settle(self, double now):
+        """The exchange is over (the pool's release): True when this connection may wait for the next one
+        in the idle list (its exchange state reset, reading resumed; `now`: the loop's time), False when it
+        must be closed (not reusable, closed, no keep-alive, a response not read to its end, an error)."""
+        cdef ResponseParser parser = self.parser
+        self.exchanging = False
+        if not self.reusable or self.closed or not parser.keep_alive or not parser.complete or self.error is not None:
+            return False
+        if self.paused_reading and self.transport is not None:
+            self.paused_reading = False
+            self.transport.resume_reading()
+        self.deadline = 0.0
+        self.idle_since = now
+        return True
+
     # -- the asyncio protocol (uvloop calls these) ---------------------------------------------
     def connection_made(self, transport):
         self.transport = transport

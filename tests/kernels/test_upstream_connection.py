@@ -373,3 +373,38 @@ def test_exchanges_on_one_connection_match_the_model(mod: Any, sequence: list) -
                 return
 
     asyncio.run(drive())
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@in_loop
+async def test_settle_keeps_only_a_connection_whose_exchange_ended_cleanly(mod: Any) -> None:
+    """`settle` (the pool's release): a complete keep-alive response leaves the connection reusable, its
+    exchange state reset and reading resumed; anything else says close it."""
+    conn, transport, _ = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(SMALL)
+    await waiter
+    conn.paused_reading = True
+    transport.paused = True
+    assert conn.settle(123.5) is True
+    assert not conn.exchanging and conn.deadline == 0.0 and conn.idle_since == 123.5
+    assert not conn.paused_reading and not transport.paused
+
+    conn, _, _ = connect(mod, buffer_bytes=16)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhel")  # streamed, not read to its end
+    await waiter
+    assert conn.settle(1.0) is False and not conn.exchanging
+
+    conn, _, _ = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+    await waiter
+    assert conn.settle(1.0) is False  # no keep-alive
+
+    conn, _, _ = connect(mod)
+    waiter = conn.send(GET, False, 5.0)
+    conn.data_received(SMALL)
+    await waiter
+    conn.reusable = False
+    assert conn.settle(1.0) is False
