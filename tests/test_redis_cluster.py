@@ -18,6 +18,7 @@ import redis
 from support.redis_cluster import RedisCluster
 from support.upstream import RecordingUpstream
 from support.waiting import wait_for
+from support.wsapi import chat_config
 from test_cache import Numbered
 from test_canary import config as canary_config
 from test_usage import ALICE, ENV, burst, cli, one, statuses, usage_today
@@ -256,23 +257,7 @@ def test_a_canary_change_on_one_node_is_served_by_every_node_within_a_second(sta
     wait_for(lambda: targets() == ["/v1/stable/1"] * 3, timeout=10)
 
 
-WS_CONFIG = """
-server:
-  iam: {credentialsFile: creds.ini, region: us-east-1}
-state: {backend: redis, cluster: true, url: "URL", seeds: [SEEDS], path: state}
-apis:
-  - name: chat
-    type: WEBSOCKET
-    routeSelectionExpression: $request.body.action
-    stages:
-      prod: {}
-    routes:
-      - route: $default
-        routeResponseSelectionExpression: $default
-        integration:
-          type: MOCK
-          responses: {$default: {responseTemplates: {$default: '$context.connectionId'}}}
-"""
+WS_CONFIG = chat_config('{backend: redis, cluster: true, url: "URL", seeds: [SEEDS], path: state}')
 
 
 def test_websocket_delivery_across_nodes_survives_a_failover_and_a_dead_node_is_gone(tmp_path, redis_cluster):

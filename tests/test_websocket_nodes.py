@@ -18,29 +18,14 @@ import websockets
 from botocore.config import Config
 from support.gateway import GatewayProcess
 from support.redis import RedisServer
+from support.wsapi import chat_config
 from websockets.exceptions import ConnectionClosed
 
 from fastgw.websocket.api import owner_of
 from fastgw.websocket.relay import TTL_SECONDS, worker_key
 
 ACCESS_KEY, SECRET_KEY = "AKIANODES00000000001", "nodes/Secret+Key00000000000000000000000"
-CONFIG = """
-server:
-  iam: {credentialsFile: creds.ini, region: us-east-1}
-state: {backend: redis, url: "REDIS"}
-apis:
-  - name: chat
-    type: WEBSOCKET
-    routeSelectionExpression: $request.body.action
-    stages:
-      prod: {}
-    routes:
-      - route: $default
-        routeResponseSelectionExpression: $default
-        integration:
-          type: MOCK
-          responses: {$default: {responseTemplates: {$default: '$context.connectionId'}}}
-"""
+CONFIG = chat_config('{backend: redis, url: "REDIS"}')
 
 
 @pytest.fixture
