@@ -24,7 +24,7 @@ COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY src_ext ./src_ext
 COPY fastgw ./fastgw
 RUN /opt/fastgw/bin/pip install --no-cache-dir . \
-    && cd / && /opt/fastgw/bin/python -c "import fastgw._core, fastgw.vtl._render" \
+    && cd / && /opt/fastgw/bin/python -c "import fastgw._core, fastgw.vtl._render, fastgw._lane" \
     && find /opt/fastgw -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${BASE}

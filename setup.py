@@ -1,4 +1,5 @@
-"""Build the Cython core (src_ext/_core.pyx -> fastgw._core) and the VTL renderer (fastgw.vtl._render).
+"""Build the Cython core (src_ext/_core.pyx -> fastgw._core), the VTL renderer (fastgw.vtl._render) and the
+plain lane (fastgw._lane).
 
 FASTGW_NO_EXTENSIONS=1 builds a pure-Python package (the twins in fastgw/_py are used);
 FASTGW_CYTHON_ANNOTATE=1 writes the Cython HTML annotation next to the sources.
@@ -22,6 +23,15 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
     ext_modules += cythonize(
         [Extension("fastgw.vtl._render", ["fastgw/vtl/render.py"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "binding": False, "annotation_typing": False},
+        build_dir="build/cython",
+        annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
+    )
+
+    # The plain lane (issue 18): one source, fastgw/lane.py, compiled the same way (fastgw/_lane.pxd); its
+    # annotations type the lane's PlainRoute, so that its fields are read without a lookup.
+    ext_modules += cythonize(
+        [Extension("fastgw._lane", ["fastgw/lane.py"], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": "3", "binding": False},
         build_dir="build/cython",
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )

@@ -1,8 +1,9 @@
 """Kernel chooser: every compiled module of fastgw, or its pure-Python twin.
 
 This is the only place that decides between a compiled module and its twin: the core kernels
-(fastgw._core, twins in fastgw._py) here, and the VTL renderer (fastgw.vtl._render, twin
-fastgw/vtl/render.py) through `compiled()` from fastgw/vtl. Everything else imports kernels from
+(fastgw._core, twins in fastgw._py) here, the VTL renderer (fastgw.vtl._render, twin
+fastgw/vtl/render.py) through `compiled()` from fastgw/vtl, and the plain lane (fastgw._lane, twin
+fastgw/lane.py) through `compiled()` from fastgw/pipeline.py. Everything else imports kernels from
 here. FASTGW_NO_EXTENSIONS=<anything non-empty> selects the twins. Without it the compiled modules
 are used, falling back to the twins when they were not built. `KERNELS` records each choice ("c" or
 "py"), `IMPL` is the core's and `impl()` all of them ("mixed" when they differ), so that a silently

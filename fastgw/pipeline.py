@@ -18,10 +18,12 @@ import os
 import time
 from collections.abc import Awaitable
 from random import random
+from types import ModuleType
 from typing import Any, Protocol
 
+from . import lane as py_lane
 from . import metrics, tracing
-from ._accel import RequestFacts, RequestIds, RequestRejected, peer_host, scan_request, upstream_request_head
+from ._accel import RequestFacts, RequestIds, RequestRejected, compiled, scan_request, upstream_request_head
 from .accesslog import AccessLog
 from .config.model import default_workers
 from .errors import (
@@ -36,13 +38,17 @@ from .errors import (
 from .httpsyntax import encode_decoded_path, host_name, normalize_path
 from .integrations import RUNS, target_of
 from .integrations.target import IDEMPOTENT, HttpProxyPlan, length_framing
+from .lane import PlainRoute
 from .overload import OverloadGuard
 from .plan import Plan, RoutePlan, StagePlan
 from .policies.authorizers.base import Authorization, NeedsBody
 from .policies.cache.stage import CacheStage
 from .policies.usage.stage import UsageStage
 from .policies.validation import ReplayedBody
-from .upstream import UpstreamConnection, UpstreamError, exchange, exchange_failed
+from .upstream import UpstreamConnection, UpstreamError, exchange
+
+# The plain lane (fastgw/lane.py): compiled by Cython as fastgw._lane, or the same file as Python.
+lane: ModuleType = compiled("fastgw._lane") or py_lane
 
 log = logging.getLogger("fastgw")
 
@@ -58,7 +64,6 @@ SEEN_PATH_MAX = 256
 # The plain lane's memory: path as the server gave it -> method -> its PlainRoute, or False (not plain).
 PLAIN_SEEN_MAX = 4096
 PLAIN_METHODS_MAX = 16  # methods remembered per path (clients may send any token as a method)
-PROTOCOLS = {"1.1": "HTTP/1.1", "1": "HTTP/1.0", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
 def remember(memo: dict[Any, Any], key: Any, value: Any, max_entries: int) -> None:
@@ -309,98 +314,6 @@ class Gateway:
         if trace is not None:
             trace.finish(stage, route, down.method, down.path, status, elapsed, integration_latency, request_id)
 
-    def plain_route(self, scope: Any) -> PlainRoute | None:
-        """The plain lane (RSGI; `handle_plain`) for this request, or None: `handle` serves it (another
-        route, an absolute-form target or HTTP/2's :authority, load shedding)."""
-        methods = self.plain_seen.get(scope.path)  # PERF: no tuple key (~0.3k instructions)
-        plain = methods.get(scope.method) if methods is not None else None
-        if plain is None:
-            plain = self.learn_plain(scope.method, scope.path)
-        if plain is False or scope.authority is not None or self.metrics.inflight >= self.overload.limit:
-            return None
-        return plain  # type: ignore[return-value]
-
-    async def handle_plain(self, plain: PlainRoute, scope: Any, proto: Any, adapter: Any) -> None:
-        """`handle` for a request without a body to a route that needs nothing of the pipeline but its usage
-        plan and its HTTP_PROXY integration (`is_plain`), in one frame: what `handle` would find for its method and path
-        is remembered (`PlainRoute`), and it makes no Downstream object unless the response is streamed or
-        fails. A request with a body or a refused head goes to `handle` from its start (nothing was done
-        yet). `adapter`: the server's Downstream for `scope` and `proto` (fastgw/server.py RsgiDownstream).
-        tests/test_plain_lane.py checks that both give the same answers, upstream requests, logs and metrics."""
-        started = time.perf_counter()
-        method = scope.method
-        query = scope.query_string
-        headers = scope.headers.items()
-        try:
-            head = scan_request(method, plain.path, query, False, headers, self.limits)
-        except RequestRejected:
-            return await self.handle(adapter(scope, proto))
-        if head.chunked or head.content_length > 0 or not head.host and scope.http_version == "1.1":
-            return await self.handle(adapter(scope, proto))
-        metrics = self.metrics
-        request_id = self.ids.next()
-        peer_address = scope.client or ""
-        forward = head.forward
-        trace = None
-        if plain.tracing is not None:  # as in handle and request_head
-            trace = plain.tracing.start(headers, started)
-            if trace is not None:
-                forward = trace.forward(forward)
-        request_head = upstream_request_head(
-            method, plain.integration.target_at(plain.upstream_path, query) if query else plain.target,
-            plain.host_header, forward, peer_address, head.forwarded_for if self.trusted_hops else "", scope.scheme,
-            head.host, plain.framing)
-        down = None
-        integration_latency = -1.0
-        metrics.inflight += 1
-        try:
-            usage = plain.usage  # API key -> throttle -> quota, as in handle
-            if usage is not None and (waiter := self.usage.check(usage, head.api_key, None)) is not None:
-                await waiter
-            began = time.perf_counter()
-            # PERF: `exchange` without its coroutine frame (its retry rule is `exchange_failed`)
-            pool = plain.pool
-            conn = pool.take_idle() or await pool.connect()
-            try:
-                await conn.send(request_head, plain.head_request, plain.timeout, 0)
-            except UpstreamError as exc:
-                conn = await exchange_failed(pool, conn, exc, request_head, plain.head_request, plain.idempotent,
-                                             plain.timeout, 0)
-            except asyncio.CancelledError:
-                pool.discard(conn)
-                raise
-            parser = conn.parser
-            if parser.complete:  # PERF: relay_whole inline (the lane has no cache fill and keeps the status)
-                status = parser.status
-                headers = parser.headers
-                headers.append(("x-amzn-requestid", request_id))
-                body = parser.take_body()
-                conn.pool.release(conn)
-                sent = len(body)
-                proto.response_bytes(status, headers, body)
-            else:
-                down = adapter(scope, proto)
-                status, sent = await self.relay_response(down, conn, request_id)
-            ended = time.perf_counter()
-            integration_latency = ended - began
-        except Exception as exc:  # noqa: BLE001 - as in handle
-            if down is None:
-                down = adapter(scope, proto)
-            status, sent = await self.fail(down, exc, plain.stage, plain.route, head, request_id)
-            ended = time.perf_counter()
-        finally:
-            metrics.inflight -= 1
-        elapsed = ended - started
-        plain.tally.record(status, elapsed, integration_latency)
-        if self.access_log is not None:
-            if down is None:
-                down = PlainRequest(method, plain.path, peer_host(peer_address),
-                                    PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version)
-            self.access_log.write(request_id, down, plain.stage, plain.route, status, sent, elapsed,
-                                  integration_latency)
-        if trace is not None:
-            trace.finish(plain.stage, plain.route, method, plain.path, status, elapsed, integration_latency, request_id)
-
     def learn_plain(self, method: str, server_path: str) -> PlainRoute | bool:
         """The plain lane's first request for a (method, path as the server gave it): its PlainRoute, or
         False when `handle` must serve it (the route is not plain, the path matches none or is refused,
@@ -414,7 +327,7 @@ class Gateway:
                     stage, route_path = self.select_stage("", path)
                     route, params = self.match(stage, method, route_path)
                     if is_plain(stage, route):
-                        found = PlainRoute(stage, route, path, params, method, self.metrics)
+                        found = lane.PlainRoute(stage, route, path, params, method, self)
             except GatewayError:
                 pass
         if len(server_path) <= SEEN_PATH_MAX:
@@ -838,45 +751,6 @@ def _mapped(plan: Plan, path: str) -> bool:
         return False
     normalized = normalize_path(path, "PASS")
     return any(_strip_base(normalized, base) is not None for entries in plan.mappings.values() for base, _ in entries)
-
-
-class PlainRoute:
-    """What `handle` would find for one (method, path) of a plain route, as the plain lane keeps it."""
-
-    __slots__ = ("stage", "route", "integration", "tracing", "usage", "path", "upstream_path", "target", "host_header",
-                 "pool", "timeout", "framing", "head_request", "idempotent", "tally")
-
-    def __init__(self, stage: StagePlan, route: RoutePlan, path: str, params: dict[str, str], method: str,
-                 worker_metrics: metrics.WorkerMetrics):
-        self.stage = stage
-        self.route = route
-        integration: HttpProxyPlan = route.integration
-        self.integration = integration
-        self.tracing = stage.tracing
-        self.usage = route.usage
-        self.path = path  # percent-encoded, as the access log shows it
-        self.upstream_path = integration.path(params)
-        self.target = integration.target_at(self.upstream_path, "")  # the upstream target of a request without query
-        self.host_header = integration.host_header
-        self.pool = integration.pool
-        self.timeout = integration.timeout
-        self.framing = length_framing(method, 0)
-        self.head_request = method == "HEAD"
-        self.idempotent = method in IDEMPOTENT
-        self.tally = worker_metrics.tally(route, method, stage.api.name, stage.name, route.key, "false")
-
-
-class PlainRequest:
-    """The request fields the access log's line reads (fastgw/accesslog.py), for a plain-lane request that
-    needed no Downstream."""
-
-    __slots__ = ("method", "path", "client", "protocol")
-
-    def __init__(self, method: str, path: str, client: str, protocol: str):
-        self.method = method
-        self.path = path
-        self.client = client
-        self.protocol = protocol
 
 
 def _has_body(head: RequestFacts | None) -> bool:

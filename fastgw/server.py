@@ -36,7 +36,8 @@ from .backpressure import ClientGone, StreamPacer, free_bytes
 from .config.model import default_workers, websocket_address
 from .errors import DEFAULT_RESPONSES, ClientDisconnected, GatewayError
 from .httpsyntax import encode_decoded_path
-from .pipeline import PROTOCOLS, SEEN_PATH_MAX, Gateway, remember
+from .lane import PROTOCOLS
+from .pipeline import SEEN_PATH_MAX, Gateway, lane, remember
 from .plan import Plan
 from .policies.cache.stage import shared_area
 from .policies.usage.persist import start_main_state, stop_main_state
@@ -254,8 +255,8 @@ class RsgiApp:
                 return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
             return _nothing()
         gateway = self.gateway
-        if gateway.has_plain and (plain := gateway.plain_route(scope)) is not None:
-            return gateway.handle_plain(plain, scope, proto, RsgiDownstream)  # a plain route: the plain lane
+        if gateway.has_plain and (plain := lane.plain_route(gateway, scope)) is not None:
+            return lane.serve(gateway, plain, scope, proto, RsgiDownstream)  # a plain route: the plain lane
         return gateway.handle(RsgiDownstream(scope, proto))
 
 

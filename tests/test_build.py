@@ -121,6 +121,18 @@ def test_vtl_renderer_matches_the_environment() -> None:
         assert vtl.runtime.__name__ == "fastgw.vtl._render"
 
 
+def test_plain_lane_matches_the_environment() -> None:
+    """The plain lane runs compiled (fastgw._lane, from fastgw/lane.py) unless FASTGW_NO_EXTENSIONS asks for Python."""
+    from fastgw import pipeline
+
+    if NO_EXTENSIONS:
+        assert pipeline.lane.__name__ == "fastgw.lane"
+    else:
+        assert pipeline.lane.__name__ == "fastgw._lane", (
+            "fastgw._lane is missing or failed to import; build it with: python setup.py build_ext --inplace")
+        assert pipeline.lane.PlainRoute.__dict__.get("__dict__") is None  # an extension type (fastgw/_lane.pxd)
+
+
 @needs_core
 def test_compiled_vtl_renderer() -> None:
     from fastgw.vtl import UTIL, Input, _render
@@ -135,10 +147,11 @@ def test_compiled_vtl_renderer() -> None:
 
 
 def test_one_chooser_knows_every_compiled_module() -> None:
-    """fastgw/_accel.py chooses every compiled module (the core and the VTL renderer) the same way, so
-    the build_info metric cannot say "c" while one of them runs its pure-Python twin."""
+    """fastgw/_accel.py chooses every compiled module (the core, the VTL renderer and the plain lane) the
+    same way, so the build_info metric cannot say "c" while one of them runs its pure-Python twin."""
+    import fastgw.pipeline  # noqa: F401 - registers the plain lane's choice
     import fastgw.vtl  # noqa: F401 - registers the renderer's choice
 
-    assert set(accel.KERNELS) == {"fastgw._core", "fastgw.vtl._render"}
+    assert set(accel.KERNELS) == {"fastgw._core", "fastgw.vtl._render", "fastgw._lane"}
     assert set(accel.KERNELS.values()) == {"py" if NO_EXTENSIONS else "c"}
     assert accel.impl() == ("py" if NO_EXTENSIONS else "c")

@@ -1,4 +1,4 @@
-"""The plain lane (fastgw/pipeline.py `Gateway.handle_plain`, issue 18) against the general path.
+"""The plain lane (fastgw/lane.py, issue 18) against the general path (fastgw/pipeline.py `Gateway.handle`).
 
 Two gateways run the same config against two identical recording upstreams: one as users run it, one with
 `FASTGW_PLAIN_LANE=off` (every request through `Gateway.handle`). The same requests go to both, one at a time,
@@ -27,7 +27,8 @@ from support.gateway import GatewayProcess
 from support.upstream import Action, Recorded, RecordingUpstream
 from support.waiting import scrape, wait_for
 
-from fastgw.pipeline import Gateway, PlainRoute
+from fastgw import lane as py_lane
+from fastgw.pipeline import Gateway, lane
 from fastgw.plan import ApiPlan, RoutePlan, StagePlan
 from fastgw.runtime import compile_file
 
@@ -264,11 +265,13 @@ def test_which_requests_take_the_plain_lane(tmp_path: Path, method: str, path: s
     config.write_text(CONFIG.format(upstream="127.0.0.1:9", key=KEY))
     gateway = Gateway(compile_file(str(config), {}), None)
     scope = SimpleNamespace(method=method, path=path, authority=None)
-    found = gateway.plain_route(scope)
-    assert (found.__class__ is PlainRoute) is plain
-    assert gateway.plain_route(scope) is found  # remembered
+    found = lane.plain_route(gateway, scope)
+    assert (found.__class__ is lane.PlainRoute) is plain
+    assert lane.plain_route(gateway, scope) is found  # remembered
+    assert py_lane.plain_route(gateway, scope) is found  # the lane as Python (FASTGW_NO_EXTENSIONS) finds the same
     absolute = SimpleNamespace(method=method, path=path, authority="gw.test")
-    assert gateway.plain_route(absolute) is None  # an absolute-form target (or HTTP/2): handle
+    assert lane.plain_route(gateway, absolute) is None  # an absolute-form target (or HTTP/2): handle
+    assert py_lane.plain_route(gateway, absolute) is None
 
 
 def test_the_switch_turns_the_lane_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,7 +279,7 @@ def test_the_switch_turns_the_lane_off(tmp_path: Path, monkeypatch: pytest.Monke
     config = tmp_path / "gateway.yaml"
     config.write_text(CONFIG.format(upstream="127.0.0.1:9", key=KEY))
     gateway = Gateway(compile_file(str(config), {}), None)
-    assert gateway.plain_route(SimpleNamespace(method="GET", path="/prod/items/42", authority=None)) is None
+    assert lane.plain_route(gateway, SimpleNamespace(method="GET", path="/prod/items/42", authority=None)) is None
 
 
 # Every field of the plans the pipeline reads, and what the plain lane does with it. A new field (a new

@@ -1,0 +1,11 @@
+# Cython declarations that turn lane.py's classes into extension types when setup.py builds it as
+# fastgw._lane (an "augmenting" .pxd: Cython finds it by the module's name). lane.py itself stays plain
+# Python; this file is read by Cython only.
+
+cdef class PlainRoute:
+    cdef public object stage, route, integration, tracing, usage, method, path, upstream_path, target, host_header
+    cdef public object pool, timeout, framing, tally, worker_metrics, overload, ids, limits, usage_stage, access_log
+    cdef public bint head_request, idempotent, trusted_hops
+
+cdef class PlainRequest:
+    cdef public object method, path, client, protocol
