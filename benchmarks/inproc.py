@@ -158,9 +158,10 @@ async def drive(scenario: str, n: int, upstream_port: int | None) -> None:
             app = RsgiApp(gateway)
             app.__rsgi_init__(loop)
             proto = _Proto()
+            callback = app.__rsgi__  # read once, as granian does (granian/rsgi.py _callbacks_from_target)
 
             def one() -> Any:
-                return app.__rsgi__(scope, proto)
+                return callback(scope, proto)
         else:
             asgi = AsgiApp(gateway)
             gateway.start(loop)

@@ -9,3 +9,8 @@ cdef class PlainRoute:
 
 cdef class PlainRequest:
     cdef public object method, path, client, protocol
+
+cdef class RsgiEntry:
+    cdef object gateway, general, adapter
+
+cpdef object plain_route(object gateway, object scope)

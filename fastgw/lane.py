@@ -1,6 +1,7 @@
 """The plain lane (issue 18): `Gateway.handle` for the requests that need nothing of the pipeline but their
 usage plan, tracing and HTTP_PROXY integration, in one frame.
 
+    RsgiEntry(gateway, ...)       granian's RSGI callback: plain requests here, the others to the server's
     plain_route(gateway, scope)   the request's PlainRoute, or None: `Gateway.handle` serves it
     serve(gateway, plain, ...)    the request, served as `handle` would serve it
 
@@ -82,6 +83,27 @@ class PlainRequest:
         self.path = path
         self.client = client
         self.protocol = protocol
+
+
+class RsgiEntry:
+    """granian's RSGI callback (fastgw/server.py RsgiApp): a request to a plain route goes to `serve`, any other
+    request (and WebSocket upgrades) to `general(scope, proto)`, the server's own. PERF: granian calls this
+    object itself, so that a plain request runs no Python frame before the lane's (compiled) one."""
+
+    __slots__ = ("gateway", "general", "adapter")
+
+    def __init__(self, gateway: Any, general: Any, adapter: Any):
+        self.gateway = gateway
+        self.general = general
+        self.adapter = adapter  # the server's Downstream for (scope, proto), for what the lane hands on
+
+    def __call__(self, scope: Any, proto: Any) -> Any:
+        gateway = self.gateway
+        if gateway.has_plain and scope.proto == "http":
+            plain = plain_route(gateway, scope)
+            if plain is not None:
+                return serve(gateway, plain, scope, proto, self.adapter)
+        return self.general(scope, proto)
 
 
 def plain_route(gateway: Any, scope: Any) -> PlainRoute | None:

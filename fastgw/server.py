@@ -241,6 +241,9 @@ class AsgiDownstream:
 class RsgiApp:
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
+        # granian's callback (it reads `__rsgi__` once): requests to plain routes go to the plain lane,
+        # the others to `general` (fastgw/lane.py RsgiEntry)
+        self.__rsgi__ = lane.RsgiEntry(gateway, self.general, RsgiDownstream)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway.start(loop)
@@ -248,16 +251,14 @@ class RsgiApp:
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway.stop()
 
-    def __rsgi__(self, scope: Any, proto: Any) -> Awaitable[None]:
+    def general(self, scope: Any, proto: Any) -> Awaitable[None]:
+        """Every RSGI request the plain lane does not take."""
         # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
         if scope.proto != "http":
             if scope.proto == "ws":
                 return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
             return _nothing()
-        gateway = self.gateway
-        if gateway.has_plain and (plain := lane.plain_route(gateway, scope)) is not None:
-            return lane.serve(gateway, plain, scope, proto, RsgiDownstream)  # a plain route: the plain lane
-        return gateway.handle(RsgiDownstream(scope, proto))
+        return self.gateway.handle(RsgiDownstream(scope, proto))
 
 
 async def _nothing() -> None:
