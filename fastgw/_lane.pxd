@@ -11,6 +11,6 @@ cdef class PlainRequest:
     cdef public object method, path, client, protocol
 
 cdef class RsgiEntry:
-    cdef object gateway, general, adapter
+    cdef object gateway, other, adapter
 
 cpdef object plain_route(object gateway, object scope)

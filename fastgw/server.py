@@ -241,9 +241,9 @@ class AsgiDownstream:
 class RsgiApp:
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
-        # granian's callback (it reads `__rsgi__` once): requests to plain routes go to the plain lane,
-        # the others to `general` (fastgw/lane.py RsgiEntry)
-        self.__rsgi__ = lane.RsgiEntry(gateway, self.general, RsgiDownstream)
+        # granian's callback (it reads `__rsgi__` once): HTTP requests to the plain lane or the pipeline,
+        # WebSocket upgrades to `upgrade` (fastgw/lane.py RsgiEntry)
+        self.__rsgi__ = lane.RsgiEntry(gateway, self.upgrade, RsgiDownstream)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway.start(loop)
@@ -251,14 +251,11 @@ class RsgiApp:
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway.stop()
 
-    def general(self, scope: Any, proto: Any) -> Awaitable[None]:
-        """Every RSGI request the plain lane does not take."""
-        # PERF: hands granian the pipeline's coroutine itself (one coroutine frame less per request)
-        if scope.proto != "http":
-            if scope.proto == "ws":
-                return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
-            return _nothing()
-        return self.gateway.handle(RsgiDownstream(scope, proto))
+    def upgrade(self, scope: Any, proto: Any) -> Awaitable[None]:
+        """An RSGI call that is not an HTTP request: a WebSocket upgrade (anything else is ignored)."""
+        if scope.proto == "ws":
+            return serve_websocket(self.gateway, RsgiDownstream(scope, proto), RsgiChannel(proto))
+        return _nothing()
 
 
 async def _nothing() -> None:
