@@ -17,11 +17,12 @@ fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 # The pure-Python build end to end (FASTGW_NO_EXTENSIONS=1: every gateway these tests start runs
 # the twins): a representative part of the suite, ~1.5 min, that crosses every kernel (router,
-# template, request scan, upstream connection and parser, limiter and slot table, cache, tally, VTL).
+# template, request scan, upstream connection and parser, limiter and slot table, cache, tally, VTL, and the
+# plain lane as Python, fastgw/lane.py).
 # Usage tests with one worker only: the twins are not atomic across workers (README says so).
 if [ $# -eq 0 ]; then
   FASTGW_NO_EXTENSIONS=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
-    tests/test_build.py tests/test_proxy.py tests/test_mapping_templates.py tests/test_faults.py \
+    tests/test_build.py tests/test_proxy.py tests/test_mapping_templates.py tests/test_faults.py tests/test_plain_lane.py \
     "tests/test_usage.py::test_missing_wrong_disabled_and_other_plan_keys_are_403" \
     "tests/test_usage.py::test_quota_is_exact_and_survives_a_restart" \
     "tests/test_cache.py::test_repeated_gets_miss_then_hit_until_the_ttl_and_metrics_agree_with_the_upstream" \
