@@ -2,9 +2,13 @@
 # fastgw._lane (an "augmenting" .pxd: Cython finds it by the module's name). lane.py itself stays plain
 # Python; this file is read by Cython only.
 
+from fastgw._core cimport RequestFacts, RequestIds, ResponseParser, Tally, UpstreamConnection
+
 cdef class PlainRoute:
     cdef public object stage, route, integration, tracing, usage, method, path, upstream_path, target, host_header
-    cdef public object pool, timeout, framing, tally, worker_metrics, overload, ids, limits, usage_stage, access_log
+    cdef public object pool, timeout, framing, worker_metrics, overload, limits, usage_stage, access_log
+    cdef public Tally tally
+    cdef public RequestIds ids
     cdef public bint head_request, idempotent, trusted_hops
 
 cdef class PlainRequest:

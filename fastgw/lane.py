@@ -137,7 +137,8 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
     query = scope.query_string
     headers = scope.headers.items()
     try:
-        head = scan_request(method, plain.path, query, False, headers, plain.limits)
+        # (the annotations naming kernel classes are C types of the compiled lane: fastgw/_lane.pxd cimports them)
+        head: RequestFacts = scan_request(method, plain.path, query, False, headers, plain.limits)  # noqa: F821
     except RequestRejected:
         return await gateway.handle(adapter(scope, proto))
     if head.chunked or head.content_length > 0 or not head.host and scope.http_version == "1.1":
@@ -165,7 +166,7 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
         began = perf_counter()
         # PERF: `exchange` without its coroutine frame (its retry rule is `exchange_failed`)
         pool = plain.pool
-        conn = pool.take_idle() or await pool.connect()
+        conn: UpstreamConnection = pool.take_idle() or await pool.connect()  # noqa: F821
         try:
             await conn.send(request_head, plain.head_request, plain.timeout, 0)
         except UpstreamError as exc:
@@ -174,13 +175,13 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
         except asyncio.CancelledError:
             pool.discard(conn)
             raise
-        parser = conn.parser
+        parser: ResponseParser = conn.parser  # noqa: F821
         if parser.complete:  # PERF: relay_whole inline (the lane has no cache fill and keeps the status)
             status = parser.status
             headers = parser.headers
             headers.append(("x-amzn-requestid", request_id))
             body = parser.take_body()
-            conn.pool.release(conn)
+            pool.release(conn)
             sent = len(body)
             proto.response_bytes(status, headers, body)
         else:

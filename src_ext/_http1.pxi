@@ -133,26 +133,7 @@ cdef inline const char* _trim(const char* p, const char* end, const char** out_e
 @cython.final
 cdef class ResponseParser:
     """Incremental HTTP/1.1 response parser: feed() the bytes of a read, get the state back."""
-
-    cdef readonly int status
-    cdef readonly list headers
-    cdef readonly bint keep_alive
-    cdef readonly Py_ssize_t buffered
-    cdef readonly bint complete
-    cdef readonly long long content_length  # the response's Content-Length; -1: none (chunked, close)
-    # A fault that does not make the response invalid but rules out reusing the connection (None if
-    # none): "after_response" (bytes after the end of the message), "body_not_allowed" (a 204 that
-    # announces a body, a 304 with Transfer-Encoding). keep_alive is False then.
-    cdef readonly object fault
-    cdef list chunks
-    cdef bytes pending        # unparsed bytes (a partial head, chunk-size line, ...)
-    cdef int state
-    cdef long long remaining  # body bytes still expected (length or current chunk)
-    cdef bint head_request
-    cdef bint nominated       # Connection named other fields: filter them after the head
-    cdef list connection_tokens
-    cdef Py_ssize_t max_header_bytes
-    cdef Py_ssize_t max_header_count
+    # its fields and methods: fastgw/_core.pxd
 
     def __cinit__(self, Py_ssize_t max_header_bytes=61440, Py_ssize_t max_header_count=100):
         self.max_header_bytes = max_header_bytes
@@ -263,7 +244,7 @@ cdef class ResponseParser:
             else:
                 return MESSAGE_DONE
 
-    cdef inline void _finish(self, Py_ssize_t pos, Py_ssize_t n):
+    cdef void _finish(self, Py_ssize_t pos, Py_ssize_t n):
         self.state = ST_DONE
         self.complete = True
         if pos < n:
@@ -271,14 +252,14 @@ cdef class ResponseParser:
             if self.fault is None:
                 self.fault = "after_response"
 
-    cdef inline void _append(self, bytes buf, Py_ssize_t start, Py_ssize_t length):
+    cdef void _append(self, bytes buf, Py_ssize_t start, Py_ssize_t length):
         if start == 0 and length == PyBytes_GET_SIZE(buf):
             self.chunks.append(buf)
         else:
             self.chunks.append(PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + start, length))
         self.buffered += length
 
-    cdef inline Py_ssize_t _take(self, bytes buf, Py_ssize_t pos, Py_ssize_t n):
+    cdef Py_ssize_t _take(self, bytes buf, Py_ssize_t pos, Py_ssize_t n):
         cdef Py_ssize_t avail = n - pos
         cdef Py_ssize_t length = <Py_ssize_t>self.remaining if self.remaining < avail else avail
         if length > 0:

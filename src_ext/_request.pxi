@@ -86,16 +86,8 @@ cdef int _classify(const char* n, Py_ssize_t k):
     return F_FORWARD
 
 
-@cython.final
-cdef class RequestFacts:
-    cdef readonly str host
-    cdef readonly long long content_length   # -1: none
-    cdef readonly bint chunked
-    cdef readonly bint expect_continue
-    cdef readonly bytes forward              # b"name: value\r\n" for each forwardable field
-    cdef readonly str forwarded_for          # the client's X-Forwarded-For ("" if none)
-    cdef readonly bint cache_fields          # Authorization, Cache-Control or the cache token is present
-    cdef readonly str api_key                # the X-API-Key field ("" if none)
+cdef class RequestFacts:  # its fields: fastgw/_core.pxd
+    pass
 
 
 cdef _check_transfer_encoding(str value, bint already_chunked):
@@ -402,8 +394,7 @@ cdef class RequestIds:
     """AWS-shaped request ids (the UUID layout) without a uuid4 per request: a prefix of 24
     characters chosen once per worker ("xxxxxxxx-xxxx-xxxx-xxxx-"), then a counter as 12 hex digits.
     Mirrors fastgw/_py/request.py RequestIds."""
-    cdef char text[36]
-    cdef unsigned long long counter
+    # its fields: fastgw/_core.pxd
 
     def __init__(self, str prefix):
         cdef Py_ssize_t size

@@ -6,22 +6,12 @@
 # instructions per request.
 
 cdef enum:
-    MAX_BUCKETS = 32
-    FIRST_STATUS = 100
-    STATUS_SLOTS = 500   # 100..599
+    FIRST_STATUS = 100  # MAX_BUCKETS and STATUS_SLOTS (100..599): fastgw/_core.pxd
 
 
 @cython.final
 cdef class Tally:
-    cdef readonly tuple labels
-    cdef double bounds[MAX_BUCKETS]
-    cdef int nbounds
-    cdef long long durations[MAX_BUCKETS + 1]   # per bucket (not cumulative); the last is +Inf
-    cdef long long integrations[MAX_BUCKETS + 1]
-    cdef double duration_sum
-    cdef double integration_sum
-    cdef long long integration_count
-    cdef long long statuses[STATUS_SLOTS]
+    # its fields: fastgw/_core.pxd
 
     def __init__(self, tuple labels, tuple bounds):
         cdef Py_ssize_t i
@@ -44,7 +34,7 @@ cdef class Tally:
         for i in range(STATUS_SLOTS):
             self.statuses[i] = 0
 
-    cdef inline int _bucket(self, double value):
+    cdef int _bucket(self, double value):
         # le semantics: the first bucket whose bound is >= value (bisect_left)
         cdef int i
         for i in range(self.nbounds):

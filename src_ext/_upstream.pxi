@@ -21,34 +21,11 @@ class UpstreamError(Exception):
 @cython.final
 cdef class UpstreamConnection:
     """One keep-alive connection; one exchange at a time (see fastgw/_py/upstream.py)."""
-
-    cdef public object pool
-    cdef public object transport
-    cdef public ResponseParser parser
-    cdef public bint closed
-    cdef public object waiter          # resolved when the response (or its head) is in
-    cdef public object body_waiter     # resolved when more body (or the end) is in
-    cdef public object drain_waiter
-    cdef public object error
-    cdef public double deadline
-    cdef public double idle_since
-    cdef public bint paused_reading
-    cdef public bint write_paused
-    cdef public bint got_bytes
-    # Connection safety (issue 22): a connection is reused only when both sides provably ended at a
-    # message boundary. `exchanging`: between send() and the pool's release (bytes outside an exchange
-    # answer nothing the gateway sent); `request_done`: the whole request was handed to the
-    # transport; `request_body`: the request has a body; `early`: the response head came before the
-    # request was all written (the upstream did not wait for it); `reusable`: nothing ruled reuse out.
-    cdef public bint exchanging
-    cdef public bint request_done
-    cdef public bint request_body
-    cdef public bint head_seen
-    cdef public bint early
-    cdef public bint reusable
-    cdef public Py_ssize_t buffer_response_bytes
-    cdef public Py_ssize_t body_high_water
-    cdef public double body_idle_seconds
+    # its fields (fastgw/_core.pxd). Connection safety (issue 22): a connection is reused only when both sides
+    # provably ended at a message boundary. `exchanging`: between send() and the pool's release (bytes outside
+    # an exchange answer nothing the gateway sent); `request_done`: the whole request was handed to the
+    # transport; `request_body`: the request has a body; `early`: the response head came before the request
+    # was all written (the upstream did not wait for it); `reusable`: nothing ruled reuse out.
 
     def __init__(self, pool):
         self.pool = pool
