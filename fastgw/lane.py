@@ -181,7 +181,7 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
             headers = parser.headers
             headers.append(("x-amzn-requestid", request_id))
             body = parser.take_body()
-            pool.release(conn)
+            conn.pool.release(conn)  # its own pool (`pool` may be an upstream group: fastgw/upstream_groups.py)
             sent = len(body)
             proto.response_bytes(status, headers, body)
         else:

@@ -56,6 +56,10 @@ apis:
       - route: GET /keyed
         apiKeyRequired: true
         integration: {{type: HTTP_PROXY, uri: "http://{upstream}/keyed"}}
+      - route: GET /grouped/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://backends/items/{{id}}"}}
+upstreamGroups:
+  backends: {{targets: ["{upstream}"]}}
 usagePlans:
   - name: basic
     apiStages: [{{api: shop, stage: prod, throttle: {{"GET /keyed": {{rateLimit: 1, burstLimit: 2}}}}}}]
@@ -103,6 +107,8 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes]] = [
     ("GET", "/prod/any/close", {}, b""),
     ("GET", "/prod/any/slow", {}, b""),
     ("GET", "/prod/any/reset", {}, b""),
+    ("GET", "/prod/grouped/3", {}, b""),  # an upstream group: its connection goes back to its target's pool
+    ("GET", "/prod/grouped/3", {}, b""),
     ("GET", "/prod/nothing", {}, b""),
     ("POST", "/prod/items/1", {}, b""),
     ("GET", "/nostage/items/1", {}, b""),
@@ -253,6 +259,7 @@ def test_the_plain_lane_and_the_general_path_answer_alike(pair: SimpleNamespace)
     ("HEAD", "/prod/items/42", False),  # a REST API's GET route is not HEAD's: handle answers
     ("DELETE", "/prod/any/x/y", True),
     ("GET", "/prod/keyed", True),  # a usage plan: the lane runs its check
+    ("GET", "/prod/grouped/1", True),  # an upstream group
     ("GET", "/traced/items/1", True),  # X-Ray: the lane starts and finishes the trace
     ("GET", "/cached/items/1", False),  # a stage cache: handle
     ("POST", "/prod/items/1", False),  # no such route: handle answers the 403/405
