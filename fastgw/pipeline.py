@@ -735,7 +735,7 @@ class Gateway:
 
 def is_plain(stage: StagePlan, route: RoutePlan) -> bool:
     """Whether requests to `route` of `stage` need nothing of the pipeline but tracing, their usage plan and
-    their HTTP_PROXY integration (the plain lane, `Gateway.handle_plain`): no canary, CORS, compression or
+    their HTTP_PROXY integration (the plain lane, fastgw/lane.py `serve`): no canary, CORS, compression or
     own access log format on the stage; no authorizer, validation or cache on the route. A new field of
     RoutePlan, StagePlan or ApiPlan must be decided on here (tests/test_plain_lane.py refuses one that is
     not): the lane never skips what it does not know."""

@@ -358,23 +358,27 @@ async def exchange_failed(pool: UpstreamPool, conn: UpstreamConnection, exc: Ups
     answering (typically a keep-alive connection it had just closed; for an upstream group, on the next
     target). Never for non-idempotent methods, which the upstream may have acted on. Raises when there
     is no second attempt or it fails too."""
-    pool.discard(conn)
-    if conn.pool.member is not None:
-        conn.pool.member.failed()  # passive outlier detection (fastgw/upstream_groups.py)
+    _drop_failed(pool, conn)
     if not (exc.retryable and idempotent):
         raise exc
     conn = await pool.connect()
     try:
         await conn.send(data, head_request, timeout, body_kind)
     except UpstreamError:
-        pool.discard(conn)
-        if conn.pool.member is not None:
-            conn.pool.member.failed()
+        _drop_failed(pool, conn)
         raise
     except asyncio.CancelledError:
         pool.discard(conn)
         raise
     return conn
+
+
+def _drop_failed(pool: UpstreamPool, conn: UpstreamConnection) -> None:
+    """A send failed on `conn`: the connection goes, and its upstream group target (if any) counts a failure
+    (passive outlier detection, fastgw/upstream_groups.py)."""
+    pool.discard(conn)
+    if conn.pool.member is not None:
+        conn.pool.member.failed()
 
 
 async def read_whole_response(conn: UpstreamConnection, limit: int = INTEGRATION_RESPONSE_LIMIT) -> bytes:

@@ -3,7 +3,8 @@
 the upstream connection).
 
 Same interface and behaviour as the pure-Python twins in fastgw/_py, which are the reference;
-see docs/DESIGN.md. Only fastgw._accel imports this module.
+see docs/DESIGN.md. Only fastgw._accel imports this module; the compiled plain lane (fastgw._lane)
+cimports the classes fastgw/_core.pxd declares.
 """
 
 cimport cython

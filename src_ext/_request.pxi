@@ -86,6 +86,7 @@ cdef int _classify(const char* n, Py_ssize_t k):
     return F_FORWARD
 
 
+@cython.final
 cdef class RequestFacts:  # its fields: fastgw/_core.pxd
     pass
 
