@@ -1,5 +1,5 @@
-"""Build the Cython core (src_ext/_core.pyx -> fastgw._core), the VTL renderer (fastgw.vtl._render) and the
-plain lane (fastgw._lane).
+"""Build the Cython core (src_ext/_core.pyx -> fastgw._core), the VTL renderer (fastgw.vtl._render), the
+plain lane (fastgw._lane) and the usage check (fastgw.policies.usage._stage).
 
 FASTGW_NO_EXTENSIONS=1 builds a pure-Python package (the twins in fastgw/_py are used);
 FASTGW_CYTHON_ANNOTATE=1 writes the Cython HTML annotation next to the sources.
@@ -24,6 +24,7 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
         [Extension("fastgw.vtl._render", ["fastgw/vtl/render.py"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "binding": False, "annotation_typing": False},
         build_dir="build/cython",
+        force=True,  # cythonize's dependency scan misses the _name.pxd of a name.py: always regenerate
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )
 
@@ -33,6 +34,17 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
         [Extension("fastgw._lane", ["fastgw/lane.py"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "binding": False},
         build_dir="build/cython",
+        force=True,  # cythonize's dependency scan misses the _name.pxd of a name.py: always regenerate
+        annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
+    )
+    # The usage check (issue 18): fastgw/policies/usage/stage.py, compiled the same way (its _stage.pxd), so
+    # that the check every request of a route with a usage plan runs reads its fields and calls
+    # SlotTable.admit in C.
+    ext_modules += cythonize(
+        [Extension("fastgw.policies.usage._stage", ["fastgw/policies/usage/stage.py"], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": "3", "binding": False},
+        build_dir="build/cython",
+        force=True,  # cythonize's dependency scan misses the _name.pxd of a name.py: always regenerate
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )
 

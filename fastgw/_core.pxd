@@ -2,6 +2,7 @@
 # in C (`cimport` through fastgw/_lane.pxd). Their attributes are declared here, not in src_ext/*.pxi.
 
 cimport cython
+from libc.stdint cimport int64_t
 
 
 @cython.final
@@ -113,3 +114,28 @@ cdef class RequestIds:
     cdef unsigned long long counter
 
     cpdef str next(self)
+
+
+@cython.final
+cdef class SlotTable:
+    cdef Py_buffer _buf
+    cdef bint _has_buf
+    cdef int64_t* _idents
+    cdef int64_t* _values
+    cdef readonly Py_ssize_t nslots
+
+    cdef void _check(self, Py_ssize_t slot) except *
+    cdef Py_ssize_t _probe(self, int64_t ident, bint insert) except -2
+    cpdef Py_ssize_t find(self, int64_t ident) except -2
+    cpdef Py_ssize_t lookup(self, int64_t ident) except -2
+    cpdef tuple count_acquire(self, Py_ssize_t slot, int64_t period, int64_t limit, int64_t cost=*,
+                              int64_t initial=*)
+    cpdef count_release(self, Py_ssize_t slot, int64_t period, int64_t cost=*)
+    cpdef tuple count_get(self, Py_ssize_t slot)
+    cpdef count_set(self, Py_ssize_t slot, int64_t period, int64_t count)
+    cpdef tuple count_take(self, Py_ssize_t slot)
+    cpdef gcra_refund(self, Py_ssize_t slot, double rate, int64_t cost=*)
+    cpdef tuple admit(self, int64_t now_ns, tuple levels, Py_ssize_t quota_slot=*, int64_t period=*,
+                      int64_t limit=*, int64_t initial=*)
+    cdef void _untake(self, tuple levels, Py_ssize_t upto) except *
+    cpdef Py_ssize_t occupied(self)

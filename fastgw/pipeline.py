@@ -43,12 +43,14 @@ from .overload import OverloadGuard
 from .plan import Plan, RoutePlan, StagePlan
 from .policies.authorizers.base import Authorization, NeedsBody
 from .policies.cache.stage import CacheStage
-from .policies.usage.stage import UsageStage
+from .policies.usage import stage as py_usage_stage
 from .policies.validation import ReplayedBody
 from .upstream import UpstreamConnection, UpstreamError, exchange
 
 # The plain lane (fastgw/lane.py): compiled by Cython as fastgw._lane, or the same file as Python.
 lane: ModuleType = compiled("fastgw._lane") or py_lane
+# The usage check (fastgw/policies/usage/stage.py): compiled as fastgw.policies.usage._stage, or the same file.
+UsageStage = (compiled("fastgw.policies.usage._stage") or py_usage_stage).UsageStage
 
 log = logging.getLogger("fastgw")
 

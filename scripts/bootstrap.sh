@@ -45,11 +45,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # A test set-up includes everything a run set-up needs, so either satisfies "run".
 stamp=.venv/.fastgw-build
-digest=$(cat pyproject.toml setup.py src_ext/*.pyx src_ext/*.pxi fastgw/vtl/render.py fastgw/vtl/_render.pxd fastgw/lane.py fastgw/_lane.pxd fastgw/_core.pxd 2>/dev/null \
+digest=$(cat pyproject.toml setup.py src_ext/*.pyx src_ext/*.pxi fastgw/vtl/render.py fastgw/vtl/_render.pxd fastgw/lane.py fastgw/_lane.pxd fastgw/_core.pxd fastgw/policies/usage/stage.py fastgw/policies/usage/_stage.pxd 2>/dev/null \
   | sha256sum | cut -c1-16)
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$have" != "$digest-test" ] && { [ "$want" = test ] || [ "$have" != "$digest-run" ]; } \
-   || ! .venv/bin/python -c 'import fastgw._core, fastgw.vtl._render' 2>/dev/null; then
+   || ! .venv/bin/python -c 'import fastgw._core, fastgw.vtl._render, fastgw._lane, fastgw.policies.usage._stage' 2>/dev/null; then
   extras=""
   [ "$want" = test ] && extras="[test]"
   echo "bootstrap: building fastgw$extras into .venv (Cython core)"

@@ -19,13 +19,7 @@ cdef tuple _ADMITTED = (-1, 0)
 
 @cython.final
 cdef class SlotTable:
-    """``nslots`` idents and values in a writable buffer of >= 16*nslots bytes."""
-
-    cdef Py_buffer _buf
-    cdef bint _has_buf
-    cdef int64_t* _idents
-    cdef int64_t* _values
-    cdef readonly Py_ssize_t nslots
+    """``nslots`` idents and values in a writable buffer of >= 16*nslots bytes (fields: fastgw/_core.pxd)."""
 
     def __cinit__(self, object buffer, Py_ssize_t nslots):
         if nslots <= 0:
@@ -44,7 +38,7 @@ cdef class SlotTable:
         if self._has_buf:
             PyBuffer_Release(&self._buf)
 
-    cdef inline void _check(self, Py_ssize_t slot) except *:
+    cdef void _check(self, Py_ssize_t slot) except *:
         if slot < 0 or slot >= self.nslots:
             raise IndexError(f"slot {slot} out of range (nslots={self.nslots})")
 

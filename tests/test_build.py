@@ -133,6 +133,19 @@ def test_plain_lane_matches_the_environment() -> None:
         assert pipeline.lane.PlainRoute.__dict__.get("__dict__") is None  # an extension type (fastgw/_lane.pxd)
 
 
+def test_usage_check_matches_the_environment() -> None:
+    """The usage check runs compiled (fastgw.policies.usage._stage, from stage.py) unless FASTGW_NO_EXTENSIONS
+    asks for Python; the compiled lane calls it in C, so the two are chosen together."""
+    from fastgw import pipeline
+
+    if NO_EXTENSIONS:
+        assert pipeline.UsageStage.__module__ == "fastgw.policies.usage.stage"
+    else:
+        assert pipeline.UsageStage.__module__ == "fastgw.policies.usage._stage", (
+            "fastgw.policies.usage._stage is missing or failed to import; build it with: pip install -e .")
+        assert pipeline.UsageStage.__dict__.get("__dict__") is None  # an extension type (its _stage.pxd)
+
+
 @needs_core
 def test_compiled_vtl_renderer() -> None:
     from fastgw.vtl import UTIL, Input, _render
@@ -147,11 +160,12 @@ def test_compiled_vtl_renderer() -> None:
 
 
 def test_one_chooser_knows_every_compiled_module() -> None:
-    """fastgw/_accel.py chooses every compiled module (the core, the VTL renderer and the plain lane) the
-    same way, so the build_info metric cannot say "c" while one of them runs its pure-Python twin."""
-    import fastgw.pipeline  # noqa: F401 - registers the plain lane's choice
+    """fastgw/_accel.py chooses every compiled module (the core, the VTL renderer, the plain lane and the usage
+    check) the same way, so the build_info metric cannot say "c" while one of them runs its pure-Python twin."""
+    import fastgw.pipeline  # noqa: F401 - registers the plain lane's and the usage check's choice
     import fastgw.vtl  # noqa: F401 - registers the renderer's choice
 
-    assert set(accel.KERNELS) == {"fastgw._core", "fastgw.vtl._render", "fastgw._lane"}
+    assert set(accel.KERNELS) == {"fastgw._core", "fastgw.vtl._render", "fastgw._lane",
+                                  "fastgw.policies.usage._stage"}
     assert set(accel.KERNELS.values()) == {"py" if NO_EXTENSIONS else "c"}
     assert accel.impl() == ("py" if NO_EXTENSIONS else "c")

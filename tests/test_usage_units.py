@@ -10,18 +10,24 @@ from typing import Any
 import pytest
 import yaml
 
+from fastgw._accel import compiled
 from fastgw.compile import load_plan
 from fastgw.config.loader import Document
 from fastgw.config.model import method_throttle_key
 from fastgw.errors import GatewayError
+from fastgw.policies.usage import stage as py_stage
 from fastgw.policies.usage.plan import period_bounds, period_of
-from fastgw.policies.usage.stage import UsageStage
 from fastgw.state.shm import SharedTable
 
 KEY = "unit-key-0123456789abcdefghij"
 
+# stage.py as Python, and as compiled by setup.py (fastgw.policies.usage._stage, which the gateway runs)
+IMPLS = [py_stage] + [m for m in [compiled("fastgw.policies.usage._stage")] if m is not None]
+each_impl = pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__.rpartition(".")[2])
 
-def stage_for(tmp_path: Path, quota: dict[str, Any] | None = None, source: str = "HEADER") -> tuple[UsageStage, Any]:
+
+def stage_for(tmp_path: Path, quota: dict[str, Any] | None = None, source: str = "HEADER",
+              impl: Any = py_stage) -> tuple[Any, Any]:
     config = {
         "apis": [{"name": "a", "apiKeySource": source, "stages": {"s": {}},
                   "routes": [{"route": "GET /x", "apiKeyRequired": True,
@@ -34,7 +40,7 @@ def stage_for(tmp_path: Path, quota: dict[str, Any] | None = None, source: str =
     path.write_text(yaml.safe_dump(config))
     plan = load_plan(Document(config, str(path)))
     SharedTable.create(plan.usage.state_dir)
-    stage = UsageStage(plan.usage)
+    stage = impl.UsageStage(plan.usage)
     stage.start(asyncio.new_event_loop())
     return stage, plan.stages[0].routes[0].usage
 
@@ -61,8 +67,9 @@ def test_method_throttle_keys_accept_the_aws_form() -> None:
     assert method_throttle_key("orders") is None
 
 
-def test_quota_offset_applies_to_the_first_period_only(tmp_path: Path) -> None:
-    stage, usage = stage_for(tmp_path, {"limit": 5, "period": "DAY", "offset": 3})
+@each_impl
+def test_quota_offset_applies_to_the_first_period_only(tmp_path: Path, impl: Any) -> None:
+    stage, usage = stage_for(tmp_path, {"limit": 5, "period": "DAY", "offset": 3}, impl=impl)
     for _ in range(2):
         assert stage.check(usage, KEY) is None
     with pytest.raises(GatewayError) as refused:
@@ -74,8 +81,9 @@ def test_quota_offset_applies_to_the_first_period_only(tmp_path: Path) -> None:
     stage.stop()
 
 
-def test_authorizer_key_source_reads_the_usage_identifier_key(tmp_path: Path) -> None:
-    stage, usage = stage_for(tmp_path, source="AUTHORIZER")
+@each_impl
+def test_authorizer_key_source_reads_the_usage_identifier_key(tmp_path: Path, impl: Any) -> None:
+    stage, usage = stage_for(tmp_path, source="AUTHORIZER", impl=impl)
     with pytest.raises(GatewayError) as refused:
         stage.check(usage, KEY)  # the X-API-Key field is not the source here
     assert refused.value.kind == "INVALID_API_KEY"

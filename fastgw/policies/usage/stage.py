@@ -227,7 +227,7 @@ class UsageStage:
             value = api_key if usage.key_source == "HEADER" else identity_key
             if not value:
                 self._reject(usage, "missing")
-            entry = self.verified.get(value)  # type: ignore[arg-type]
+            entry: KeyEntry | None = self.verified.get(value)  # type: ignore[arg-type]
             if entry is None:
                 digest = hashlib.sha256(value.encode("latin-1", "replace")).digest()  # type: ignore[union-attr]
                 entry = self.keys.get(digest)
