@@ -139,3 +139,28 @@ cdef class SlotTable:
                       int64_t limit=*, int64_t initial=*)
     cdef void _untake(self, tuple levels, Py_ssize_t upto) except *
     cpdef Py_ssize_t occupied(self)
+
+
+cdef struct _LineBuf:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+@cython.final
+cdef class LineBuffer:
+    cdef _LineBuf b
+    cdef Py_ssize_t flush_bytes
+    cdef long long second  # the second `time_text` shows
+    cdef char time_text[32]
+    cdef Py_ssize_t time_len
+    cdef readonly long long lines  # lines in the buffer
+
+    cdef void _set_time(self, long long second)
+    cpdef bint line(self, str request_id, object down, object line_format, long long status, long long length,
+                    double elapsed, double integration_latency, double now=*) except -1
+    cpdef bint line_of(self, str request_id, str client, str method, str path, str protocol, bytes fixed,
+                       long long status, long long length, double elapsed, double integration_latency,
+                       bint with_principal=*, object principal=*, double now=*) except -1
+    cpdef bint raw(self, bytes data) except -1
+    cpdef bytes take(self)

@@ -228,6 +228,9 @@ class CustomLineFormat:
 
 
 class AccessLog:
+    # PERF: the compiled plain lane reads `scheduled` on every request (a slot, not an instance dict)
+    __slots__ = ("fd", "buffer", "pending", "dropped", "scheduled", "formats", "_second", "_second_text")
+
     def __init__(self, fd: int = 1):
         self.fd = fd
         self.buffer = LineBuffer(FLUSH_BYTES)  # formatted lines waiting for the next flush
@@ -250,7 +253,7 @@ class AccessLog:
         if full:
             self.write_out()  # a timer set stays set, for what comes next
         if not self.scheduled:
-            self._schedule()
+            self.schedule()
 
     def write_ws(self, request_id: str, connection_id: str, ip: str, stage: StagePlan | None, event_type: str,
                  route_key: str, status: int, elapsed: float, close_code: int | None = None) -> None:
@@ -274,9 +277,10 @@ class AccessLog:
         if self.buffer.raw(orjson.dumps(record) + b"\n"):
             self.write_out()
         if not self.scheduled:
-            self._schedule()
+            self.schedule()
 
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
+        """The next flush, FLUSH_SECONDS from now (`scheduled` says one is set)."""
         self.scheduled = True
         try:
             asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)

@@ -8,8 +8,9 @@ usage plan, tracing and HTTP_PROXY integration, in one frame.
 What `handle` finds for a (method, path) of a plain route is remembered on its first request
 (`Gateway.learn_plain`, which decides with `is_plain` in fastgw/pipeline.py); granian's RSGI scope is
 read directly, and no Downstream object is made unless the response streams or fails. Anything the lane
-does not serve goes to `handle` from its start, and the error answers, the relay of a streamed response,
-the tally and the access log are `handle`'s own. tests/test_plain_lane.py runs both on the same requests
+does not serve goes to `handle` from its start, and the error answers and the relay of a streamed response
+are `handle`'s own; the usage check (fastgw/policies/usage/stage.py), the tally and fastgw's access line
+(`LineBuffer.line_of`) are the same kernels' calls. tests/test_plain_lane.py runs both on the same requests
 and requires the same answers, upstream requests, access log lines and counters.
 
 PERF: this file is plain Python, and setup.py also compiles it with Cython as ``fastgw._lane``
@@ -17,7 +18,8 @@ PERF: this file is plain Python, and setup.py also compiles it with Cython as ``
 the kernels' classes from fastgw/_core.pxd, so that their fields and methods are reached in C); the
 pipeline runs the compiled build, or this file with FASTGW_NO_EXTENSIONS (fastgw/_accel.py). Compiled,
 the lane is ~5.6k instructions a plain request cheaper (40.0k -> 34.4k; docs/PERF.md "The plain lane,
-compiled").
+compiled"). It also calls the compiled usage check (fastgw.policies.usage._stage, ~2.3k less a request
+with a usage plan) and writes the access line into the log's buffer itself (~4k less with the log on).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class PlainRoute:
 
     __slots__ = ("stage", "route", "integration", "tracing", "usage", "method", "path", "upstream_path", "target",
                  "host_header", "pool", "timeout", "framing", "head_request", "idempotent", "tally", "worker_metrics",
-                 "overload", "ids", "limits", "trusted_hops", "usage_stage", "access_log")
+                 "overload", "ids", "limits", "trusted_hops", "usage_stage", "access_log", "log_buffer", "line_fixed")
 
     def __init__(self, stage: StagePlan, route: RoutePlan, path: str, params: dict[str, str], method: str,
                  gateway: Any):
@@ -71,7 +73,13 @@ class PlainRoute:
         self.limits = gateway.limits
         self.trusted_hops = bool(gateway.trusted_hops)
         self.usage_stage = gateway.usage
-        self.access_log = gateway.access_log
+        access_log = gateway.access_log
+        self.access_log = access_log
+        # fastgw's JSON line of this route (its fields that depend on the route only, serialised), which the
+        # lane writes into the log's buffer itself; None: no access log, or the stage's own format
+        self.log_buffer = access_log.buffer if access_log is not None else None
+        line_format = access_log.formatter(stage, route) if access_log is not None else None
+        self.line_fixed = line_format.fixed if line_format is not None and not line_format.principal else None
 
 
 class PlainRequest:
@@ -200,11 +208,19 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
         worker_metrics.inflight -= 1
     elapsed = ended - started
     plain.tally.record(status, elapsed, integration_latency)
-    if plain.access_log is not None:
-        if down is None:
-            down = PlainRequest(method, plain.path, peer_host(peer_address),
-                                PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version)
-        plain.access_log.write(request_id, down, plain.stage, plain.route, status, sent, elapsed,
-                                 integration_latency)
+    access_log = plain.access_log
+    if access_log is not None:
+        client = peer_host(peer_address)
+        protocol = PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version
+        if plain.line_fixed is not None:  # PERF: AccessLog.write's work for fastgw's line, in C (~3k instructions)
+            log_buffer: LineBuffer = plain.log_buffer  # noqa: F821
+            if log_buffer.line_of(request_id, client, method, plain.path, protocol, plain.line_fixed, status, sent,
+                                  elapsed, integration_latency):
+                access_log.write_out()
+            if not access_log.scheduled:
+                access_log.schedule()
+        else:
+            access_log.write(request_id, PlainRequest(method, plain.path, client, protocol), plain.stage,
+                             plain.route, status, sent, elapsed, integration_latency)
     if trace is not None:
         trace.finish(plain.stage, plain.route, method, plain.path, status, elapsed, integration_latency, request_id)

@@ -8,10 +8,7 @@ cdef extern from "Python.h":
 
 from libc.stdlib cimport free, malloc, realloc
 
-cdef struct _LineBuf:
-    char* data
-    Py_ssize_t size
-    Py_ssize_t cap
+# cdef struct _LineBuf (data, size, cap): declared in fastgw/_core.pxd
 
 cdef const char* _HEX = b"0123456789abcdef"
 
@@ -218,12 +215,7 @@ cdef class LineBuffer:
     PERF: a tuple per request formatted at the flush, each line a bytes object joined, cost ~13k
     instructions a request; this ~6k, the Python call included (docs/PERF.md)."""
 
-    cdef _LineBuf b
-    cdef Py_ssize_t flush_bytes
-    cdef long long second  # the second `time_text` shows
-    cdef char time_text[32]
-    cdef Py_ssize_t time_len
-    cdef readonly long long lines  # lines in the buffer
+    # (fields: fastgw/_core.pxd, where the compiled plain lane reads them)
 
     def __cinit__(self, Py_ssize_t flush_bytes=65536):
         self.b.data = <char*>malloc(4096)
@@ -273,33 +265,41 @@ cdef class LineBuffer:
                     double elapsed, double integration_latency, double now=-1.0) except -1:
         """fastgw's JSON line for one request (access_line's fields; `now` < 0: the clock's time). True when
         the buffer holds `flush_bytes` or more."""
-        cdef timespec clock
-        cdef long long second
-        cdef bytes fixed = <bytes?>line_format.fixed
         cdef bint with_principal = line_format.principal
         cdef object principal = None
         cdef object auth
-        if now < 0:
-            clock_gettime(CLOCK_REALTIME, &clock)
-            now = <double>clock.tv_sec + <double>clock.tv_nsec * 1e-9
-        second = <long long>now
-        if second != self.second:
-            self._set_time(second)
         if with_principal:  # $context.authorizer.principalId (None: the request was refused)
             auth = getattr(down, "auth", None)
             if auth is not None:
                 principal = auth.principal_id
                 if principal is not None and type(principal) is not str:
                     principal = str(principal)
+        return self.line_of(request_id, <str?>down.client, <str?>down.method, <str?>down.path, <str?>down.protocol,
+                            <bytes?>line_format.fixed, status, length, elapsed, integration_latency, with_principal,
+                            principal, now)
+
+    cpdef bint line_of(self, str request_id, str client, str method, str path, str protocol, bytes fixed,
+                       long long status, long long length, double elapsed, double integration_latency,
+                       bint with_principal=False, object principal=None, double now=-1.0) except -1:
+        """`line` with the request's fields given (the compiled plain lane calls it in C, with no request
+        object); `principal`: a str or None."""
+        cdef timespec clock
+        cdef long long second
+        if now < 0:
+            clock_gettime(CLOCK_REALTIME, &clock)
+            now = <double>clock.tv_sec + <double>clock.tv_nsec * 1e-9
+        second = <long long>now
+        if second != self.second:
+            self._set_time(second)
         _lb_raw(&self.b, b'{"requestId":', 13)
         _lb_json(&self.b, request_id)
         _lb_raw(&self.b, b',"ip":', 6)
-        _lb_json(&self.b, <str?>down.client)
+        _lb_json(&self.b, client)
         _lb_raw(&self.b, b',"requestTime":"', 16)
         _lb_raw(&self.b, self.time_text, self.time_len)
         _lb_raw(&self.b, b'"', 1)
-        _line_tail(&self.b, now, <str?>down.method, <str?>down.path, fixed, status, <str?>down.protocol, length,
-                   elapsed, integration_latency, with_principal, principal)
+        _line_tail(&self.b, now, method, path, fixed, status, protocol, length, elapsed, integration_latency,
+                   with_principal, principal)
         self.lines += 1
         return self.b.size >= self.flush_bytes
 

@@ -56,17 +56,23 @@ class LineBuffer:
         """fastgw's JSON line for one request: `down` gives the client, method, path, protocol and auth,
         `line_format` the route's serialised fields (`fixed`) and whether it has an authorizer (`principal`);
         `now` < 0: the clock's time. True when the buffer holds `flush_bytes` or more."""
-        if now < 0:
-            now = time.time()
         principal = None
         if line_format.principal:
             auth = getattr(down, "auth", None)
             principal = auth.principal_id if auth is not None else None
             if principal is not None and principal.__class__ is not str:
                 principal = str(principal)
-        return self.raw(access_line(request_id, down.client, clf_time(int(now)), now, down.method, down.path,
-                                    line_format.fixed, status, down.protocol, length, elapsed, integration_latency,
-                                    line_format.principal, principal))
+        return self.line_of(request_id, down.client, down.method, down.path, down.protocol, line_format.fixed,
+                            status, length, elapsed, integration_latency, line_format.principal, principal, now)
+
+    def line_of(self, request_id: str, client: str, method: str, path: str, protocol: str, fixed: bytes, status: int,
+                length: int, elapsed: float, integration_latency: float, with_principal: bool = False,
+                principal: str | None = None, now: float = -1.0) -> bool:
+        """`line` with the request's fields given (the plain lane has no request object)."""
+        if now < 0:
+            now = time.time()
+        return self.raw(access_line(request_id, client, clf_time(int(now)), now, method, path, fixed, status,
+                                    protocol, length, elapsed, integration_latency, with_principal, principal))
 
     def raw(self, data: bytes) -> bool:
         """Lines formatted elsewhere, newline included. True when the buffer holds `flush_bytes` or more."""

@@ -91,6 +91,18 @@ def test_the_buffer_holds_whole_lines_until_taken(mod):
     assert (buffer.lines, buffer.size, buffer.take()) == (0, 0, b"")
 
 
+@pytest.mark.parametrize("mod", IMPLS)
+@pytest.mark.parametrize("with_principal, principal", [(False, None), (True, None), (True, "user-1")])
+def test_line_of_writes_what_line_writes(mod, with_principal, principal):
+    """The plain lane's call (the request's fields given) and the pipeline's (read from its Downstream)."""
+    down = _Down("::1", "POST", "/prod/a%2Fb", "HTTP/2", _Auth(principal))
+    by_object, by_fields = mod.LineBuffer(), mod.LineBuffer()
+    by_object.line("id-9", down, _Format(FIXED, with_principal), 502, 0, 0.25, 0.125, 1796601601.5)
+    by_fields.line_of("id-9", "::1", "POST", "/prod/a%2Fb", "HTTP/2", FIXED, 502, 0, 0.25, 0.125, with_principal,
+                      principal, 1796601601.5)
+    assert by_object.take() == by_fields.take() != b""
+
+
 @pytest.mark.skipif(len(IMPLS) < 2, reason="FASTGW_NO_EXTENSIONS: no compiled kernel to compare")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(max_size=30), min_size=5, max_size=5), st.floats(0, 4.1e9), st.integers(0, 999),
