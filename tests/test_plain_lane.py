@@ -308,3 +308,57 @@ LANE_KNOWS = {
 @pytest.mark.parametrize("plan_class", list(LANE_KNOWS), ids=lambda c: c.__name__)
 def test_the_plain_lane_knows_every_field_of_the_plans(plan_class: type) -> None:
     assert {f.name for f in dataclasses.fields(plan_class)} == LANE_KNOWS[plan_class]
+
+
+RELOADED = """\
+server:
+  workers: 1
+  trustedHops: {hops}
+  limits: {{maxUriBytes: {uri}}}
+apis:
+  - name: shop
+    type: REST
+    stages: {{prod: {{}}}}
+    routes:
+      - route: GET /items/{{id}}
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream}/items/{{id}}"}}
+      - route: GET /keyed
+        apiKeyRequired: true
+        integration: {{type: HTTP_PROXY, uri: "http://{upstream}/keyed"}}
+usagePlans:
+  - name: basic
+    apiStages: [{{api: shop, stage: prod}}]
+apiKeys:
+  - {{name: alice, value: "{key}", usagePlans: [basic], enabled: {enabled}}}
+"""
+
+
+def test_a_reload_reaches_the_plain_lane(tmp_path: Path) -> None:
+    """A PlainRoute keeps the worker's settings the lane reads (the request limits, the trusted hops, the usage
+    stage and its keys); after a live reload the lane must serve with the new ones, not the remembered."""
+    upstream = RecordingUpstream(behaviour).start()
+    before = RELOADED.format(hops=0, uri=8192, upstream=upstream.address, key=KEY, enabled="true")
+    gateway = GatewayProcess(before, tmp_path).start()
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as client:
+            def forwarded_for() -> str:
+                count = len(upstream.requests)
+                assert client.get("/prod/items/1", headers={"x-forwarded-for": "203.0.113.7"}).status_code == 200
+                wait_for(lambda: len(upstream.requests) > count, timeout=5)
+                return upstream.requests[-1].header("x-forwarded-for")
+
+            long_path = "/prod/items/" + "x" * 400
+            keyed = {"x-api-key": KEY}
+            for _ in range(2):  # the second of each is served from the lane's memory
+                assert forwarded_for() == "127.0.0.1"
+                assert client.get(long_path).status_code == 200
+                assert client.get("/prod/keyed", headers=keyed).status_code == 200
+            after = RELOADED.format(hops=1, uri=300, upstream=upstream.address, key=KEY, enabled="false")
+            gateway.config_path.write_text(after)
+            assert httpx.post(f"{gateway.admin}/reload", timeout=30).status_code == 202
+            wait_for(lambda: forwarded_for() == "203.0.113.7, 127.0.0.1", timeout=10, what="the new trustedHops")
+            assert client.get(long_path).status_code == 414
+            assert client.get("/prod/keyed", headers=keyed).status_code == 403
+    finally:
+        gateway.stop()
+        upstream.stop()
