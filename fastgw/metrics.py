@@ -194,6 +194,9 @@ class WorkerMetrics:
     flushes on its way out).
     """
 
+    # PERF: slots: every request counts `inflight` up and down
+    __slots__ = ("tallies", "inflight", "_timer", "_loop")
+
     def __init__(self) -> None:
         # (route or stage or None, method) -> Tally; the Tally knows its label values.
         self.tallies: dict[tuple[object, str], Tally] = {}

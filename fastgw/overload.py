@@ -35,6 +35,10 @@ def memory_limit_supported() -> bool:
 
 
 class OverloadGuard:
+    # PERF: slots: every request reads `limit` (the compiled plain lane through a generic attribute lookup)
+    __slots__ = ("limit", "max_in_flight", "max_rss", "retry_after", "shedding_memory", "rss", "loop", "_timer",
+                 "_statm", "_trimmed_at")
+
     def __init__(self, settings: OverloadSettings):
         self.limit = sys.maxsize  # requests in flight admitted (the request path reads only this)
         self.max_in_flight = sys.maxsize
