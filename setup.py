@@ -28,20 +28,12 @@ if not os.environ.get("FASTGW_NO_EXTENSIONS"):
         annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
     )
 
-    # The plain lane (issue 18): one source, fastgw/lane.py, compiled the same way (fastgw/_lane.pxd); its
-    # annotations type the lane's PlainRoute, so that its fields are read without a lookup.
+    # Issue 18, compiled the same way, with their annotations typing locals: the plain lane (fastgw/lane.py,
+    # fastgw/_lane.pxd: its PlainRoute's fields read without a lookup) and the usage check
+    # (fastgw/policies/usage/stage.py, its _stage.pxd: the check's fields and SlotTable.admit in C).
     ext_modules += cythonize(
-        [Extension("fastgw._lane", ["fastgw/lane.py"], extra_compile_args=["-O3"])],
-        compiler_directives={"language_level": "3", "binding": False},
-        build_dir="build/cython",
-        force=True,  # cythonize's dependency scan misses the _name.pxd of a name.py: always regenerate
-        annotate=bool(os.environ.get("FASTGW_CYTHON_ANNOTATE")),
-    )
-    # The usage check (issue 18): fastgw/policies/usage/stage.py, compiled the same way (its _stage.pxd), so
-    # that the check every request of a route with a usage plan runs reads its fields and calls
-    # SlotTable.admit in C.
-    ext_modules += cythonize(
-        [Extension("fastgw.policies.usage._stage", ["fastgw/policies/usage/stage.py"], extra_compile_args=["-O3"])],
+        [Extension("fastgw._lane", ["fastgw/lane.py"], extra_compile_args=["-O3"]),
+         Extension("fastgw.policies.usage._stage", ["fastgw/policies/usage/stage.py"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "binding": False},
         build_dir="build/cython",
         force=True,  # cythonize's dependency scan misses the _name.pxd of a name.py: always regenerate

@@ -15,9 +15,6 @@ cdef class PlainRoute:
     cdef public RequestIds ids
     cdef public bint head_request, idempotent, trusted_hops
 
-cdef class PlainRequest:
-    cdef public object method, path, client, protocol
-
 cdef class RsgiEntry:
     cdef object gateway, other, adapter
 

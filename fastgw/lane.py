@@ -76,23 +76,10 @@ class PlainRoute:
         access_log = gateway.access_log
         self.access_log = access_log
         # fastgw's JSON line of this route (its fields that depend on the route only, serialised), which the
-        # lane writes into the log's buffer itself; None: no access log, or the stage's own format
+        # lane writes into the log's buffer itself. Always fastgw's line without a principal: `is_plain` sends
+        # a stage with its own format and a route with an authorizer to `handle`.
         self.log_buffer = access_log.buffer if access_log is not None else None
-        line_format = access_log.formatter(stage, route) if access_log is not None else None
-        self.line_fixed = line_format.fixed if line_format is not None and not line_format.principal else None
-
-
-class PlainRequest:
-    """The request fields the access log's line reads (fastgw/accesslog.py), for a plain-lane request that
-    needed no Downstream."""
-
-    __slots__ = ("method", "path", "client", "protocol")
-
-    def __init__(self, method: str, path: str, client: str, protocol: str):
-        self.method = method
-        self.path = path
-        self.client = client
-        self.protocol = protocol
+        self.line_fixed = access_log.formatter(stage, route).fixed if access_log is not None else None
 
 
 class RsgiEntry:
@@ -209,18 +196,13 @@ async def serve(gateway: Any, plain: PlainRoute, scope: Any, proto: Any, adapter
     elapsed = ended - started
     plain.tally.record(status, elapsed, integration_latency)
     access_log = plain.access_log
-    if access_log is not None:
-        client = peer_host(peer_address)
-        protocol = PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version
-        if plain.line_fixed is not None:  # PERF: AccessLog.write's work for fastgw's line, in C (~3k instructions)
-            log_buffer: LineBuffer = plain.log_buffer  # noqa: F821
-            if log_buffer.line_of(request_id, client, method, plain.path, protocol, plain.line_fixed, status, sent,
-                                  elapsed, integration_latency):
-                access_log.write_out()
-            if not access_log.scheduled:
-                access_log.schedule()
-        else:
-            access_log.write(request_id, PlainRequest(method, plain.path, client, protocol), plain.stage,
-                             plain.route, status, sent, elapsed, integration_latency)
+    if access_log is not None:  # PERF: AccessLog.write's work for fastgw's line, in C (~3k instructions)
+        log_buffer: LineBuffer = plain.log_buffer  # noqa: F821
+        if log_buffer.line_of(request_id, peer_host(peer_address), method, plain.path,
+                              PROTOCOLS.get(scope.http_version) or "HTTP/" + scope.http_version, plain.line_fixed,
+                              status, sent, elapsed, integration_latency):
+            access_log.write_out()
+        if not access_log.scheduled:
+            access_log.schedule()
     if trace is not None:
         trace.finish(plain.stage, plain.route, method, plain.path, status, elapsed, integration_latency, request_id)
